@@ -1,0 +1,13 @@
+//! dportage: a distcc 3.4-compatible client and server in Rust.
+//!
+//! The pure core (`protocol`, `hosts`, `args`) never touches sockets, processes or
+//! files; `client` and `server` own those edges and depend on the core, never on
+//! each other.
+
+pub mod args;
+pub mod client;
+pub mod exitcode;
+pub mod hosts;
+pub mod logging;
+pub mod protocol;
+pub mod server;

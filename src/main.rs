@@ -1,0 +1,76 @@
+//! argv[0] and subcommand dispatch only; every role lives in the library.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+fn main() {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let argv0 = if args.is_empty() { OsString::from("dportage") } else { args.remove(0) };
+    let name = Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let code = match role_for(&name) {
+        Role::Server => dportage::server::serve_main(args),
+        Role::ExplicitClient => dportage::client::client_main(argv0, args, true),
+        Role::Masquerade => dportage::client::client_main(argv0, args, false),
+        Role::Dportage => dportage_main(argv0, args),
+    };
+    std::process::exit(code);
+}
+
+enum Role {
+    Server,
+    ExplicitClient,
+    Masquerade,
+    Dportage,
+}
+
+fn role_for(name: &str) -> Role {
+    if name == "distccd" || name == "dportage-serve" {
+        Role::Server
+    } else if name.contains("distcc") || name == "dportage-cc" {
+        Role::ExplicitClient
+    } else if name == "dportage" || name.starts_with("dportage") {
+        Role::Dportage
+    } else {
+        Role::Masquerade
+    }
+}
+
+/// `dportage SUBCOMMAND …`.
+fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
+    let sub = args.first().map(|a| a.to_string_lossy().into_owned());
+    match sub.as_deref() {
+        Some("serve") => {
+            args.remove(0);
+            dportage::server::serve_main(args)
+        }
+        Some("cc") => {
+            args.remove(0);
+            dportage::client::client_main(argv0, args, true)
+        }
+        Some("--version") | Some("-V") => {
+            println!("dportage {} (distcc 3.4 protocols 1 and 2)", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Some("--help") | Some("-h") | None => {
+            print!("{}", USAGE);
+            0
+        }
+        Some(other) => {
+            eprintln!("dportage: unknown command {other:?}\n\n{USAGE}");
+            dportage::exitcode::BAD_ARGUMENTS
+        }
+    }
+}
+
+const USAGE: &str = "\
+dportage: distcc 3.4-compatible compile client and server
+
+Usage:
+  dportage serve [DISTCCD OPTIONS]   run the job server (same as `distccd`)
+  dportage cc COMPILER ARGS...       compile through the host list (same as `distcc`)
+  distcc COMPILER ARGS...            (through a link named distcc or dportage-cc)
+  gcc ARGS...                        (through a masquerade link named like a compiler)
+";

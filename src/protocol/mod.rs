@@ -1,0 +1,98 @@
+//! distcc's wire format, sans-I/O: packet headers, LZO bodies, and incremental
+//! decoders/encoders for requests and replies (protocols 1 and 2).
+//!
+//! Decoders work like mini-redis' `Frame::parse`: the caller appends bytes from
+//! the network to a `BytesMut` and calls `decode`; `Ok(None)` means "need more
+//! bytes", `Err` means the peer broke the protocol. Every length from the peer is
+//! checked against [`Limits`] before a single byte of it is buffered.
+
+pub mod header;
+pub mod lzo;
+pub mod reply;
+pub mod request;
+
+pub use header::{encode_header, parse_header, Token, HEADER_LEN};
+pub use reply::{Reply, ReplyDecoder};
+pub use request::{Request, RequestDecoder, RequestEvent};
+
+/// The protocol version a job is spoken in (`DIST`/`DONE` value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProtocolVersion {
+    /// Plain: bodies uncompressed.
+    V1 = 1,
+    /// `,lzo`: BULK bodies are raw LZO1X-1 streams.
+    V2 = 2,
+    /// `,cpp,lzo` pump mode. Recognised so a server can refuse it cleanly.
+    V3 = 3,
+}
+
+impl ProtocolVersion {
+    pub fn from_wire(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::V1),
+            2 => Some(Self::V2),
+            3 => Some(Self::V3),
+            _ => None,
+        }
+    }
+    pub fn number(self) -> u32 {
+        self as u32
+    }
+    /// Whether BULK bodies are LZO-compressed in this version.
+    pub fn compressed(self) -> bool {
+        !matches!(self, Self::V1)
+    }
+}
+
+/// Bounds on everything a peer can make us allocate. distcc 3.4 has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum `ARGC`.
+    pub max_argc: u32,
+    /// Maximum length of one `ARGV` (the kernel's per-argument limit).
+    pub max_arg_len: u32,
+    /// Maximum total of all `ARGV` bytes.
+    pub max_argv_total: usize,
+    /// Maximum length of a path-like STR packet (`CDIR`, `NAME`, `LINK`).
+    pub max_path_len: u32,
+    /// Maximum body length as sent on the wire (compressed for v2).
+    pub max_body: u32,
+    /// Maximum decompressed size of one body (also capped at 256×compressed+64).
+    pub max_decompressed: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_argc: 65_536,
+            max_arg_len: 128 * 1024,
+            max_argv_total: 2 * 1024 * 1024,
+            max_path_len: 4096,
+            max_body: 256 * 1024 * 1024,
+            max_decompressed: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything that can be wrong with bytes from a peer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    #[error("malformed packet header {0:?} (expected 4-letter token + 8 hex digits)")]
+    BadHeader(String),
+    #[error("protocol derailment: expected {expected}, got {got:?}")]
+    UnexpectedToken { expected: &'static str, got: String },
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u32),
+    #[error("reply version {got} does not match request version {sent}")]
+    VersionMismatch { sent: u32, got: u32 },
+    #[error("{what} of {len} exceeds the limit of {limit}")]
+    TooLong { what: &'static str, len: u64, limit: u64 },
+    #[error("{0} contains a NUL byte")]
+    EmbeddedNul(&'static str),
+    #[error("failing STAT {status:#x} came with a {len}-byte DOTO body")]
+    BodyOnFailure { status: u32, len: u32 },
+    #[error("LZO body of {what}: {source}")]
+    Lzo { what: &'static str, source: lzo::LzoError },
+    #[error("decoder used after the message was complete")]
+    Finished,
+}
