@@ -46,6 +46,10 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
             args.remove(0);
             dportage::server::serve_main(args)
         }
+        Some("__sandbox-exec") => {
+            args.remove(0);
+            dportage::server::sandbox::exec_main(args)
+        }
         Some("cc") => {
             args.remove(0);
             dportage::client::client_main(argv0, args, true)

@@ -1,5 +1,9 @@
 //! The client: `distcc`, `dportage-cc`, and masquerade links named like compilers.
 
+pub mod hostsource;
+pub mod invocation;
+pub mod slots;
+
 use std::ffi::OsString;
 
 /// Entry point for the client. `argv0` is the name the binary was invoked

@@ -1,5 +1,8 @@
 //! `distccd` / `dportage serve`: the job server.
 
+pub mod job;
+pub mod sandbox;
+
 use std::ffi::OsString;
 
 /// Entry point for `distccd ARGS…` and `dportage serve ARGS…`. `args` excludes
