@@ -9,5 +9,6 @@ pub mod client;
 pub mod exitcode;
 pub mod hosts;
 pub mod logging;
+pub mod network;
 pub mod protocol;
 pub mod server;

@@ -58,14 +58,16 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
             println!("dportage {} (distcc 3.4 protocols 1 and 2)", env!("CARGO_PKG_VERSION"));
             0
         }
-        Some("--help") | Some("-h") | None => {
+        Some("coordinator") => {
+            args.remove(0);
+            dportage::network::coordinator_main(args)
+        }
+        Some("--help") | Some("-h") => {
             print!("{}", USAGE);
             0
         }
-        Some(other) => {
-            eprintln!("dportage: unknown command {other:?}\n\n{USAGE}");
-            dportage::exitcode::BAD_ARGUMENTS
-        }
+        // No command, options for the environment printer, or CMD ARGS… to run in it.
+        _ => dportage::network::env_main(args),
     }
 }
 
@@ -75,6 +77,9 @@ dportage: distcc 3.4-compatible compile client and server
 Usage:
   dportage serve [DISTCCD OPTIONS]   run the job server (same as `distccd`)
   dportage cc COMPILER ARGS...       compile through the host list (same as `distcc`)
+  dportage coordinator [OPTIONS]     run the network coordinator (HTTP)
+  dportage                           print the network environment (like ssh-agent)
+  dportage CMD ARGS...               run CMD with the network environment
   distcc COMPILER ARGS...            (through a link named distcc or dportage-cc)
   gcc ARGS...                        (through a masquerade link named like a compiler)
 ";
