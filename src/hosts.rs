@@ -11,7 +11,11 @@ pub enum HostKind {
     /// `HOST[:PORT]`.
     Tcp { host: String, port: u16 },
     /// `[USER]@HOST[:COMMAND]`. Parsed; the client refuses to use it (no SSH transport).
-    Ssh { user: Option<String>, host: String, command: Option<String> },
+    Ssh {
+        user: Option<String>,
+        host: String,
+        command: Option<String>,
+    },
 }
 
 /// One host entry.

@@ -4,6 +4,7 @@
 //! files; `client` and `server` own those edges and depend on the core, never on
 //! each other.
 
+pub mod adversary;
 pub mod args;
 pub mod client;
 pub mod exitcode;

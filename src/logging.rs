@@ -17,7 +17,11 @@ pub fn init(verbose: bool, default_level: &str) {
 /// Install a subscriber writing to a file (append). Falls back to stderr when the
 /// file cannot be opened, and says so.
 pub fn init_file(path: &std::path::Path, verbose: bool, default_level: &str) {
-    match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         Ok(file) => {
             let level = if verbose { "debug" } else { default_level };
             let filter =
@@ -31,7 +35,10 @@ pub fn init_file(path: &std::path::Path, verbose: bool, default_level: &str) {
         }
         Err(e) => {
             init(verbose, default_level);
-            tracing::warn!("cannot open log file {}: {e}; logging to stderr", path.display());
+            tracing::warn!(
+                "cannot open log file {}: {e}; logging to stderr",
+                path.display()
+            );
         }
     }
 }

@@ -5,7 +5,11 @@ use std::path::Path;
 
 fn main() {
     let mut args: Vec<OsString> = std::env::args_os().collect();
-    let argv0 = if args.is_empty() { OsString::from("dportage") } else { args.remove(0) };
+    let argv0 = if args.is_empty() {
+        OsString::from("dportage")
+    } else {
+        args.remove(0)
+    };
     let name = Path::new(&argv0)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -50,12 +54,19 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
             args.remove(0);
             dportage::server::sandbox::exec_main(args)
         }
+        Some("__liar") => {
+            args.remove(0);
+            dportage::adversary::liar_main(args)
+        }
         Some("cc") => {
             args.remove(0);
             dportage::client::client_main(argv0, args, true)
         }
         Some("--version") | Some("-V") => {
-            println!("dportage {} (distcc 3.4 protocols 1 and 2)", env!("CARGO_PKG_VERSION"));
+            println!(
+                "dportage {} (distcc 3.4 protocols 1 and 2)",
+                env!("CARGO_PKG_VERSION")
+            );
             0
         }
         Some("coordinator") => {

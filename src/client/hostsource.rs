@@ -10,7 +10,10 @@ pub enum HostSourceError {
     #[error("no hostlist is set: set DISTCC_HOSTS or write ~/.distcc/hosts")]
     NotSet,
     #[error("{origin}: {source}")]
-    Parse { origin: String, source: HostSpecError },
+    Parse {
+        origin: String,
+        source: HostSpecError,
+    },
 }
 
 /// The client's state directory: `$DISTCC_DIR`, else `~/.distcc`.

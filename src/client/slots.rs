@@ -32,7 +32,11 @@ impl LockDir {
     /// Try once, in distcc's order (slot 0 of every host before slot 1 of any),
     /// to lock a slot on a host that is not down, not backed off and not in `exclude`
     /// (compared by `verbatim`). `None` when every slot is busy.
-    pub fn try_acquire(&self, hosts: &HostList, exclude: &[String]) -> Option<(HostSpec, SlotGuard)> {
+    pub fn try_acquire(
+        &self,
+        hosts: &HostList,
+        exclude: &[String],
+    ) -> Option<(HostSpec, SlotGuard)> {
         let _ = (hosts, exclude);
         todo!()
     }

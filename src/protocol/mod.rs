@@ -86,13 +86,20 @@ pub enum ProtocolError {
     #[error("reply version {got} does not match request version {sent}")]
     VersionMismatch { sent: u32, got: u32 },
     #[error("{what} of {len} exceeds the limit of {limit}")]
-    TooLong { what: &'static str, len: u64, limit: u64 },
+    TooLong {
+        what: &'static str,
+        len: u64,
+        limit: u64,
+    },
     #[error("{0} contains a NUL byte")]
     EmbeddedNul(&'static str),
     #[error("failing STAT {status:#x} came with a {len}-byte DOTO body")]
     BodyOnFailure { status: u32, len: u32 },
     #[error("LZO body of {what}: {source}")]
-    Lzo { what: &'static str, source: lzo::LzoError },
+    Lzo {
+        what: &'static str,
+        source: lzo::LzoError,
+    },
     #[error("decoder used after the message was complete")]
     Finished,
 }

@@ -1,0 +1,198 @@
+//! A man-in-the-middle that turns an honest distcc server into a lying one.
+//! Dual dispatch is only as good as its tests against liars, and the demo needs a
+//! liar too; putting the lie in a proxy lets it sit in front of real distccd 3.4
+//! as well as in front of our own server.
+
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::protocol::{Limits, ProtocolVersion, ReplyDecoder, RequestDecoder, RequestEvent};
+
+/// What the proxy does to each successful reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lie {
+    /// Pass replies through unchanged (an honest hop, for control runs).
+    Honest,
+    /// Flip one byte in the middle of the object.
+    FlipObjectByte,
+    /// Replace the whole object with these bytes.
+    ReplaceObject(Vec<u8>),
+    /// Report this wait status instead of the real one (object dropped if non-zero).
+    ExitStatus(u32),
+    /// Append this many zero bytes to the object.
+    Oversize(usize),
+}
+
+impl std::str::FromStr for Lie {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "honest" => Ok(Lie::Honest),
+            "flip" => Ok(Lie::FlipObjectByte),
+            "replace" => Ok(Lie::ReplaceObject(b"\x7fELF trojan".to_vec())),
+            "oversize" => Ok(Lie::Oversize(64 << 20)),
+            other => match other.strip_prefix("status=") {
+                Some(v) => v
+                    .parse::<u32>()
+                    .map(Lie::ExitStatus)
+                    .map_err(|e| format!("bad status {v:?}: {e}")),
+                None => Err(format!(
+                    "unknown lie {other:?}: use honest, flip, replace, oversize or status=N"
+                )),
+            },
+        }
+    }
+}
+
+impl Lie {
+    /// Apply the lie to a decoded reply.
+    pub fn apply(&self, reply: &mut crate::protocol::Reply) {
+        match self {
+            Lie::Honest => {}
+            Lie::FlipObjectByte => {
+                if !reply.object.is_empty() {
+                    let mid = reply.object.len() / 2;
+                    reply.object[mid] ^= 0x01;
+                }
+            }
+            Lie::ReplaceObject(bytes) => {
+                if reply.status == 0 {
+                    reply.object = bytes.clone();
+                }
+            }
+            Lie::ExitStatus(status) => {
+                reply.status = *status;
+                if *status != 0 {
+                    reply.object.clear();
+                }
+            }
+            Lie::Oversize(extra) => {
+                if reply.status == 0 {
+                    reply.object.resize(reply.object.len() + extra, 0);
+                }
+            }
+        }
+    }
+}
+
+/// Serve connections on `listener` forever, forwarding each job to `upstream`
+/// and lying about the reply.
+pub async fn run_lying_proxy(listener: TcpListener, upstream: SocketAddr, lie: Lie) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        let lie = lie.clone();
+        tokio::spawn(async move {
+            if let Err(e) = proxy_one(client, upstream, &lie).await {
+                tracing::debug!("lying proxy: {e}");
+            }
+        });
+    }
+}
+
+async fn proxy_one(mut client: TcpStream, upstream: SocketAddr, lie: &Lie) -> std::io::Result<()> {
+    let limits = Limits::default();
+    let mut request_bytes = BytesMut::new();
+    let mut decoder = RequestDecoder::new(limits);
+    let mut version = ProtocolVersion::V1;
+    let mut scratch = BytesMut::new();
+    // Read the whole request, remembering its raw bytes to forward verbatim.
+    'request: loop {
+        while let Some(event) = decoder.decode(&mut scratch).map_err(invalid)? {
+            match event {
+                RequestEvent::Version(v) => version = v,
+                RequestEvent::Doti(_) => break 'request,
+                RequestEvent::Argv(_) => {}
+            }
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        request_bytes.extend_from_slice(&chunk[..n]);
+        scratch.extend_from_slice(&chunk[..n]);
+    }
+    let mut server = TcpStream::connect(upstream).await?;
+    server.write_all(&request_bytes).await?;
+    let mut reply_decoder = ReplyDecoder::new(version, limits);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut reply = loop {
+        if let Some(reply) = reply_decoder.decode(&mut buf).map_err(invalid)? {
+            break reply;
+        }
+        if server.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+    };
+    lie.apply(&mut reply);
+    client.write_all(&reply.encode()).await?;
+    Ok(())
+}
+
+fn invalid(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// `dportage __liar --listen ADDR --upstream ADDR --lie KIND`: a stand-alone lying
+/// proxy for tests against real distccd. Prints the bound address on stdout.
+pub fn liar_main(args: Vec<std::ffi::OsString>) -> i32 {
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut listen = "127.0.0.1:0".to_string();
+    let mut upstream = None;
+    let mut lie = Lie::FlipObjectByte;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let value = it.next();
+        match (a.as_str(), value) {
+            ("--listen", Some(v)) => listen = v.clone(),
+            ("--upstream", Some(v)) => upstream = v.parse::<SocketAddr>().ok(),
+            ("--lie", Some(v)) => match v.parse() {
+                Ok(l) => lie = l,
+                Err(e) => {
+                    eprintln!("dportage __liar: {e}");
+                    return crate::exitcode::BAD_ARGUMENTS;
+                }
+            },
+            _ => {
+                eprintln!("usage: dportage __liar --listen ADDR --upstream ADDR --lie KIND");
+                return crate::exitcode::BAD_ARGUMENTS;
+            }
+        }
+    }
+    let Some(upstream) = upstream else {
+        eprintln!("dportage __liar: --upstream ADDR:PORT is required");
+        return crate::exitcode::BAD_ARGUMENTS;
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dportage __liar: {e}");
+            return crate::exitcode::DISTCC_FAILED;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match TcpListener::bind(&listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("dportage __liar: cannot listen on {listen}: {e}");
+                return crate::exitcode::BIND_FAILED;
+            }
+        };
+        if let Ok(addr) = listener.local_addr() {
+            println!("{addr}");
+        }
+        run_lying_proxy(listener, upstream, lie).await;
+        0
+    })
+}
