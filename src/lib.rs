@@ -6,6 +6,7 @@
 
 pub mod adversary;
 pub mod args;
+pub mod canonical;
 pub mod client;
 pub mod exitcode;
 pub mod hosts;
@@ -13,3 +14,4 @@ pub mod logging;
 pub mod network;
 pub mod protocol;
 pub mod server;
+pub mod verify;
