@@ -38,7 +38,7 @@ impl ResultDigest {
     }
 
     /// The part that votes: exit status and object.
-    fn ballot_key(&self) -> (u32, [u8; 32]) {
+    fn ballot_key(&self) -> BallotKey {
         (self.status, self.object)
     }
 
@@ -61,6 +61,9 @@ impl fmt::Display for ResultDigest {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Exit status and object hash: what a vote is about.
+type BallotKey = (u32, [u8; 32]);
 
 /// Is this wait status a result of compiling (a vote), or a failure of the
 /// host to compile at all (replace the host)?
@@ -164,7 +167,7 @@ pub enum Verdict {
 /// Count `votes` for a job that needs `required` agreeing hosts.
 pub fn tally(votes: &[Vote], required: usize) -> Verdict {
     let required = required.max(1);
-    let mut groups: Vec<((u32, [u8; 32]), Vec<&Vote>)> = Vec::new();
+    let mut groups: Vec<(BallotKey, Vec<&Vote>)> = Vec::new();
     for vote in votes {
         let key = vote.digest.ballot_key();
         match groups.iter_mut().find(|(k, _)| *k == key) {
