@@ -114,12 +114,11 @@ pub async fn preprocess(
     if job.preprocessed {
         drop(cpp_slot);
         let path = job.input();
-        let source = tokio::fs::read(path)
-            .await
-            .map_err(|source| PreprocessError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
+        // A plain read: tokio::fs would hop to a blocking thread for one local file.
+        let source = std::fs::read(path).map_err(|source| PreprocessError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         return Ok(Preprocessed {
             source,
             stderr: Vec::new(),
@@ -173,12 +172,10 @@ pub async fn preprocess(
             stderr: output.stderr,
         });
     }
-    let source = tokio::fs::read(&path)
-        .await
-        .map_err(|source| PreprocessError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+    let source = std::fs::read(&path).map_err(|source| PreprocessError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(Preprocessed {
         source,
         stderr: output.stderr,
