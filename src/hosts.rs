@@ -306,9 +306,7 @@ fn parse_tcp(entry: &str) -> Result<HostSpec, HostSpecError> {
         if !(after_port.is_empty() || after_port.starts_with(['/', ','])) {
             return Err(bad(
                 entry,
-                format!(
-                    "invalid port {after_colon:?}: write a number from 1 to 65535 after `:`"
-                ),
+                format!("invalid port {after_colon:?}: write a number from 1 to 65535 after `:`"),
             ));
         }
         port = match digits.parse::<u32>() {
@@ -373,12 +371,7 @@ fn parse_limit(entry: &str, cursor: &mut &str) -> Result<Option<u32>, HostSpecEr
                 "the slot limit after `/` is missing: write a number of 1 or more",
             ))
         }
-        Err(_) => {
-            return Err(bad(
-                entry,
-                format!("slot limit {digits} is too large"),
-            ))
-        }
+        Err(_) => return Err(bad(entry, format!("slot limit {digits} is too large"))),
     };
     *cursor = &after[digits_len..];
     Ok(Some(limit))
@@ -450,9 +443,30 @@ mod tests {
             ("localhost/3junk", HostKind::Local, 3, false, false, false),
             ("localhost/3,lzo", HostKind::Local, 3, false, false, false),
             ("localhost/3:40", HostKind::Local, 3, false, false, false),
-            ("localhost=3", tcp("localhost=3", 3632), 4, false, false, false),
-            ("localhost:3632", tcp("localhost", 3632), 4, false, false, false),
-            ("localhost,lzo", tcp("localhost", 3632), 4, true, false, false),
+            (
+                "localhost=3",
+                tcp("localhost=3", 3632),
+                4,
+                false,
+                false,
+                false,
+            ),
+            (
+                "localhost:3632",
+                tcp("localhost", 3632),
+                4,
+                false,
+                false,
+                false,
+            ),
+            (
+                "localhost,lzo",
+                tcp("localhost", 3632),
+                4,
+                true,
+                false,
+                false,
+            ),
             ("a", tcp("a", 3632), 4, false, false, false),
             ("b:4000", tcp("b", 4000), 4, false, false, false),
             ("c/7", tcp("c", 3632), 7, false, false, false),
@@ -463,14 +477,28 @@ mod tests {
             ("h=3", tcp("h=3", 3632), 4, false, false, false),
             ("h=3/2", tcp("h=3", 3632), 2, false, false, false),
             ("h/3junk", tcp("h", 3632), 3, false, false, false),
-            ("10.0.0.1:3700/3,lzo", tcp("10.0.0.1", 3700), 3, true, false, false),
+            (
+                "10.0.0.1:3700/3,lzo",
+                tcp("10.0.0.1", 3700),
+                3,
+                true,
+                false,
+                false,
+            ),
             ("h:65535", tcp("h", 65535), 4, false, false, false),
             ("h:1", tcp("h", 1), 4, false, false, false),
             ("[::1]", tcp("::1", 3632), 4, false, false, false),
             ("[::1]:3700/3,lzo", tcp("::1", 3700), 3, true, false, false),
             ("[::1]=3", tcp("::1", 3632), 3, false, false, false),
             ("[::1]/2:3000", tcp("::1", 3000), 2, false, false, false),
-            ("[fe80::1]junk", tcp("fe80::1", 3632), 4, false, false, false),
+            (
+                "[fe80::1]junk",
+                tcp("fe80::1", 3632),
+                4,
+                false,
+                false,
+                false,
+            ),
             ("h,lzo", tcp("h", 3632), 4, true, false, false),
             ("h,lzox", tcp("h", 3632), 4, true, false, false),
             ("h,lzo,cpp", tcp("h", 3632), 4, true, true, false),
@@ -495,9 +523,25 @@ mod tests {
 
     #[test]
     fn ssh_entries() {
-        let cases: &[(&str, Option<&str>, &str, Option<&str>, u32, bool)] = &[
+        /// (entry, user, host, command, limit, lzo)
+        type SshCase<'a> = (
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+            Option<&'a str>,
+            u32,
+            bool,
+        );
+        let cases: &[SshCase] = &[
             ("@ssh1", None, "ssh1", None, 4, false),
-            ("user@ssh2/5:/opt/distccd", Some("user"), "ssh2", Some("/opt/distccd"), 5, false),
+            (
+                "user@ssh2/5:/opt/distccd",
+                Some("user"),
+                "ssh2",
+                Some("/opt/distccd"),
+                5,
+                false,
+            ),
             ("@h:cmd/3", None, "h", Some("cmd/3"), 4, false),
             ("@h/3:cmd,lzo", None, "h", Some("cmd"), 3, true),
             ("@h:cmd,lzo/3", None, "h", Some("cmd"), 4, true),
@@ -544,7 +588,13 @@ mod tests {
         let stems: Vec<_> = l.hosts.iter().map(HostSpec::lock_stem).collect();
         assert_eq!(
             stems,
-            ["tcp_a_3632", "tcp_b_4000", "tcp_c_3632", "tcp_d_4000", "tcp_e_4000"]
+            [
+                "tcp_a_3632",
+                "tcp_b_4000",
+                "tcp_c_3632",
+                "tcp_d_4000",
+                "tcp_e_4000"
+            ]
         );
 
         let l = parse_host_list("@ssh1 user@ssh2/5:/opt/distccd ssh3,lzo").unwrap();
@@ -686,8 +736,26 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let alphabet = [
-            "a", "[", "]", ":", "/", "=", ",", "@", "#", " ", "\n", "0", "9", "lzo", "cpp",
-            "localhost", "--localslots", "é", "\x0b", "auth=",
+            "a",
+            "[",
+            "]",
+            ":",
+            "/",
+            "=",
+            ",",
+            "@",
+            "#",
+            " ",
+            "\n",
+            "0",
+            "9",
+            "lzo",
+            "cpp",
+            "localhost",
+            "--localslots",
+            "é",
+            "\x0b",
+            "auth=",
         ];
         // Every string of up to four symbols.
         let mut stack: Vec<(String, usize)> = vec![(String::new(), 0)];

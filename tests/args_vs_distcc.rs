@@ -224,7 +224,11 @@ fn scanner_agrees_with_real_distcc() {
         if real != ours {
             disagreements.push(format!(
                 "gcc {row}: distcc {}, ours {:?}",
-                if real { "distributes" } else { "runs it locally" },
+                if real {
+                    "distributes"
+                } else {
+                    "runs it locally"
+                },
                 scan(&argv)
             ));
         }

@@ -208,7 +208,11 @@ fn stricter_cases_are_really_accepted_by_distcc() {
 fn laxer_cases_are_really_rejected_by_distcc() {
     let Some(distcc) = real_distcc() else { return };
     for hosts in LAXER {
-        assert_eq!(ask_distcc(&distcc, hosts), None, "distcc's view of {hosts:?} changed");
+        assert_eq!(
+            ask_distcc(&distcc, hosts),
+            None,
+            "distcc's view of {hosts:?} changed"
+        );
         let list = parse_host_list(hosts).expect(hosts);
         assert_eq!(list.hosts.len(), 1);
         assert_eq!(list.hosts[0].verbatim, "h");

@@ -125,9 +125,15 @@ mod tests {
                  -Wl,-z -iquote q -includefoo -c x.c",
                 "gcc -iquote q -includefoo -c x.c -o x.o",
             ),
-            ("gcc -x c -Xpreprocessor -DA -c x.c", "gcc -x c -Xpreprocessor -c x.c -o x.o"),
+            (
+                "gcc -x c -Xpreprocessor -DA -c x.c",
+                "gcc -x c -Xpreprocessor -c x.c -o x.o",
+            ),
             ("gcc -Wp,-MD,x.d -O2 -c x.c", "gcc -O2 -c x.c -o x.o"),
-            ("gcc -O2 -g -fPIC -c x.c -o x.o", "gcc -O2 -g -fPIC -c x.c -o x.o"),
+            (
+                "gcc -O2 -g -fPIC -c x.c -o x.o",
+                "gcc -O2 -g -fPIC -c x.c -o x.o",
+            ),
             // A trailing -D swallows the added -o (as distcc 3.4 does).
             ("gcc -c x.c -D", "gcc -c x.c x.o"),
         ];

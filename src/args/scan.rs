@@ -167,8 +167,27 @@ pub fn expand_preprocessor_options(argv: &[String]) -> Vec<String> {
     out
 }
 
+/// Where the scan found the output in [`CompileJob::argv`], for rewriting it
+/// without re-deriving (and possibly misreading) the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutputAt {
+    /// `-o` at this index, the value right after it (also when added by the scan).
+    Separate(usize),
+    /// `-oVALUE` at this index.
+    Joined(usize),
+    /// A bare `NAME.o` word at this index.
+    Bare(usize),
+}
+
 /// Scan `argv` (argv[0] = compiler) with distcc 3.4's rules.
 pub fn scan(argv: &[String]) -> Result<ScanOutcome, ArgsError> {
+    scan_locating_output(argv).map(|(outcome, _)| outcome)
+}
+
+/// [`scan`], also telling where the output is when the command distributes.
+pub(crate) fn scan_locating_output(
+    argv: &[String],
+) -> Result<(ScanOutcome, Option<OutputAt>), ArgsError> {
     if argv.is_empty() {
         return Err(ArgsError::Empty);
     }
@@ -180,11 +199,12 @@ pub fn scan(argv: &[String]) -> Result<ScanOutcome, ArgsError> {
         return Err(ArgsError::CompilerIsOption(compiler.clone()));
     }
 
-    let local = |reason| Ok(ScanOutcome::Local(reason));
+    let local = |reason| Ok((ScanOutcome::Local(reason), None));
     let mut seen_c = false;
     let mut seen_s = false;
     let mut input: Option<usize> = None;
     let mut output: Option<String> = None;
+    let mut output_at: Option<OutputAt> = None;
     // A non-option with an extension that is not ours, for a better message
     // when no input is found (`gcc -c x.s`).
     let mut foreign_file: Option<usize> = None;
@@ -194,6 +214,7 @@ pub fn scan(argv: &[String]) -> Result<ScanOutcome, ArgsError> {
         let a = argv[i].as_str();
         // `Some(value)` when this argument names the output.
         let mut got_output: Option<Option<&str>> = None;
+        let mut found_at = None;
         if a.starts_with('-') {
             if a == "-E" {
                 return local(LocalReason::PreprocessOnly);
@@ -217,16 +238,20 @@ pub fn scan(argv: &[String]) -> Result<ScanOutcome, ArgsError> {
                 seen_s = true;
             } else if matches!(
                 a,
-                "-fprofile-arcs" | "-ftest-coverage" | "--coverage" | "-fprofile-correction"
+                "-fprofile-arcs"
+                    | "-ftest-coverage"
+                    | "--coverage"
+                    | "-fprofile-correction"
+                    | "-frepo"
             ) || a.starts_with("-fprofile-generate")
                 || a.starts_with("-fprofile-use")
                 || a.starts_with("-fauto-profile")
             {
                 return local(LocalReason::UnsupportedFlag(a.to_string()));
-            } else if a == "-frepo" {
-                return local(LocalReason::UnsupportedFlag(a.to_string()));
             } else if a.starts_with("-x")
-                && argv.get(i + 1).is_some_and(|next| !distributable_language(next))
+                && argv
+                    .get(i + 1)
+                    .is_some_and(|next| !distributable_language(next))
             {
                 return local(LocalReason::Language(argv[i + 1].clone()));
             } else if a.starts_with("-dr") {
@@ -234,9 +259,11 @@ pub fn scan(argv: &[String]) -> Result<ScanOutcome, ArgsError> {
             } else if a == "-c" {
                 seen_c = true;
             } else if a == "-o" {
+                found_at = Some(OutputAt::Separate(i));
                 i += 1;
                 got_output = Some(argv.get(i).map(String::as_str));
             } else if let Some(value) = a.strip_prefix("-o") {
+                found_at = Some(OutputAt::Joined(i));
                 got_output = Some(Some(value));
             }
         } else if is_source(a) {
@@ -245,6 +272,7 @@ pub fn scan(argv: &[String]) -> Result<ScanOutcome, ArgsError> {
             }
             input = Some(i);
         } else if a.ends_with(".o") {
+            found_at = Some(OutputAt::Bare(i));
             got_output = Some(Some(a));
         } else if i > 0 && foreign_file.is_none() && find_extension(a).is_some() {
             foreign_file = Some(i);
@@ -260,6 +288,7 @@ pub fn scan(argv: &[String]) -> Result<ScanOutcome, ArgsError> {
             // `-o` as the last argument names nothing; distcc then behaves as
             // if no output had been given.
             output = value.map(String::from);
+            output_at = value.and(found_at);
         }
         i += 1;
     }
@@ -297,6 +326,7 @@ pub fn scan(argv: &[String]) -> Result<ScanOutcome, ArgsError> {
                 OutputKind::Assembly => format!("{stem}.s"),
                 OutputKind::Object => format!("{stem}.o"),
             };
+            output_at = Some(OutputAt::Separate(argv.len()));
             argv.push("-o".to_string());
             argv.push(name.clone());
             name
@@ -308,14 +338,15 @@ pub fn scan(argv: &[String]) -> Result<ScanOutcome, ArgsError> {
     let Some(preprocessed_ext) = preprocessed_ext(&input_path) else {
         return local(LocalReason::NotSource(input_path));
     };
-    Ok(ScanOutcome::Distribute(CompileJob {
+    let job = CompileJob {
         argv,
         input_index,
         output,
         kind,
         preprocessed: is_preprocessed(&input_path),
         preprocessed_ext,
-    }))
+    };
+    Ok((ScanOutcome::Distribute(job), output_at))
 }
 
 /// distcc's `-x` test on the word after any option starting with `-x`.
@@ -348,7 +379,21 @@ fn extension(path: &str) -> Option<&str> {
 pub fn is_source(path: &str) -> bool {
     matches!(
         extension(path),
-        Some("c" | "cc" | "cpp" | "cxx" | "cp" | "c++" | "C" | "i" | "ii" | "m" | "mm" | "mi" | "mii" | "M")
+        Some(
+            "c" | "cc"
+                | "cpp"
+                | "cxx"
+                | "cp"
+                | "c++"
+                | "C"
+                | "i"
+                | "ii"
+                | "m"
+                | "mm"
+                | "mi"
+                | "mii"
+                | "M"
+        )
     )
 }
 
@@ -405,38 +450,128 @@ mod tests {
             ("gcc -c x.c", "x.c", "x.o", "gcc -c x.c -o x.o"),
             ("gcc -S x.c", "x.c", "x.s", "gcc -S x.c -o x.s"),
             ("gcc -c -S x.c", "x.c", "x.s", "gcc -c -S x.c -o x.s"),
-            ("gcc -c sub/dir/x.c", "sub/dir/x.c", "x.o", "gcc -c sub/dir/x.c -o x.o"),
+            (
+                "gcc -c sub/dir/x.c",
+                "sub/dir/x.c",
+                "x.o",
+                "gcc -c sub/dir/x.c -o x.o",
+            ),
             ("gcc -c x.c -oout.o", "x.c", "out.o", "gcc -c x.c -oout.o"),
             ("gcc -c x.c out.o", "x.c", "out.o", "gcc -c x.c out.o"),
             ("gcc -o x.o -c x.c", "x.c", "x.o", "gcc -o x.o -c x.c"),
             ("g++ -c x.cpp", "x.cpp", "x.o", "g++ -c x.cpp -o x.o"),
             ("gcc -c x.i", "x.i", "x.o", "gcc -c x.i -o x.o"),
             ("gcc -MD -c x.c", "x.c", "x.o", "gcc -MD -c x.c -o x.o"),
-            ("gcc -MMD -MP -MG -c x.c", "x.c", "x.o", "gcc -MMD -MP -MG -c x.c -o x.o"),
-            ("gcc -MD -MF x.d -c x.c", "x.c", "x.o", "gcc -MD -MF x.d -c x.c -o x.o"),
-            ("gcc -MT y.c -c x.c", "x.c", "x.o", "gcc -MT y.c -c x.c -o x.o"),
-            ("gcc -MQ y.o -c x.c", "x.c", "x.o", "gcc -MQ y.o -c x.c -o x.o"),
-            ("gcc -MFx.d -MTx.o -MQx.o -c x.c", "x.c", "x.o", "gcc -MFx.d -MTx.o -MQx.o -c x.c -o x.o"),
+            (
+                "gcc -MMD -MP -MG -c x.c",
+                "x.c",
+                "x.o",
+                "gcc -MMD -MP -MG -c x.c -o x.o",
+            ),
+            (
+                "gcc -MD -MF x.d -c x.c",
+                "x.c",
+                "x.o",
+                "gcc -MD -MF x.d -c x.c -o x.o",
+            ),
+            (
+                "gcc -MT y.c -c x.c",
+                "x.c",
+                "x.o",
+                "gcc -MT y.c -c x.c -o x.o",
+            ),
+            (
+                "gcc -MQ y.o -c x.c",
+                "x.c",
+                "x.o",
+                "gcc -MQ y.o -c x.c -o x.o",
+            ),
+            (
+                "gcc -MFx.d -MTx.o -MQx.o -c x.c",
+                "x.c",
+                "x.o",
+                "gcc -MFx.d -MTx.o -MQx.o -c x.c -o x.o",
+            ),
             ("gcc -x c -c x.c", "x.c", "x.o", "gcc -x c -c x.c -o x.o"),
-            ("gcc -x c++ -c x.c", "x.c", "x.o", "gcc -x c++ -c x.c -o x.o"),
-            ("gcc -x objective-c -c x.m", "x.m", "x.o", "gcc -x objective-c -c x.m -o x.o"),
-            ("gcc -x cuda -c x.c", "x.c", "x.o", "gcc -x cuda -c x.c -o x.o"),
+            (
+                "gcc -x c++ -c x.c",
+                "x.c",
+                "x.o",
+                "gcc -x c++ -c x.c -o x.o",
+            ),
+            (
+                "gcc -x objective-c -c x.m",
+                "x.m",
+                "x.o",
+                "gcc -x objective-c -c x.m -o x.o",
+            ),
+            (
+                "gcc -x cuda -c x.c",
+                "x.c",
+                "x.o",
+                "gcc -x cuda -c x.c -o x.o",
+            ),
             ("gcc -x go -c x.c", "x.c", "x.o", "gcc -x go -c x.c -o x.o"),
             ("gcc -c x.c -x", "x.c", "x.o", "gcc -c x.c -x -o x.o"),
-            ("gcc -flto=auto -c x.c", "x.c", "x.o", "gcc -flto=auto -c x.c -o x.o"),
-            ("gcc -march=x86-64 -c x.c", "x.c", "x.o", "gcc -march=x86-64 -c x.c -o x.o"),
-            ("gcc -Wa,--noexecstack -c x.c", "x.c", "x.o", "gcc -Wa,--noexecstack -c x.c -o x.o"),
-            ("gcc -O2 -g -Wall -DX=1 -I inc -c x.c", "x.c", "x.o", "gcc -O2 -g -Wall -DX=1 -I inc -c x.c -o x.o"),
-            ("gcc -Wp,-DX,-UY -c x.c", "x.c", "x.o", "gcc -DX -UY -c x.c -o x.o"),
-            ("gcc -Wp,-MD,x.d -c x.c", "x.c", "x.o", "gcc -MD -MF x.d -c x.c -o x.o"),
-            ("gcc -Wp,-MMD,d/x.d,-DZ -c x.c", "x.c", "x.o", "gcc -MMD -MF d/x.d -DZ -c x.c -o x.o"),
+            (
+                "gcc -flto=auto -c x.c",
+                "x.c",
+                "x.o",
+                "gcc -flto=auto -c x.c -o x.o",
+            ),
+            (
+                "gcc -march=x86-64 -c x.c",
+                "x.c",
+                "x.o",
+                "gcc -march=x86-64 -c x.c -o x.o",
+            ),
+            (
+                "gcc -Wa,--noexecstack -c x.c",
+                "x.c",
+                "x.o",
+                "gcc -Wa,--noexecstack -c x.c -o x.o",
+            ),
+            (
+                "gcc -O2 -g -Wall -DX=1 -I inc -c x.c",
+                "x.c",
+                "x.o",
+                "gcc -O2 -g -Wall -DX=1 -I inc -c x.c -o x.o",
+            ),
+            (
+                "gcc -Wp,-DX,-UY -c x.c",
+                "x.c",
+                "x.o",
+                "gcc -DX -UY -c x.c -o x.o",
+            ),
+            (
+                "gcc -Wp,-MD,x.d -c x.c",
+                "x.c",
+                "x.o",
+                "gcc -MD -MF x.d -c x.c -o x.o",
+            ),
+            (
+                "gcc -Wp,-MMD,d/x.d,-DZ -c x.c",
+                "x.c",
+                "x.o",
+                "gcc -MMD -MF d/x.d -DZ -c x.c -o x.o",
+            ),
             ("gcc -c x.c -o", "x.c", "x.o", "gcc -c x.c -o -o x.o"),
-            ("gcc -c a.b/x.cc", "a.b/x.cc", "x.o", "gcc -c a.b/x.cc -o x.o"),
+            (
+                "gcc -c a.b/x.cc",
+                "a.b/x.cc",
+                "x.o",
+                "gcc -c a.b/x.cc -o x.o",
+            ),
             ("gcc -c x.C", "x.C", "x.o", "gcc -c x.C -o x.o"),
             ("gcc -c x.c++", "x.c++", "x.o", "gcc -c x.c++ -o x.o"),
             ("gcc -c x.M", "x.M", "x.o", "gcc -c x.M -o x.o"),
             ("gcc -c x.c foo.h", "x.c", "x.o", "gcc -c x.c foo.h -o x.o"),
-            ("gcc -c x.c -o conftest.o", "x.c", "conftest.o", "gcc -c x.c -o conftest.o"),
+            (
+                "gcc -c x.c -o conftest.o",
+                "x.c",
+                "conftest.o",
+                "gcc -c x.c -o conftest.o",
+            ),
             ("gcc - -c x.c", "x.c", "x.o", "gcc - -c x.c -o x.o"),
         ];
         for (cmd, input, output, after) in rows {
@@ -453,28 +588,76 @@ mod tests {
         let rows: Vec<(&str, LocalReason)> = vec![
             ("gcc x.c", LocalReason::NoCompile),
             ("gcc x.c -o x", LocalReason::NoCompile),
-            ("gcc x.o y.o -o prog", LocalReason::TwoOutputs(s("x.o"), s("y.o"))),
+            (
+                "gcc x.o y.o -o prog",
+                LocalReason::TwoOutputs(s("x.o"), s("y.o")),
+            ),
             ("gcc -E x.c", LocalReason::PreprocessOnly),
             ("gcc -c -E x.c", LocalReason::PreprocessOnly),
             ("gcc -M x.c", LocalReason::DependencyOnly(s("-M"))),
             ("gcc -MM -c x.c", LocalReason::DependencyOnly(s("-MM"))),
             ("gcc -Mfoo -c x.c", LocalReason::DependencyOnly(s("-Mfoo"))),
-            ("gcc -march=native -c x.c", LocalReason::MachineSpecific(s("-march=native"))),
-            ("gcc -mtune=native -c x.c", LocalReason::MachineSpecific(s("-mtune=native"))),
+            (
+                "gcc -march=native -c x.c",
+                LocalReason::MachineSpecific(s("-march=native")),
+            ),
+            (
+                "gcc -mtune=native -c x.c",
+                LocalReason::MachineSpecific(s("-mtune=native")),
+            ),
             ("gcc -flto -c x.c", LocalReason::UnsupportedFlag(s("-flto"))),
-            ("gcc -Wa,-adhln=x.lst -c x.c", LocalReason::UnsupportedFlag(s("-Wa,-adhln=x.lst"))),
-            ("gcc -Wa,--MD,x.d -c x.c", LocalReason::UnsupportedFlag(s("-Wa,--MD,x.d"))),
-            ("gcc -specs=foo -c x.c", LocalReason::UnsupportedFlag(s("-specs=foo"))),
-            ("gcc -fprofile-arcs -c x.c", LocalReason::UnsupportedFlag(s("-fprofile-arcs"))),
-            ("gcc -ftest-coverage -c x.c", LocalReason::UnsupportedFlag(s("-ftest-coverage"))),
-            ("gcc --coverage -c x.c", LocalReason::UnsupportedFlag(s("--coverage"))),
-            ("gcc -fprofile-correction -c x.c", LocalReason::UnsupportedFlag(s("-fprofile-correction"))),
-            ("gcc -fprofile-generate -c x.c", LocalReason::UnsupportedFlag(s("-fprofile-generate"))),
-            ("gcc -fprofile-generate=d -c x.c", LocalReason::UnsupportedFlag(s("-fprofile-generate=d"))),
-            ("gcc -fprofile-use=d -c x.c", LocalReason::UnsupportedFlag(s("-fprofile-use=d"))),
-            ("gcc -fauto-profile=p -c x.c", LocalReason::UnsupportedFlag(s("-fauto-profile=p"))),
-            ("gcc -frepo -c x.c", LocalReason::UnsupportedFlag(s("-frepo"))),
-            ("gcc -x assembler -c x.c", LocalReason::Language(s("assembler"))),
+            (
+                "gcc -Wa,-adhln=x.lst -c x.c",
+                LocalReason::UnsupportedFlag(s("-Wa,-adhln=x.lst")),
+            ),
+            (
+                "gcc -Wa,--MD,x.d -c x.c",
+                LocalReason::UnsupportedFlag(s("-Wa,--MD,x.d")),
+            ),
+            (
+                "gcc -specs=foo -c x.c",
+                LocalReason::UnsupportedFlag(s("-specs=foo")),
+            ),
+            (
+                "gcc -fprofile-arcs -c x.c",
+                LocalReason::UnsupportedFlag(s("-fprofile-arcs")),
+            ),
+            (
+                "gcc -ftest-coverage -c x.c",
+                LocalReason::UnsupportedFlag(s("-ftest-coverage")),
+            ),
+            (
+                "gcc --coverage -c x.c",
+                LocalReason::UnsupportedFlag(s("--coverage")),
+            ),
+            (
+                "gcc -fprofile-correction -c x.c",
+                LocalReason::UnsupportedFlag(s("-fprofile-correction")),
+            ),
+            (
+                "gcc -fprofile-generate -c x.c",
+                LocalReason::UnsupportedFlag(s("-fprofile-generate")),
+            ),
+            (
+                "gcc -fprofile-generate=d -c x.c",
+                LocalReason::UnsupportedFlag(s("-fprofile-generate=d")),
+            ),
+            (
+                "gcc -fprofile-use=d -c x.c",
+                LocalReason::UnsupportedFlag(s("-fprofile-use=d")),
+            ),
+            (
+                "gcc -fauto-profile=p -c x.c",
+                LocalReason::UnsupportedFlag(s("-fauto-profile=p")),
+            ),
+            (
+                "gcc -frepo -c x.c",
+                LocalReason::UnsupportedFlag(s("-frepo")),
+            ),
+            (
+                "gcc -x assembler -c x.c",
+                LocalReason::Language(s("assembler")),
+            ),
             ("gcc -xc -c x.c", LocalReason::Language(s("-c"))),
             ("gcc -x none -c x.c", LocalReason::Language(s("none"))),
             ("gcc -dr -c x.c", LocalReason::UnsupportedFlag(s("-dr"))),
@@ -483,9 +666,18 @@ mod tests {
             ("gcc -c x.s", LocalReason::NotSource(s("x.s"))),
             ("gcc -c x.S", LocalReason::NotSource(s("x.S"))),
             ("gcc -c x.c y.c", LocalReason::TwoInputs(s("x.c"), s("y.c"))),
-            ("gcc -c x.c -o a.o -o b.o", LocalReason::TwoOutputs(s("a.o"), s("b.o"))),
-            ("gcc -c x.c -o a.o b.o", LocalReason::TwoOutputs(s("a.o"), s("b.o"))),
-            ("gcc -c x.c -o a.o -o", LocalReason::TwoOutputs(s("a.o"), s(""))),
+            (
+                "gcc -c x.c -o a.o -o b.o",
+                LocalReason::TwoOutputs(s("a.o"), s("b.o")),
+            ),
+            (
+                "gcc -c x.c -o a.o b.o",
+                LocalReason::TwoOutputs(s("a.o"), s("b.o")),
+            ),
+            (
+                "gcc -c x.c -o a.o -o",
+                LocalReason::TwoOutputs(s("a.o"), s("")),
+            ),
             ("gcc -c x.c -o -", LocalReason::OutputToStdout),
             ("gcc -c x.c -o-", LocalReason::OutputToStdout),
             ("gcc -c conftest.c", LocalReason::Autoconf),
@@ -494,9 +686,15 @@ mod tests {
             ("gcc -c .c", LocalReason::NotSource(s(".c"))),
             ("gcc -c d/.c", LocalReason::NotSource(s("d/.c"))),
             // The scanner does not know -I takes a value.
-            ("gcc -I dir.c -c x.c", LocalReason::TwoInputs(s("dir.c"), s("x.c"))),
+            (
+                "gcc -I dir.c -c x.c",
+                LocalReason::TwoInputs(s("dir.c"), s("x.c")),
+            ),
             // -MF's value is skipped, -include's is not.
-            ("gcc -include y.c -c x.c", LocalReason::TwoInputs(s("y.c"), s("x.c"))),
+            (
+                "gcc -include y.c -c x.c",
+                LocalReason::TwoInputs(s("y.c"), s("x.c")),
+            ),
             // The first rule that fires decides.
             ("gcc -E -march=native x.c", LocalReason::PreprocessOnly),
         ];
@@ -543,7 +741,11 @@ mod tests {
             ("-Wpx", "-Wpx"),
         ];
         for (arg, want) in cases {
-            assert_eq!(expand_preprocessor_options(&[arg.to_string()]), words(want), "{arg}");
+            assert_eq!(
+                expand_preprocessor_options(&[arg.to_string()]),
+                words(want),
+                "{arg}"
+            );
         }
         assert_eq!(
             expand_preprocessor_options(&["-Wp,".to_string()]),
@@ -558,12 +760,14 @@ mod tests {
     #[test]
     fn extensions() {
         for src in [
-            "x.c", "x.cc", "x.cpp", "x.cxx", "x.cp", "x.c++", "x.C", "x.i", "x.ii", "x.m",
-            "x.mm", "x.mi", "x.mii", "x.M", "d.d/x.c",
+            "x.c", "x.cc", "x.cpp", "x.cxx", "x.cp", "x.c++", "x.C", "x.i", "x.ii", "x.m", "x.mm",
+            "x.mi", "x.mii", "x.M", "d.d/x.c",
         ] {
             assert!(is_source(src), "{src}");
         }
-        for not in ["x.s", "x.S", "x.h", "x.CC", "x.CPP", "x.o", "x", "x.", "x.c/", "d.c/x", "c"] {
+        for not in [
+            "x.s", "x.S", "x.h", "x.CC", "x.CPP", "x.o", "x", "x.", "x.c/", "d.c/x", "c",
+        ] {
             assert!(!is_source(not), "{not}");
         }
         for pre in ["x.i", "x.ii", "x.mi", "x.mii"] {
@@ -623,13 +827,18 @@ mod tests {
         ];
         for r in all {
             let text = r.to_string();
-            assert!(text.len() > 20 && !text.contains("distcc 3.4 always"), "{r:?}: {text}");
+            assert!(
+                text.len() > 20 && !text.contains("distcc 3.4 always"),
+                "{r:?}: {text}"
+            );
         }
     }
 
     #[test]
     fn never_panics_on_odd_arguments() {
-        let odd = ["", "-", "-o", "-x", "-MF", "-M", ".", ".c", "/", "x.c", "-c", "-S", "-Wp,", "-Wp,-MD"];
+        let odd = [
+            "", "-", "-o", "-x", "-MF", "-M", ".", ".c", "/", "x.c", "-c", "-S", "-Wp,", "-Wp,-MD",
+        ];
         for a in odd {
             for b in odd {
                 for c in odd {
