@@ -80,6 +80,11 @@ impl std::fmt::Display for LocalReason {
             LocalReason::UnsupportedFlag(flag) => {
                 write!(f, "{flag}: {}", unsupported_flag_reason(flag))
             }
+            LocalReason::Language(joined) if joined.starts_with("-x") => write!(
+                f,
+                "{joined}: a joined -x is only distributed when the word after it starts \
+                 with c, go or objective-c (distcc 3.4's rule); write `-x LANG` instead"
+            ),
             LocalReason::Language(lang) => write!(
                 f,
                 "-x {lang}: only C, C++ and Objective-C sources are sent to other machines"
@@ -253,7 +258,14 @@ pub(crate) fn scan_locating_output(
                     .get(i + 1)
                     .is_some_and(|next| !distributable_language(next))
             {
-                return local(LocalReason::Language(argv[i + 1].clone()));
+                // Separate form: the language; joined form: the flag itself,
+                // since distcc judged it by the word after it.
+                let lang = if a == "-x" {
+                    argv[i + 1].clone()
+                } else {
+                    a.to_string()
+                };
+                return local(LocalReason::Language(lang));
             } else if a.starts_with("-dr") {
                 return local(LocalReason::UnsupportedFlag(a.to_string()));
             } else if a == "-c" {
@@ -658,7 +670,7 @@ mod tests {
                 "gcc -x assembler -c x.c",
                 LocalReason::Language(s("assembler")),
             ),
-            ("gcc -xc -c x.c", LocalReason::Language(s("-c"))),
+            ("gcc -xc -c x.c", LocalReason::Language(s("-xc"))),
             ("gcc -x none -c x.c", LocalReason::Language(s("none"))),
             ("gcc -dr -c x.c", LocalReason::UnsupportedFlag(s("-dr"))),
             ("gcc -c", LocalReason::NoInput),
@@ -818,6 +830,7 @@ mod tests {
             LocalReason::UnsupportedFlag("-dr".into()),
             LocalReason::UnsupportedFlag("--coverage".into()),
             LocalReason::Language("assembler".into()),
+            LocalReason::Language("-xc".into()),
             LocalReason::NoInput,
             LocalReason::TwoInputs("a.c".into(), "b.c".into()),
             LocalReason::TwoOutputs("a.o".into(), "b.o".into()),
