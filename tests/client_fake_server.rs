@@ -7,7 +7,12 @@ mod client_support;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,6 +28,8 @@ enum Behaviour {
 
 struct FakeServer {
     port: u16,
+    /// Complete requests read so far.
+    received: Arc<AtomicUsize>,
     thread: Option<JoinHandle<Vec<Vec<u8>>>>,
 }
 
@@ -32,6 +39,8 @@ impl FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
+        let received = Arc::new(AtomicUsize::new(0));
+        let counter = received.clone();
         let thread = std::thread::spawn(move || {
             let mut requests = Vec::new();
             for behaviour in behaviours {
@@ -45,6 +54,7 @@ impl FakeServer {
                     requests.push(request);
                     continue;
                 }
+                counter.fetch_add(1, Ordering::SeqCst);
                 match behaviour {
                     Behaviour::Reply(bytes) => {
                         assert_no_half_close(&mut stream);
@@ -64,6 +74,7 @@ impl FakeServer {
         });
         FakeServer {
             port,
+            received,
             thread: Some(thread),
         }
     }
@@ -395,4 +406,86 @@ fn preprocessed_input_is_sent_as_is() {
         .unwrap()
         .next()
         .is_none());
+}
+
+#[test]
+fn interrupted_client_leaves_no_temp_files() {
+    let server = FakeServer::start(vec![Behaviour::Silence]);
+    let env = setup(&server.hostspec());
+    let mut child = env
+        .command(
+            env.distcc(),
+            &["gcc", "-c", "x.c", "-o", "x.o"],
+            &env.work(),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The preprocessed source exists while the client waits for the (silent) server.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.received.load(Ordering::SeqCst) == 0 || env.leftover_temp_files().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the client never got to wait for the reply"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill on the pid of a child we started and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "the client must die by the signal: {status}"
+    );
+    assert!(
+        env.leftover_temp_files().is_empty(),
+        "{:?}",
+        env.leftover_temp_files()
+    );
+    assert!(!env.work().join("x.o").exists());
+    server.requests();
+}
+
+#[test]
+fn messages_go_to_distcc_log_or_uncached_err_fd() {
+    let dead = free_port();
+    let mut env = setup(&format!("127.0.0.1:{dead}"));
+    let log = env.root.path().join("client.log");
+    env.set("DISTCC_LOG", log.to_str().unwrap());
+    let out = env.distcc_run(&["gcc", "-c", "x.c", "-o", "x.o"]);
+    assert_success(&out, "dead host with DISTCC_LOG");
+    assert!(out.stderr.is_empty(), "{}", stderr_text(&out));
+    assert!(fs::read_to_string(&log)
+        .unwrap()
+        .contains("failed to distribute"));
+
+    // ccache's UNCACHED_ERR_FD: our messages bypass the (cached) stderr.
+    let dead = free_port();
+    let env = setup(&format!("127.0.0.1:{dead}"));
+    let side = env.root.path().join("uncached.txt");
+    let side_file = fs::File::create(&side).unwrap();
+    let side_fd = side_file.as_raw_fd();
+    let mut command = env.command(
+        env.distcc(),
+        &["gcc", "-c", "x.c", "-o", "x.o"],
+        &env.work(),
+    );
+    command.env("UNCACHED_ERR_FD", "7");
+    // SAFETY: dup2 is async-signal-safe; runs in the child between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(side_fd, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    assert_success(&out, "dead host with UNCACHED_ERR_FD");
+    assert!(out.stderr.is_empty(), "{}", stderr_text(&out));
+    assert!(fs::read_to_string(&side)
+        .unwrap()
+        .contains("failed to distribute"));
 }

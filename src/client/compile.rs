@@ -3,6 +3,7 @@
 //! rules of distcc 3.4 (spec §8.5–§8.9), minus its infinite retry.
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::Path;
 
 use crate::args::{scan, server_argv, CompileJob, LocalReason, ScanOutcome};
@@ -435,7 +436,13 @@ impl Distribution<'_> {
         if let Some(p) = &self.source {
             write_stderr(&p.stderr);
         }
-        write_stdout(&reply.stdout);
+        // Compilers print diagnostics, not data: the server's stderr is always
+        // cleaned; its stdout only when it goes to a terminal (it may be data).
+        if std::io::stdout().is_terminal() {
+            write_stdout(&strip_terminal_controls(&reply.stdout));
+        } else {
+            write_stdout(&reply.stdout);
+        }
         write_stderr(&strip_terminal_controls(&reply.stderr));
     }
 

@@ -141,7 +141,8 @@ impl Connection {
         }
         let stream = connect(&host.host, host.port, timeouts.connect).await?;
         // The head and DOTI are each written whole; without NODELAY a small DOTI
-        // would wait for the ACK of the head (Nagle), costing a delayed-ACK round.
+        // would wait for the ACK of the head (Nagle). Whole writes are also why
+        // DISTCC_TCP_CORK needs no handling here: there is nothing to coalesce.
         let _ = stream.set_nodelay(true);
         let mut conn = Connection {
             stream,

@@ -114,6 +114,23 @@ impl Distccd {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Wait until distccd's log satisfies `done` (it logs after replying, so
+    /// the client can finish first). Panics after 30 s.
+    pub fn wait_for_log(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.log_text();
+            if done(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "distccd never logged {what}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Jobs distccd compiled successfully so far.
     pub fn compile_ok_count(&self) -> usize {
         self.log_text()
@@ -168,7 +185,7 @@ fn wait_for_port(child: &mut Child, port: u16) -> Result<(), String> {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             return Err(format!("distccd exited with {status}"));
         }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if is_listening(port) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -176,6 +193,19 @@ fn wait_for_port(child: &mut Child, port: u16) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Whether some socket listens on TCP `port` (IPv4), read from /proc/net/tcp so
+/// that checking does not open a connection distccd would log as a failed job.
+fn is_listening(port: u16) -> bool {
+    let Ok(table) = fs::read_to_string("/proc/net/tcp") else {
+        return TcpStream::connect(("127.0.0.1", port)).is_ok();
+    };
+    let suffix = format!(":{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 3 && fields[1].ends_with(&suffix) && fields[3] == "0A"
+    })
 }
 
 /// An isolated client world: our binary linked as `distcc` and as compilers, a
