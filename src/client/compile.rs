@@ -67,6 +67,9 @@ pub fn compile(invocation: Invocation, settings: &Settings) -> i32 {
             };
             LocalRunner::new(settings).run(&argv, kind)
         }
+        Ok(ScanOutcome::Distribute(job)) if settings.verifies() => {
+            super::dual::distribute(job, settings)
+        }
         Ok(ScanOutcome::Distribute(job)) => distribute(job, settings),
     }
 }
