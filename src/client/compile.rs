@@ -351,7 +351,7 @@ impl Distribution<'_> {
         }
         let version = match host.protocol() {
             ProtocolVersion::V3 => {
-                tracing::debug!(
+                tracing::info!(
                     "{}: pump mode (`,cpp`) is not implemented in the dportage client; \
                      preprocessing locally and using protocol 2",
                     host.verbatim
