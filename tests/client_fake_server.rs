@@ -489,3 +489,62 @@ fn messages_go_to_distcc_log_or_uncached_err_fd() {
         .unwrap()
         .contains("failed to distribute"));
 }
+
+#[test]
+fn requests_match_real_distcc_byte_for_byte() {
+    if !require_distcc("requests_match_real_distcc_byte_for_byte") {
+        return;
+    }
+    let commands: [&[&str]; 6] = [
+        &["gcc", "-c", "x.c", "-o", "x.o"],
+        &[
+            "gcc",
+            "-DFOO=1",
+            "-I/usr/include",
+            "-include",
+            "stdio.h",
+            "-c",
+            "x.c",
+        ],
+        &["cc", "-O2", "-MD", "-c", "x.c", "-o", "sub/x.o"],
+        &["clang", "-c", "x.c", "-o", "x.o"],
+        &["gcc", "-S", "x.c"],
+        &["g++", "-x", "c++", "-c", "x.c", "-o", "xx.o"],
+    ];
+    for suffix in ["", ",lzo"] {
+        for command in commands {
+            if command[0] == "clang" && !Path::new("/usr/bin/clang").exists() {
+                continue;
+            }
+            let version = if suffix.is_empty() { b'1' } else { b'2' };
+            let reply_bytes = |version: u8| {
+                let object = if version == b'2' {
+                    dportage::protocol::lzo::compress(b"OBJ")
+                } else {
+                    b"OBJ".to_vec()
+                };
+                let mut r = reply(0, b"", b"", &object);
+                r[11] = version;
+                r
+            };
+            let server = FakeServer::start(vec![
+                Behaviour::Reply(reply_bytes(version)),
+                Behaviour::Reply(reply_bytes(version)),
+            ]);
+            let env = setup(&format!("{}{suffix}", server.hostspec()));
+            fs::create_dir_all(env.work().join("sub")).unwrap();
+            let real = env.command(DISTCC, command, &env.work()).output().unwrap();
+            assert_success(&real, &format!("real distcc {command:?}"));
+            let ours = env.distcc_run(command);
+            assert_success(&ours, &format!("our distcc {command:?}"));
+            let requests = server.requests();
+            assert_eq!(requests.len(), 2, "{command:?}{suffix}");
+            assert!(
+                requests[0] == requests[1],
+                "{command:?} with {suffix:?}: our request differs from distcc 3.4's\nreal: {}\nours: {}",
+                String::from_utf8_lossy(&requests[0][..requests[0].len().min(300)]),
+                String::from_utf8_lossy(&requests[1][..requests[1].len().min(300)])
+            );
+        }
+    }
+}
