@@ -450,7 +450,8 @@ fn interrupted_client_leaves_no_temp_files() {
 
 #[test]
 fn messages_go_to_distcc_log_or_uncached_err_fd() {
-    let dead = free_port();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port;
     let mut env = setup(&format!("127.0.0.1:{dead}"));
     let log = env.root.path().join("client.log");
     env.set("DISTCC_LOG", log.to_str().unwrap());
@@ -462,7 +463,8 @@ fn messages_go_to_distcc_log_or_uncached_err_fd() {
         .contains("failed to distribute"));
 
     // ccache's UNCACHED_ERR_FD: our messages bypass the (cached) stderr.
-    let dead = free_port();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port;
     let env = setup(&format!("127.0.0.1:{dead}"));
     let side = env.root.path().join("uncached.txt");
     let side_file = fs::File::create(&side).unwrap();
