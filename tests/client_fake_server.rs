@@ -478,7 +478,13 @@ fn messages_go_to_distcc_log_or_uncached_err_fd() {
     // SAFETY: dup2 is async-signal-safe; runs in the child between fork and exec.
     unsafe {
         command.pre_exec(move || {
-            if libc::dup2(side_fd, 7) < 0 {
+            // dup2(7, 7) is a no-op that keeps O_CLOEXEC, so when the file
+            // already sits on fd 7 the flag has to be cleared by hand.
+            if side_fd == 7 {
+                if libc::fcntl(7, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(side_fd, 7) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
