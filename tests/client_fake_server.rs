@@ -450,7 +450,8 @@ fn interrupted_client_leaves_no_temp_files() {
 
 #[test]
 fn messages_go_to_distcc_log_or_uncached_err_fd() {
-    let dead = free_port();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port;
     let mut env = setup(&format!("127.0.0.1:{dead}"));
     let log = env.root.path().join("client.log");
     env.set("DISTCC_LOG", log.to_str().unwrap());
@@ -462,7 +463,8 @@ fn messages_go_to_distcc_log_or_uncached_err_fd() {
         .contains("failed to distribute"));
 
     // ccache's UNCACHED_ERR_FD: our messages bypass the (cached) stderr.
-    let dead = free_port();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port;
     let env = setup(&format!("127.0.0.1:{dead}"));
     let side = env.root.path().join("uncached.txt");
     let side_file = fs::File::create(&side).unwrap();
@@ -476,7 +478,13 @@ fn messages_go_to_distcc_log_or_uncached_err_fd() {
     // SAFETY: dup2 is async-signal-safe; runs in the child between fork and exec.
     unsafe {
         command.pre_exec(move || {
-            if libc::dup2(side_fd, 7) < 0 {
+            // dup2(7, 7) is a no-op that keeps O_CLOEXEC, so when the file
+            // already sits on fd 7 the flag has to be cleared by hand.
+            if side_fd == 7 {
+                if libc::fcntl(7, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(side_fd, 7) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -488,4 +496,63 @@ fn messages_go_to_distcc_log_or_uncached_err_fd() {
     assert!(fs::read_to_string(&side)
         .unwrap()
         .contains("failed to distribute"));
+}
+
+#[test]
+fn requests_match_real_distcc_byte_for_byte() {
+    if !require_distcc("requests_match_real_distcc_byte_for_byte") {
+        return;
+    }
+    let commands: [&[&str]; 6] = [
+        &["gcc", "-c", "x.c", "-o", "x.o"],
+        &[
+            "gcc",
+            "-DFOO=1",
+            "-I/usr/include",
+            "-include",
+            "stdio.h",
+            "-c",
+            "x.c",
+        ],
+        &["cc", "-O2", "-MD", "-c", "x.c", "-o", "sub/x.o"],
+        &["clang", "-c", "x.c", "-o", "x.o"],
+        &["gcc", "-S", "x.c"],
+        &["g++", "-x", "c++", "-c", "x.c", "-o", "xx.o"],
+    ];
+    for suffix in ["", ",lzo"] {
+        for command in commands {
+            if command[0] == "clang" && !Path::new("/usr/bin/clang").exists() {
+                continue;
+            }
+            let version = if suffix.is_empty() { b'1' } else { b'2' };
+            let reply_bytes = |version: u8| {
+                let object = if version == b'2' {
+                    dportage::protocol::lzo::compress(b"OBJ")
+                } else {
+                    b"OBJ".to_vec()
+                };
+                let mut r = reply(0, b"", b"", &object);
+                r[11] = version;
+                r
+            };
+            let server = FakeServer::start(vec![
+                Behaviour::Reply(reply_bytes(version)),
+                Behaviour::Reply(reply_bytes(version)),
+            ]);
+            let env = setup(&format!("{}{suffix}", server.hostspec()));
+            fs::create_dir_all(env.work().join("sub")).unwrap();
+            let real = env.command(DISTCC, command, &env.work()).output().unwrap();
+            assert_success(&real, &format!("real distcc {command:?}"));
+            let ours = env.distcc_run(command);
+            assert_success(&ours, &format!("our distcc {command:?}"));
+            let requests = server.requests();
+            assert_eq!(requests.len(), 2, "{command:?}{suffix}");
+            assert!(
+                requests[0] == requests[1],
+                "{command:?} with {suffix:?}: our request differs from distcc 3.4's\nreal: {}\nours: {}",
+                String::from_utf8_lossy(&requests[0][..requests[0].len().min(300)]),
+                String::from_utf8_lossy(&requests[1][..requests[1].len().min(300)])
+            );
+        }
+    }
 }

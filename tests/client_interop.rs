@@ -302,7 +302,8 @@ fn compile_error_shows_diagnostics_once_and_exits_1() {
 
 #[test]
 fn dead_host_falls_back_to_local_and_is_backed_off() {
-    let dead = free_port();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port;
     let env = ClientEnv::new(&format!("127.0.0.1:{dead}"));
     let work = env.work();
     write_sources(&work);
@@ -334,7 +335,8 @@ fn dead_host_falls_back_to_local_and_is_backed_off() {
 #[test]
 fn dead_host_without_backoff_does_not_loop() {
     // distcc 3.4 retries a dead host ~1000 times here and aborts; we give up and compile locally.
-    let dead = free_port();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port;
     let mut env = ClientEnv::new(&format!("127.0.0.1:{dead}"));
     env.set("DISTCC_BACKOFF_PERIOD", "0");
     write_sources(&env.work());
@@ -367,7 +369,8 @@ fn failed_host_is_skipped_for_the_next_one() {
         return;
     }
     let server = Distccd::start();
-    let dead = free_port();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port;
     let env = ClientEnv::new(&format!("127.0.0.1:{dead} {}", server.hostspec()));
     write_sources(&env.work());
     let out = env.distcc_run(&["gcc", "-c", "x.c", "-o", "ours.o"]);

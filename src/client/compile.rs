@@ -298,6 +298,12 @@ impl Distribution<'_> {
                             Ok(()) => {
                                 drop(slot);
                                 self.lock.clear(&host);
+                                tracing::debug!(
+                                    "{input} compiled on {}: {} bytes written to {}",
+                                    remote.label,
+                                    reply.object.len(),
+                                    self.job.output
+                                );
                                 self.show_remote_output(&reply);
                                 return 0;
                             }
@@ -354,7 +360,7 @@ impl Distribution<'_> {
         }
         let version = match host.protocol() {
             ProtocolVersion::V3 => {
-                tracing::debug!(
+                tracing::info!(
                     "{}: pump mode (`,cpp`) is not implemented in the dportage client; \
                      preprocessing locally and using protocol 2",
                     host.verbatim
@@ -506,8 +512,13 @@ impl Distribution<'_> {
                 }
                 None => exitcode::NO_HOSTS,
             };
+            let why = if attempts == 0 {
+                "no host available (all busy, down, unusable or backed off)"
+            } else {
+                "every host tried failed"
+            };
             tracing::error!(
-                "failed to distribute {input}; not compiling locally because DISTCC_FALLBACK=0"
+                "failed to distribute {input}: {why}; not compiling locally because DISTCC_FALLBACK=0"
             );
             return code;
         }

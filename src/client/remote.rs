@@ -36,12 +36,13 @@ const READ_MIN: usize = 16 * 1024;
 /// … and never more reserved at once than this, however large a body is announced.
 const READ_MAX: usize = 4 * 1024 * 1024;
 
-/// The limits the client applies to a reply. The per-body caps of the protocol
-/// decoder apply to every body; `SERR`/`SOUT` are held to [`MAX_STREAM`] after decoding.
+/// The limits the client applies to a reply, checked by the decoder against
+/// each announced length before any of the body is buffered.
 pub fn reply_limits() -> Limits {
     Limits {
         max_body: MAX_OBJECT as u32,
         max_decompressed: MAX_OBJECT,
+        max_stream_body: MAX_STREAM as u32,
         ..Limits::default()
     }
 }
@@ -93,12 +94,6 @@ pub enum RemoteError {
     Closed { during: &'static str },
     #[error("bad reply: {0}")]
     Protocol(#[from] ProtocolError),
-    #[error("{what} of {len} bytes is larger than the client accepts ({limit} bytes)")]
-    TooLarge {
-        what: &'static str,
-        len: usize,
-        limit: usize,
-    },
     #[error("the preprocessed source is {0} bytes, too large to send")]
     SourceTooLarge(usize),
     #[error("pump mode (protocol 3) is not supported by this client")]
@@ -115,7 +110,7 @@ impl RemoteError {
             | RemoteError::ConnectTimeout { .. } => exitcode::CONNECT_FAILED,
             RemoteError::Io { .. } | RemoteError::Timeout { .. } => exitcode::IO_ERROR,
             RemoteError::Closed { .. } => exitcode::TRUNCATED,
-            RemoteError::Protocol(_) | RemoteError::TooLarge { .. } => exitcode::PROTOCOL_ERROR,
+            RemoteError::Protocol(_) => exitcode::PROTOCOL_ERROR,
             RemoteError::SourceTooLarge(_) | RemoteError::Unsupported => exitcode::DISTCC_FAILED,
         }
     }
@@ -187,7 +182,6 @@ impl Connection {
         let mut buf = BytesMut::with_capacity(READ_MIN);
         loop {
             if let Some(reply) = decoder.decode(&mut buf)? {
-                check_reply_size(&reply)?;
                 return Ok(reply);
             }
             let room = decoder.wanted(buf.len()).clamp(READ_MIN, READ_MAX);
@@ -226,29 +220,6 @@ pub async fn run_remote(
         .await?
         .finish(source)
         .await
-}
-
-fn check_reply_size(reply: &Reply) -> Result<(), RemoteError> {
-    for (what, len) in [
-        ("server stderr", reply.stderr.len()),
-        ("server stdout", reply.stdout.len()),
-    ] {
-        if len > MAX_STREAM {
-            return Err(RemoteError::TooLarge {
-                what,
-                len,
-                limit: MAX_STREAM,
-            });
-        }
-    }
-    if reply.object.len() > MAX_OBJECT {
-        return Err(RemoteError::TooLarge {
-            what: "object",
-            len: reply.object.len(),
-            limit: MAX_OBJECT,
-        });
-    }
-    Ok(())
 }
 
 fn is_peer_gone(e: &io::Error) -> bool {
@@ -298,4 +269,57 @@ async fn connect(host: &str, port: u16, per_address: Duration) -> Result<TcpStre
     Err(last.unwrap_or_else(|| RemoteError::NoAddress {
         host: host.to_owned(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::header::{encode_header, Token};
+
+    fn head(status: u32) -> BytesMut {
+        let mut out = Vec::new();
+        encode_header(Token::Done, 1, &mut out);
+        encode_header(Token::Stat, status, &mut out);
+        BytesMut::from(&out[..])
+    }
+
+    #[test]
+    fn oversized_streams_are_refused_from_their_header() {
+        for (token, before) in [(Token::Serr, 0), (Token::Sout, 1)] {
+            let mut buf = head(0);
+            let mut raw = Vec::new();
+            if before == 1 {
+                encode_header(Token::Serr, 0, &mut raw);
+            }
+            encode_header(token, MAX_STREAM as u32 + 1, &mut raw);
+            buf.extend_from_slice(&raw);
+            let mut decoder = ReplyDecoder::new(ProtocolVersion::V1, reply_limits());
+            assert!(
+                matches!(decoder.decode(&mut buf), Err(ProtocolError::TooLong { .. })),
+                "{token:?} over the limit must fail before its body arrives"
+            );
+        }
+    }
+
+    #[test]
+    fn large_objects_and_full_size_streams_are_accepted() {
+        let mut buf = head(0);
+        let mut raw = Vec::new();
+        encode_header(Token::Serr, MAX_STREAM as u32, &mut raw);
+        buf.extend_from_slice(&raw);
+        let mut decoder = ReplyDecoder::new(ProtocolVersion::V1, reply_limits());
+        assert!(matches!(decoder.decode(&mut buf), Ok(None)));
+        let mut buf = head(0);
+        let mut raw = Vec::new();
+        encode_header(Token::Serr, 0, &mut raw);
+        encode_header(Token::Sout, 0, &mut raw);
+        encode_header(Token::Doto, 300 * 1024 * 1024, &mut raw);
+        buf.extend_from_slice(&raw);
+        let mut decoder = ReplyDecoder::new(ProtocolVersion::V1, reply_limits());
+        assert!(
+            matches!(decoder.decode(&mut buf), Ok(None)),
+            "a 300 MiB object is allowed"
+        );
+        assert!(decoder.wanted(buf.len()) > 0);
+    }
 }

@@ -60,6 +60,21 @@ pub struct Limits {
     pub max_body: u32,
     /// Maximum decompressed size of one body (also capped at 256×compressed+64).
     pub max_decompressed: usize,
+    /// Maximum size of a `SERR` or `SOUT` body, on the wire and decompressed
+    /// (further capped by `max_body`/`max_decompressed`): compiler diagnostics,
+    /// which a client can hold to far less than an object.
+    pub max_stream_body: u32,
+}
+
+impl Limits {
+    /// These limits with the `SERR`/`SOUT` cap applied to every body.
+    pub fn for_streams(&self) -> Limits {
+        Limits {
+            max_body: self.max_body.min(self.max_stream_body),
+            max_decompressed: self.max_decompressed.min(self.max_stream_body as usize),
+            ..*self
+        }
+    }
 }
 
 impl Default for Limits {
@@ -71,6 +86,7 @@ impl Default for Limits {
             max_path_len: 4096,
             max_body: 256 * 1024 * 1024,
             max_decompressed: 256 * 1024 * 1024,
+            max_stream_body: 256 * 1024 * 1024,
         }
     }
 }

@@ -124,14 +124,18 @@ impl ReplyDecoder {
                     self.state = State::Serr;
                 }
                 State::Serr => {
-                    let Some(body) = take_bulk(buf, Token::Serr, "SERR", version, &limits)? else {
+                    let Some(body) =
+                        take_bulk(buf, Token::Serr, "SERR", version, &limits.for_streams())?
+                    else {
                         return Ok(None);
                     };
                     self.partial.stderr = body;
                     self.state = State::Sout;
                 }
                 State::Sout => {
-                    let Some(body) = take_bulk(buf, Token::Sout, "SOUT", version, &limits)? else {
+                    let Some(body) =
+                        take_bulk(buf, Token::Sout, "SOUT", version, &limits.for_streams())?
+                    else {
                         return Ok(None);
                     };
                     self.partial.stdout = body;

@@ -173,6 +173,48 @@ impl Drop for Distccd {
     }
 }
 
+/// A loopback port that refuses connections for as long as this value lives:
+/// bound (so nobody else can take it) but never listening.
+pub struct DeadPort {
+    pub port: u16,
+    _socket: std::os::fd::OwnedFd,
+}
+
+impl DeadPort {
+    pub fn new() -> DeadPort {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket calls on a descriptor we own; the address struct is
+        // fully initialised and its size is passed along.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let socket = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = libc::bind(
+                fd,
+                &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+                len,
+            );
+            assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+            let mut bound: libc::sockaddr_in = std::mem::zeroed();
+            let mut bound_len = len;
+            let rc = libc::getsockname(
+                fd,
+                &mut bound as *mut libc::sockaddr_in as *mut libc::sockaddr,
+                &mut bound_len,
+            );
+            assert_eq!(rc, 0, "getsockname: {}", std::io::Error::last_os_error());
+            DeadPort {
+                port: u16::from_be(bound.sin_port),
+                _socket: socket,
+            }
+        }
+    }
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
