@@ -939,12 +939,8 @@ impl Verified<'_> {
         // diagnostics are exactly those of a local build.
         let report_source = SourceSummary::of(&source);
         drop(source);
-        let local = compile_source_here(
-            &self.job,
-            self.settings,
-            Some(&self.lock),
-            self.local_slots,
-        );
+        let local =
+            compile_source_here(&self.job, self.settings, Some(&self.lock), self.local_slots);
         if local == code {
             if !dissenters.is_empty() {
                 self.report_summary(
@@ -1264,12 +1260,7 @@ impl Verified<'_> {
             }
             _ => tracing::warn!("{error}; compiling {input} locally"),
         }
-        compile_source_here(
-            &self.job,
-            self.settings,
-            Some(&self.lock),
-            self.local_slots,
-        )
+        compile_source_here(&self.job, self.settings, Some(&self.lock), self.local_slots)
     }
 
     fn fall_back(&self, reason: &str) -> i32 {
@@ -1324,12 +1315,13 @@ async fn dispatch(
     let result = async {
         let connection = Connection::open(&remote, &argv, timeouts).await?;
         let bytes = {
-            let ready = source
-                .wait_for(|s| s.is_some())
-                .await
-                .map_err(|_| RemoteError::Closed {
-                    during: "waiting for the preprocessed source",
-                })?;
+            let ready =
+                source
+                    .wait_for(|s| s.is_some())
+                    .await
+                    .map_err(|_| RemoteError::Closed {
+                        during: "waiting for the preprocessed source",
+                    })?;
             ready.as_ref().map(Arc::clone).unwrap_or_default()
         };
         connection.finish(&bytes).await
@@ -1426,7 +1418,10 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(network(ip("10.1.2.3")), network(ip("10.1.2.200")));
         assert_ne!(network(ip("10.1.2.3")), network(ip("10.1.3.3")));
-        assert_eq!(network(ip("2001:db8:1::1")), network(ip("2001:db8:1:ff::2")));
+        assert_eq!(
+            network(ip("2001:db8:1::1")),
+            network(ip("2001:db8:1:ff::2"))
+        );
         assert_ne!(network(ip("2001:db8:1::1")), network(ip("2001:db8:2::1")));
         assert_eq!(network(ip("::ffff:10.1.2.3")), network(ip("10.1.2.9")));
     }
@@ -1436,7 +1431,10 @@ mod tests {
         let a = digest_of(0x100, b"partial object", b"x.c:1: error\n");
         let b = digest_of(0x100, b"", b"x.c:1: error\n");
         assert!(same_ballot(&a, &b));
-        assert!(!same_ballot(&digest_of(0, b"o", b""), &digest_of(0, b"p", b"")));
+        assert!(!same_ballot(
+            &digest_of(0, b"o", b""),
+            &digest_of(0, b"p", b"")
+        ));
     }
 
     #[test]
@@ -1450,9 +1448,10 @@ mod tests {
 
     #[test]
     fn pool_leaves_out_local_and_excluded_hosts() {
-        let hosts =
-            crate::hosts::parse_host_list("localhost 127.0.0.2:4000 127.0.0.3:4000,lzo 127.0.0.9:1,down")
-                .unwrap();
+        let hosts = crate::hosts::parse_host_list(
+            "localhost 127.0.0.2:4000 127.0.0.3:4000,lzo 127.0.0.9:1,down",
+        )
+        .unwrap();
         let excluded = vec!["127.0.0.3:4000".parse().unwrap()];
         let pool = Pool::new(&hosts, &excluded);
         let names: Vec<&str> = pool
@@ -1463,7 +1462,10 @@ mod tests {
         assert_eq!(names, ["127.0.0.2:4000"]);
         assert_eq!(pool.list.hosts.len(), 1);
         let why = pool.why_not();
-        assert!(why.contains("localhost: this machine is the arbiter"), "{why}");
+        assert!(
+            why.contains("localhost: this machine is the arbiter"),
+            "{why}"
+        );
         assert!(why.contains("127.0.0.3:4000,lzo: excluded"), "{why}");
     }
 }

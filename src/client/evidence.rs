@@ -157,7 +157,8 @@ fn one_word(s: &str) -> String {
     }
 }
 
-const EXCLUDED_HEADER: &str = "# dportage: hosts excluded after losing a vote (see evidence.jsonl).\n\
+const EXCLUDED_HEADER: &str =
+    "# dportage: hosts excluded after losing a vote (see evidence.jsonl).\n\
 # Delete a line to trust that host again.\n\
 # address\tsince (Unix time)\thost entry\tevidence id\n";
 
@@ -304,8 +305,7 @@ impl StateDir {
         tmp.write_all(out.as_bytes())
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(|source| file_error(tmp.path(), source))?;
-        tmp.persist(&path)
-            .map_err(|e| file_error(&path, e.error))?;
+        tmp.persist(&path).map_err(|e| file_error(&path, e.error))?;
         Ok(changed)
     }
 

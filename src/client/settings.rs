@@ -47,8 +47,9 @@ pub struct Settings {
     /// `DPORTAGE_REDUNDANCY` (default 1): distinct hosts that must agree on each
     /// distributable job, or the message for an invalid value.
     pub redundancy: Result<usize, String>,
-    /// `DPORTAGE_SPOT_CHECK` (default 0): the fraction of verified jobs also
-    /// compiled here and compared, or the message for an invalid value.
+    /// `DPORTAGE_SPOTCHECK` (default 0; `DPORTAGE_SPOT_CHECK` is accepted too):
+    /// the fraction of verified jobs also compiled here and compared, or the
+    /// message for an invalid value.
     pub spot_check: Result<f64, String>,
     /// `DPORTAGE_HEDGE_MS` (default 1000): a host still busy
     /// max(2 × first, first + this) after the first result is hedged.
@@ -96,7 +97,11 @@ impl Settings {
             tmpdir,
             safeguard: text("_DISTCC_SAFEGUARD"),
             redundancy: parse_redundancy(text("DPORTAGE_REDUNDANCY").as_deref()),
-            spot_check: parse_spot_check(text("DPORTAGE_SPOT_CHECK").as_deref()),
+            spot_check: parse_spot_check(
+                text("DPORTAGE_SPOTCHECK")
+                    .or_else(|| text("DPORTAGE_SPOT_CHECK"))
+                    .as_deref(),
+            ),
             hedge_min: Duration::from_millis(
                 text("DPORTAGE_HEDGE_MS")
                     .and_then(|v| v.trim().parse::<u64>().ok())
@@ -173,7 +178,7 @@ fn parse_redundancy(value: Option<&str>) -> Result<usize, String> {
     }
 }
 
-/// `DPORTAGE_SPOT_CHECK`: a probability, 0 to 1.
+/// `DPORTAGE_SPOTCHECK`: a probability, 0 to 1.
 fn parse_spot_check(value: Option<&str>) -> Result<f64, String> {
     let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
         return Ok(0.0);
@@ -181,7 +186,7 @@ fn parse_spot_check(value: Option<&str>) -> Result<f64, String> {
     match value.trim().parse::<f64>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
         _ => Err(format!(
-            "bad DPORTAGE_SPOT_CHECK value {value:?}: it must be a number from 0 to 1 \
+            "bad DPORTAGE_SPOTCHECK value {value:?}: it must be a number from 0 to 1 \
              (the fraction of jobs also compiled locally, e.g. 0.05)"
         )),
     }
@@ -263,15 +268,30 @@ mod tests {
         for bad in ["0", "-1", "two", "10", "1.5"] {
             let s = settings(&[("DPORTAGE_REDUNDANCY", bad)]);
             assert!(s.redundancy.is_err(), "{bad:?}");
-            assert!(s.verifies(), "an invalid value must reach the verified path");
+            assert!(
+                s.verifies(),
+                "an invalid value must reach the verified path"
+            );
         }
         for bad in ["-0.1", "1.5", "half", "NaN"] {
             assert!(
-                settings(&[("DPORTAGE_SPOT_CHECK", bad)]).spot_check.is_err(),
+                settings(&[("DPORTAGE_SPOT_CHECK", bad)])
+                    .spot_check
+                    .is_err(),
                 "{bad:?}"
             );
         }
         assert_eq!(settings(&[("DPORTAGE_REDUNDANCY", "")]).redundancy, Ok(1));
+        assert_eq!(
+            settings(&[("DPORTAGE_SPOTCHECK", "1.0")]).spot_check,
+            Ok(1.0),
+            "the documented spelling"
+        );
+        assert_eq!(
+            settings(&[("DPORTAGE_SPOTCHECK", "1"), ("DPORTAGE_SPOT_CHECK", "0")]).spot_check,
+            Ok(1.0),
+            "the documented spelling wins"
+        );
     }
 
     #[test]
