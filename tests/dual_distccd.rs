@@ -428,3 +428,76 @@ fn agreed_compile_error_shows_diagnostics_once() {
         .to_string_lossy()
         .ends_with(".o")));
 }
+
+/// No majority is possible (one honest host against one or two liars): this
+/// machine compiles the same preprocessed input as arbiter, and every host
+/// that disagrees with it and with the honest host is named.
+#[test]
+fn local_arbiter_decides_when_no_majority_is_possible() {
+    if !require_distcc("local_arbiter_decides_when_no_majority_is_possible") {
+        return;
+    }
+    let honest = Distccd::start(ip("127.0.0.2"));
+    let flip = Liar::start(ip("127.0.0.5"), honest.addr, "flip");
+    let replace = Liar::start(ip("127.0.0.6"), honest.addr, "replace");
+
+    // Two hosts, one lying.
+    let env = ClientEnv::new(&[flip.hostspec(), honest.hostspec()]);
+    let out = c_job(&env);
+    assert_success(&out, "arbitrated compile");
+    assert!(
+        env.read("x.o") == env.read("ref.o"),
+        "a disputed object was written"
+    );
+    let mismatches = mismatch_lines(&out);
+    assert_eq!(mismatches.len(), 1, "{}", stderr_text(&out));
+    assert!(
+        mismatches[0].contains(&flip.hostspec()),
+        "{}",
+        mismatches[0]
+    );
+    let pending = pending_reports(&env.dportage_dir()).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].verdict, "arbiter");
+    assert_eq!(pending[0].losers, [flip.hostspec()]);
+
+    // Three hosts, three different answers.
+    let env = ClientEnv::new(&[flip.hostspec(), replace.hostspec(), honest.hostspec()]);
+    let out = c_job(&env);
+    assert_success(&out, "three-way dispute");
+    assert!(
+        env.read("x.o") == env.read("ref.o"),
+        "a disputed object was written"
+    );
+    let mismatches = mismatch_lines(&out);
+    assert_eq!(mismatches.len(), 2, "{}", stderr_text(&out));
+    assert!(mismatches.iter().any(|l| l.contains(&flip.hostspec())));
+    assert!(mismatches.iter().any(|l| l.contains(&replace.hostspec())));
+    assert!(!mismatches
+        .iter()
+        .any(|l| l.contains(&format!("host {} ", honest.hostspec()))));
+}
+
+/// Two liars that disagree with each other and no honest host: the local
+/// compile is written, but with no remote witness nobody is accused (this
+/// machine's toolchain might be the odd one out).
+#[test]
+fn arbiter_without_a_witness_accuses_nobody() {
+    if !require_distcc("arbiter_without_a_witness_accuses_nobody") {
+        return;
+    }
+    let honest = Distccd::start(ip("127.0.0.2"));
+    let flip = Liar::start(ip("127.0.0.5"), honest.addr, "flip");
+    let replace = Liar::start(ip("127.0.0.6"), honest.addr, "replace");
+    let env = ClientEnv::new(&[flip.hostspec(), replace.hostspec()]);
+    let out = c_job(&env);
+    assert_success(&out, "dispute without witness");
+    assert!(env.read("x.o") == env.read("ref.o"));
+    assert!(mismatch_lines(&out).is_empty(), "{}", stderr_text(&out));
+    assert!(
+        stderr_text(&out).contains("toolchain may differ"),
+        "{}",
+        stderr_text(&out)
+    );
+    assert!(pending_reports(&env.dportage_dir()).unwrap().is_empty());
+}

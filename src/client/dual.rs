@@ -4,7 +4,7 @@
 //! blake3) as a strict majority of all votes — or when this machine's compiler,
 //! given the very same preprocessed input, decides.
 //!
-//! The rules (docs/trust-model.md has them for users):
+//! The rules (the README's trust model explains them to users):
 //! * One preprocessing per job; the argv is canonicalised (`crate::canonical`)
 //!   so honest hosts agree byte for byte; jobs that cannot be made
 //!   deterministic run here.
@@ -18,7 +18,7 @@
 //!   (`super::evidence`).
 //! * A host lagging far behind the first result is hedged: another host gets
 //!   the job too and the first agreeing votes win.
-//! * `DPORTAGE_SPOT_CHECK=p` compiles a random fraction of verified jobs here as
+//! * `DPORTAGE_SPOTCHECK=p` compiles a random fraction of verified jobs here as
 //!   well; when this machine disagrees with the hosts' agreed result, its own
 //!   result is written and every host that disagrees with it is reported.
 //! * A remote result is never written unverified: when N hosts cannot be had,

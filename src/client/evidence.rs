@@ -8,8 +8,9 @@
 //! * `evidence.jsonl`: one JSON object per line for every lost vote: what was
 //!   compiled (blake3 of the preprocessed input, the arguments), what each host
 //!   returned, the verdict, who lost, and whether it was reported to the
-//!   coordinator yet. The network layer sends the records that
-//!   [`pending_reports`] returns and then calls [`mark_reported`].
+//!   coordinator yet. The network layer sends the records with
+//!   [`drain_pending_reports`] (or reads [`pending_reports`] and acknowledges
+//!   with [`mark_reported`]).
 //!
 //! Several client processes of one `make -j` share the directory: appends and
 //! the rewrite in [`mark_reported`] hold an exclusive `flock` on `state.lock`
@@ -339,6 +340,45 @@ pub fn mark_reported(dportage_dir: &Path, ids: &[String]) -> Result<usize, State
     StateDir::open(dportage_dir)?.mark_reported(ids)
 }
 
+/// What [`drain_pending_reports`] did.
+#[derive(Debug)]
+pub struct Drained<E> {
+    /// Records sent and now marked as reported.
+    pub sent: usize,
+    /// The error that stopped the drain, if one did (the record it was about
+    /// and every later one stay pending).
+    pub stopped_by: Option<E>,
+}
+
+/// Send every pending record through `send`, oldest first, and mark those it
+/// accepted as reported; the first error stops the drain (the rest wait for the
+/// next one). Delivery is at least once: a crash between `send` and the mark,
+/// or two drains at once, sends a record twice, so the receiver deduplicates by
+/// [`Evidence::id`].
+pub fn drain_pending_reports<E>(
+    dportage_dir: &Path,
+    mut send: impl FnMut(&Evidence) -> Result<(), E>,
+) -> Result<Drained<E>, StateError> {
+    let state = StateDir::open(dportage_dir)?;
+    let mut sent_ids = Vec::new();
+    let mut stopped_by = None;
+    for record in state.pending_reports()? {
+        match send(&record) {
+            Ok(()) => sent_ids.push(record.id),
+            Err(e) => {
+                stopped_by = Some(e);
+                break;
+            }
+        }
+    }
+    let sent = if sent_ids.is_empty() {
+        0
+    } else {
+        state.mark_reported(&sent_ids)?
+    };
+    Ok(Drained { sent, stopped_by })
+}
+
 fn append(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     OpenOptions::new()
         .append(true)
@@ -416,6 +456,34 @@ mod tests {
         assert!(all[0].reported && !all[1].reported);
         assert_eq!(all[1].verdict, "majority");
         assert_eq!(all[1].losers, ["liar-b"]);
+    }
+
+    #[test]
+    fn drain_sends_oldest_first_and_stops_at_the_first_error() {
+        let t = tempfile::tempdir().unwrap();
+        let state = StateDir::open(t.path()).unwrap();
+        let records: Vec<Evidence> = ["a", "b", "c"].iter().map(|h| record(h)).collect();
+        for r in &records {
+            state.record(r).unwrap();
+        }
+        let mut seen = Vec::new();
+        let drained = drain_pending_reports(t.path(), |e| {
+            if e.losers == ["c"] {
+                return Err("coordinator unreachable");
+            }
+            seen.push(e.id.clone());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(drained.sent, 2);
+        assert_eq!(drained.stopped_by, Some("coordinator unreachable"));
+        assert_eq!(seen, [records[0].id.clone(), records[1].id.clone()]);
+        assert_eq!(state.pending_reports().unwrap(), vec![records[2].clone()]);
+        let drained = drain_pending_reports(t.path(), |_| Ok::<(), ()>(())).unwrap();
+        assert_eq!(drained.sent, 1);
+        assert!(drained.stopped_by.is_none());
+        assert!(state.pending_reports().unwrap().is_empty());
+        assert_eq!(state.evidence().unwrap().len(), 3);
     }
 
     #[test]
