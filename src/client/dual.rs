@@ -41,7 +41,7 @@ use tokio::task::JoinSet;
 
 use crate::args::scan::{scan_locating_output, OutputAt};
 use crate::args::{server_argv, CompileJob, ScanOutcome};
-use crate::canonical::{canonicalize, Canonical};
+use crate::canonical::{canonicalize, preprocessor_extra_args, Canonical};
 use crate::exitcode;
 use crate::hosts::{HostKind, HostList, HostSpec, DEFAULT_LOCAL_SLOTS};
 use crate::protocol::{ProtocolVersion, Reply};
@@ -119,6 +119,10 @@ pub fn distribute(job: CompileJob, settings: &Settings) -> i32 {
         }
         Canonical::Send { extra_args } => wire.extend(extra_args),
     }
+    // Only the local preprocessing gets these (the hosts compile a `.i`); the
+    // user's argv is also what a local fallback runs, where they are harmless.
+    let mut job = job;
+    job.argv.extend(preprocessor_extra_args(&job.argv));
     let state = match &settings.dportage_dir {
         Some(dir) => match StateDir::open(dir) {
             Ok(state) => Some(state),
