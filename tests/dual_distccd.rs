@@ -591,3 +591,36 @@ fn unmet_redundancy_without_fallback_fails() {
     assert!(!env.work().join("x.o").exists());
     assert_eq!(a.compile_ok_count(), 0);
 }
+
+/// Honest hosts' warnings (compiler and assembler) agree after normalisation:
+/// the job needs no local check, and the warnings are shown once.
+#[test]
+fn honest_warnings_agree_after_normalisation() {
+    if !require_distcc("honest_warnings_agree_after_normalisation") {
+        return;
+    }
+    let a = Distccd::start(ip("127.0.0.2"));
+    let b = Distccd::start(ip("127.0.0.3"));
+    let mut env = ClientEnv::new(&[a.hostspec(), b.hostspec()]);
+    env.set("DISTCC_VERBOSE", "1");
+    env.write(
+        "w.c",
+        "int f(void) { int unused_var; asm(\".warning \\\"from the assembler\\\"\"); return 0; }\n",
+    );
+    env.reference(&["gcc", "-Wall", "-c", "w.c", "-o", "ref.o"]);
+    let out = env.distcc(&["gcc", "-Wall", "-c", "w.c", "-o", "w.o"]);
+    assert_success(&out, "compile with warnings");
+    let err = stderr_text(&out);
+    assert!(mismatch_lines(&out).is_empty(), "{err}");
+    assert!(!err.contains("diagnostics differ"), "{err}");
+    assert_eq!(err.matches("unused variable").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("Warning: from the assembler").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("Assembler messages"), "{err}");
+    assert!(env.read("w.o") == env.read("ref.o"));
+    a.wait_for_compile_ok(1);
+    b.wait_for_compile_ok(1);
+}
