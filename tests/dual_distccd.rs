@@ -224,8 +224,8 @@ fn colluding_liars_are_caught_by_a_full_spot_check() {
     assert!(pending[0].results.iter().any(|r| r.host == "local"));
 }
 
-/// Refusals and server failures are not votes: nobody is accused, the host is
-/// replaced, and the object is right.
+/// Refusals, dead hosts, truncated replies and protocol garbage are not votes:
+/// nobody is accused, the host is replaced, and the object is right.
 #[test]
 fn failures_are_replaced_not_reported() {
     if !require_distcc("failures_are_replaced_not_reported") {
@@ -234,29 +234,56 @@ fn failures_are_replaced_not_reported() {
     let a = Distccd::start(ip("127.0.0.2"));
     let dead = DeadHost::new(ip("127.0.0.7"));
     let refusing = Liar::start(ip("127.0.0.8"), a.addr, &format!("status={}", 110 << 8));
+    let truncating = Liar::start(ip("127.0.0.9"), a.addr, "truncate");
+    let garbage = Liar::start(ip("127.0.0.10"), a.addr, "garbage");
     let b = Distccd::start(ip("127.0.0.3"));
     let env = ClientEnv::new(&[
         dead.hostspec(),
         refusing.hostspec(),
+        truncating.hostspec(),
+        garbage.hostspec(),
         a.hostspec(),
         b.hostspec(),
     ]);
     let out = c_job(&env);
-    assert_success(&out, "compile with a dead and a refusing host");
+    assert_success(&out, "compile with dead, refusing and broken hosts");
     assert!(env.read("x.o") == env.read("ref.o"));
     assert!(mismatch_lines(&out).is_empty(), "{}", stderr_text(&out));
     let err = stderr_text(&out);
-    assert!(
-        err.contains(&dead.hostspec()),
-        "dead host not mentioned: {err}"
-    );
-    assert!(
-        err.contains(&refusing.hostspec()),
-        "refusing host not mentioned: {err}"
-    );
-    a.wait_for_compile_ok(2);
+    for failing in [
+        dead.hostspec(),
+        refusing.hostspec(),
+        truncating.hostspec(),
+        garbage.hostspec(),
+    ] {
+        assert!(err.contains(&failing), "{failing} not mentioned: {err}");
+    }
     b.wait_for_compile_ok(1);
     assert!(pending_reports(&env.dportage_dir()).unwrap().is_empty());
+    assert!(!env.dportage_dir().join("excluded-hosts").exists());
+}
+
+/// A host that stops answering times out (`DISTCC_IO_TIMEOUT`) and is replaced.
+#[test]
+fn silent_host_times_out_and_is_replaced() {
+    if !require_distcc("silent_host_times_out_and_is_replaced") {
+        return;
+    }
+    let silent = Distccd::start_as(ip("127.0.0.4"), Behaviour::Stuck);
+    let a = Distccd::start(ip("127.0.0.2"));
+    let b = Distccd::start(ip("127.0.0.3"));
+    let mut env = ClientEnv::new(&[silent.hostspec(), a.hostspec(), b.hostspec()]);
+    env.set("DISTCC_IO_TIMEOUT", "1");
+    env.set("DPORTAGE_HEDGE_MS", "600000");
+    let out = c_job(&env);
+    assert_success(&out, "compile with a silent host");
+    assert!(env.read("x.o") == env.read("ref.o"));
+    let err = stderr_text(&out);
+    assert!(mismatch_lines(&out).is_empty(), "{err}");
+    assert!(err.contains("no progress for 1 s"), "{err}");
+    assert!(err.contains(&silent.hostspec()), "{err}");
+    silent.wait_for_stuck_job();
+    b.wait_for_compile_ok(1);
 }
 
 /// One remote host cannot verify anything: the job compiles here.
