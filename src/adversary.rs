@@ -218,3 +218,48 @@ pub fn liar_main(args: Vec<std::ffi::OsString>) -> i32 {
         0
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Reply;
+
+    fn reply() -> Reply {
+        Reply {
+            version: ProtocolVersion::V1,
+            status: 0,
+            stderr: Vec::new(),
+            stdout: Vec::new(),
+            object: b"\x7fELF honest object".to_vec(),
+        }
+    }
+
+    #[test]
+    fn every_lie_changes_what_it_says() {
+        let honest = reply();
+        let lied = |lie: &str| {
+            let lie: Lie = lie.parse().unwrap();
+            let mut r = reply();
+            lie.apply(&mut r);
+            (r, lie)
+        };
+        let (r, _) = lied("flip");
+        assert_eq!(r.object.len(), honest.object.len());
+        assert_ne!(r.object, honest.object);
+        let (r, _) = lied("replace");
+        assert_ne!(r.object, honest.object);
+        let (r, _) = lied("status=256");
+        assert_eq!(r.status, 256);
+        assert!(r.object.is_empty());
+        let (r, _) = lied("oversize");
+        assert!(r.object.len() > honest.object.len() + (1 << 20));
+        let (r, lie) = lied("honest");
+        assert_eq!(lie.wire_bytes(&r), honest.encode());
+        let (r, lie) = lied("truncate");
+        assert_eq!(lie.wire_bytes(&r).len(), honest.encode().len() / 2);
+        let (r, lie) = lied("garbage");
+        assert!(!lie.wire_bytes(&r).starts_with(b"DONE"));
+        assert!("bogus".parse::<Lie>().is_err());
+        assert!("status=x".parse::<Lie>().is_err());
+    }
+}
