@@ -32,7 +32,7 @@ fn assert_liar_caught(lie: &str) {
         return;
     }
     let (a, liar, b) = honest_liar_honest(lie);
-    let env = ClientEnv::new(&[a.hostspec(), liar.hostspec(), b.hostspec()]);
+    let mut env = ClientEnv::new(&[a.hostspec(), liar.hostspec(), b.hostspec()]);
     let out = c_job(&env);
     assert_success(&out, &format!("dual compile with a {lie} liar"));
     assert!(
@@ -98,6 +98,22 @@ fn assert_liar_caught(lie: &str) {
         mark_reported(&env.dportage_dir(), std::slice::from_ref(&record.id)).unwrap(),
         1
     );
+
+    // Plain dispatch (redundancy 1) does not use the liar either: with only
+    // the liar listed, the job compiles here and its upstream sees nothing.
+    env.hosts = liar.hostspec();
+    env.set("DPORTAGE_REDUNDANCY", "1");
+    env.set("DISTCC_VERBOSE", "1");
+    let upstream_jobs = a.compile_ok_count();
+    let out = env.distcc(&["gcc", "-O2", "-c", "x.c", "-o", "x3.o"]);
+    assert_success(&out, "plain compile with only the liar listed");
+    assert!(env.read("x3.o") == env.read("ref.o"));
+    assert!(
+        stderr_text(&out).contains("excluded after losing a vote"),
+        "{}",
+        stderr_text(&out)
+    );
+    assert_eq!(a.compile_ok_count(), upstream_jobs);
     assert!(pending_reports(&env.dportage_dir()).unwrap().is_empty());
     assert!(
         env.leftover_temp_files().is_empty(),

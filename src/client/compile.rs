@@ -205,7 +205,10 @@ struct Distribution<'a> {
 fn distribute(job: CompileJob, settings: &Settings) -> i32 {
     let input = job.input().to_owned();
     let hosts = match load_host_list() {
-        Ok(hosts) => hosts,
+        Ok(mut hosts) => {
+            super::dual::drop_excluded_hosts(&mut hosts, settings);
+            hosts
+        }
         Err(e) => {
             if !settings.fallback {
                 tracing::error!("{e}; not compiling {input} locally because DISTCC_FALLBACK=0");

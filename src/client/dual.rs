@@ -47,7 +47,7 @@ use crate::hosts::{HostKind, HostList, HostSpec, DEFAULT_LOCAL_SLOTS};
 use crate::protocol::{ProtocolVersion, Reply};
 use crate::verify::{arbitrate, status_is_vote, tally, ResultDigest, Verdict, Vote};
 
-use super::evidence::{now_secs, Evidence, Exclusion, HostResult, StateDir};
+use super::evidence::{now_secs, Evidence, Exclusion, HostResult, StateDir, EXCLUDED_FILE};
 use super::hostsource::{distcc_dir, load_host_list};
 use super::local::run_compiler;
 use super::log::{write_stderr, write_stdout};
@@ -182,6 +182,44 @@ pub fn distribute(job: CompileJob, settings: &Settings) -> i32 {
         state,
     };
     verified.run()
+}
+
+/// Plain dispatch (redundancy 1) never sends to a host that lost a vote
+/// either: the exclusion is for all of this user's builds. Costs one failed
+/// `stat` when nothing was ever excluded; an unreadable list keeps distcc's
+/// behaviour (nothing is excluded) with a warning.
+pub fn drop_excluded_hosts(hosts: &mut HostList, settings: &Settings) {
+    let Some(dir) = &settings.dportage_dir else {
+        return;
+    };
+    if !dir.join(EXCLUDED_FILE).exists() {
+        return;
+    }
+    let excluded: Vec<SocketAddr> = match StateDir::open(dir).and_then(|s| s.excluded()) {
+        Ok(list) => list.into_iter().map(|e| e.address).collect(),
+        Err(e) => {
+            tracing::warn!("{e}; hosts excluded after losing a vote may be used");
+            return;
+        }
+    };
+    if excluded.is_empty() {
+        return;
+    }
+    hosts.hosts.retain(|spec| {
+        let HostKind::Tcp { host, port } = &spec.kind else {
+            return true;
+        };
+        let keep = resolve(host, *port).is_none_or(|addr| !excluded.contains(&addr));
+        if !keep {
+            tracing::debug!(
+                "not using {}: excluded after losing a vote (see {} in {})",
+                spec.verbatim,
+                EXCLUDED_FILE,
+                dir.display()
+            );
+        }
+        keep
+    });
 }
 
 /// A host that may vote on this job.
