@@ -289,14 +289,14 @@ fn silent_host_times_out_and_is_replaced() {
     let a = Distccd::start(ip("127.0.0.2"));
     let b = Distccd::start(ip("127.0.0.3"));
     let mut env = ClientEnv::new(&[silent.hostspec(), a.hostspec(), b.hostspec()]);
-    env.set("DISTCC_IO_TIMEOUT", "1");
+    env.set("DISTCC_IO_TIMEOUT", "2");
     env.set("DPORTAGE_HEDGE_MS", "600000");
     let out = c_job(&env);
     assert_success(&out, "compile with a silent host");
     assert!(env.read("x.o") == env.read("ref.o"));
     let err = stderr_text(&out);
     assert!(mismatch_lines(&out).is_empty(), "{err}");
-    assert!(err.contains("no progress for 1 s"), "{err}");
+    assert!(err.contains("no progress for 2 s"), "{err}");
     assert!(err.contains(&silent.hostspec()), "{err}");
     silent.wait_for_stuck_job();
     b.wait_for_compile_ok(1);
