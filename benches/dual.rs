@@ -137,6 +137,10 @@ fn main() {
             two.as_secs_f64() / pair.as_secs_f64()
         );
     }
+    println!(
+        "dual/single includes the second compile competing for this machine's cores (separate \
+         idle hosts would not); dual/2×single is verification's own cost"
+    );
     if !benching {
         println!("(smoke run; `cargo bench --bench dual` measures)");
     }

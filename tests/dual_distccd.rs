@@ -238,6 +238,11 @@ fn colluding_liars_are_caught_by_a_full_spot_check() {
     assert_eq!(pending[0].verdict, "spot-check");
     assert_eq!(pending[0].losers.len(), 2);
     assert!(pending[0].results.iter().any(|r| r.host == "local"));
+    assert!(
+        env.leftover_temp_files().is_empty(),
+        "{:?}",
+        env.leftover_temp_files()
+    );
 }
 
 /// Refusals, dead hosts, truncated replies and protocol garbage are not votes:
@@ -523,6 +528,11 @@ fn local_arbiter_decides_when_no_majority_is_possible() {
     assert!(!mismatches
         .iter()
         .any(|l| l.contains(&format!("host {} ", honest.hostspec()))));
+    assert!(
+        env.leftover_temp_files().is_empty(),
+        "{:?}",
+        env.leftover_temp_files()
+    );
 }
 
 /// Two liars that disagree with each other and no honest host: the local
