@@ -146,7 +146,10 @@ impl Lane {
     /// When a sender may hand the link more data: once the backlog ahead of it has
     /// shrunk to the queue limit.
     fn ready_at(&self) -> Instant {
-        let next_free = *self.next_free.lock().unwrap_or_else(PoisonError::into_inner);
+        let next_free = *self
+            .next_free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         next_free
             .checked_sub(self.queue_limit)
             .unwrap_or_else(Instant::now)
@@ -158,7 +161,10 @@ impl Lane {
         if self.profile.bandwidth_bits_per_sec == 0 {
             return now + self.profile.one_way_delay;
         }
-        let mut next_free = self.next_free.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next_free = self
+            .next_free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let start = (*next_free).max(now);
         let done = start + self.serialisation_time(len);
         *next_free = done;
@@ -419,10 +425,11 @@ fn parse_rate(text: &str) -> Option<u64> {
         (lower.as_str(), 1.0)
     };
     let value: f64 = number.trim().parse().ok()?;
-    (value.is_finite() && value >= 0.0 && value * scale < 1e12).then(|| (value * scale) as u64)
+    (value.is_finite() && value >= 0.0 && value * scale < 1e12).then_some((value * scale) as u64)
 }
 
-const WANPROXY_USAGE: &str = "usage: dportage __wanproxy --upstream ADDR:PORT [--listen ADDR:PORT] \
+const WANPROXY_USAGE: &str =
+    "usage: dportage __wanproxy --upstream ADDR:PORT [--listen ADDR:PORT] \
 [--delay 20ms] [--rate 10mbit]";
 
 /// `dportage __wanproxy --listen ADDR --upstream ADDR --delay 20ms --rate 10mbit`:
@@ -443,9 +450,7 @@ pub fn wanproxy_main(args: Vec<std::ffi::OsString>) -> i32 {
         let ok = match (flag.as_str(), value) {
             ("--listen", Some(v)) => v.parse().map(|a| listen = a).is_ok(),
             ("--upstream", Some(v)) => v.parse().map(|a| upstream = Some(a)).is_ok(),
-            ("--delay", Some(v)) => parse_delay(v)
-                .map(|d| profile.one_way_delay = d)
-                .is_some(),
+            ("--delay", Some(v)) => parse_delay(v).map(|d| profile.one_way_delay = d).is_some(),
             ("--rate", Some(v)) => parse_rate(v)
                 .map(|r| profile.bandwidth_bits_per_sec = r)
                 .is_some(),

@@ -100,12 +100,9 @@ async fn a_new_connection_pays_a_handshake_round_trip_before_its_first_byte() {
         .await
         .unwrap();
     let start = Instant::now();
-    let reply = timeout(
-        STUCK,
-        send_all_and_read_reply(proxy.local_addr(), b"hello"),
-    )
-    .await
-    .unwrap();
+    let reply = timeout(STUCK, send_all_and_read_reply(proxy.local_addr(), b"hello"))
+        .await
+        .unwrap();
     let elapsed = start.elapsed();
     assert_eq!(reply, b"hello");
     // Handshake (2 d) + request (d) + reply (d).
@@ -150,15 +147,12 @@ async fn connections_on_one_link_share_its_bandwidth() {
     let payload = vec![1u8; 300_000];
 
     let start = Instant::now();
-    let (ra, rb) = timeout(
-        STUCK,
-        async {
-            tokio::join!(
-                send_all_and_read_reply(a.local_addr(), &payload),
-                send_all_and_read_reply(b.local_addr(), &payload),
-            )
-        },
-    )
+    let (ra, rb) = timeout(STUCK, async {
+        tokio::join!(
+            send_all_and_read_reply(a.local_addr(), &payload),
+            send_all_and_read_reply(b.local_addr(), &payload),
+        )
+    })
     .await
     .unwrap();
     let elapsed = start.elapsed();
@@ -257,9 +251,12 @@ async fn an_unreachable_upstream_fails_the_connection_and_the_proxy_keeps_servin
         .bind(SocketAddr::from(LOOPBACK_ANY_PORT), echo_server().await)
         .await
         .unwrap();
-    let reply = timeout(STUCK, send_all_and_read_reply(to_echo.local_addr(), b"still"))
-        .await
-        .unwrap();
+    let reply = timeout(
+        STUCK,
+        send_all_and_read_reply(to_echo.local_addr(), b"still"),
+    )
+    .await
+    .unwrap();
     assert_eq!(reply, b"still");
     assert_eq!(link.counters().snapshot().2, 2);
 }
