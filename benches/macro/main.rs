@@ -25,7 +25,7 @@ use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dportage::wanproxy::{ByteCounters, RunningProxy, WanLink, WanProxy};
 
@@ -33,9 +33,15 @@ use lua::LuaSource;
 use procs::{CpuTracker, Daemon};
 use report::{BuildRow, PerJobRow, Report, RowStatus, RunSample};
 
-/// The two server addresses (spec §10.4: a daemon on this machine needs a
-/// 127.0.0.x address, not `localhost`).
-const SERVER_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)];
+/// Server addresses: 127.0.0.2, 127.0.0.3, … (spec §10.4: a daemon on this
+/// machine needs a 127.0.0.x address, not `localhost`).
+pub fn server_ips(count: usize) -> Vec<Ipv4Addr> {
+    (0..count)
+        .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i as u8))
+        .collect()
+}
+/// Most servers one run starts (each costs a daemon and its proxies).
+const MAX_SERVERS: usize = 8;
 
 /// Network profiles. Loopback still goes through a counting proxy.
 pub const NETWORKS: [(&str, WanProxy); 3] = [
@@ -56,11 +62,14 @@ const TINY_TU: &str = "int tiny(int x) { return x * 3 + 1; }\n";
 const USAGE: &str = "\
 cargo bench --bench macro [-- OPTIONS]
 
-  --quick              1 build run per row (default 5); per-job runs stay at 50
+  --quick              1 build run per row (default 5), budget 120 s; per-job runs stay at 50
   --runs N             build runs per row
   --per-job-runs N     compiles of the tiny TU per configuration (default 50)
-  --slots J            --jobs per server and slots per host (default 2; make -j is 2×J)
+  --servers N          servers per system under test, on 127.0.0.2… (default 2, at most 8)
+  --slots J            --jobs per server and slots per host (default 2; make -j is N×J)
   --timeout SECS       limit for one build (default 600; a row over it is reported as such)
+  --budget SECS        time for the whole run (default 600, 120 with --quick): no new build
+                       round starts when the last one would not fit; the table says so
   --only WORDS         only build rows whose label contains one of the comma-separated WORDS
                        (the local reference build always runs)
   --skip-builds        per-job overhead only
@@ -76,7 +85,9 @@ default: the lua-src dev-dependency located with `cargo metadata`).";
 struct Options {
     runs: usize,
     per_job_runs: usize,
+    servers: usize,
     slots: u32,
+    budget: Duration,
     timeout: Duration,
     only: Vec<String>,
     builds: bool,
@@ -90,7 +101,9 @@ fn parse_options(args: Vec<String>) -> Result<Options, String> {
     let mut o = Options {
         runs: 5,
         per_job_runs: 50,
+        servers: 2,
         slots: 2,
+        budget: Duration::ZERO,
         timeout: Duration::from_secs(600),
         only: Vec::new(),
         builds: true,
@@ -100,6 +113,7 @@ fn parse_options(args: Vec<String>) -> Result<Options, String> {
         quick: false,
     };
     let mut runs = None;
+    let mut budget = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -116,6 +130,15 @@ fn parse_options(args: Vec<String>) -> Result<Options, String> {
             "--runs" => runs = Some(number("--runs", value("--runs")?)? as usize),
             "--per-job-runs" => {
                 o.per_job_runs = number("--per-job-runs", value("--per-job-runs")?)? as usize
+            }
+            "--servers" => {
+                o.servers = usize::try_from(number("--servers", value("--servers")?)?)
+                    .ok()
+                    .filter(|&n| n <= MAX_SERVERS)
+                    .ok_or(format!("--servers must be at most {MAX_SERVERS}"))?
+            }
+            "--budget" => {
+                budget = Some(Duration::from_secs(number("--budget", value("--budget")?)?))
             }
             "--slots" => {
                 o.slots = u32::try_from(number("--slots", value("--slots")?)?)
@@ -142,6 +165,7 @@ fn parse_options(args: Vec<String>) -> Result<Options, String> {
         }
     }
     o.runs = runs.unwrap_or(if o.quick { 1 } else { 5 });
+    o.budget = budget.unwrap_or(Duration::from_secs(if o.quick { 120 } else { 600 }));
     Ok(o)
 }
 
@@ -220,20 +244,21 @@ fn find_in_path(name: &str, env_override: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A pair of daemons, one per server address, and their CPU bookkeeping.
-struct ServerPair {
+/// One daemon per server address, and their CPU bookkeeping.
+struct ServerSet {
     daemons: Vec<Daemon>,
     cpu_index: usize,
 }
 
-impl ServerPair {
+impl ServerSet {
     fn start(
         server: Server,
         tools: &Tools,
+        ips: &[Ipv4Addr],
         slots: u32,
         scratch: &Path,
         tracker: &CpuTracker,
-    ) -> Result<ServerPair, String> {
+    ) -> Result<ServerSet, String> {
         let name = match server {
             Server::Distccd => "distccd",
             Server::DportageServe => "dportage serve",
@@ -241,10 +266,10 @@ impl ServerPair {
         let mut last_err = String::new();
         // A port free a moment ago can be taken before the daemon binds it.
         for _attempt in 0..3 {
-            let port = procs::free_port_on(&SERVER_IPS)
-                .map_err(|e| format!("cannot find a free port: {e}"))?;
+            let port =
+                procs::free_port_on(ips).map_err(|e| format!("cannot find a free port: {e}"))?;
             let mut daemons = Vec::new();
-            for ip in SERVER_IPS {
+            for &ip in ips {
                 let dir = scratch.join(format!("{}-{ip}-{port}", name.replace(' ', "-")));
                 make_world_writable_dir(&dir)?;
                 let mut cmd = match server {
@@ -287,9 +312,9 @@ impl ServerPair {
                     }
                 }
             }
-            if daemons.len() == SERVER_IPS.len() {
+            if daemons.len() == ips.len() {
                 let cpu_index = tracker.register(daemons.iter().map(Daemon::pid).collect());
-                return Ok(ServerPair { daemons, cpu_index });
+                return Ok(ServerSet { daemons, cpu_index });
             }
             if procs::interrupted() || !last_err.contains("did not listen") {
                 break;
@@ -302,7 +327,7 @@ impl ServerPair {
         self.daemons.iter().map(|d| d.addr).collect()
     }
 
-    /// Why the pair can no longer serve, if a daemon died.
+    /// Why the set can no longer serve, if a daemon died.
     fn health(&mut self) -> Result<(), String> {
         for d in &mut self.daemons {
             if !d.alive() {
@@ -386,24 +411,31 @@ struct Bench<'a> {
     scratch: PathBuf,
     rt: tokio::runtime::Runtime,
     tracker: CpuTracker,
-    distccd: Result<ServerPair, String>,
-    dportage_serve: Result<ServerPair, String>,
-    ticks_per_sec: u64,
+    distccd: Result<ServerSet, String>,
+    dportage_serve: Result<ServerSet, String>,
+    started: Instant,
 }
 
 impl Bench<'_> {
-    fn pair(&mut self, server: Server) -> Result<&mut ServerPair, String> {
-        let pair = match server {
+    /// The running servers of a kind: unavailable if they never started
+    /// (dportage serve before it is implemented), failed if one died since.
+    fn servers(&mut self, server: Server) -> Result<&mut ServerSet, RowStatus> {
+        let set = match server {
             Server::Distccd => &mut self.distccd,
             Server::DportageServe => &mut self.dportage_serve,
         };
-        match pair {
+        match set {
             Ok(p) => {
-                p.health()?;
+                p.health().map_err(RowStatus::Failed)?;
                 Ok(p)
             }
-            Err(e) => Err(e.clone()),
+            Err(e) => Err(RowStatus::Unavailable(e.clone())),
         }
+    }
+
+    /// Time left of the run's budget.
+    fn budget_left(&self) -> Duration {
+        self.options.budget.saturating_sub(self.started.elapsed())
     }
 
     /// Environment common to every compile: fresh state dir, our temp dir, and
@@ -435,6 +467,7 @@ impl Bench<'_> {
 }
 
 fn run(options: &Options) -> Result<(), String> {
+    let started = Instant::now();
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dportage = std::env::var_os("DPORTAGE_BIN")
         .map(PathBuf::from)
@@ -474,22 +507,26 @@ fn run(options: &Options) -> Result<(), String> {
         .map_err(|e| format!("cannot start the proxy runtime: {e}"))?;
     let tracker = CpuTracker::start();
 
-    let mut report = Report::new(options.runs, options.slots, lua.object_count());
+    let mut report = Report::new(
+        options.runs,
+        options.servers,
+        options.slots,
+        lua.object_count(),
+    );
     report.machine = machine_facts(&tools);
     report.zstd = detect_zstd(&tools.dportage);
 
-    eprintln!("macro bench: starting distccd and dportage serve on {SERVER_IPS:?}");
-    let distccd = ServerPair::start(Server::Distccd, &tools, options.slots, &scratch, &tracker);
-    let dportage_serve = ServerPair::start(
-        Server::DportageServe,
-        &tools,
-        options.slots,
-        &scratch,
-        &tracker,
-    );
-    for (name, pair) in [("distccd", &distccd), ("dportage serve", &dportage_serve)] {
-        if let Err(e) = pair {
+    let ips = server_ips(options.servers);
+    eprintln!("macro bench: starting distccd and dportage serve on {ips:?}");
+    let start = |server| ServerSet::start(server, &tools, &ips, options.slots, &scratch, &tracker);
+    let distccd = start(Server::Distccd);
+    let dportage_serve = start(Server::DportageServe);
+    for (name, set) in [("distccd", &distccd), ("dportage serve", &dportage_serve)] {
+        if let Err(e) = set {
             eprintln!("macro bench: {name} is not usable: {e}");
+            report
+                .notes
+                .push(format!("{name} not available, its rows are n/a: {e}"));
         }
     }
     let mut bench = Bench {
@@ -500,19 +537,31 @@ fn run(options: &Options) -> Result<(), String> {
         tracker,
         distccd,
         dportage_serve,
-        ticks_per_sec: procs::clock_ticks_per_sec(),
+        started,
     };
 
     if options.per_job {
         report.per_job = per_job_overhead(&mut bench)?;
     }
     if options.builds {
-        report.builds = builds(&mut bench, &lua, &report.zstd)?;
+        report.builds = builds(&mut bench, &lua, &report.zstd, &mut report.notes)?;
     }
     if procs::interrupted() {
         report
             .notes
             .push("Interrupted: the numbers are partial.".into());
+    }
+    if let Ok(load) = fs::read_to_string("/proc/loadavg") {
+        report.notes.push(format!(
+            "Load average at the end: {}; whole run took {:.0} s. Other processes on this \
+             machine add noise to every row alike: rows are interleaved run by run, so compare \
+             ratios within one run rather than seconds across runs.",
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
+            started.elapsed().as_secs_f64()
+        ));
     }
 
     let markdown = report.markdown();
@@ -563,6 +612,19 @@ fn machine_facts(tools: &Tools) -> Vec<(String, String)> {
             .map(|n| n.to_string())
             .unwrap_or_else(|_| "?".into()),
     )];
+    let cpu_model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    facts.push(("CPU model".into(), cpu_model));
+    if let Ok(kernel) = fs::read_to_string("/proc/sys/kernel/osrelease") {
+        facts.push(("Linux".into(), kernel.trim().to_string()));
+    }
     if let Ok(load) = fs::read_to_string("/proc/loadavg") {
         facts.push((
             "load average at start".into(),
@@ -576,9 +638,22 @@ fn machine_facts(tools: &Tools) -> Vec<(String, String)> {
     if let Some(d) = &tools.distcc {
         facts.push(("distcc".into(), first_line(d, &["--version"])));
     }
+    let commit = first_line(
+        Path::new("git"),
+        &[
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "describe",
+            "--always",
+            "--dirty",
+        ],
+    );
     facts.push((
         "dportage".into(),
-        first_line(&tools.dportage, &["--version"]),
+        format!(
+            "{} (commit {commit})",
+            first_line(&tools.dportage, &["--version"])
+        ),
     ));
     facts
 }
@@ -637,17 +712,17 @@ fn per_job_overhead(bench: &mut Bench) -> Result<Vec<PerJobRow>, String> {
         let mut route = None;
         let mut cpu_index = None;
         if let Some(s) = server {
-            match bench.pair(s) {
-                Ok(pair) => {
-                    cpu_index = Some(pair.cpu_index);
+            match bench.servers(s) {
+                Ok(set) => {
+                    cpu_index = Some(set.cpu_index);
                     // One host, one job at a time: only the first server.
-                    let first = pair.addrs()[..1].to_vec();
+                    let first = set.addrs()[..1].to_vec();
                     match Route::open(&bench.rt, WanProxy::counting(), &first) {
                         Ok(r) => route = Some(r),
                         Err(e) => row.status = RowStatus::Failed(e),
                     }
                 }
-                Err(e) => row.status = RowStatus::Failed(e),
+                Err(status) => row.status = status,
             }
         }
         live.push(Live {
@@ -692,11 +767,11 @@ fn per_job_overhead(bench: &mut Bench) -> Result<Vec<PerJobRow>, String> {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped_to_file(&dir.join("stderr.txt"))?);
-            let before_cpu = l.cpu_index.map(|c| bench.tracker.ticks(c));
+            let before_cpu = l.cpu_index.map(|c| bench.tracker.cpu_ns(c));
             let before_net = l.route.as_ref().map(|r| r.counters.snapshot());
             let measured = procs::run_measured(&mut cmd, Duration::from_secs(60))
                 .map_err(|e| format!("cannot run {program}: {e}"));
-            let after_cpu = l.cpu_index.map(|c| bench.tracker.ticks(c));
+            let after_cpu = l.cpu_index.map(|c| bench.tracker.cpu_ns(c));
             let after_net = l.route.as_ref().map(|r| r.counters.snapshot());
             let failure = match measured {
                 Err(e) => Some(e),
@@ -729,7 +804,7 @@ fn per_job_overhead(bench: &mut Bench) -> Result<Vec<PerJobRow>, String> {
                                 l.row.jobs += conns;
                             }
                             if let (Some(b), Some(a)) = (before_cpu, after_cpu) {
-                                l.row.server_ticks += a - b;
+                                l.row.server_ns += a.saturating_sub(b);
                             }
                             None
                         }
@@ -737,7 +812,7 @@ fn per_job_overhead(bench: &mut Bench) -> Result<Vec<PerJobRow>, String> {
                 }
             };
             if let Some(f) = failure {
-                let f = match l.server.map(|s| bench.pair(s).err()) {
+                let f = match l.server.map(|s| bench.servers(s).err()) {
                     Some(Some(dead)) => format!("{f} ({dead})"),
                     _ => f,
                 };
@@ -748,14 +823,7 @@ fn per_job_overhead(bench: &mut Bench) -> Result<Vec<PerJobRow>, String> {
             eprintln!("macro bench: per-job {}/{runs}", i + 1);
         }
     }
-    let ticks = bench.ticks_per_sec;
-    Ok(live
-        .into_iter()
-        .map(|mut l| {
-            l.row.ticks_per_sec = ticks;
-            l.row
-        })
-        .collect())
+    Ok(live.into_iter().map(|l| l.row).collect())
 }
 
 /// Extension so a child's stderr lands in a file we can quote on failure.
@@ -824,6 +892,16 @@ fn build_rows(zstd: bool) -> Vec<LiveRow> {
             ",lzo",
             vec![],
         );
+        // Our client against distcc's server: the client's share of any
+        // difference, and a dportage row that runs before `dportage serve` exists.
+        add(
+            "dportage client → distccd",
+            Client::Dportage,
+            Some(Server::Distccd),
+            network,
+            ",lzo",
+            vec![],
+        );
         add(
             "dportage → dportage serve",
             Client::Dportage,
@@ -840,14 +918,6 @@ fn build_rows(zstd: bool) -> Vec<LiveRow> {
                 network,
                 ",lzo",
                 vec![("DPORTAGE_REDUNDANCY", "2")],
-            );
-            add(
-                "dportage client → distccd",
-                Client::Dportage,
-                Some(Server::Distccd),
-                network,
-                ",lzo",
-                vec![],
             );
         }
         if zstd {
@@ -878,6 +948,7 @@ fn builds(
     bench: &mut Bench,
     lua: &LuaSource,
     zstd: &Result<(), String>,
+    notes: &mut Vec<String>,
 ) -> Result<Vec<BuildRow>, String> {
     let options = bench.options;
     let mut rows = build_rows(zstd.is_ok());
@@ -897,16 +968,16 @@ fn builds(
             continue;
         }
         let Some(server) = r.server else { continue };
-        match bench.pair(server) {
-            Ok(pair) => {
-                r.cpu_index = Some(pair.cpu_index);
-                let addrs = pair.addrs();
+        match bench.servers(server) {
+            Ok(set) => {
+                r.cpu_index = Some(set.cpu_index);
+                let addrs = set.addrs();
                 match Route::open(&bench.rt, NETWORKS[r.row.network].1, &addrs) {
                     Ok(route) => r.route = Some(route),
                     Err(e) => r.row.status = RowStatus::Failed(e),
                 }
             }
-            Err(e) => r.row.status = RowStatus::Failed(e),
+            Err(status) => r.row.status = status,
         }
     }
 
@@ -914,12 +985,26 @@ fn builds(
     let logs = bench.scratch.join("logs");
     fs::create_dir_all(&logs).map_err(|e| format!("cannot create {logs:?}: {e}"))?;
     let mut reference: Option<BTreeMap<String, Vec<u8>>> = None;
-    let total_slots = options.slots * SERVER_IPS.len() as u32;
+    let total_slots = options.slots * options.servers as u32;
 
-    for run in 0..options.runs {
+    let mut last_round = Duration::ZERO;
+    'rounds: for run in 0..options.runs {
+        // Every row gets at least one build; later rounds only while the whole
+        // round still fits in the budget.
+        if run > 0 && bench.budget_left() < last_round {
+            notes.push(format!(
+                "Budget: stopped after {run} of {} build rounds (--budget {} s; a round took \
+                 {:.0} s). Medians are over {run} run(s).",
+                options.runs,
+                options.budget.as_secs(),
+                last_round.as_secs_f64()
+            ));
+            break;
+        }
+        let round_started = Instant::now();
         for (index, r) in rows.iter_mut().enumerate() {
             if procs::interrupted() {
-                return Ok(rows.into_iter().map(|r| r.row).collect());
+                break 'rounds;
             }
             if !matches!(r.row.status, RowStatus::Ok) {
                 continue;
@@ -958,14 +1043,17 @@ fn builds(
                             .open(&log)
                             .map_err(|e| format!("cannot open {log:?}: {e}"))?,
                     ));
-                let before_cpu = r.cpu_index.map(|c| bench.tracker.ticks(c));
+                let before_cpu = r.cpu_index.map(|c| bench.tracker.cpu_ns(c));
                 let before_net = r.route.as_ref().map(|x| x.counters.snapshot());
-                let m = procs::run_measured(&mut cmd, options.timeout)
+                let limit = options
+                    .timeout
+                    .min(bench.budget_left().max(Duration::from_secs(60)));
+                let m = procs::run_measured(&mut cmd, limit)
                     .map_err(|e| format!("cannot run make: {e}"))?;
-                let after_cpu = r.cpu_index.map(|c| bench.tracker.ticks(c));
+                let after_cpu = r.cpu_index.map(|c| bench.tracker.cpu_ns(c));
                 let after_net = r.route.as_ref().map(|x| x.counters.snapshot());
                 if m.timed_out {
-                    return Err(format!("timeout: one build exceeded {:?}", options.timeout));
+                    return Err(format!("timeout: one build exceeded {limit:?}"));
                 }
                 if m.exit_code != Some(0) {
                     return Err(format!(
@@ -995,7 +1083,7 @@ fn builds(
                 Ok(RunSample {
                     wall: m.wall.as_secs_f64(),
                     client_cpu: m.cpu.as_secs_f64(),
-                    server_ticks: before_cpu.zip(after_cpu).map(|(b, a)| a - b),
+                    server_ns: before_cpu.zip(after_cpu).map(|(b, a)| a.saturating_sub(b)),
                     bytes_up: up,
                     bytes_down: down,
                     connections: conns,
@@ -1021,7 +1109,7 @@ fn builds(
                     r.row.runs.push(sample);
                 }
                 Err(e) => {
-                    let e = match r.server.map(|s| bench.pair(s).err()) {
+                    let e = match r.server.map(|s| bench.servers(s).err()) {
                         Some(Some(dead)) => format!("{e} ({dead})"),
                         _ => e,
                     };
@@ -1044,13 +1132,7 @@ fn builds(
                 }
             }
         }
+        last_round = round_started.elapsed();
     }
-    let ticks = bench.ticks_per_sec;
-    Ok(rows
-        .into_iter()
-        .map(|mut r| {
-            r.row.ticks_per_sec = ticks;
-            r.row
-        })
-        .collect())
+    Ok(rows.into_iter().map(|r| r.row).collect())
 }

@@ -248,18 +248,44 @@ pub fn process_tree(roots: &[i32]) -> Vec<i32> {
     out
 }
 
-/// CPU that a server spends itself, not in the compilers it runs: the
-/// utime+stime of every process in its tree whose command name is the
-/// daemon's own (the daemon, its workers, its helpers). A compiler child is
-/// a separate process, so its time never lands in these counters. Processes
-/// are keyed by (pid, start time) and remembered after they exit, so a worker
-/// that is replaced keeps its share; CPU a process spends after the last
-/// sample before its exit is lost, which the periodic sampler keeps small.
+/// On-CPU time of every thread of `pid`, in nanoseconds, keyed by thread id:
+/// the first field of /proc/<pid>/task/<tid>/schedstat, which the scheduler
+/// keeps exactly (utime/stime in /proc/<pid>/stat are rounded to 10 ms ticks,
+/// coarser than a whole distccd job). None without CONFIG_SCHED_INFO.
+fn thread_cpu_ns(pid: i32) -> Option<Vec<(i32, u64)>> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(text) = fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        let ns = text.split_whitespace().next()?.parse::<u64>().ok()?;
+        out.push((tid, ns));
+    }
+    Some(out)
+}
+
+/// CPU that a server spends itself, not in the compilers it runs: the on-CPU
+/// time of every process in its tree whose command name is the daemon's own
+/// (the daemon, its workers, a trampoline before it execs the compiler). A
+/// compiler is a separate process (or the trampoline after exec, when its
+/// command name changes), so its time never lands in these counters. Threads
+/// are keyed by (process, start time, thread) and remembered after they exit,
+/// so a replaced worker keeps its share; CPU spent after the last sample
+/// before an exit (or an exec) is lost, which frequent sampling keeps small.
 #[derive(Debug)]
 pub struct ServerCpu {
     roots: Vec<i32>,
     comm: String,
-    seen: HashMap<(i32, u64), u64>,
+    ticks_ns: u64,
+    seen: HashMap<(i32, u64, i32), u64>,
 }
 
 impl ServerCpu {
@@ -272,6 +298,7 @@ impl ServerCpu {
         ServerCpu {
             roots,
             comm,
+            ticks_ns: 1_000_000_000 / clock_ticks_per_sec(),
             seen: HashMap::new(),
         }
     }
@@ -279,13 +306,24 @@ impl ServerCpu {
     pub fn sample(&mut self) {
         for pid in process_tree(&self.roots) {
             let Some(stat) = read_stat(pid) else { continue };
-            if stat.comm == self.comm || self.roots.contains(&pid) {
-                self.seen.insert((pid, stat.start_time), stat.own_ticks);
+            if stat.comm != self.comm && !self.roots.contains(&pid) {
+                continue;
+            }
+            match thread_cpu_ns(pid) {
+                Some(threads) => {
+                    for (tid, ns) in threads {
+                        self.seen.insert((pid, stat.start_time, tid), ns);
+                    }
+                }
+                None => {
+                    self.seen
+                        .insert((pid, stat.start_time, 0), stat.own_ticks * self.ticks_ns);
+                }
             }
         }
     }
 
-    pub fn total_ticks(&self) -> u64 {
+    pub fn total_ns(&self) -> u64 {
         self.seen.values().sum()
     }
 }
@@ -297,6 +335,10 @@ pub struct CpuTracker {
     sets: Arc<Mutex<Vec<ServerCpu>>>,
     stop: Arc<AtomicBool>,
 }
+
+/// Often enough to catch most of a short-lived worker, rarely enough that the
+/// sampler itself stays well under 1 % of a core.
+const SAMPLE_PERIOD: Duration = Duration::from_millis(10);
 
 impl CpuTracker {
     pub fn start() -> Self {
@@ -310,13 +352,13 @@ impl CpuTracker {
                         set.sample();
                     }
                 }
-                thread::sleep(Duration::from_millis(50));
+                thread::sleep(SAMPLE_PERIOD);
             }
         });
         tracker
     }
 
-    /// Track a server set; returns its index for [`CpuTracker::ticks`].
+    /// Track a server set; returns its index for [`CpuTracker::cpu_ns`].
     pub fn register(&self, roots: Vec<i32>) -> usize {
         let mut sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
         let mut set = ServerCpu::new(roots);
@@ -325,13 +367,13 @@ impl CpuTracker {
         sets.len() - 1
     }
 
-    /// Sample now and return the set's accumulated own CPU in ticks.
-    pub fn ticks(&self, index: usize) -> u64 {
+    /// Sample now and return the set's accumulated own CPU in nanoseconds.
+    pub fn cpu_ns(&self, index: usize) -> u64 {
         let mut sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
         match sets.get_mut(index) {
             Some(set) => {
                 set.sample();
-                set.total_ticks()
+                set.total_ns()
             }
             None => 0,
         }

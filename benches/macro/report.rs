@@ -10,6 +10,9 @@ pub enum RowStatus {
     Failed(String),
     TimedOut(String),
     NotImplemented(String),
+    /// The servers of this row never started (e.g. `dportage serve` before it
+    /// exists): not a failure of the system under test, just nothing to measure.
+    Unavailable(String),
     Skipped,
 }
 
@@ -20,6 +23,8 @@ impl fmt::Display for RowStatus {
             RowStatus::Failed(why) => write!(f, "failed: {why}"),
             RowStatus::TimedOut(why) => write!(f, "{why}"),
             RowStatus::NotImplemented(why) => write!(f, "{why}"),
+            // The reason is in the notes under the table, once per server kind.
+            RowStatus::Unavailable(_) => write!(f, "n/a: server not available"),
             RowStatus::Skipped => write!(f, "skipped (--only)"),
         }
     }
@@ -31,8 +36,8 @@ pub struct RunSample {
     pub wall: f64,
     /// CPU of make and everything it ran on the client side.
     pub client_cpu: f64,
-    /// The servers' own CPU during the build, in clock ticks (no compilers).
-    pub server_ticks: Option<u64>,
+    /// The servers' own CPU during the build, in nanoseconds (no compilers).
+    pub server_ns: Option<u64>,
     pub bytes_up: u64,
     pub bytes_down: u64,
     /// TCP connections = jobs sent to servers (a redundant job counts twice).
@@ -50,7 +55,6 @@ pub struct BuildRow {
     pub redundant: bool,
     pub status: RowStatus,
     pub runs: Vec<RunSample>,
-    pub ticks_per_sec: u64,
 }
 
 impl BuildRow {
@@ -71,7 +75,6 @@ impl BuildRow {
             redundant,
             status: RowStatus::Ok,
             runs: Vec::new(),
-            ticks_per_sec: 100,
         }
     }
 
@@ -104,8 +107,8 @@ impl BuildRow {
             .iter()
             .filter(|r| r.connections > 0)
             .filter_map(|r| {
-                let ticks = r.server_ticks? as f64;
-                Some(ticks * 1000.0 / self.ticks_per_sec as f64 / r.connections as f64)
+                let ns = r.server_ns? as f64;
+                Some(ns / 1e6 / r.connections as f64)
             })
             .collect();
         (!per_run.is_empty()).then(|| median(per_run.into_iter()))
@@ -141,10 +144,10 @@ pub struct PerJobRow {
     pub label: String,
     pub status: RowStatus,
     pub walls: Vec<f64>,
-    pub server_ticks: u64,
+    /// The servers' own CPU over all runs, in nanoseconds (no compilers).
+    pub server_ns: u64,
     pub jobs: u64,
     pub bytes: u64,
-    pub ticks_per_sec: u64,
 }
 
 impl PerJobRow {
@@ -153,10 +156,9 @@ impl PerJobRow {
             label: label.to_string(),
             status: RowStatus::Ok,
             walls: Vec::new(),
-            server_ticks: 0,
+            server_ns: 0,
             jobs: 0,
             bytes: 0,
-            ticks_per_sec: 100,
         }
     }
 
@@ -166,9 +168,8 @@ impl PerJobRow {
     }
 
     fn server_ms_per_job(&self) -> Option<f64> {
-        (self.status == RowStatus::Ok && self.jobs > 0).then(|| {
-            self.server_ticks as f64 * 1000.0 / self.ticks_per_sec as f64 / self.jobs as f64
-        })
+        (self.status == RowStatus::Ok && self.jobs > 0)
+            .then(|| self.server_ns as f64 / 1e6 / self.jobs as f64)
     }
 }
 
@@ -188,6 +189,7 @@ pub fn median(values: impl Iterator<Item = f64>) -> f64 {
 
 pub struct Report {
     pub runs: usize,
+    pub servers: usize,
     pub slots: u32,
     pub objects: usize,
     pub machine: Vec<(String, String)>,
@@ -218,9 +220,10 @@ struct Goal {
 }
 
 impl Report {
-    pub fn new(runs: usize, slots: u32, objects: usize) -> Self {
+    pub fn new(runs: usize, servers: usize, slots: u32, objects: usize) -> Self {
         Report {
             runs,
+            servers,
             slots,
             objects,
             machine: Vec::new(),
@@ -335,11 +338,11 @@ impl Report {
     }
 
     fn build_table(&self, out: &mut String) {
-        let servers = crate::SERVER_IPS.len();
+        let servers = self.servers;
         let _ = writeln!(
             out,
             "## Lua 5.4.9 build\n\nliblua ({} translation units + `ar`), Lua's own flags (`{}`), \
-             a fresh tree per build. Distributed rows: {servers} servers (127.0.0.2, 127.0.0.3), \
+             a fresh tree per build. Distributed rows: {servers} servers (127.0.0.2…), \
              `--jobs {}` each, `make -j{}`, hosts `127.0.0.x:PORT/{}<option>`, a fresh \
              `DISTCC_DIR`, `DISTCC_FALLBACK=0`; every server sits behind a proxy (counting only on \
              loopback; the WAN rows share one emulated line). Median of {} run(s) per row, rows \
@@ -402,10 +405,12 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\nServer CPU beyond the compiler = utime+stime of the daemon's own processes (the \
-             daemon, its workers and helpers with its command name, sampled from /proc every \
-             50 ms) during a build, divided by the jobs (TCP connections) it served; compilers are \
-             separate processes and never counted.\n"
+            "\nServer CPU beyond the compiler = on-CPU time (nanosecond schedstat of every \
+             thread) of the daemon's own processes (the daemon, its workers, helpers with its \
+             command name; sampled from /proc every 10 ms) during a build, divided by the jobs \
+             (TCP connections) it served. Compilers are separate processes (or a trampoline after \
+             it execs the compiler) and never counted; CPU a helper spends between the last sample \
+             and its exit or exec is missed.\n"
         );
     }
 
