@@ -56,6 +56,7 @@ pub const NETWORKS: [(&str, WanProxy); 3] = [
     ),
 ];
 pub const LOOPBACK: usize = 0;
+pub const WAN_20MS: usize = 1;
 
 const TINY_TU: &str = "int tiny(int x) { return x * 3 + 1; }\n";
 
@@ -681,24 +682,31 @@ fn per_job_overhead(bench: &mut Bench) -> Result<Vec<PerJobRow>, String> {
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create {dir:?}: {e}"))?;
     fs::write(dir.join("tiny.c"), TINY_TU).map_err(|e| format!("cannot write tiny.c: {e}"))?;
 
-    let configs: [(&str, Client, Option<Server>); 4] = [
-        ("local gcc (no distribution)", Client::Local, None),
-        (
-            "(a) distcc → distccd",
-            Client::Distcc,
-            Some(Server::Distccd),
-        ),
-        (
-            "(b) dportage client → distccd",
-            Client::Dportage,
-            Some(Server::Distccd),
-        ),
-        (
-            "(c) dportage client → dportage serve",
-            Client::Dportage,
-            Some(Server::DportageServe),
-        ),
-    ];
+    // Loopback shows the fixed cost; the 20 ms WAN shows round trips (each one
+    // costs 40 ms there, so an extra one cannot hide in the noise).
+    let mut configs = vec![("local gcc (no distribution)", Client::Local, None, LOOPBACK)];
+    for network in [LOOPBACK, WAN_20MS] {
+        configs.extend([
+            (
+                "(a) distcc → distccd",
+                Client::Distcc,
+                Some(Server::Distccd),
+                network,
+            ),
+            (
+                "(b) dportage client → distccd",
+                Client::Dportage,
+                Some(Server::Distccd),
+                network,
+            ),
+            (
+                "(c) dportage client → dportage serve",
+                Client::Dportage,
+                Some(Server::DportageServe),
+                network,
+            ),
+        ]);
+    }
     struct Live {
         row: PerJobRow,
         client: Client,
@@ -707,8 +715,8 @@ fn per_job_overhead(bench: &mut Bench) -> Result<Vec<PerJobRow>, String> {
         server: Option<Server>,
     }
     let mut live = Vec::new();
-    for (label, client, server) in configs {
-        let mut row = PerJobRow::new(label);
+    for (label, client, server, network) in configs {
+        let mut row = PerJobRow::new(label, network);
         let mut route = None;
         let mut cpu_index = None;
         if let Some(s) = server {
@@ -717,7 +725,7 @@ fn per_job_overhead(bench: &mut Bench) -> Result<Vec<PerJobRow>, String> {
                     cpu_index = Some(set.cpu_index);
                     // One host, one job at a time: only the first server.
                     let first = set.addrs()[..1].to_vec();
-                    match Route::open(&bench.rt, WanProxy::counting(), &first) {
+                    match Route::open(&bench.rt, NETWORKS[network].1, &first) {
                         Ok(r) => route = Some(r),
                         Err(e) => row.status = RowStatus::Failed(e),
                     }
@@ -738,7 +746,7 @@ fn per_job_overhead(bench: &mut Bench) -> Result<Vec<PerJobRow>, String> {
     let mut reference: Option<Vec<u8>> = None;
     eprintln!("macro bench: per-job overhead, {runs} compiles of a tiny TU per configuration");
     for i in 0..runs {
-        for l in live.iter_mut() {
+        for (index, l) in live.iter_mut().enumerate() {
             if procs::interrupted() {
                 break;
             }
@@ -757,9 +765,7 @@ fn per_job_overhead(bench: &mut Bench) -> Result<Vec<PerJobRow>, String> {
             };
             let mut words = prefix.split(' ');
             let program = words.next().unwrap_or("gcc").to_string();
-            let state = bench
-                .scratch
-                .join(format!("state-tiny-{}", l.row.label.len()));
+            let state = bench.scratch.join(format!("state-tiny-{index}"));
             let mut cmd = bench.client_command(&program, &state, hosts.as_deref(), &[])?;
             cmd.args(words)
                 .args(["-O2", "-c", "tiny.c", "-o", "tiny.o"])
@@ -799,6 +805,7 @@ fn per_job_overhead(bench: &mut Bench) -> Result<Vec<PerJobRow>, String> {
                                 reference = Some(object);
                             }
                             l.row.walls.push(m.wall.as_secs_f64());
+                            l.row.client_cpus.push(m.cpu.as_secs_f64());
                             if let Some((up, down, conns)) = net {
                                 l.row.bytes += up + down;
                                 l.row.jobs += conns;

@@ -142,8 +142,12 @@ impl BuildRow {
 #[derive(Debug, Clone)]
 pub struct PerJobRow {
     pub label: String,
+    pub network: usize,
     pub status: RowStatus,
     pub walls: Vec<f64>,
+    /// CPU of the client command and everything it waited for (the local
+    /// preprocessor, or the whole compile for the local row).
+    pub client_cpus: Vec<f64>,
     /// The servers' own CPU over all runs, in nanoseconds (no compilers).
     pub server_ns: u64,
     pub jobs: u64,
@@ -151,11 +155,13 @@ pub struct PerJobRow {
 }
 
 impl PerJobRow {
-    pub fn new(label: &str) -> Self {
+    pub fn new(label: &str, network: usize) -> Self {
         PerJobRow {
             label: label.to_string(),
+            network,
             status: RowStatus::Ok,
             walls: Vec::new(),
+            client_cpus: Vec::new(),
             server_ns: 0,
             jobs: 0,
             bytes: 0,
@@ -165,6 +171,11 @@ impl PerJobRow {
     fn median(&self) -> Option<f64> {
         (self.status == RowStatus::Ok && !self.walls.is_empty())
             .then(|| median(self.walls.iter().copied()))
+    }
+
+    fn client_cpu(&self) -> Option<f64> {
+        (self.status == RowStatus::Ok && !self.client_cpus.is_empty())
+            .then(|| median(self.client_cpus.iter().copied()))
     }
 
     fn server_ms_per_job(&self) -> Option<f64> {
@@ -277,6 +288,13 @@ impl Report {
         out
     }
 
+    /// The per-job row whose label starts with `prefix`, on `network`.
+    fn per_job_row(&self, prefix: &str, network: usize) -> Option<&PerJobRow> {
+        self.per_job
+            .iter()
+            .find(|r| r.network == network && r.label.starts_with(prefix))
+    }
+
     fn per_job_table(&self, out: &mut String) {
         let runs = self
             .per_job
@@ -288,28 +306,28 @@ impl Report {
             out,
             "## Per-job overhead\n\nOne tiny translation unit (`gcc -O2 -c tiny.c`), compiled \
              {runs} times per configuration, one job at a time, the configurations interleaved; \
-             one server (127.0.0.2, `,lzo`) behind a counting proxy. Overhead = median wall time \
-             minus the local compile's median.\n"
+             one server (127.0.0.2, `,lzo`) behind the proxy, on loopback and on the 20 ms / \
+             10 Mbit/s WAN (where every extra round trip costs 40 ms). Overhead = median wall \
+             time minus the local compile's median; ÷ (a) = overhead ÷ the overhead of distcc \
+             → distccd on the same network.\n"
         );
         let _ = writeln!(
             out,
-            "| configuration | status | median wall | overhead over local | overhead ÷ (a) | \
-             server CPU/job beyond the compiler | bytes/job |"
+            "| configuration | network | status | median wall | overhead over local | overhead ÷ (a) | \
+             client CPU (median, incl. local cpp) | server CPU/job beyond the compiler | \
+             bytes/job |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|");
         let local = self.per_job.first().and_then(PerJobRow::median);
         let overhead = |r: &PerJobRow| Some(r.median()? - local?);
-        let base = self
-            .per_job
-            .iter()
-            .find(|r| r.label.starts_with("(a)"))
-            .and_then(overhead);
         for (i, r) in self.per_job.iter().enumerate() {
             let is_local = i == 0;
+            let base = self.per_job_row("(a)", r.network).and_then(overhead);
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.label,
+                NETWORKS[r.network].0,
                 r.status,
                 show(r.median(), |v| format!("{:.1} ms", v * 1000.0)),
                 if is_local {
@@ -322,6 +340,7 @@ impl Report {
                 } else {
                     show(ratio(overhead(r), base), |v| format!("{v:.2}"))
                 },
+                show(r.client_cpu(), |v| format!("{:.1} ms", v * 1000.0)),
                 if is_local {
                     String::new()
                 } else {
@@ -430,7 +449,7 @@ impl Report {
         // Per-job overhead.
         if !self.per_job.is_empty() {
             let local = self.per_job.first().and_then(PerJobRow::median);
-            let find = |p: &str| self.per_job.iter().find(|r| r.label.starts_with(p));
+            let find = |p: &str| self.per_job_row(p, LOOPBACK);
             let overhead = |r: Option<&PerJobRow>| Some(r?.median()? - local?);
             let why = [find("(a)"), find("(c)")]
                 .iter()
