@@ -226,6 +226,14 @@ fn distribute(job: CompileJob, settings: &Settings) -> i32 {
         }
     };
     let Some(lock) = open_lock_dir(settings) else {
+        if !settings.fallback {
+            // distcc 3.4 exits 116 here too rather than compile behind the user's back.
+            tracing::error!(
+                "cannot lock host slots under {} and DISTCC_FALLBACK=0 forbids compiling {input} locally; create the directory or unset DISTCC_FALLBACK",
+                distcc_dir().display()
+            );
+            return exitcode::NO_HOSTS;
+        }
         tracing::warn!("compiling {input} locally because host slots cannot be locked");
         return run_compiler(&job.argv, &settings.child_safeguard());
     };
