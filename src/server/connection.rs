@@ -20,6 +20,8 @@ use crate::protocol::{ProtocolError, ProtocolVersion, Reply, RequestDecoder, Req
 const MIN_READ: usize = 16 * 1024;
 /// …and at most this much, whatever the decoder hints.
 const MAX_READ: usize = 256 * 1024;
+/// The largest piece of a request that must arrive within one `--io-timeout`.
+const STALL_UNIT: usize = 64 * 1024;
 /// Bytes a client may send after its request before we call it a violation.
 const MAX_TRAILING_BYTES: usize = 64 * 1024;
 
@@ -39,7 +41,7 @@ enum ReadError {
     Pump,
     #[error("client closed the connection after {0} bytes, before the request was complete")]
     Eof(usize),
-    #[error("client sent nothing for {0:?}")]
+    #[error("client stalled: the next piece of its request did not arrive within {0:?}")]
     Stalled(Duration),
     #[error("client did not finish its request within {0:?}")]
     Deadline(Duration),
@@ -312,17 +314,24 @@ where
                 }
             }
         }
-        let want = decoder.wanted(buf.len()).clamp(MIN_READ, MAX_READ);
-        buf.reserve(want);
-        let n = match timeout(io_timeout, reader.read_buf(&mut buf)).await {
-            Err(_) => return Err(ReadError::Stalled(io_timeout)),
-            Ok(r) => r?,
-        };
-        if n == 0 {
-            return Err(ReadError::Eof(total));
+        // The next piece the decoder waits for (the rest of a header, or up to
+        // STALL_UNIT of a body) must arrive within one --io-timeout: a client
+        // trickling a byte a second is as stuck as one that sends nothing.
+        let wanted = decoder.wanted(buf.len());
+        let target = buf.len() + wanted.clamp(1, STALL_UNIT);
+        let deadline = tokio::time::Instant::now() + io_timeout;
+        while buf.len() < target {
+            buf.reserve(wanted.clamp(MIN_READ, MAX_READ));
+            let n = match tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)).await {
+                Err(_) => return Err(ReadError::Stalled(io_timeout)),
+                Ok(r) => r?,
+            };
+            if n == 0 {
+                return Err(ReadError::Eof(total));
+            }
+            total += n;
+            shared.stats.add_bytes_in(n);
         }
-        total += n;
-        shared.stats.add_bytes_in(n);
     }
 }
 

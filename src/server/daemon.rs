@@ -110,7 +110,8 @@ fn listen_one(addr: SocketAddr) -> io::Result<TcpListener> {
             (&one as *const libc::c_int).cast(),
             len,
         ))?;
-        if family == libc::AF_INET6 && addr.ip().is_unspecified() {
+        let mapped = matches!(addr.ip(), IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some());
+        if family == libc::AF_INET6 && (addr.ip().is_unspecified() || mapped) {
             let zero: libc::c_int = 0;
             // Best effort: dual-stack, so IPv4 clients arrive as ::ffff:a.b.c.d.
             libc::setsockopt(
@@ -208,6 +209,18 @@ pub fn write_pid_file(path: &Path) -> Result<(), DaemonError> {
             source,
         }
     })
+}
+
+/// Hand the pid file to the user we are about to become, so the daemon can
+/// still remove it at exit (a sticky directory lets only the owner do that).
+pub fn chown_pid_file(path: &Path, persona: &Persona) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = CString::new(path.as_os_str().as_bytes()) {
+        // SAFETY: chown on a valid NUL-terminated path.
+        unsafe {
+            libc::chown(c.as_ptr(), persona.uid, persona.gid);
+        }
+    }
 }
 
 /// Add `increment` to our nice value. Threads and children created afterwards

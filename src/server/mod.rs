@@ -158,6 +158,9 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
             tracing::error!("{e}");
             return e.code();
         }
+        if let Some(p) = &persona {
+            daemon::chown_pid_file(path, p);
+        }
     }
     let code = match drop_privileges(&cfg, persona.as_ref()) {
         Err(code) => code,
