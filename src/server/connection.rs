@@ -293,8 +293,16 @@ where
     let mut version = None;
     let mut argv = None;
     let mut total = 0usize;
+    // The next piece the decoder waits for (the rest of a header, or up to
+    // STALL_UNIT of a body) must arrive within one --io-timeout: a client
+    // trickling a byte a second is as stuck as one that sends nothing. Progress
+    // is counted in bytes received, or any decoded packet.
+    let mut target = 0usize;
+    let mut deadline = tokio::time::Instant::now();
     loop {
+        let mut progressed = false;
         while let Some(event) = decoder.decode(&mut buf)? {
+            progressed = true;
             match event {
                 RequestEvent::Version(ProtocolVersion::V3) => return Err(ReadError::Pump),
                 RequestEvent::Version(v) => version = Some(v),
@@ -314,24 +322,21 @@ where
                 }
             }
         }
-        // The next piece the decoder waits for (the rest of a header, or up to
-        // STALL_UNIT of a body) must arrive within one --io-timeout: a client
-        // trickling a byte a second is as stuck as one that sends nothing.
         let wanted = decoder.wanted(buf.len());
-        let target = buf.len() + wanted.clamp(1, STALL_UNIT);
-        let deadline = tokio::time::Instant::now() + io_timeout;
-        while buf.len() < target {
-            buf.reserve(wanted.clamp(MIN_READ, MAX_READ));
-            let n = match tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)).await {
-                Err(_) => return Err(ReadError::Stalled(io_timeout)),
-                Ok(r) => r?,
-            };
-            if n == 0 {
-                return Err(ReadError::Eof(total));
-            }
-            total += n;
-            shared.stats.add_bytes_in(n);
+        if progressed || total >= target {
+            target = total + wanted.clamp(1, STALL_UNIT);
+            deadline = tokio::time::Instant::now() + io_timeout;
         }
+        buf.reserve(wanted.clamp(MIN_READ, MAX_READ));
+        let n = match tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)).await {
+            Err(_) => return Err(ReadError::Stalled(io_timeout)),
+            Ok(r) => r?,
+        };
+        if n == 0 {
+            return Err(ReadError::Eof(total));
+        }
+        total += n;
+        shared.stats.add_bytes_in(n);
     }
 }
 
