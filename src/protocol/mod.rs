@@ -6,6 +6,7 @@
 //! bytes", `Err` means the peer broke the protocol. Every length from the peer is
 //! checked against [`Limits`] before a single byte of it is buffered.
 
+mod codec;
 pub mod header;
 pub mod lzo;
 pub mod reply;
@@ -13,7 +14,7 @@ pub mod request;
 
 pub use header::{encode_header, parse_header, Token, HEADER_LEN};
 pub use reply::{Reply, ReplyDecoder};
-pub use request::{Request, RequestDecoder, RequestEvent};
+pub use request::{encode_doti, encode_request_head, Request, RequestDecoder, RequestEvent};
 
 /// The protocol version a job is spoken in (`DIST`/`DONE` value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,4 +103,10 @@ pub enum ProtocolError {
     },
     #[error("decoder used after the message was complete")]
     Finished,
+    #[error("ARGC 0: a request needs at least the compiler name")]
+    EmptyArgv,
+    #[error("message ended early")]
+    Incomplete,
+    #[error("{0} bytes after the end of the message")]
+    TrailingBytes(usize),
 }
