@@ -91,7 +91,7 @@ fn doti_claiming_4_gib_is_dropped() {
 #[test]
 fn lzo_bomb_is_dropped() {
     let s = hostile_server();
-    let (bomb, expands_to) = lzo_bomb(40);
+    let (bomb, expands_to) = lzo_bomb(48);
     assert!(bomb.len() < 64 * 1024 && expands_to > 10 << 20);
     let mut req = request_head(2, &argv_x());
     req.extend(body_packet("DOTI", &bomb));

@@ -34,9 +34,22 @@ fn hosts(server: &Server, lzo: bool) -> String {
     }
 }
 
+/// What a remote object is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reference {
+    /// A local compile of the source file.
+    Source,
+    /// A local compile of the locally preprocessed file, i.e. exactly what the
+    /// server got. Needed for g++ with `-g`: there even the real distccd's
+    /// objects differ from a compile of the source (debug line/column data),
+    /// and equal a compile of the `.ii`.
+    Preprocessed,
+}
+
 /// Compile `source` remotely through the real client and locally with the
 /// same compiler and flags; both objects must be byte-identical, and the
 /// server must have counted exactly one more successful compile.
+#[allow(clippy::too_many_arguments)]
 fn assert_remote_matches_local(
     server: &Server,
     lzo: bool,
@@ -44,6 +57,7 @@ fn assert_remote_matches_local(
     name: &str,
     source: &str,
     flags: &[&str],
+    reference: Reference,
     expected_ok: u64,
 ) {
     let work = shared_tempdir();
@@ -68,13 +82,29 @@ fn assert_remote_matches_local(
         server.log()
     );
     server.wait_counter("dcc_compile_ok", expected_ok);
+    let local_input = match reference {
+        Reference::Source => name.to_string(),
+        Reference::Preprocessed => {
+            let ext = if compiler.contains("++") { "ii" } else { "i" };
+            let pre = format!("pre.{ext}");
+            let mut pre_args: Vec<&str> = flags
+                .iter()
+                .copied()
+                .filter(|f| *f != "-c" && *f != "-S")
+                .collect();
+            pre_args.extend_from_slice(&["-E", name, "-o", &pre]);
+            let (status, stderr) = run_local(dir, compiler, &pre_args);
+            assert!(status.success(), "local preprocessing failed: {stderr}");
+            pre
+        }
+    };
     let mut local_args: Vec<&str> = flags.to_vec();
-    local_args.extend_from_slice(&[name, "-o", &local_out]);
+    local_args.extend_from_slice(&[&local_input, "-o", &local_out]);
     let (status, stderr) = run_local(dir, compiler, &local_args);
     assert!(status.success(), "local {compiler} failed: {stderr}");
     assert!(
         read(dir, &remote_out) == read(dir, &local_out),
-        "{compiler} {flags:?} (lzo: {lzo}): remote and local outputs differ"
+        "{compiler} {flags:?} (lzo: {lzo}): remote and local ({reference:?}) outputs differ"
     );
 }
 
@@ -88,7 +118,16 @@ fn c_objects_match_local_compiles() {
     for lzo in [false, true] {
         for flags in [&["-c"][..], &["-c", "-O2"], &["-c", "-g"], &["-S", "-O1"]] {
             ok += 1;
-            assert_remote_matches_local(&s, lzo, "gcc", "hello.c", HELLO_C, flags, ok);
+            assert_remote_matches_local(
+                &s,
+                lzo,
+                "gcc",
+                "hello.c",
+                HELLO_C,
+                flags,
+                Reference::Source,
+                ok,
+            );
         }
     }
     assert_eq!(s.counter("dcc_compile_error"), 0);
@@ -103,9 +142,23 @@ fn cpp_objects_match_local_compiles() {
     let s = Server::start(&[]);
     let mut ok = 0;
     for lzo in [false, true] {
-        for flags in [&["-c"][..], &["-c", "-g", "-O2"]] {
+        for (flags, reference) in [
+            (&["-c"][..], Reference::Source),
+            (&["-c", "-O2"], Reference::Source),
+            (&["-c", "-g"], Reference::Preprocessed),
+            (&["-c", "-g", "-O2"], Reference::Preprocessed),
+        ] {
             ok += 1;
-            assert_remote_matches_local(&s, lzo, "g++", "hello.cpp", HELLO_CPP, flags, ok);
+            assert_remote_matches_local(
+                &s,
+                lzo,
+                "g++",
+                "hello.cpp",
+                HELLO_CPP,
+                flags,
+                reference,
+                ok,
+            );
         }
     }
 }
@@ -317,4 +370,48 @@ fn inetd_mode_over_a_fake_ssh() {
     );
     assert!(status.success());
     assert!(read(work.path(), "remote.o") == read(work.path(), "local.o"));
+}
+
+#[test]
+fn objects_equal_those_of_the_real_distccd() {
+    if !have_distcc() {
+        return;
+    }
+    let ours = Server::start(&[]);
+    let real = RealDistccd::start();
+    let mut ok = 0;
+    for (compiler, name, source) in [("gcc", "hello.c", HELLO_C), ("g++", "hello.cpp", HELLO_CPP)] {
+        for lzo in [false, true] {
+            let work = shared_tempdir();
+            let dir = work.path();
+            write(dir, name, source);
+            let suffix = if lzo { ",lzo" } else { "" };
+            for (host, out) in [
+                (format!("127.0.0.1:{}{suffix}", ours.port), "ours.o"),
+                (format!("127.0.0.1:{}{suffix}", real.port), "real.o"),
+            ] {
+                let run = run_distcc(
+                    dir,
+                    &host,
+                    &[compiler, "-c", "-g", "-O2", name, "-o", out],
+                    &[("TMPDIR", dir.to_str().unwrap())],
+                );
+                assert!(run.status.success(), "{host}: {}", run.stderr);
+            }
+            ok += 1;
+            ours.wait_counter("dcc_compile_ok", ok);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while real.compiles_ok() < ok as usize {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the real distccd did not compile job {ok}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            assert!(
+                read(dir, "ours.o") == read(dir, "real.o"),
+                "{compiler} (lzo: {lzo}): our object differs from the real distccd's"
+            );
+        }
+    }
 }

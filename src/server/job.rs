@@ -90,8 +90,17 @@ pub struct JobOutcome {
 
 /// Check a received command against the whitelist and flag policy.
 pub fn check_command(argv: &[Vec<u8>], cfg: &JobConfig) -> Result<ServerCommand, Refusal> {
-    let _ = (argv, cfg);
-    todo!()
+    let allowed = |name: &str| {
+        cfg.insecure_compilers
+            || cfg.extra_compilers.iter().any(|c| c == name)
+            || cfg.masquerade_dirs.iter().any(|d| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::metadata(d.join(name))
+                    .map(|m| m.permissions().mode() & 0o111 != 0)
+                    .unwrap_or(false)
+            })
+    };
+    crate::args::check_server_command(argv, &allowed, "input", "output.o")
 }
 
 /// Run a checked command on `source` (the decompressed DOTI). If `cancelled`
@@ -103,6 +112,57 @@ pub async fn run_job(
     cfg: &JobConfig,
     cancelled: impl Future<Output = ()>,
 ) -> JobOutcome {
-    let _ = (cmd, source, cfg, cancelled);
-    todo!()
+    // TEMPORARY STUB (not committed)
+    let dir = cfg.work_root.join(format!(
+        "stub-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir(&dir).unwrap();
+    let input = format!("input{}", cmd.input_ext);
+    std::fs::write(dir.join(&input), source).unwrap();
+    let mut c = tokio::process::Command::new(&cmd.compiler);
+    c.args(&cmd.args)
+        .current_dir(&dir)
+        .env("PATH", &cfg.compiler_path)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let out = tokio::select! {
+        o = child.wait_with_output() => Some(o.unwrap()),
+        () = cancelled => None,
+    };
+    let res = match out {
+        None => JobOutcome {
+            status: 107 << 8,
+            stderr: b"killed\n".to_vec(),
+            stdout: vec![],
+            object: vec![],
+            result: JobResult::ClientDisconnected,
+        },
+        Some(o) => {
+            use std::os::unix::process::ExitStatusExt;
+            let status = o.status.into_raw() as u32;
+            let object = if status == 0 {
+                std::fs::read(dir.join("output.o")).unwrap_or_default()
+            } else {
+                vec![]
+            };
+            JobOutcome {
+                status,
+                stderr: o.stderr,
+                stdout: o.stdout,
+                object,
+                result: if status == 0 {
+                    JobResult::CompileOk
+                } else {
+                    JobResult::CompileError
+                },
+            }
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    res
 }

@@ -589,3 +589,77 @@ pub fn slow_source(n: u64) -> Vec<u8> {
     assert!(out.status.success());
     out.stdout
 }
+
+/// The real distccd 3.4 on a free loopback port, killed with its worker
+/// processes (its own process group) when dropped.
+pub struct RealDistccd {
+    child: Child,
+    pub port: u16,
+    log_path: PathBuf,
+    _tmpdir: tempfile::TempDir,
+}
+
+impl RealDistccd {
+    pub fn start() -> RealDistccd {
+        let tmpdir = shared_tempdir();
+        let port = free_port();
+        let log_path = tmpdir.path().join("distccd.log");
+        let child = Command::new("/usr/bin/distccd")
+            .args([
+                "--no-detach",
+                "--daemon",
+                "--listen",
+                "127.0.0.1",
+                "--allow",
+                "127.0.0.1",
+            ])
+            .args(["--port", &port.to_string(), "--log-level", "notice"])
+            .arg(format!("--log-file={}", log_path.display()))
+            .env("TMPDIR", tmpdir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the real distccd");
+        let mut d = RealDistccd {
+            child,
+            port,
+            log_path,
+            _tmpdir: tmpdir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        // distccd binds before it forks its workers; a connect that is accepted
+        // and closed at once costs it nothing but a log line.
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                d.child.try_wait().expect("wait").is_none(),
+                "the real distccd exited at start"
+            );
+            assert!(Instant::now() < deadline, "the real distccd never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+}
+
+impl RealDistccd {
+    /// Jobs the real distccd logged as compiled successfully.
+    pub fn compiles_ok(&self) -> usize {
+        std::fs::read_to_string(&self.log_path)
+            .unwrap_or_default()
+            .matches(" COMPILE_OK ")
+            .count()
+    }
+}
+
+impl Drop for RealDistccd {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        // SAFETY: signalling the process group of a child we started.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
