@@ -413,10 +413,7 @@ async fn collect(
         }
     };
     let (stdout, mut stderr) = match drained {
-        Some((_, out, err)) => (
-            out.into_text(cap, "stdout"),
-            err.into_text(cap, "stderr"),
-        ),
+        Some((_, out, err)) => (out.into_text(cap, "stdout"), err.into_text(cap, "stderr")),
         None => (Vec::new(), Vec::new()),
     };
     let (code, message, result) = match stop {
@@ -508,7 +505,9 @@ async fn finish(
             }
         }
         Err(e) => {
-            stderr.extend_from_slice(format!("dportage: reading the object failed: {e}\n").as_bytes());
+            stderr.extend_from_slice(
+                format!("dportage: reading the object failed: {e}\n").as_bytes(),
+            );
             JobOutcome {
                 status: (exitcode::DISTCC_FAILED as u32) << 8,
                 stderr,

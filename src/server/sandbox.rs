@@ -80,10 +80,8 @@ impl SandboxSpec {
 
     /// The options as command-line words (everything before `--`).
     pub fn to_args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec![
-            "--job-dir".into(),
-            self.job_dir.clone().into_os_string(),
-        ];
+        let mut args: Vec<OsString> =
+            vec!["--job-dir".into(), self.job_dir.clone().into_os_string()];
         for (name, value) in [
             ("--cpu-secs", self.cpu_secs),
             ("--address-space", self.address_space),
@@ -149,12 +147,9 @@ impl SandboxSpec {
                 "--max-open-files" => spec.max_open_files = number()?,
                 "--max-processes" => spec.max_processes = number()?,
                 "--sandbox" => {
-                    spec.mode = value
-                        .to_str()
-                        .and_then(SandboxMode::parse)
-                        .ok_or_else(|| {
-                            format!("--sandbox takes required, best-effort or off, not {value:?}")
-                        })?
+                    spec.mode = value.to_str().and_then(SandboxMode::parse).ok_or_else(|| {
+                        format!("--sandbox takes required, best-effort or off, not {value:?}")
+                    })?
                 }
                 other => return Err(format!("unknown option {other}")),
             }
@@ -200,7 +195,9 @@ fn supervise(spec: &SandboxSpec, command: &[OsString]) -> i32 {
         eprintln!(
             "dportage: failed to exec {}: No such file or directory (searched PATH={})",
             name.to_string_lossy(),
-            std::env::var_os("PATH").unwrap_or_default().to_string_lossy()
+            std::env::var_os("PATH")
+                .unwrap_or_default()
+                .to_string_lossy()
         );
         return exitcode::COMPILER_MISSING;
     };
@@ -477,7 +474,10 @@ fn own_children() -> Vec<libc::pid_t> {
     };
     for task in tasks.flatten() {
         if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            pids.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+            pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
         }
     }
     pids

@@ -24,8 +24,8 @@
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    make_bitflags, path_beneath_rules, Access, AccessFs, AccessNet, BitFlags, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    make_bitflags, path_beneath_rules, Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 
 use super::SandboxSpec;
