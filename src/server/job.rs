@@ -55,6 +55,10 @@ pub struct JobLimits {
     /// thread of the daemon's user against it (and ignores it for root), so
     /// it must leave room for the daemon and all concurrent jobs.
     pub max_processes: u64,
+    /// The compiler runs at this niceness or lower priority: the trampoline
+    /// raises its nice value to at least this (never lowers it, so a daemon
+    /// started with a larger `--nice` keeps it for its compilers).
+    pub min_nice: i32,
 }
 
 impl Default for JobLimits {
@@ -67,6 +71,8 @@ impl Default for JobLimits {
             max_diagnostics: 4 << 20,
             max_open_files: 256,
             max_processes: 1024,
+            // distccd's default `--nice`.
+            min_nice: 5,
         }
     }
 }
@@ -287,11 +293,8 @@ fn spawn_trampoline(
         .arg(sandbox::SUBCOMMAND)
         .args(spec.to_args())
         .arg("--")
-        .arg(&cmd.compiler);
-    if !cmd.args.iter().any(|a| a == "-pipe") {
-        command.arg("-pipe");
-    }
-    command
+        .arg(&cmd.compiler)
+        .args(canonical_args(cmd, job_dir))
         .args(&cmd.args)
         .current_dir(job_dir)
         .env_clear()
@@ -309,6 +312,67 @@ fn spawn_trampoline(
         // kill reaches only the trampoline's group.
         .process_group(0);
     command.spawn()
+}
+
+/// Which compiler driver a name is, for the flags that pin its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Clang,
+    /// gcc and everything else (`cc`, `c++`, cross gcc names).
+    Gcc,
+}
+
+fn family(compiler: &str) -> Family {
+    let name = compiler.rsplit('/').next().unwrap_or(compiler);
+    if name.contains("clang") {
+        Family::Clang
+    } else {
+        Family::Gcc
+    }
+}
+
+/// Flags the server puts before the client's, so the object and diagnostics
+/// do not depend on the job directory's name:
+///
+/// * `-pipe`: assembler messages name `{standard input}`, not a random
+///   temporary file.
+/// * gcc: `-fdebug-prefix-map=JOBDIR=.`. With `-g`, gcc takes
+///   `DW_AT_comp_dir` from the `# 1 "/client/cwd//"` line the client's
+///   preprocessor wrote, so this changes nothing then; without that line the
+///   directory would be the job directory. gcc leaves prefix maps out of
+///   `DW_AT_producer` and `-frecord-gcc-switches`, so the map's own text
+///   does not leak into the object.
+/// * clang ignores that line and records its cwd, and records its whole
+///   command line with `-grecord-command-line`, so it gets no job-directory
+///   path at all: `-ffile-compilation-dir=.`, unless the client chose a
+///   compilation directory itself (as dual dispatch clients do with `$PWD`,
+///   which makes the object identical to a local compile).
+fn canonical_args(cmd: &ServerCommand, job_dir: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    if !cmd.args.iter().any(|a| a == "-pipe") {
+        args.push("-pipe".into());
+    }
+    match family(&cmd.compiler) {
+        Family::Clang => {
+            let chosen = cmd.args.iter().any(|a| {
+                a.starts_with("-fdebug-compilation-dir") || a.starts_with("-ffile-compilation-dir")
+            });
+            if !chosen {
+                args.push("-ffile-compilation-dir=.".into());
+            }
+        }
+        Family::Gcc => {
+            // gcc splits the map at the first `=`; a directory with one in
+            // its name cannot be mapped (and is never one we create).
+            if !job_dir.as_os_str().as_bytes().contains(&b'=') {
+                let mut map = OsString::from("-fdebug-prefix-map=");
+                map.push(job_dir.as_os_str());
+                map.push("=.");
+                args.push(map);
+            }
+        }
+    }
+    args
 }
 
 /// Output of one pipe, kept up to a cap, counted in full.

@@ -58,6 +58,8 @@ pub struct SandboxSpec {
     pub max_open_files: u64,
     /// RLIMIT_NPROC (per user; not enforced for root).
     pub max_processes: u64,
+    /// Lowest priority the compiler runs at (nice value raised to at least this).
+    pub min_nice: i32,
     pub mode: SandboxMode,
     /// Stdin is the daemon's control pipe: EOF means stop the job.
     pub control_stdin: bool,
@@ -73,6 +75,7 @@ impl SandboxSpec {
             max_file_size: limits.max_output,
             max_open_files: limits.max_open_files,
             max_processes: limits.max_processes,
+            min_nice: limits.min_nice,
             mode,
             control_stdin: true,
         }
@@ -92,6 +95,8 @@ impl SandboxSpec {
             args.push(name.into());
             args.push(value.to_string().into());
         }
+        args.push("--min-nice".into());
+        args.push(self.min_nice.to_string().into());
         args.push("--sandbox".into());
         args.push(self.mode.as_str().into());
         if self.control_stdin {
@@ -112,6 +117,7 @@ impl SandboxSpec {
             max_file_size: defaults.max_output,
             max_open_files: defaults.max_open_files,
             max_processes: defaults.max_processes,
+            min_nice: defaults.min_nice,
             mode: SandboxMode::Required,
             control_stdin: false,
         };
@@ -146,6 +152,15 @@ impl SandboxSpec {
                 "--max-file-size" => spec.max_file_size = number()?,
                 "--max-open-files" => spec.max_open_files = number()?,
                 "--max-processes" => spec.max_processes = number()?,
+                "--min-nice" => {
+                    spec.min_nice = value
+                        .to_str()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|n| (-20..=19).contains(n))
+                        .ok_or_else(|| {
+                            format!("--min-nice needs a number from -20 to 19, not {value:?}")
+                        })?
+                }
                 "--sandbox" => {
                     spec.mode = value.to_str().and_then(SandboxMode::parse).ok_or_else(|| {
                         format!("--sandbox takes required, best-effort or off, not {value:?}")
@@ -538,6 +553,7 @@ mod tests {
             max_file_size: 12345,
             max_open_files: 64,
             max_processes: 99,
+            min_nice: 7,
             mode: SandboxMode::BestEffort,
             control_stdin: true,
         };

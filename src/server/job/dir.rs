@@ -21,7 +21,11 @@ pub(crate) struct JobDir {
 
 impl JobDir {
     /// Create `ROOT/dportage-job-<16 random hex digits>` with mode 0700.
+    /// The root is resolved first: the compiler sees its cwd through
+    /// `getcwd`, which has no symlinks, and the job's path-mapping flags
+    /// must name the same string.
     pub(crate) fn create(root: &Path) -> io::Result<Self> {
+        let root = fs::canonicalize(root)?;
         let mut last_error = None;
         for _ in 0..NAME_ATTEMPTS {
             let path = root.join(format!("dportage-job-{:016x}", rand::random::<u64>()));

@@ -2,7 +2,7 @@
 //! trampoline right before `exec`.
 //!
 //! * rlimits: CORE 0, CPU, AS, FSIZE, NOFILE, NPROC (hard = soft, so the
-//!   compiler cannot raise them again).
+//!   compiler cannot raise them again), and a nice value of at least `--min-nice`.
 //! * `PR_SET_NO_NEW_PRIVS` (needed for unprivileged Landlock and seccomp; also
 //!   makes set-uid binaries inert).
 //! * Landlock (unless `--sandbox off`): read+execute on the toolchain only,
@@ -126,6 +126,7 @@ impl Rules {
 /// Apply every restriction of `spec` to the calling (single-threaded) process.
 pub(super) fn apply(spec: &SandboxSpec, rules: &Rules) -> Result<(), String> {
     set_limits(spec)?;
+    lower_priority(spec.min_nice)?;
     // SAFETY: prctl with constant arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(format!(
@@ -142,6 +143,30 @@ pub(super) fn apply(spec: &SandboxSpec, rules: &Rules) -> Result<(), String> {
         Err(e) if required => Err(e),
         _ => Ok(()),
     }
+}
+
+/// Raise the nice value to at least `min_nice`; never lower it (that needs
+/// privileges and would undo a daemon's larger `--nice`).
+fn lower_priority(min_nice: i32) -> Result<(), String> {
+    // SAFETY: getpriority/setpriority on this process; errno separates a
+    // legitimate -1 from an error.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let current = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if current == -1 && *libc::__errno_location() != 0 {
+            return Err(format!(
+                "cannot read the nice value: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if current < min_nice && libc::setpriority(libc::PRIO_PROCESS, 0, min_nice) != 0 {
+            return Err(format!(
+                "cannot lower the compiler's priority to nice {min_nice}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn set_limits(spec: &SandboxSpec) -> Result<(), String> {
