@@ -271,3 +271,58 @@ async fn dropped_job_stops_its_compiler_and_removes_its_dir() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn masquerade_dirs_are_not_searched_for_the_compiler() {
+    let root = tempfile::tempdir().unwrap();
+    let masq = tempfile::tempdir().unwrap();
+    // A masquerade entry that would fail the job if it were run.
+    std::os::unix::fs::symlink("/bin/false", masq.path().join("gcc")).unwrap();
+    let mut cfg = config(root.path());
+    cfg.masquerade_dirs = vec![masq.path().to_path_buf()];
+    cfg.compiler_path = format!("{}:relative/bin:/usr/bin:/bin", masq.path().display()).into();
+    let out = compile("gcc -c x.c -o x.o", b"int x = 1;\n", &cfg).await;
+    assert_eq!(out.status, 0, "{}", text(&out.stderr));
+    assert!(out.object.starts_with(b"\x7fELF"));
+    assert_empty(root.path());
+}
+
+#[tokio::test]
+async fn cpu_limit_stops_a_spinning_compiler() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = config(root.path());
+    cfg.limits.cpu_secs = 1;
+    cfg.limits.wall = Duration::from_secs(60);
+    let out = compile(
+        "g++ -fconstexpr-ops-limit=2000000000000 -c slow.cc -o slow.o",
+        SLOW_CPP,
+        &cfg,
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.result, JobResult::CompileError, "{stderr}");
+    assert_ne!(out.status, 0);
+    assert!(stderr.contains("CPU time limit of 1 s"), "{stderr}");
+    assert_empty(root.path());
+}
+
+#[tokio::test]
+async fn diagnostics_are_capped() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = config(root.path());
+    cfg.limits.max_diagnostics = 4096;
+    let mut source = String::new();
+    for i in 0..2000 {
+        source.push_str(&format!("int f{i}(void) {{ int unused{i}; return 0; }}\n"));
+    }
+    let out = compile("gcc -Wall -c many.c -o many.o", source.as_bytes(), &cfg).await;
+    assert_eq!(out.status, 0, "{}", text(&out.stderr));
+    assert!(out.object.starts_with(b"\x7fELF"));
+    let stderr = text(&out.stderr);
+    assert!(out.stderr.len() < 4096 + 200, "{}", out.stderr.len());
+    assert!(
+        stderr.contains("dportage: compiler stderr cut after 4096 bytes"),
+        "{stderr}"
+    );
+    assert_empty(root.path());
+}

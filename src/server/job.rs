@@ -298,7 +298,7 @@ fn spawn_trampoline(
         .args(&cmd.args)
         .current_dir(job_dir)
         .env_clear()
-        .env("PATH", &cfg.compiler_path)
+        .env("PATH", compiler_search_path(cfg))
         .env("LC_ALL", "C")
         .env("LANG", "C")
         .env("TMPDIR", job_dir)
@@ -312,6 +312,26 @@ fn spawn_trampoline(
         // kill reaches only the trampoline's group.
         .process_group(0);
     command.spawn()
+}
+
+/// The compiler's `PATH`: `compiler_path` without the masquerade directories
+/// (their entries are links to a distcc client, which would only recurse)
+/// and without relative entries (they would resolve in the job directory,
+/// where the client's bytes are).
+fn compiler_search_path(cfg: &JobConfig) -> OsString {
+    let masquerade: Vec<PathBuf> = cfg
+        .masquerade_dirs
+        .iter()
+        .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()))
+        .collect();
+    let kept: Vec<PathBuf> = std::env::split_paths(&cfg.compiler_path)
+        .filter(|dir| dir.is_absolute())
+        .filter(|dir| {
+            let resolved = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+            !masquerade.contains(&resolved)
+        })
+        .collect();
+    std::env::join_paths(kept).unwrap_or_default()
 }
 
 /// Which compiler driver a name is, for the flags that pin its output.
