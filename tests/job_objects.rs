@@ -170,3 +170,22 @@ async fn diagnostics_are_the_same_on_every_server() {
     );
     assert_empty(root.path());
 }
+
+#[tokio::test]
+async fn assembly_output_matches_local() {
+    let client = tempfile::tempdir().unwrap();
+    let pre = preprocess("gcc", client.path(), "hello.c", C_SOURCE, &[]);
+    std::fs::write(client.path().join("hello.i"), &pre).unwrap();
+    let local = std::process::Command::new("gcc")
+        .args(["-O2", "-S", "hello.i", "-o", "-"])
+        .current_dir(client.path())
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(local.status.success());
+    let root = tempfile::tempdir().unwrap();
+    let out = compile("gcc -O2 -S hello.c -o hello.s", &pre, &config(root.path())).await;
+    assert_eq!(out.status, 0, "{}", text(&out.stderr));
+    assert_eq!(text(&out.object), text(&local.stdout));
+    assert_empty(root.path());
+}

@@ -52,6 +52,10 @@ fn compiler_paths_outside_the_whitelist_are_refused() {
 fn whitelist_is_masquerade_dir_plus_explicit_list() {
     let root = tempfile::tempdir().unwrap();
     let mut cfg = config(root.path());
+    cfg.extra_compilers.clear();
+    if !distcc_masquerade_present() {
+        return;
+    }
     for ok in [
         "gcc -c x.c -o x.o",
         "/usr/bin/g++ -c x.cc -o x.o",
