@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dportage::server::job::{check_command, run_job, JobResult, SandboxMode};
+use dportage::server::job::{check_command, run_job, JobLimits, JobResult, SandboxMode};
 use job_common::*;
 
 /// Processes whose cwd is (or was) under `root`: compilers the job left running.
@@ -325,4 +325,77 @@ async fn diagnostics_are_capped() {
         "{stderr}"
     );
     assert_empty(root.path());
+}
+
+#[test]
+fn rlimits_reach_the_compiler() {
+    let job = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dportage"))
+        .args(["__sandbox-exec", "--job-dir"])
+        .arg(job.path())
+        .args([
+            "--cpu-secs",
+            "7",
+            "--max-file-size",
+            "1048576",
+            "--max-open-files",
+            "64",
+            "--max-processes",
+            "99",
+            "--address-space",
+            "1073741824",
+            "--",
+            "/bin/sh",
+            "-c",
+            "ulimit -a; ulimit -Hf",
+        ])
+        .current_dir(job.path())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let limits = text(&out.stdout);
+    for line in [
+        "time(seconds)        7",
+        "file(blocks)         2048",
+        "coredump(blocks)     0",
+        "process              99",
+        "nofiles              64",
+        "vmemory(kbytes)      1048576",
+    ] {
+        assert!(
+            limits.lines().any(|l| l == line),
+            "{line:?} not in\n{limits}"
+        );
+    }
+    // The hard file-size limit equals the soft one: the compiler cannot raise it.
+    assert_eq!(limits.lines().last(), Some("2048"), "{limits}");
+}
+
+#[tokio::test]
+async fn address_space_limit_fails_cleanly() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = config(root.path());
+    cfg.limits.address_space = 96 << 20;
+    let client = tempfile::tempdir().unwrap();
+    let source = "#include <regex>\n#include <map>\n#include <string>\n\
+        int use() { std::regex r(\"a+b\"); std::map<std::string, int> m; m[\"x\"] = 1;\n\
+        return std::regex_match(\"aab\", r) + m.size(); }\n";
+    let pre = preprocess("g++", client.path(), "re.cc", source, &[]);
+    let out = compile("g++ -O2 -c re.cc -o re.o", &pre, &cfg).await;
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status, 0, "compiled within 96 MB of address space?");
+    assert_eq!(out.result, JobResult::CompileError);
+    assert!(out.object.is_empty());
+    assert!(
+        stderr.contains("memory limit of 100663296 bytes"),
+        "{stderr}"
+    );
+    assert_empty(root.path());
+
+    // With the default limit the same job compiles.
+    cfg.limits.address_space = JobLimits::default().address_space;
+    let out = compile("g++ -O2 -c re.cc -o re.o", &pre, &cfg).await;
+    assert_eq!(out.status, 0, "{}", text(&out.stderr));
 }
