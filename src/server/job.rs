@@ -6,7 +6,8 @@
 //! `dportage-job.o`), relative to the job directory as cwd; a fixed
 //! environment (`PATH`, `LC_ALL=C`, `LANG=C`, `TMPDIR`=`HOME`=job dir,
 //! `_DISTCC_SAFEGUARD=1`, nothing else); `-pipe`, so assembler messages name
-//! `{standard input}` instead of a random temporary file.
+//! `{standard input}` instead of a random temporary file; and flags that keep
+//! the job directory's name out of debug info (see [`canonical_args`]).
 
 mod dir;
 

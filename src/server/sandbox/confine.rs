@@ -2,7 +2,9 @@
 //! trampoline right before `exec`.
 //!
 //! * rlimits: CORE 0, CPU, AS, FSIZE, NOFILE, NPROC (hard = soft, so the
-//!   compiler cannot raise them again), and a nice value of at least `--min-nice`.
+//!   compiler cannot raise them again; CPU's hard limit is 2 s later, so
+//!   SIGXCPU comes first and the compiler can report it), and a nice value of
+//!   at least `--min-nice`.
 //! * `PR_SET_NO_NEW_PRIVS` (needed for unprivileged Landlock and seccomp; also
 //!   makes set-uid binaries inert).
 //! * Landlock (unless `--sandbox off`): read+execute on the toolchain only,
