@@ -7,7 +7,7 @@
 //! environment (`PATH`, `LC_ALL=C`, `LANG=C`, `TMPDIR`=`HOME`=job dir,
 //! `_DISTCC_SAFEGUARD=1`, nothing else); `-pipe`, so assembler messages name
 //! `{standard input}` instead of a random temporary file; and flags that keep
-//! the job directory's name out of debug info (see [`canonical_args`]).
+//! the job directory's name out of debug info (see `canonical_args`).
 
 mod dir;
 
