@@ -682,6 +682,43 @@ mod tests {
         assert_eq!(SandboxMode::parse("yes"), None);
     }
 
+    fn command(compiler: &str, args: &[&str]) -> ServerCommand {
+        ServerCommand {
+            compiler: compiler.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            input_ext: ".i",
+        }
+    }
+
+    #[test]
+    fn canonical_args_pin_debug_paths_per_compiler() {
+        let dir = Path::new("/w/dportage-job-1");
+        let gcc = canonical_args(&command("/usr/bin/gcc", &["-g"]), dir);
+        assert_eq!(gcc, ["-pipe", "-fdebug-prefix-map=/w/dportage-job-1=."]);
+        let clang = canonical_args(&command("clang++-14", &["-pipe", "-g"]), dir);
+        assert_eq!(clang, ["-ffile-compilation-dir=."]);
+        let chosen = command("clang", &["-fdebug-compilation-dir=/home/u"]);
+        assert_eq!(canonical_args(&chosen, dir), ["-pipe"]);
+        let odd = canonical_args(&command("gcc", &[]), Path::new("/w/a=b"));
+        assert_eq!(odd, ["-pipe"]);
+    }
+
+    #[test]
+    fn compiler_path_skips_masquerade_and_relative_dirs() {
+        let masq = tempfile::tempdir().unwrap();
+        let cfg = JobConfig {
+            masquerade_dirs: vec![masq.path().to_path_buf()],
+            extra_compilers: Vec::new(),
+            insecure_compilers: false,
+            compiler_path: format!("{}:bin:/usr/bin:.:/bin", masq.path().display()).into(),
+            work_root: PathBuf::from("/tmp"),
+            limits: JobLimits::default(),
+            sandbox: SandboxMode::Off,
+            self_exe: PathBuf::from("/nonexistent"),
+        };
+        assert_eq!(compiler_search_path(&cfg), "/usr/bin:/bin");
+    }
+
     #[test]
     fn captured_output_is_cut_with_a_note() {
         let c = Captured {
