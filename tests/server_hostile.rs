@@ -343,13 +343,20 @@ fn client_eof_during_compile_kills_the_compiler() {
     let doti = slow_source(100_000); // ~80 s if left alone
     let req = request(
         1,
-        &["x86_64-linux-gnu-g++", "-c", "slow.cc", "-o", "slow.o"],
+        &[
+            "x86_64-linux-gnu-g++",
+            NO_CONSTEXPR_LIMIT,
+            "-c",
+            "slow.cc",
+            "-o",
+            "slow.o",
+        ],
         &doti,
     );
     let mut c = TcpStream::connect(s.addr()).expect("connect");
     c.write_all(&req).expect("send request");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while processes_inside(s.tmpdir.path()).is_empty() {
+    while s.job_processes().is_empty() {
         assert!(
             Instant::now() < deadline,
             "the compiler never started; log:\n{}",
@@ -373,13 +380,19 @@ fn client_eof_during_compile_kills_the_compiler() {
     s.wait_counter("dcc_cli_disconnect", 1);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let left = processes_inside(s.tmpdir.path());
+        let left = s.job_processes();
         if left.is_empty() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "compiler processes {left:?} still alive after the client left"
+            "compiler processes {left:?} still alive after the client left: {:?}\nlog:\n{}",
+            left.iter()
+                .map(|pid| std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                    .unwrap_or_default())
+                .collect::<Vec<_>>(),
+            s.log()
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -188,7 +188,8 @@ fn warnings_come_back_on_stderr() {
         s.wait_counter("dcc_compile_ok", ok);
         assert_eq!(
             run.stderr
-                .matches("warning: unused variable ‘unused_thing’")
+                // ASCII quotes: every compiler runs with LC_ALL=C.
+                .matches("warning: unused variable 'unused_thing'")
                 .count(),
             1,
             "stderr: {}",
@@ -414,4 +415,86 @@ fn objects_equal_those_of_the_real_distccd() {
             );
         }
     }
+}
+
+/// Diagnostics come back exactly as the real distccd (given the same
+/// `LC_ALL=C` we give every compiler) sends them: same text, same
+/// file names, the same absence of source excerpts (the compiler sees only
+/// the preprocessed file), same exit status.
+#[test]
+fn diagnostics_equal_those_of_the_real_distccd() {
+    if !have_distcc() {
+        return;
+    }
+    let ours = Server::start(&[]);
+    let real = RealDistccd::start_with_env(&[("LC_ALL", "C")]);
+    let cases: [(&str, &str, &str, bool); 3] = [
+        (
+            "gcc",
+            "warn.c",
+            "int f(void) { int unused_thing; return 1; }\nint g(int x) { if (x = 2) return 1; return 0; }\n",
+            true,
+        ),
+        (
+            "gcc",
+            "err.c",
+            "int f(void) { return nope; }\n#warning hello\n",
+            false,
+        ),
+        (
+            "g++",
+            "err.cpp",
+            "#include <vector>\nint f() { std::vector<int> v; return v.nothing(); }\n",
+            false,
+        ),
+    ];
+    for (compiler, name, source, succeeds) in cases {
+        for lzo in [false, true] {
+            let work = shared_tempdir();
+            let dir = work.path();
+            write(dir, name, source);
+            let suffix = if lzo { ",lzo" } else { "" };
+            let mut runs = Vec::new();
+            let mut stderrs = Vec::new();
+            for port in [ours.port, real.port] {
+                let run = run_distcc(
+                    dir,
+                    &format!("127.0.0.1:{port}{suffix}"),
+                    &[compiler, "-Wall", "-c", name, "-o", "out.o"],
+                    &[
+                        ("TMPDIR", dir.to_str().unwrap()),
+                        ("DISTCC_FALLBACK", "0"),
+                    ],
+                );
+                assert_eq!(run.status.success(), succeeds, "{compiler} {name}: {}", run.stderr);
+                stderrs.push(without_pid_and_port(&run.stderr, port));
+                runs.push(run);
+            }
+            assert!(
+                !runs[0].stderr.is_empty(),
+                "{name}: no diagnostics came back"
+            );
+            assert_eq!(
+                stderrs[0], stderrs[1],
+                "{compiler} {name} (lzo: {lzo}): ours vs the real distccd"
+            );
+            assert_eq!(runs[0].status.code(), runs[1].status.code());
+        }
+    }
+}
+
+/// The client's own lines name its pid and the server's port; neither is
+/// the server's doing.
+fn without_pid_and_port(stderr: &str, port: u16) -> String {
+    stderr
+        .lines()
+        .map(|line| {
+            let line = line.replace(&format!(":{port}"), ":PORT");
+            match (line.strip_prefix("distcc["), line.find(']')) {
+                (Some(_), Some(end)) => format!("distcc[PID{}", &line[end..]),
+                _ => line,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -382,13 +382,20 @@ fn sigterm_lets_the_running_job_finish() {
     let doti = slow_source(4000); // a few seconds of compiling
     let req = request(
         1,
-        &["x86_64-linux-gnu-g++", "-c", "slow.cc", "-o", "slow.o"],
+        &[
+            "x86_64-linux-gnu-g++",
+            NO_CONSTEXPR_LIMIT,
+            "-c",
+            "slow.cc",
+            "-o",
+            "slow.o",
+        ],
         &doti,
     );
     let addr = s.addr();
     let client = std::thread::spawn(move || exchange(addr, &req, false, Duration::from_secs(120)));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while processes_inside(s.tmpdir.path()).is_empty() {
+    while s.job_processes().is_empty() {
         assert!(
             Instant::now() < deadline,
             "compiler never started; log:\n{}",

@@ -135,6 +135,16 @@ impl Server {
         }
     }
 
+    /// Processes working in this server's TMPDIR other than the server
+    /// itself (which runs there, as distccd does): its jobs.
+    pub fn job_processes(&self) -> Vec<u32> {
+        let server = self.pid();
+        processes_inside(self.tmpdir.path())
+            .into_iter()
+            .filter(|pid| Some(*pid) != server)
+            .collect()
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
@@ -570,8 +580,13 @@ pub fn processes_inside(dir: &std::path::Path) -> Vec<u32> {
         .collect()
 }
 
+/// Lifts g++'s cap on constant-evaluation steps (33554432 by default, which
+/// would end [`slow_source`] with an error within a second); pass it with
+/// every compile of a slow source.
+pub const NO_CONSTEXPR_LIMIT: &str = "-fconstexpr-ops-limit=1000000000000";
+
 /// A C++ source whose constant evaluation keeps the compiler busy for about
-/// `n / 1200` seconds.
+/// `n / 1200` seconds (with [`NO_CONSTEXPR_LIMIT`]).
 pub fn slow_source(n: u64) -> Vec<u8> {
     let src = format!(
         "constexpr long burn(long n) {{ long s = 0; for (long i = 0; i < n; ++i) \
@@ -601,6 +616,12 @@ pub struct RealDistccd {
 
 impl RealDistccd {
     pub fn start() -> RealDistccd {
+        RealDistccd::start_with_env(&[])
+    }
+
+    /// Started with `env` added to its environment (e.g. `LC_ALL=C`, the
+    /// locale our server gives every compiler).
+    pub fn start_with_env(env: &[(&str, &str)]) -> RealDistccd {
         let tmpdir = shared_tempdir();
         let port = free_port();
         let log_path = tmpdir.path().join("distccd.log");
@@ -616,6 +637,7 @@ impl RealDistccd {
             .args(["--port", &port.to_string(), "--log-level", "notice"])
             .arg(format!("--log-file={}", log_path.display()))
             .env("TMPDIR", tmpdir.path())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
