@@ -7,6 +7,7 @@ mod server_support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use server_support::*;
@@ -398,4 +399,156 @@ fn client_eof_during_compile_kills_the_compiler() {
     }
     assert!(start.elapsed() < Duration::from_secs(30));
     assert_honest_job_succeeds(&s);
+}
+
+/// The pump request the real distcc 3.4 client sent (captured; `DIST 3`,
+/// `CDIR`, the unpreprocessed command, `NFIL 7`, the source and header
+/// files). We do not serve protocol 3 and answer as a distccd without pump
+/// does: close without a byte, so the client backs the host off and compiles
+/// locally.
+#[test]
+fn real_pump_request_is_closed_without_a_byte() {
+    let s = hostile_server();
+    let pump = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/server_support/pump-request.c2s.bin"
+    ))
+    .expect("pump capture");
+    assert!(pump.starts_with(b"DIST00000003CDIR"));
+    assert_dropped_silently(&s, &pump, false);
+    s.wait_counter("dcc_rej_bad_req", 1);
+    assert_eq!(s.counter("dcc_compile_ok"), 0);
+    assert_honest_job_succeeds(&s);
+}
+
+/// Each argument that would load or run code, or touch a file outside the
+/// job, is refused before anything runs: a failing STAT with the reason in
+/// SERR, no object, no file created, and the server serves the next job.
+#[test]
+fn dangerous_flags_are_refused_before_anything_runs() {
+    let s = hostile_server();
+    let doti = preprocess("int answer(void) { return 42; }\n", "x.c");
+    let marker_dir = shared_tempdir();
+    let m = |name: &str| marker_dir.path().join(name).to_str().unwrap().to_string();
+    let plugin = m("evil.so");
+    let cases: Vec<Vec<String>> = vec![
+        vec![format!("-fplugin={plugin}")],
+        vec!["-fplugin-arg-evil-x=1".into()],
+        vec![format!("-specs={}", m("evil.specs"))],
+        vec!["-wrapper".into(), format!("/bin/sh,-c,touch {}", m("wrapped"))],
+        vec![format!("-B{}", marker_dir.path().display())],
+        vec![format!("@{}", m("args.rsp"))],
+        vec![format!("-iplugindir={}", marker_dir.path().display())],
+        vec![format!("-fdump-tree-all={}", m("dump"))],
+        vec!["-aux-info".into(), m("aux")],
+        vec!["-save-temps".into()],
+        vec!["-MD".into(), "-MF".into(), m("deps.d")],
+        vec!["-Wl,-rpath,/tmp".into()],
+        vec![format!("-fprofile-generate={}", marker_dir.path().display())],
+    ];
+    let n = cases.len() as u64;
+    for extra in &cases {
+        let mut argv: Vec<&str> = vec!["gcc"];
+        argv.extend(extra.iter().map(String::as_str));
+        argv.extend(["-c", "x.c", "-o", "x.o"]);
+        let ex = exchange(s.addr(), &request(1, &argv, &doti), false, PROMPT);
+        let reply = parse_reply_v1(&ex.reply)
+            .unwrap_or_else(|| panic!("{argv:?}: no full reply ({} bytes)", ex.reply.len()));
+        assert_ne!(reply.status, 0, "{argv:?} was accepted");
+        let text = String::from_utf8_lossy(&reply.stderr);
+        assert!(text.starts_with("dportage: "), "{argv:?}: {text:?}");
+        assert!(reply.object.is_empty(), "{argv:?}");
+    }
+    s.wait_counter("dcc_other", n);
+    assert_eq!(s.counter("dcc_compile_ok") + s.counter("dcc_compile_error"), 0);
+    let left: Vec<_> = std::fs::read_dir(marker_dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "files appeared: {left:?}");
+    assert_honest_job_succeeds(&s);
+}
+
+fn incbin_request(path: &str) -> Vec<u8> {
+    let source =
+        format!("__asm__(\".section .rodata\\n.incbin \\\"{path}\\\"\\n\");\nint x;\n");
+    request(
+        1,
+        &["x86_64-linux-gnu-gcc", "-c", "x.c", "-o", "x.o"],
+        source.as_bytes(),
+    )
+}
+
+/// `.incbin` inside the preprocessed source passes every flag check; only
+/// the sandbox stops the assembler from reading a file outside the
+/// toolchain and shipping it back inside the object.
+#[test]
+fn incbin_of_a_file_outside_the_toolchain_reads_nothing() {
+    let secret_dir = shared_tempdir();
+    let secret_path = secret_dir.path().join("secret.txt");
+    let secret = b"the server's secret 6f1d2c\n";
+    std::fs::write(&secret_path, secret).unwrap();
+    std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let secret_path = secret_path.to_str().unwrap().to_string();
+
+    // Unconfined, the same request does leak the file: the test can fail.
+    let open = Server::start(&["--sandbox", "off"]);
+    let ex = exchange(open.addr(), &incbin_request(&secret_path), false, PROMPT);
+    let reply = parse_reply_v1(&ex.reply).expect("a reply");
+    assert_eq!(reply.status, 0, "{}", String::from_utf8_lossy(&reply.stderr));
+    assert!(reply.object.windows(secret.len()).any(|w| w == secret));
+    drop(open);
+
+    let s = Server::start(&["--sandbox", "required", "--jobs", "2"]);
+    for path in [secret_path.as_str(), "/etc/passwd"] {
+        let ex = exchange(s.addr(), &incbin_request(path), false, PROMPT);
+        let reply = parse_reply_v1(&ex.reply)
+            .unwrap_or_else(|| panic!("{path}: no full reply; log:\n{}", s.log()));
+        assert_ne!(reply.status, 0, "{path} was read");
+        assert!(reply.object.is_empty());
+        let text = String::from_utf8_lossy(&reply.stderr);
+        assert!(
+            // gas reports an unreadable file as "file not found".
+            text.contains("Permission denied") || text.contains("file not found"),
+            "{path}: {text}"
+        );
+    }
+    s.wait_counter("dcc_compile_error", 2);
+    assert_honest_job_succeeds(&s);
+}
+
+/// A source whose object would be 200 MB: the compiler hits the file-size
+/// limit, the client gets a failing STAT and a small reply, nothing is left
+/// on disk, and the server goes on.
+#[test]
+fn object_bomb_of_200_mb_is_stopped() {
+    let s = Server::start(&["--jobs", "2", "--max-object-size", "16M"]);
+    let source = b"__asm__(\".section .data\\n.fill 209715200,1,0x41\\n\");\nint x;\n";
+    let ex = exchange(
+        s.addr(),
+        &request(
+            1,
+            &["x86_64-linux-gnu-gcc", "-c", "x.c", "-o", "x.o"],
+            source,
+        ),
+        false,
+        Duration::from_secs(120),
+    );
+    let reply = parse_reply_v1(&ex.reply)
+        .unwrap_or_else(|| panic!("no full reply ({} bytes); log:\n{}", ex.reply.len(), s.log()));
+    assert_ne!(reply.status, 0);
+    assert!(reply.object.is_empty());
+    assert!(ex.reply.len() < 1 << 20, "reply of {} bytes", ex.reply.len());
+    let text = String::from_utf8_lossy(&reply.stderr).into_owned();
+    assert!(!text.is_empty(), "no reason given");
+    eprintln!("object bomb stderr: {text}");
+    assert_eq!(s.counter("dcc_compile_ok"), 0);
+    assert_honest_job_succeeds(&s);
+    let left: Vec<_> = std::fs::read_dir(s.tmpdir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind in TMPDIR: {left:?}");
 }
