@@ -54,7 +54,12 @@ fn successful_compiles_come_back_byte_identical() {
             ProtocolVersion::V1
         };
         let (ours_decoded, real_decoded) = (decode(&ex.reply, version), decode(&real, version));
-        assert_eq!(ours_decoded.status, 0, "{name}: {}", ascii_quotes(&ours_decoded.stderr));
+        assert_eq!(
+            ours_decoded.status,
+            0,
+            "{name}: {}",
+            ascii_quotes(&ours_decoded.stderr)
+        );
         assert_eq!(
             ascii_quotes(&ours_decoded.stderr),
             ascii_quotes(&real_decoded.stderr),
@@ -65,7 +70,10 @@ fn successful_compiles_come_back_byte_identical() {
             "{name}: object differs from the real distccd's"
         );
         if real_decoded.stderr.is_ascii() {
-            assert!(ex.reply == real, "{name}: reply bytes differ from the real distccd's");
+            assert!(
+                ex.reply == real,
+                "{name}: reply bytes differ from the real distccd's"
+            );
         }
     }
     s.wait_counter("dcc_compile_ok", ok);
@@ -88,7 +96,11 @@ fn compile_errors_come_back_as_the_real_distccd_sends_them() {
         let ours = decode(&ex.reply, version);
         assert_ne!(real.status, 0);
         assert_eq!(ours.status, real.status, "{name}");
-        assert_eq!(ascii_quotes(&ours.stderr), ascii_quotes(&real.stderr), "{name}");
+        assert_eq!(
+            ascii_quotes(&ours.stderr),
+            ascii_quotes(&real.stderr),
+            "{name}"
+        );
         assert!(ours.stdout.is_empty() && ours.object.is_empty(), "{name}");
     }
     s.wait_counter("dcc_compile_error", 2);

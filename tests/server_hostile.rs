@@ -435,7 +435,10 @@ fn dangerous_flags_are_refused_before_anything_runs() {
         vec![format!("-fplugin={plugin}")],
         vec!["-fplugin-arg-evil-x=1".into()],
         vec![format!("-specs={}", m("evil.specs"))],
-        vec!["-wrapper".into(), format!("/bin/sh,-c,touch {}", m("wrapped"))],
+        vec![
+            "-wrapper".into(),
+            format!("/bin/sh,-c,touch {}", m("wrapped")),
+        ],
         vec![format!("-B{}", marker_dir.path().display())],
         vec![format!("@{}", m("args.rsp"))],
         vec![format!("-iplugindir={}", marker_dir.path().display())],
@@ -444,7 +447,10 @@ fn dangerous_flags_are_refused_before_anything_runs() {
         vec!["-save-temps".into()],
         vec!["-MD".into(), "-MF".into(), m("deps.d")],
         vec!["-Wl,-rpath,/tmp".into()],
-        vec![format!("-fprofile-generate={}", marker_dir.path().display())],
+        vec![format!(
+            "-fprofile-generate={}",
+            marker_dir.path().display()
+        )],
     ];
     let n = cases.len() as u64;
     for extra in &cases {
@@ -460,7 +466,10 @@ fn dangerous_flags_are_refused_before_anything_runs() {
         assert!(reply.object.is_empty(), "{argv:?}");
     }
     s.wait_counter("dcc_other", n);
-    assert_eq!(s.counter("dcc_compile_ok") + s.counter("dcc_compile_error"), 0);
+    assert_eq!(
+        s.counter("dcc_compile_ok") + s.counter("dcc_compile_error"),
+        0
+    );
     let left: Vec<_> = std::fs::read_dir(marker_dir.path())
         .unwrap()
         .flatten()
@@ -471,8 +480,7 @@ fn dangerous_flags_are_refused_before_anything_runs() {
 }
 
 fn incbin_request(path: &str) -> Vec<u8> {
-    let source =
-        format!("__asm__(\".section .rodata\\n.incbin \\\"{path}\\\"\\n\");\nint x;\n");
+    let source = format!("__asm__(\".section .rodata\\n.incbin \\\"{path}\\\"\\n\");\nint x;\n");
     request(
         1,
         &["x86_64-linux-gnu-gcc", "-c", "x.c", "-o", "x.o"],
@@ -496,7 +504,12 @@ fn incbin_of_a_file_outside_the_toolchain_reads_nothing() {
     let open = Server::start(&["--sandbox", "off"]);
     let ex = exchange(open.addr(), &incbin_request(&secret_path), false, PROMPT);
     let reply = parse_reply_v1(&ex.reply).expect("a reply");
-    assert_eq!(reply.status, 0, "{}", String::from_utf8_lossy(&reply.stderr));
+    assert_eq!(
+        reply.status,
+        0,
+        "{}",
+        String::from_utf8_lossy(&reply.stderr)
+    );
     assert!(reply.object.windows(secret.len()).any(|w| w == secret));
     drop(open);
 
@@ -535,11 +548,20 @@ fn object_bomb_of_200_mb_is_stopped() {
         false,
         Duration::from_secs(120),
     );
-    let reply = parse_reply_v1(&ex.reply)
-        .unwrap_or_else(|| panic!("no full reply ({} bytes); log:\n{}", ex.reply.len(), s.log()));
+    let reply = parse_reply_v1(&ex.reply).unwrap_or_else(|| {
+        panic!(
+            "no full reply ({} bytes); log:\n{}",
+            ex.reply.len(),
+            s.log()
+        )
+    });
     assert_ne!(reply.status, 0);
     assert!(reply.object.is_empty());
-    assert!(ex.reply.len() < 1 << 20, "reply of {} bytes", ex.reply.len());
+    assert!(
+        ex.reply.len() < 1 << 20,
+        "reply of {} bytes",
+        ex.reply.len()
+    );
     let text = String::from_utf8_lossy(&reply.stderr).into_owned();
     assert!(!text.is_empty(), "no reason given");
     eprintln!("object bomb stderr: {text}");

@@ -461,12 +461,14 @@ fn diagnostics_equal_those_of_the_real_distccd() {
                     dir,
                     &format!("127.0.0.1:{port}{suffix}"),
                     &[compiler, "-Wall", "-c", name, "-o", "out.o"],
-                    &[
-                        ("TMPDIR", dir.to_str().unwrap()),
-                        ("DISTCC_FALLBACK", "0"),
-                    ],
+                    &[("TMPDIR", dir.to_str().unwrap()), ("DISTCC_FALLBACK", "0")],
                 );
-                assert_eq!(run.status.success(), succeeds, "{compiler} {name}: {}", run.stderr);
+                assert_eq!(
+                    run.status.success(),
+                    succeeds,
+                    "{compiler} {name}: {}",
+                    run.stderr
+                );
                 stderrs.push(without_pid_and_port(&run.stderr, port));
                 runs.push(run);
             }
