@@ -106,3 +106,126 @@ fn compile_errors_come_back_as_the_real_distccd_sends_them() {
     s.wait_counter("dcc_compile_error", 2);
     assert_honest_job_succeeds(&s);
 }
+
+/// Dual dispatch compares two servers' replies by hash: two servers with
+/// different job directories (different TMPDIRs, so different job paths)
+/// must send the same bytes for the same request, debug info and
+/// diagnostics included.
+#[test]
+fn two_servers_send_identical_replies() {
+    let a = Server::start(&[]);
+    let b = Server::start(&["--jobs", "1"]);
+    assert_ne!(a.tmpdir.path(), b.tmpdir.path());
+    let c_source = preprocess(
+        "#include <stdio.h>\nstatic int unused_thing;\nint main(void) { int w; printf(\"hi\\n\"); return 0; }\n",
+        "hello.c",
+    );
+    let cpp_source = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.cpp");
+        std::fs::write(
+            &path,
+            "#include <vector>\nint f(int n) { std::vector<int> v(n); int unused; return (int)v.size(); }\n",
+        )
+        .unwrap();
+        let out = std::process::Command::new("g++")
+            .arg("-E")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+    let cases: [(&[&str], &[u8]); 4] = [
+        (
+            &[
+                "x86_64-linux-gnu-gcc",
+                "-Wall",
+                "-g",
+                "-c",
+                "hello.c",
+                "-o",
+                "hello.o",
+            ],
+            &c_source,
+        ),
+        (
+            &[
+                "x86_64-linux-gnu-gcc",
+                "-g3",
+                "-O2",
+                "-c",
+                "hello.c",
+                "-o",
+                "hello.o",
+            ],
+            &c_source,
+        ),
+        (
+            &[
+                "x86_64-linux-gnu-g++",
+                "-Wall",
+                "-g",
+                "-c",
+                "v.cpp",
+                "-o",
+                "v.o",
+            ],
+            &cpp_source,
+        ),
+        (
+            &[
+                "x86_64-linux-gnu-g++",
+                "-g",
+                "-O2",
+                "-S",
+                "v.cpp",
+                "-o",
+                "v.s",
+            ],
+            &cpp_source,
+        ),
+    ];
+    for (argv, source) in cases {
+        for version in [1, 2] {
+            let req = request(version, argv, source);
+            let replies: Vec<Vec<u8>> = [&a, &b]
+                .iter()
+                .map(|s| exchange(s.addr(), &req, false, Duration::from_secs(120)).reply)
+                .collect();
+            let v = if version == 1 {
+                ProtocolVersion::V1
+            } else {
+                ProtocolVersion::V2
+            };
+            let decoded = decode(&replies[0], v);
+            assert_eq!(
+                decoded.status,
+                0,
+                "{argv:?}: {}",
+                ascii_quotes(&decoded.stderr)
+            );
+            assert!(!decoded.object.is_empty());
+            if argv.contains(&"-Wall") {
+                assert!(
+                    !decoded.stderr.is_empty(),
+                    "{argv:?}: no warnings came back"
+                );
+            }
+            assert!(
+                replies[0] == replies[1],
+                "{argv:?} (protocol {version}): the two servers' replies differ"
+            );
+            for s in [&a, &b] {
+                let path = s.tmpdir.path().to_str().unwrap().as_bytes().to_vec();
+                assert!(
+                    !decoded
+                        .object
+                        .windows(path.len())
+                        .any(|w| w == path.as_slice()),
+                    "{argv:?}: the object names a server's TMPDIR"
+                );
+            }
+        }
+    }
+}
