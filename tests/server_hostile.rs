@@ -267,6 +267,17 @@ fn slow_and_idle_senders_are_dropped_after_io_timeout() {
     assert_honest_job_succeeds(&s);
 }
 
+fn wait_metric_above(server: &Server, name: &str, floor: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(server, name) <= floor {
+        assert!(
+            Instant::now() < deadline,
+            "{name} stayed at or below {floor}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn metric(server: &Server, name: &str) -> f64 {
     let text = server.metrics();
     text.lines()
@@ -573,4 +584,85 @@ fn object_bomb_of_200_mb_is_stopped() {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "left behind in TMPDIR: {left:?}");
+}
+
+/// A TCP connection to `addr` whose receive buffer is small (set before the
+/// handshake, so the kernel cannot grow the window past it).
+fn connect_with_small_receive_buffer(addr: std::net::SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let std::net::SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only")
+    };
+    // SAFETY: plain socket calls on a descriptor we own; it is handed to
+    // TcpStream (which closes it) only after a successful connect.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let size: libc::c_int = 4096;
+        let rc = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "SO_RCVBUF");
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        if rc != 0 {
+            libc::close(fd);
+            panic!("connect: {}", std::io::Error::last_os_error());
+        }
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// A client that sends a whole request and then never reads its (24 MB)
+/// reply holds a connection, not the server: the write stalls, the server
+/// drops it after --io-timeout, and an honest job runs meanwhile and after.
+#[test]
+fn client_that_never_reads_its_reply_is_dropped_after_io_timeout() {
+    let s = Server::start(&["--jobs", "1", "--io-timeout", "10"]);
+    let source = b"__asm__(\".section .data\\n.fill 25165824,1,0x41\\n\");\nint x;\n";
+    let mut lazy = connect_with_small_receive_buffer(s.addr());
+    lazy.write_all(&request(
+        1,
+        &["x86_64-linux-gnu-gcc", "-c", "x.c", "-o", "x.o"],
+        source,
+    ))
+    .expect("send request");
+    // Once the big compile is done and its reply is being written…
+    wait_metric_above(&s, "dportage_reply_bytes_total", 0.0);
+    // …the single job slot is free for an honest job while the server still
+    // waits on the lazy client: a stalled reply does not hold a job slot.
+    assert_honest_job_succeeds(&s);
+    assert_eq!(
+        s.counter("dcc_cli_disconnect"),
+        0,
+        "the lazy client was dropped before the honest job ran"
+    );
+    s.wait_counter("dcc_cli_disconnect", 1);
+    // What the lazy client can still read is a cut-off reply, never all 24 MB.
+    lazy.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let _ = lazy.read_to_end(&mut got);
+    assert!(got.starts_with(b"DONE00000001STAT00000000"));
+    assert!(
+        got.len() < 24 << 20,
+        "the whole reply arrived: {} bytes",
+        got.len()
+    );
+    assert_honest_job_succeeds(&s);
 }
