@@ -666,3 +666,59 @@ fn client_that_never_reads_its_reply_is_dropped_after_io_timeout() {
     );
     assert_honest_job_succeeds(&s);
 }
+
+/// Compilers (`cc1plus`) working in `dir`.
+fn compilers_inside(dir: &std::path::Path) -> usize {
+    processes_inside(dir)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim() == "cc1plus")
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+/// Five clients at once against `--jobs 2`: all five compile, never more
+/// than two compilers run at the same time, and two do run together.
+#[test]
+fn at_most_jobs_compilers_run_at_once() {
+    let s = Server::start(&["--jobs", "2"]);
+    let doti = slow_source(1500); // about a second each
+    let req = request(
+        1,
+        &[
+            "x86_64-linux-gnu-g++",
+            NO_CONSTEXPR_LIMIT,
+            "-c",
+            "slow.cc",
+            "-o",
+            "slow.o",
+        ],
+        &doti,
+    );
+    let addr = s.addr();
+    let clients: Vec<_> = (0..5)
+        .map(|_| {
+            let req = req.clone();
+            std::thread::spawn(move || exchange(addr, &req, false, Duration::from_secs(120)))
+        })
+        .collect();
+    let mut most = 0;
+    while clients.iter().any(|c| !c.is_finished()) {
+        most = most.max(compilers_inside(s.tmpdir.path()));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for c in clients {
+        let ex = c.join().expect("client thread");
+        let reply = parse_reply_v1(&ex.reply).expect("a full reply");
+        assert_eq!(
+            reply.status,
+            0,
+            "{}",
+            String::from_utf8_lossy(&reply.stderr)
+        );
+    }
+    s.wait_counter("dcc_compile_ok", 5);
+    assert_eq!(most, 2, "at most {most} compilers were seen at once");
+}
