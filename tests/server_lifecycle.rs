@@ -426,3 +426,80 @@ fn sigterm_lets_the_running_job_finish() {
     let status = s.wait_exit(Duration::from_secs(60));
     assert_eq!(status.code(), Some(0));
 }
+
+/// Without `--no-detach` the server goes into the background as distccd
+/// does: the command returns 0 at once, the pid file names the daemon, it
+/// serves jobs, and SIGTERM to that pid ends it and removes the pid file.
+#[test]
+fn detaches_into_the_background_by_default() {
+    let tmp = shared_tempdir();
+    let pid_file = tmp.path().join("distccd.pid");
+    let log_file = tmp.path().join("distccd.log");
+    let port = free_port();
+    let mut starter = Command::new(BIN)
+        .arg("serve")
+        .args(["--port", &port.to_string()])
+        .args(["--listen", "127.0.0.1", "--allow", "127.0.0.1"])
+        .arg(format!("--pid-file={}", pid_file.display()))
+        .arg(format!("--log-file={}", log_file.display()))
+        .args(["--log-level", "info"])
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dportage serve");
+    let status = wait_with_limit(&mut starter, Duration::from_secs(30));
+    assert!(status.success(), "the starting process failed: {status}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let daemon: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no pid file");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Whatever happens below, the daemon goes.
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            // SAFETY: signalling the daemon this test started (pid from its pid file).
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let guard = KillOnDrop(daemon);
+    assert_ne!(
+        daemon as u32,
+        starter.id(),
+        "the pid file names the starter"
+    );
+    while !std::fs::read_to_string(&log_file)
+        .unwrap_or_default()
+        .contains("listening on")
+    {
+        assert!(Instant::now() < deadline, "the daemon never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let ex = exchange(addr, &honest_request(), false, Duration::from_secs(60));
+    let reply = parse_reply_v1(&ex.reply).expect("a reply from the detached daemon");
+    assert_eq!(
+        reply.status,
+        0,
+        "{}",
+        String::from_utf8_lossy(&reply.stderr)
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // SAFETY: signal 0 only checks that the process exists.
+    while unsafe { libc::kill(daemon, 0) } == 0 {
+        assert!(Instant::now() < deadline, "the daemon ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!pid_file.exists(), "pid file left behind");
+    std::mem::forget(guard);
+}
