@@ -504,3 +504,15 @@ fn detaches_into_the_background_by_default() {
     assert!(!pid_file.exists(), "pid file left behind");
     std::mem::forget(guard);
 }
+
+/// A link named `distccd` is the daemon, options and all: it serves a job
+/// and its stats page.
+#[test]
+fn a_link_named_distccd_serves_jobs() {
+    let dir = shared_tempdir();
+    let link = dir.path().join("distccd");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    let s = Server::start_program(&link, &[], &["--jobs", "1"], true, &[]);
+    assert_honest_job_succeeds(&s);
+    s.wait_counter("dcc_compile_ok", 1);
+}

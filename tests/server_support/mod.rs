@@ -60,6 +60,18 @@ impl Server {
     /// Like [`Server::start`]; `stats` adds `--stats`; `env` is added to the
     /// server's environment.
     pub fn start_with(extra: &[&str], stats: bool, env: &[(&str, &str)]) -> Server {
+        Self::start_program(Path::new(BIN), &["serve"], extra, stats, env)
+    }
+
+    /// Like [`Server::start_with`], running `program leading…` (e.g. a link
+    /// named `distccd`, with no `serve`).
+    pub fn start_program(
+        program: &Path,
+        leading: &[&str],
+        extra: &[&str],
+        stats: bool,
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut last_log = String::new();
         for _attempt in 0..5 {
             let port = free_port();
@@ -68,8 +80,8 @@ impl Server {
             let log_dir = tempfile::tempdir().expect("log dir");
             let log_path = log_dir.path().join("server.log");
             let log = std::fs::File::create(&log_path).expect("create log");
-            let mut cmd = Command::new(BIN);
-            cmd.arg("serve")
+            let mut cmd = Command::new(program);
+            cmd.args(leading)
                 .arg("--no-detach")
                 .args(["--port", &port.to_string()])
                 .args(["--log-stderr", "--log-level", "debug"])
