@@ -1,12 +1,41 @@
 //! One job on the server: check the command, run the compiler in a private job
 //! directory under the sandbox, collect status, stderr, stdout and object.
+//!
+//! Every server runs a job the same way, so two servers given the same job
+//! return the same bytes: fixed file names (`dportage-job.i` →
+//! `dportage-job.o`), relative to the job directory as cwd; a fixed
+//! environment (`PATH`, `LC_ALL=C`, `LANG=C`, `TMPDIR`=`HOME`=job dir,
+//! `_DISTCC_SAFEGUARD=1`, nothing else); `-pipe`, so assembler messages name
+//! `{standard input}` instead of a random temporary file; and flags that keep
+//! the job directory's name out of debug info (see `canonical_args`).
 
-use std::ffi::OsString;
+mod dir;
+
+use std::ffi::{CString, OsString};
 use std::future::Future;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use self::dir::JobDir;
+use super::sandbox::{self, SandboxSpec};
 use crate::args::{Refusal, ServerCommand};
+use crate::exitcode;
+
+/// Stem of the input file in the job directory; the extension is the
+/// preprocessed one (`.i`, `.ii`, …). Fixed so every server is identical.
+pub const INPUT_STEM: &str = "dportage-job";
+/// The output file in the job directory (also for `-S`).
+pub const OUTPUT_NAME: &str = "dportage-job.o";
+
+/// After the daemon asked the trampoline to stop a job, how long it waits for
+/// it to kill and reap the compiler before killing the trampoline itself.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Bounds for one compile.
 #[derive(Debug, Clone)]
@@ -21,6 +50,16 @@ pub struct JobLimits {
     pub max_output: u64,
     /// Largest stderr/stdout kept (the rest is cut, with a note).
     pub max_diagnostics: usize,
+    /// RLIMIT_NOFILE for the compiler.
+    pub max_open_files: u64,
+    /// RLIMIT_NPROC for the compiler. The kernel counts every process and
+    /// thread of the daemon's user against it (and ignores it for root), so
+    /// it must leave room for the daemon and all concurrent jobs.
+    pub max_processes: u64,
+    /// The compiler runs at this niceness or lower priority: the trampoline
+    /// raises its nice value to at least this (never lowers it, so a daemon
+    /// started with a larger `--nice` keeps it for its compilers).
+    pub min_nice: i32,
 }
 
 impl Default for JobLimits {
@@ -31,6 +70,10 @@ impl Default for JobLimits {
             address_space: 4 << 30,
             max_output: 128 << 20,
             max_diagnostics: 4 << 20,
+            max_open_files: 256,
+            max_processes: 1024,
+            // distccd's default `--nice`.
+            min_nice: 5,
         }
     }
 }
@@ -44,6 +87,26 @@ pub enum SandboxMode {
     BestEffort,
     /// No filesystem sandbox (rlimits and nice still apply). For debugging only.
     Off,
+}
+
+impl SandboxMode {
+    /// The spelling used on the trampoline's command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::Required => "required",
+            SandboxMode::BestEffort => "best-effort",
+            SandboxMode::Off => "off",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "required" => Some(SandboxMode::Required),
+            "best-effort" => Some(SandboxMode::BestEffort),
+            "off" => Some(SandboxMode::Off),
+            _ => None,
+        }
+    }
 }
 
 /// Everything a job needs from the daemon's configuration.
@@ -88,21 +151,613 @@ pub struct JobOutcome {
     pub result: JobResult,
 }
 
+impl JobOutcome {
+    /// A job that ended before or without the compiler: `code << 8` and a message.
+    fn fabricated(code: i32, message: String, result: JobResult) -> Self {
+        Self {
+            status: (code as u32) << 8,
+            stderr: message.into_bytes(),
+            stdout: Vec::new(),
+            object: Vec::new(),
+            result,
+        }
+    }
+}
+
 /// Check a received command against the whitelist and flag policy.
+///
+/// The whitelist is distccd 3.4's (spec §9.5): the bare name (after a leading
+/// `/usr/bin/` or `/bin/`) must be executable in one of the masquerade
+/// directories (symlinks followed, so a dangling link does not count), or be
+/// one of `extra_compilers`; `insecure_compilers` lifts only this check.
+/// Input and output become [`INPUT_STEM`]`.<ext>` and [`OUTPUT_NAME`].
 pub fn check_command(argv: &[Vec<u8>], cfg: &JobConfig) -> Result<ServerCommand, Refusal> {
-    let _ = (argv, cfg);
-    todo!()
+    let allowed = |name: &str| {
+        cfg.insecure_compilers
+            || cfg.extra_compilers.iter().any(|c| c == name)
+            || cfg
+                .masquerade_dirs
+                .iter()
+                .any(|dir| executable(&dir.join(name)))
+    };
+    crate::args::check_server_command(argv, &allowed, INPUT_STEM, OUTPUT_NAME)
+}
+
+/// `access(path, X_OK)`.
+fn executable(path: &Path) -> bool {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c_path is NUL-terminated and lives across the call.
+    unsafe { libc::access(c_path.as_ptr(), libc::X_OK) == 0 }
 }
 
 /// Run a checked command on `source` (the decompressed DOTI). If `cancelled`
 /// completes first (the client went away), the compiler is killed and the
 /// outcome is `ClientDisconnected`.
+///
+/// Dropping the returned future also stops the compiler: the trampoline sees
+/// its control pipe close, kills the compiler's process group and removes the
+/// job directory.
 pub async fn run_job(
     cmd: &ServerCommand,
     source: &[u8],
     cfg: &JobConfig,
     cancelled: impl Future<Output = ()>,
 ) -> JobOutcome {
-    let _ = (cmd, source, cfg, cancelled);
-    todo!()
+    if let Err(refusal) = sandbox_possible(cfg.sandbox) {
+        return refusal;
+    }
+    let dir = match JobDir::create(&cfg.work_root) {
+        Ok(dir) => dir,
+        Err(e) => {
+            return JobOutcome::fabricated(
+                exitcode::IO_ERROR,
+                format!(
+                    "dportage: cannot create a job directory in {}: {e}; check that it exists \
+                     and is writable by the server (TMPDIR)\n",
+                    cfg.work_root.display()
+                ),
+                JobResult::Internal,
+            )
+        }
+    };
+    let input_name = format!("{INPUT_STEM}{}", cmd.input_ext);
+    // A page-cache write of the already-bounded source; not worth a thread hop.
+    if let Err(e) = dir.write_new(&input_name, source) {
+        return JobOutcome::fabricated(
+            exitcode::IO_ERROR,
+            format!(
+                "dportage: cannot write the job's source into {}: {e}\n",
+                dir.path().display()
+            ),
+            JobResult::Internal,
+        );
+    }
+    let child = match spawn_trampoline(cmd, cfg, dir.path()) {
+        Ok(child) => child,
+        Err(e) => {
+            return JobOutcome::fabricated(
+                exitcode::COMPILER_MISSING,
+                format!(
+                    "dportage: cannot start the sandbox trampoline {}: {e}\n",
+                    cfg.self_exe.display()
+                ),
+                JobResult::Internal,
+            )
+        }
+    };
+    let outcome = collect(child, cfg, &dir, cancelled).await;
+    drop(dir);
+    outcome
+}
+
+/// Is the configured sandbox possible on this kernel? `Required` without
+/// Landlock fails every job; `BestEffort` warns once and runs unconfined.
+fn sandbox_possible(mode: SandboxMode) -> Result<(), JobOutcome> {
+    static LANDLOCK_ABI: OnceLock<i32> = OnceLock::new();
+    static WARNED: OnceLock<()> = OnceLock::new();
+    if mode == SandboxMode::Off {
+        return Ok(());
+    }
+    let abi = *LANDLOCK_ABI.get_or_init(sandbox::landlock_abi);
+    if abi > 0 {
+        return Ok(());
+    }
+    match mode {
+        SandboxMode::Required => Err(JobOutcome::fabricated(
+            exitcode::COMPILER_MISSING,
+            format!("dportage: {}\n", sandbox::NO_LANDLOCK),
+            JobResult::Internal,
+        )),
+        _ => {
+            WARNED.get_or_init(|| {
+                tracing::warn!(
+                    "the kernel offers no Landlock sandbox: compilers run with rlimits only and \
+                     can read every file this server can (use a kernel with Landlock, or \
+                     --sandbox required to refuse jobs instead)"
+                )
+            });
+            Ok(())
+        }
+    }
+}
+
+fn spawn_trampoline(
+    cmd: &ServerCommand,
+    cfg: &JobConfig,
+    job_dir: &Path,
+) -> std::io::Result<tokio::process::Child> {
+    let spec = SandboxSpec::for_job(job_dir, &cfg.limits, cfg.sandbox);
+    let mut command = tokio::process::Command::new(&cfg.self_exe);
+    command
+        .arg(sandbox::SUBCOMMAND)
+        .args(spec.to_args())
+        .arg("--")
+        .arg(&cmd.compiler)
+        .args(canonical_args(cmd, job_dir))
+        .args(&cmd.args)
+        .current_dir(job_dir)
+        .env_clear()
+        .env("PATH", compiler_search_path(cfg))
+        .env("LC_ALL", "C")
+        .env("LANG", "C")
+        .env("TMPDIR", job_dir)
+        .env("HOME", job_dir)
+        .env("_DISTCC_SAFEGUARD", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Own process group: signals meant for the daemon's group (a
+        // terminal's ^C) do not reach the job, and the daemon's last-resort
+        // kill reaches only the trampoline's group.
+        .process_group(0);
+    command.spawn()
+}
+
+/// The compiler's `PATH`: `compiler_path` without the masquerade directories
+/// (their entries are links to a distcc client, which would only recurse)
+/// and without relative entries (they would resolve in the job directory,
+/// where the client's bytes are).
+fn compiler_search_path(cfg: &JobConfig) -> OsString {
+    let masquerade: Vec<PathBuf> = cfg
+        .masquerade_dirs
+        .iter()
+        .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()))
+        .collect();
+    let kept: Vec<PathBuf> = std::env::split_paths(&cfg.compiler_path)
+        .filter(|dir| dir.is_absolute())
+        .filter(|dir| {
+            let resolved = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+            !masquerade.contains(&resolved)
+        })
+        .collect();
+    std::env::join_paths(kept).unwrap_or_default()
+}
+
+/// Which compiler driver a name is, for the flags that pin its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Clang,
+    /// gcc and everything else (`cc`, `c++`, cross gcc names).
+    Gcc,
+}
+
+fn family(compiler: &str) -> Family {
+    let name = compiler.rsplit('/').next().unwrap_or(compiler);
+    if name.contains("clang") {
+        Family::Clang
+    } else {
+        Family::Gcc
+    }
+}
+
+/// Flags the server puts before the client's, so the object and diagnostics
+/// do not depend on the job directory's name:
+///
+/// * `-pipe`: assembler messages name `{standard input}`, not a random
+///   temporary file.
+/// * gcc: `-fdebug-prefix-map=JOBDIR=.`. With `-g`, gcc takes
+///   `DW_AT_comp_dir` from the `# 1 "/client/cwd//"` line the client's
+///   preprocessor wrote, so this changes nothing then; without that line the
+///   directory would be the job directory. gcc leaves prefix maps out of
+///   `DW_AT_producer` and `-frecord-gcc-switches`, so the map's own text
+///   does not leak into the object.
+/// * clang ignores that line and records its cwd, and records its whole
+///   command line with `-grecord-command-line`, so it gets no job-directory
+///   path at all: `-ffile-compilation-dir=.`, unless the client chose a
+///   compilation directory itself (as dual dispatch clients do with `$PWD`,
+///   which makes the object identical to a local compile).
+fn canonical_args(cmd: &ServerCommand, job_dir: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    if !cmd.args.iter().any(|a| a == "-pipe") {
+        args.push("-pipe".into());
+    }
+    match family(&cmd.compiler) {
+        Family::Clang => {
+            let chosen = cmd.args.iter().any(|a| {
+                a.starts_with("-fdebug-compilation-dir") || a.starts_with("-ffile-compilation-dir")
+            });
+            if !chosen {
+                args.push("-ffile-compilation-dir=.".into());
+            }
+        }
+        Family::Gcc => {
+            // gcc splits the map at the first `=`; a directory with one in
+            // its name cannot be mapped (and is never one we create).
+            if !job_dir.as_os_str().as_bytes().contains(&b'=') {
+                let mut map = OsString::from("-fdebug-prefix-map=");
+                map.push(job_dir.as_os_str());
+                map.push("=.");
+                args.push(map);
+            }
+        }
+    }
+    args
+}
+
+/// Output of one pipe, kept up to a cap, counted in full.
+struct Captured {
+    kept: Vec<u8>,
+    total: u64,
+}
+
+impl Captured {
+    /// The kept bytes, with a note when some were cut.
+    fn into_text(mut self, cap: usize, what: &str) -> Vec<u8> {
+        if self.total > self.kept.len() as u64 {
+            if self.kept.last().is_some_and(|&b| b != b'\n') {
+                self.kept.push(b'\n');
+            }
+            self.kept.extend_from_slice(
+                format!(
+                    "dportage: compiler {what} cut after {cap} bytes ({} bytes in total)\n",
+                    self.total
+                )
+                .as_bytes(),
+            );
+        }
+        self.kept
+    }
+}
+
+/// Read a pipe to EOF, keeping at most `cap` bytes and discarding the rest,
+/// so the compiler never blocks on a full pipe.
+async fn read_bounded(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> Captured {
+    let mut captured = Captured {
+        kept: Vec::new(),
+        total: 0,
+    };
+    let Some(mut pipe) = pipe else {
+        return captured;
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) => return captured,
+            Ok(n) => {
+                captured.total += n as u64;
+                let room = cap.saturating_sub(captured.kept.len());
+                captured.kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return captured,
+        }
+    }
+}
+
+/// Why the daemon stopped a job before it ended.
+enum Stop {
+    Timeout,
+    Cancelled,
+}
+
+async fn collect(
+    mut child: tokio::process::Child,
+    cfg: &JobConfig,
+    dir: &JobDir,
+    cancelled: impl Future<Output = ()>,
+) -> JobOutcome {
+    let cap = cfg.limits.max_diagnostics;
+    let trampoline_pid = child.id();
+    // Holding the write end keeps the job alive; closing it stops the job.
+    let control = child.stdin.take();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let finished = async {
+        tokio::join!(
+            child.wait(),
+            read_bounded(stdout, cap),
+            read_bounded(stderr, cap)
+        )
+    };
+    tokio::pin!(finished);
+    tokio::pin!(cancelled);
+
+    let stop = tokio::select! {
+        biased;
+        (status, out, err) = &mut finished => {
+            drop(control);
+            return finish(status, out, err, cfg, dir).await;
+        }
+        () = &mut cancelled => Stop::Cancelled,
+        () = tokio::time::sleep(cfg.limits.wall) => Stop::Timeout,
+    };
+
+    drop(control);
+    let drained = match tokio::time::timeout(STOP_GRACE, &mut finished).await {
+        Ok(done) => Some(done),
+        Err(_) => {
+            // The trampoline did not stop the job in time: kill it (its own
+            // group; the compiler's session is out of reach from here).
+            if let Some(pid) = trampoline_pid.and_then(|p| i32::try_from(p).ok()) {
+                // SAFETY: signalling the process group we created.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+            tokio::time::timeout(STOP_GRACE, &mut finished).await.ok()
+        }
+    };
+    let (stdout, mut stderr) = match drained {
+        Some((_, out, err)) => (out.into_text(cap, "stdout"), err.into_text(cap, "stderr")),
+        None => (Vec::new(), Vec::new()),
+    };
+    let (code, message, result) = match stop {
+        Stop::Timeout => (
+            exitcode::TIMEOUT,
+            format!(
+                "dportage: Compilation takes too long, timeout. (this server's limit is {} s)\n",
+                cfg.limits.wall.as_secs_f64()
+            ),
+            JobResult::Timeout,
+        ),
+        Stop::Cancelled => (
+            exitcode::IO_ERROR,
+            "dportage: Client fd disconnected, killing job\n".to_string(),
+            JobResult::ClientDisconnected,
+        ),
+    };
+    stderr.extend_from_slice(message.as_bytes());
+    JobOutcome {
+        status: (code as u32) << 8,
+        stderr,
+        stdout,
+        object: Vec::new(),
+        result,
+    }
+}
+
+/// The compiler ended on its own: status, diagnostics, and the object if it succeeded.
+async fn finish(
+    status: std::io::Result<std::process::ExitStatus>,
+    out: Captured,
+    err: Captured,
+    cfg: &JobConfig,
+    dir: &JobDir,
+) -> JobOutcome {
+    let cap = cfg.limits.max_diagnostics;
+    let stdout = out.into_text(cap, "stdout");
+    let mut stderr = err.into_text(cap, "stderr");
+    let status = match status {
+        Ok(status) => status.into_raw() as u32,
+        Err(e) => {
+            stderr.extend_from_slice(
+                format!("dportage: lost track of the compiler process: {e}\n").as_bytes(),
+            );
+            return JobOutcome {
+                status: (exitcode::DISTCC_FAILED as u32) << 8,
+                stderr,
+                stdout,
+                object: Vec::new(),
+                result: JobResult::Internal,
+            };
+        }
+    };
+    let output = dir.path().join(OUTPUT_NAME);
+    if status != 0 {
+        explain_limit(&mut stderr, status, &output, &cfg.limits);
+        let exited_with = (status & 0x7f == 0).then_some((status >> 8) as i32);
+        let result = match exited_with {
+            // The trampoline's own failures: no compiler, no sandbox, bad spec.
+            Some(exitcode::COMPILER_MISSING | exitcode::BAD_ARGUMENTS) => JobResult::Internal,
+            _ => JobResult::CompileError,
+        };
+        return JobOutcome {
+            status,
+            stderr,
+            stdout,
+            object: Vec::new(),
+            result,
+        };
+    }
+    let limit = cfg.limits.max_output;
+    let read = tokio::task::spawn_blocking(move || read_object(&output, limit)).await;
+    match read {
+        Ok(Ok(object)) => JobOutcome {
+            status,
+            stderr,
+            stdout,
+            object,
+            result: JobResult::CompileOk,
+        },
+        Ok(Err(message)) => {
+            stderr.extend_from_slice(format!("dportage: {message}\n").as_bytes());
+            JobOutcome {
+                status: (exitcode::DISTCC_FAILED as u32) << 8,
+                stderr,
+                stdout,
+                object: Vec::new(),
+                result: JobResult::Internal,
+            }
+        }
+        Err(e) => {
+            stderr.extend_from_slice(
+                format!("dportage: reading the object failed: {e}\n").as_bytes(),
+            );
+            JobOutcome {
+                status: (exitcode::DISTCC_FAILED as u32) << 8,
+                stderr,
+                stdout,
+                object: Vec::new(),
+                result: JobResult::Internal,
+            }
+        }
+    }
+}
+
+/// Read the object, refusing (without reading) one larger than `limit`.
+fn read_object(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| {
+        format!("the compiler reported success but its output {OUTPUT_NAME} cannot be opened: {e}")
+    })?;
+    let size = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect the output {OUTPUT_NAME}: {e}"))?
+        .len();
+    if size > limit {
+        return Err(format!(
+            "the compiler's output is {size} bytes, more than this server's limit of {limit} \
+             bytes (--max-object-size); compile this file locally"
+        ));
+    }
+    let mut object = Vec::with_capacity(size as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut object)
+        .map_err(|e| format!("cannot read the output {OUTPUT_NAME}: {e}"))?;
+    if object.len() as u64 > limit {
+        return Err(format!(
+            "the compiler's output grew beyond this server's limit of {limit} bytes while \
+             being read"
+        ));
+    }
+    Ok(object)
+}
+
+/// Add a line saying which server limit stopped a failed compile, when one did.
+/// Compilers report a killed child with the signal's `strsignal` text, which
+/// `LC_ALL=C` keeps fixed.
+fn explain_limit(stderr: &mut Vec<u8>, status: u32, output: &Path, limits: &JobLimits) {
+    let signal = (status & 0x7f) as i32;
+    let says = |text: &str| stderr.windows(text.len()).any(|w| w == text.as_bytes());
+    let output_full = std::fs::metadata(output).is_ok_and(|m| m.len() >= limits.max_output);
+    let note = if signal == libc::SIGXFSZ || output_full || says("File size limit exceeded") {
+        format!(
+            "dportage: the compiler hit this server's limit of {} bytes per output file \
+             (--max-object-size); compile this file locally",
+            limits.max_output
+        )
+    } else if signal == libc::SIGXCPU || says("CPU time limit exceeded") {
+        format!(
+            "dportage: the compiler hit this server's CPU time limit of {} s",
+            limits.cpu_secs
+        )
+    } else if says("out of memory") || says("virtual memory exhausted") {
+        format!(
+            "dportage: the compiler hit this server's memory limit of {} bytes of address space",
+            limits.address_space
+        )
+    } else {
+        return;
+    };
+    if stderr.last().is_some_and(|&b| b != b'\n') {
+        stderr.push(b'\n');
+    }
+    stderr.extend_from_slice(note.as_bytes());
+    stderr.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_mode_spelling_round_trips() {
+        for mode in [
+            SandboxMode::Required,
+            SandboxMode::BestEffort,
+            SandboxMode::Off,
+        ] {
+            assert_eq!(SandboxMode::parse(mode.as_str()), Some(mode));
+        }
+        assert_eq!(SandboxMode::parse("yes"), None);
+    }
+
+    fn command(compiler: &str, args: &[&str]) -> ServerCommand {
+        ServerCommand {
+            compiler: compiler.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            input_ext: ".i",
+        }
+    }
+
+    #[test]
+    fn canonical_args_pin_debug_paths_per_compiler() {
+        let dir = Path::new("/w/dportage-job-1");
+        let gcc = canonical_args(&command("/usr/bin/gcc", &["-g"]), dir);
+        assert_eq!(gcc, ["-pipe", "-fdebug-prefix-map=/w/dportage-job-1=."]);
+        let clang = canonical_args(&command("clang++-14", &["-pipe", "-g"]), dir);
+        assert_eq!(clang, ["-ffile-compilation-dir=."]);
+        let chosen = command("clang", &["-fdebug-compilation-dir=/home/u"]);
+        assert_eq!(canonical_args(&chosen, dir), ["-pipe"]);
+        let odd = canonical_args(&command("gcc", &[]), Path::new("/w/a=b"));
+        assert_eq!(odd, ["-pipe"]);
+    }
+
+    #[test]
+    fn compiler_path_skips_masquerade_and_relative_dirs() {
+        let masq = tempfile::tempdir().unwrap();
+        let cfg = JobConfig {
+            masquerade_dirs: vec![masq.path().to_path_buf()],
+            extra_compilers: Vec::new(),
+            insecure_compilers: false,
+            compiler_path: format!("{}:bin:/usr/bin:.:/bin", masq.path().display()).into(),
+            work_root: PathBuf::from("/tmp"),
+            limits: JobLimits::default(),
+            sandbox: SandboxMode::Off,
+            self_exe: PathBuf::from("/nonexistent"),
+        };
+        assert_eq!(compiler_search_path(&cfg), "/usr/bin:/bin");
+    }
+
+    #[test]
+    fn captured_output_is_cut_with_a_note() {
+        let c = Captured {
+            kept: b"abc".to_vec(),
+            total: 10,
+        };
+        let text = String::from_utf8(c.into_text(3, "stderr")).unwrap();
+        assert_eq!(
+            text,
+            "abc\ndportage: compiler stderr cut after 3 bytes (10 bytes in total)\n"
+        );
+        let c = Captured {
+            kept: b"all\n".to_vec(),
+            total: 4,
+        };
+        assert_eq!(c.into_text(3, "stdout"), b"all\n");
+    }
+
+    #[tokio::test]
+    async fn read_bounded_keeps_cap_and_counts_everything() {
+        let data = vec![b'x'; 100_000];
+        let c = read_bounded(Some(&data[..]), 1000).await;
+        assert_eq!(c.kept.len(), 1000);
+        assert_eq!(c.total, 100_000);
+    }
+
+    #[test]
+    fn object_bigger_than_the_limit_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(OUTPUT_NAME);
+        let file = std::fs::File::create(&path).unwrap();
+        // Sparse: 1 GiB on paper, nothing on disk.
+        file.set_len(1 << 30).unwrap();
+        let e = read_object(&path, 1 << 20).unwrap_err();
+        assert!(e.contains("1073741824 bytes"), "{e}");
+        std::fs::write(&path, b"\x7fELF").unwrap();
+        assert_eq!(read_object(&path, 4).unwrap(), b"\x7fELF");
+        assert!(read_object(&dir.path().join("missing"), 4)
+            .unwrap_err()
+            .contains("cannot be opened"));
+    }
 }

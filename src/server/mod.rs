@@ -1,14 +1,285 @@
 //! `distccd` / `dportage serve`: the job server.
+//!
+//! Start-up follows distccd 3.4: parse options, listen, detach, write the pid
+//! file, `nice`, drop root (and set no-new-privs), `chdir($TMPDIR)`. Everything
+//! up to here runs single-threaded; then the tokio runtime serves connections
+//! (see [`listener`] and [`connection`]).
 
+pub mod access;
+pub mod connection;
+pub mod daemon;
 pub mod job;
+pub mod listener;
+pub mod log;
+pub mod options;
 pub mod sandbox;
+pub mod stats;
 
 use std::ffi::OsString;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use self::options::{Mode, Parsed, ServerConfig};
+use self::stats::Stats;
+use crate::exitcode;
+
+/// State shared by every connection task.
+#[derive(Debug)]
+pub struct Shared {
+    pub cfg: ServerConfig,
+    pub stats: Stats,
+    /// One permit per compile that may run at once (`--jobs`).
+    pub job_slots: Semaphore,
+    /// One permit per open job connection: `--jobs` + `--queue`.
+    pub conn_slots: Arc<Semaphore>,
+}
+
+impl Shared {
+    pub fn new(cfg: ServerConfig) -> Self {
+        let stats = Stats::new(cfg.jobs);
+        let job_slots = Semaphore::new(cfg.jobs);
+        let shared = Self {
+            conn_slots: Arc::new(Semaphore::new(0)),
+            cfg,
+            stats,
+            job_slots,
+        };
+        let permits = shared.connection_permits() as usize;
+        shared.conn_slots.add_permits(permits);
+        shared
+    }
+
+    /// `--jobs` + `--queue`, bounded so it fits a semaphore.
+    pub fn connection_permits(&self) -> u32 {
+        let total = self.cfg.jobs.saturating_add(self.cfg.queue);
+        total.min(1 << 20) as u32
+    }
+}
 
 /// Entry point for `distccd ARGS…` and `dportage serve ARGS…`. `args` excludes
 /// the program name. Returns the process exit code.
 pub fn serve_main(args: Vec<OsString>) -> i32 {
-    let _ = args;
-    eprintln!("dportage serve: not implemented yet");
-    crate::exitcode::DISTCC_FAILED
+    let cfg = match options::parse(args) {
+        Ok(Parsed::Run(cfg)) => *cfg,
+        Ok(Parsed::Print(text)) => {
+            print!("{text}");
+            return 0;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            if text.starts_with("error:") {
+                eprint!("{text}");
+            } else {
+                eprintln!("distccd: {text}");
+            }
+            return e.code();
+        }
+    };
+    match cfg.mode {
+        Mode::Inetd => serve_inetd(cfg),
+        Mode::Daemon { detach } => serve_daemon(cfg, detach),
+    }
+}
+
+/// Refuse to start when no compiler could ever be allowed (distccd exits 110
+/// when its whitelist directory is missing).
+fn check_whitelist(cfg: &ServerConfig) -> Result<(), String> {
+    let job = &cfg.job;
+    if job.insecure_compilers
+        || !job.extra_compilers.is_empty()
+        || job.masquerade_dirs.iter().any(|d| d.is_dir())
+    {
+        return Ok(());
+    }
+    let dirs: Vec<String> = job
+        .masquerade_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    Err(format!(
+        "no compiler can be allowed: the whitelist directory {} does not exist. Install distcc's \
+         masquerade links (update-distcc-symlinks), or use --masquerade-dir DIR / --allow-compiler NAME",
+        dirs.join(", ")
+    ))
+}
+
+fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
+    if let Err(msg) = check_whitelist(&cfg) {
+        eprintln!("distccd: {msg}");
+        return exitcode::COMPILER_MISSING;
+    }
+    let jobs_listener = match daemon::listen(cfg.listen, cfg.port) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("distccd: {e}");
+            return e.code();
+        }
+    };
+    let stats_listener = match cfg.stats_port {
+        Some(port) => match daemon::listen(cfg.listen, port) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("distccd: --stats: {e}");
+                return e.code();
+            }
+        },
+        None => None,
+    };
+    // Settle who we will run as while errors can still reach the terminal.
+    let persona = if daemon::is_root() {
+        match daemon::choose_persona(cfg.user.as_deref()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("distccd: {e}");
+                return e.code();
+            }
+        }
+    } else {
+        None
+    };
+    let log_warning = log::init(&cfg.log_target, cfg.log_level);
+    if let Some(w) = log_warning {
+        tracing::warn!("{w}");
+    }
+    if let Err(e) = daemon::renice(cfg.nice) {
+        tracing::warn!("cannot change priority by {}: {e}", cfg.nice);
+    }
+    if detach {
+        let keep_stderr = cfg.log_target == options::LogTarget::Stderr;
+        if let Err(e) = daemon::detach(keep_stderr) {
+            tracing::error!("{e}");
+            return e.code();
+        }
+    }
+    if let Some(path) = &cfg.pid_file {
+        if let Err(e) = daemon::write_pid_file(path) {
+            tracing::error!("{e}");
+            return e.code();
+        }
+        if let Some(p) = &persona {
+            daemon::chown_pid_file(path, p);
+        }
+    }
+    let code = match drop_privileges(&cfg, persona.as_ref()) {
+        Err(code) => code,
+        Ok(()) => {
+            if cfg.defaulted_to_private {
+                tracing::warn!("No --allow option specified.  Defaulting to --allow-private.");
+            }
+            run_runtime(cfg.clone(), |shared| {
+                listener::run(shared, jobs_listener, stats_listener)
+            })
+        }
+    };
+    if let Some(path) = &cfg.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    code
+}
+
+/// Become the unprivileged persona (when root), forbid privilege gains, and
+/// move into the work directory.
+fn drop_privileges(cfg: &ServerConfig, persona: Option<&daemon::Persona>) -> Result<(), i32> {
+    if let Some(p) = persona {
+        if let Err(e) = daemon::become_persona(p) {
+            tracing::error!("{e}");
+            return Err(e.code());
+        }
+        tracing::debug!("running as {} (uid {}, gid {})", p.name, p.uid, p.gid);
+    } else if cfg.user.is_some() {
+        tracing::debug!("--user ignored: not started as root");
+    }
+    if let Err(e) = daemon::set_no_new_privs() {
+        tracing::warn!("cannot set no-new-privs: {e}");
+    }
+    if let Err(e) = daemon::enter_work_dir(&cfg.job.work_root) {
+        tracing::error!("{e}");
+        return Err(e.code());
+    }
+    Ok(())
+}
+
+fn run_runtime<F, Fut>(cfg: ServerConfig, body: F) -> i32
+where
+    F: FnOnce(Arc<Shared>) -> Fut,
+    Fut: std::future::Future<Output = i32>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("distccd")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return exitcode::DISTCC_FAILED;
+        }
+    };
+    let shared = Arc::new(Shared::new(cfg));
+    let code = runtime.block_on(body(shared));
+    // Blocking reads (stdin in inetd mode) must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    code
+}
+
+/// `--inetd`: serve the one job on stdin/stdout.
+fn serve_inetd(cfg: ServerConfig) -> i32 {
+    if let Err(msg) = check_whitelist(&cfg) {
+        eprintln!("distccd: {msg}");
+        return exitcode::COMPILER_MISSING;
+    }
+    // stdout carries the reply, so the log never goes there.
+    let log_warning = log::init(&cfg.log_target, cfg.log_level);
+    if let Some(w) = log_warning {
+        tracing::warn!("{w}");
+    }
+    if let Err(e) = daemon::renice(cfg.nice) {
+        tracing::warn!("cannot change priority by {}: {e}", cfg.nice);
+    }
+    let persona = if daemon::is_root() {
+        match daemon::choose_persona(cfg.user.as_deref()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!("{e}");
+                return e.code();
+            }
+        }
+    } else {
+        None
+    };
+    if let Err(code) = drop_privileges(&cfg, persona.as_ref()) {
+        return code;
+    }
+    let peer = stdin_peer();
+    run_runtime(cfg, |shared| async move {
+        shared.stats.accepted();
+        let label = match peer {
+            Some(addr) => listener::peer_label(addr),
+            None => "stdin".to_string(),
+        };
+        if let (Some(access), Some(addr)) = (&shared.cfg.access, peer) {
+            if !access.allows(addr.ip()) {
+                tracing::warn!("connection from client '{label}' denied by access list");
+                return exitcode::ACCESS_DENIED;
+            }
+        }
+        let _open = shared.stats.open_connection();
+        connection::serve(tokio::io::stdin(), tokio::io::stdout(), &label, &shared).await;
+        0
+    })
+}
+
+/// The peer address when stdin is a connected socket.
+fn stdin_peer() -> Option<std::net::SocketAddr> {
+    use std::os::fd::BorrowedFd;
+    if !options::fd_is_socket(0) {
+        return None;
+    }
+    // SAFETY: fd 0 is open for the life of the process; we only borrow it.
+    let fd = unsafe { BorrowedFd::borrow_raw(0) };
+    let dup = fd.try_clone_to_owned().ok()?;
+    let stream = std::net::TcpStream::from(dup);
+    stream.peer_addr().ok()
 }

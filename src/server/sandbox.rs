@@ -1,14 +1,603 @@
 //! The compiler sandbox. The daemon runs the compiler through its own binary
-//! (`dportage __sandbox-exec …`) so the restrictions (Landlock, rlimits, nice,
-//! no-new-privs) are applied in a fresh single-threaded process before `exec`,
+//! (`dportage __sandbox-exec …`) so the restrictions (Landlock, seccomp,
+//! rlimits, no-new-privs) are applied in a fresh single-threaded process,
 //! never between fork and exec of the multi-threaded daemon.
+//!
+//! The trampoline stays alive as a small supervisor while the compiler runs:
+//!
+//! ```text
+//! daemon ──spawn──▶ dportage __sandbox-exec   (own process group; child subreaper)
+//!                     └─fork─▶ confine, exec ▶ gcc   (own session = process group)
+//!                                                └─▶ cc1, as …
+//! ```
+//!
+//! * It is a child subreaper, so every process the compiler leaves behind comes
+//!   back to it and is reaped: no zombies or strays even where PID 1 reaps
+//!   nothing (containers where the daemon is PID 1, this test machine).
+//! * With `--control-stdin`, its stdin is a pipe from the daemon. EOF on it
+//!   (the daemon cancelled the job, dropped it, or died) makes it kill the
+//!   compiler's process group, reap everything, remove the job directory and
+//!   exit. The compiler itself gets `/dev/null` as stdin.
+//! * It passes the compiler's wait status on: the exit code, or the same
+//!   signal re-raised on itself, so the daemon sees the compiler's raw status.
+//!
+//! Nothing is written to stderr on the success path: the compiler's stderr is
+//! reply material and must be identical on every server.
 
-use std::ffi::OsString;
+mod confine;
 
-/// Entry point of the trampoline: `dportage __sandbox-exec ARGS…`. Applies the
-/// restrictions described by ARGS and execs the compiler; returns only on error.
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::job::{JobLimits, SandboxMode};
+use crate::exitcode;
+
+pub use confine::{toolchain_read_paths, JOB_DIR_ACCESS, NO_LANDLOCK};
+
+/// The subcommand of `dportage` that runs the trampoline.
+pub const SUBCOMMAND: &str = "__sandbox-exec";
+
+/// How long the supervisor keeps killing and reaping stragglers after the
+/// compiler ended before it gives up on them.
+const REAP_GRACE: Duration = Duration::from_secs(3);
+
+/// What the trampoline is told on its command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    /// The private job directory: the only place the compiler may write.
+    pub job_dir: PathBuf,
+    /// RLIMIT_CPU seconds (soft; the hard limit is two seconds later).
+    pub cpu_secs: u64,
+    /// RLIMIT_AS bytes.
+    pub address_space: u64,
+    /// RLIMIT_FSIZE bytes.
+    pub max_file_size: u64,
+    /// RLIMIT_NOFILE.
+    pub max_open_files: u64,
+    /// RLIMIT_NPROC (per user; not enforced for root).
+    pub max_processes: u64,
+    /// Lowest priority the compiler runs at (nice value raised to at least this).
+    pub min_nice: i32,
+    pub mode: SandboxMode,
+    /// Stdin is the daemon's control pipe: EOF means stop the job.
+    pub control_stdin: bool,
+}
+
+impl SandboxSpec {
+    /// The spec for one job of the daemon.
+    pub fn for_job(job_dir: &Path, limits: &JobLimits, mode: SandboxMode) -> Self {
+        Self {
+            job_dir: job_dir.to_path_buf(),
+            cpu_secs: limits.cpu_secs,
+            address_space: limits.address_space,
+            max_file_size: limits.max_output,
+            max_open_files: limits.max_open_files,
+            max_processes: limits.max_processes,
+            min_nice: limits.min_nice,
+            mode,
+            control_stdin: true,
+        }
+    }
+
+    /// The options as command-line words (everything before `--`).
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> =
+            vec!["--job-dir".into(), self.job_dir.clone().into_os_string()];
+        for (name, value) in [
+            ("--cpu-secs", self.cpu_secs),
+            ("--address-space", self.address_space),
+            ("--max-file-size", self.max_file_size),
+            ("--max-open-files", self.max_open_files),
+            ("--max-processes", self.max_processes),
+        ] {
+            args.push(name.into());
+            args.push(value.to_string().into());
+        }
+        args.push("--min-nice".into());
+        args.push(self.min_nice.to_string().into());
+        args.push("--sandbox".into());
+        args.push(self.mode.as_str().into());
+        if self.control_stdin {
+            args.push("--control-stdin".into());
+        }
+        args
+    }
+
+    /// Parse `OPTIONS… -- COMPILER ARGS…`. Options not given take the
+    /// defaults of [`JobLimits`] and `--sandbox required`; `--job-dir` is mandatory.
+    pub fn parse(args: &[OsString]) -> Result<(Self, Vec<OsString>), String> {
+        let defaults = JobLimits::default();
+        let mut job_dir = None;
+        let mut spec = Self {
+            job_dir: PathBuf::new(),
+            cpu_secs: defaults.cpu_secs,
+            address_space: defaults.address_space,
+            max_file_size: defaults.max_output,
+            max_open_files: defaults.max_open_files,
+            max_processes: defaults.max_processes,
+            min_nice: defaults.min_nice,
+            mode: SandboxMode::Required,
+            control_stdin: false,
+        };
+        let mut words = args.iter();
+        loop {
+            let Some(word) = words.next() else {
+                return Err("missing `-- COMPILER ARGS…`".into());
+            };
+            let word = word
+                .to_str()
+                .ok_or_else(|| format!("option {word:?} is not UTF-8"))?;
+            if word == "--" {
+                break;
+            }
+            if word == "--control-stdin" {
+                spec.control_stdin = true;
+                continue;
+            }
+            let value = words
+                .next()
+                .ok_or_else(|| format!("option {word} needs a value"))?;
+            let number = || -> Result<u64, String> {
+                value
+                    .to_str()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| format!("option {word} needs a number, not {value:?}"))
+            };
+            match word {
+                "--job-dir" => job_dir = Some(PathBuf::from(value)),
+                "--cpu-secs" => spec.cpu_secs = number()?,
+                "--address-space" => spec.address_space = number()?,
+                "--max-file-size" => spec.max_file_size = number()?,
+                "--max-open-files" => spec.max_open_files = number()?,
+                "--max-processes" => spec.max_processes = number()?,
+                "--min-nice" => {
+                    spec.min_nice = value
+                        .to_str()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|n| (-20..=19).contains(n))
+                        .ok_or_else(|| {
+                            format!("--min-nice needs a number from -20 to 19, not {value:?}")
+                        })?
+                }
+                "--sandbox" => {
+                    spec.mode = value.to_str().and_then(SandboxMode::parse).ok_or_else(|| {
+                        format!("--sandbox takes required, best-effort or off, not {value:?}")
+                    })?
+                }
+                other => return Err(format!("unknown option {other}")),
+            }
+        }
+        let command: Vec<OsString> = words.cloned().collect();
+        if command.is_empty() {
+            return Err("no compiler given after `--`".into());
+        }
+        match job_dir {
+            Some(dir) if dir.is_absolute() => spec.job_dir = dir,
+            Some(dir) => return Err(format!("--job-dir must be absolute, not {dir:?}")),
+            None => return Err("--job-dir is required".into()),
+        }
+        Ok((spec, command))
+    }
+}
+
+/// Entry point of the trampoline: `dportage __sandbox-exec ARGS…`. Runs the
+/// compiler confined and returns its exit code (or dies of its signal).
 pub fn exec_main(args: Vec<OsString>) -> i32 {
-    let _ = args;
-    eprintln!("dportage: sandbox trampoline not implemented yet");
-    crate::exitcode::COMPILER_MISSING
+    let (spec, command) = match SandboxSpec::parse(&args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("dportage {SUBCOMMAND}: {e}");
+            return exitcode::BAD_ARGUMENTS;
+        }
+    };
+    supervise(&spec, &command)
+}
+
+/// How the compiler's process ended, as far as the supervisor cares.
+enum End {
+    Exited(i32),
+    Signaled(i32),
+    /// The daemon closed the control pipe; the compiler was killed.
+    Cancelled,
+}
+
+fn supervise(spec: &SandboxSpec, command: &[OsString]) -> i32 {
+    close_inherited_fds();
+    let name = &command[0];
+    let Some(program) = find_program(name) else {
+        eprintln!(
+            "dportage: failed to exec {}: No such file or directory (searched PATH={})",
+            name.to_string_lossy(),
+            std::env::var_os("PATH")
+                .unwrap_or_default()
+                .to_string_lossy()
+        );
+        return exitcode::COMPILER_MISSING;
+    };
+    let Some(argv) = command
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).ok())
+        .collect::<Option<Vec<_>>>()
+    else {
+        eprintln!("dportage {SUBCOMMAND}: an argument contains a NUL byte");
+        return exitcode::BAD_ARGUMENTS;
+    };
+    let Ok(program_c) = CString::new(program.as_os_str().as_bytes()) else {
+        eprintln!("dportage {SUBCOMMAND}: the compiler path contains a NUL byte");
+        return exitcode::BAD_ARGUMENTS;
+    };
+    let rules = confine::Rules::new(spec, &program);
+
+    // SAFETY: plain prctl; the flag only changes who reaps our orphans.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // SAFETY: this process is single-threaded (the trampoline starts no
+    // threads), so the child may allocate and run ordinary code before exec.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        eprintln!(
+            "dportage: cannot fork to start the compiler: {}",
+            std::io::Error::last_os_error()
+        );
+        return exitcode::OUT_OF_MEMORY;
+    }
+    if pid == 0 {
+        let code = run_confined(spec, &rules, &program_c, &argv, name);
+        // SAFETY: leave the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+
+    let end = wait_compiler(pid, spec.control_stdin);
+    // The compiler is gone; anything left in its group is a straggler.
+    kill_group(pid);
+    reap_everything();
+    match end {
+        End::Exited(code) => code,
+        End::Signaled(signal) => die_of(signal),
+        End::Cancelled => {
+            // The daemon may have dropped the job without waiting for us.
+            let _ = std::fs::remove_dir_all(&spec.job_dir);
+            exitcode::IO_ERROR
+        }
+    }
+}
+
+/// In the forked child: own session, stdin, signals, confinement, exec.
+/// Returns the exit code only if something failed.
+fn run_confined(
+    spec: &SandboxSpec,
+    rules: &confine::Rules,
+    program: &CString,
+    argv: &[CString],
+    name: &OsStr,
+) -> i32 {
+    // SAFETY: setsid has no memory effects; it fails only for a group leader,
+    // which a freshly forked child is not.
+    unsafe { libc::setsid() };
+    if spec.control_stdin {
+        // The control pipe is for the supervisor; the compiler reads nothing.
+        if let Err(e) = stdin_from_dev_null() {
+            eprintln!("dportage: sandbox: cannot open /dev/null for stdin: {e}");
+            return exitcode::COMPILER_MISSING;
+        }
+    }
+    reset_signals();
+    if let Err(e) = confine::apply(spec, rules) {
+        eprintln!("dportage: sandbox: {e}");
+        return exitcode::COMPILER_MISSING;
+    }
+    let mut pointers: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    pointers.push(std::ptr::null());
+    // SAFETY: program and every argv pointer are NUL-terminated and outlive
+    // the call; the array is NULL-terminated.
+    unsafe { libc::execv(program.as_ptr(), pointers.as_ptr()) };
+    eprintln!(
+        "dportage: failed to exec {}: {}",
+        name.to_string_lossy(),
+        std::io::Error::last_os_error()
+    );
+    exitcode::COMPILER_MISSING
+}
+
+/// Resolve the compiler like `execvp`: a name with `/` as is (falling back to
+/// its basename in `PATH`, as distccd does), otherwise the first executable
+/// `PATH` entry. Relative `PATH` entries (the job directory!) are skipped.
+fn find_program(name: &OsStr) -> Option<PathBuf> {
+    let as_path = Path::new(name);
+    if name.as_bytes().contains(&b'/') {
+        if is_executable_file(as_path) {
+            return Some(as_path.to_path_buf());
+        }
+        return find_program(as_path.file_name()?);
+    }
+    if name.is_empty() {
+        return None;
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable_file(candidate))
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c_path is NUL-terminated.
+    meta.is_file() && unsafe { libc::access(c_path.as_ptr(), libc::X_OK) } == 0
+}
+
+/// The daemon's descriptors are close-on-exec already; this also covers
+/// anything a future caller forgets.
+fn close_inherited_fds() {
+    // SAFETY: close_range only closes descriptors; unsupported kernels return ENOSYS.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+}
+
+fn stdin_from_dev_null() -> std::io::Result<()> {
+    // SAFETY: the path is a NUL-terminated literal; dup2 onto 0 replaces the pipe.
+    unsafe {
+        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::dup2(fd, 0) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::close(fd);
+    }
+    Ok(())
+}
+
+/// The Rust runtime ignores SIGPIPE; the compiler gets default dispositions
+/// (as distccd gives it) and an empty signal mask.
+fn reset_signals() {
+    // SAFETY: resetting dispositions and the mask of this single-threaded process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
+/// Wait for the compiler; with a control pipe, also watch it for EOF.
+fn wait_compiler(pid: libc::pid_t, control_stdin: bool) -> End {
+    if control_stdin {
+        // SAFETY: pidfd_open takes a pid and flags, returns a new descriptor.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+        // Without pidfd (Linux < 5.3) fall back to polling the child.
+        let tick = if pidfd >= 0 { -1 } else { 20 };
+        loop {
+            if let Some(end) = try_wait(pid) {
+                return end;
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: 0,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: pidfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let count = if pidfd >= 0 { 2 } else { 1 };
+            // SAFETY: fds is a valid array of `count` pollfd entries.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, tick) };
+            if ready > 0 && fds[0].revents != 0 && control_says_stop() {
+                kill_group(pid);
+                while wait_blocking(pid).is_none() {}
+                return End::Cancelled;
+            }
+        }
+    }
+    loop {
+        if let Some(end) = wait_blocking(pid) {
+            return end;
+        }
+    }
+}
+
+/// Anything readable on the control pipe (EOF, error or a stray byte) means stop.
+fn control_says_stop() -> bool {
+    let mut byte = 0u8;
+    // SAFETY: reads at most one byte into a valid buffer.
+    let n = unsafe { libc::read(0, (&mut byte as *mut u8).cast(), 1) };
+    !(n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted)
+}
+
+fn try_wait(pid: libc::pid_t) -> Option<End> {
+    let mut status = 0;
+    // SAFETY: waitpid with a valid status pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    (r == pid).then(|| decode(status))
+}
+
+fn wait_blocking(pid: libc::pid_t) -> Option<End> {
+    let mut status = 0;
+    // SAFETY: waitpid with a valid status pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if r == pid {
+        return Some(decode(status));
+    }
+    if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+        // Not our child any more (cannot happen): report a failure, don't spin.
+        return Some(End::Exited(exitcode::DISTCC_FAILED));
+    }
+    None
+}
+
+fn decode(status: i32) -> End {
+    if libc::WIFSIGNALED(status) {
+        End::Signaled(libc::WTERMSIG(status))
+    } else {
+        End::Exited(libc::WEXITSTATUS(status))
+    }
+}
+
+/// SIGKILL the compiler's process group, and the compiler itself in case it
+/// had not reached `setsid` yet.
+fn kill_group(pid: libc::pid_t) {
+    // SAFETY: signals to a process group and a pid we created.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+/// Reap every descendant that was reparented to us, killing any still alive,
+/// for at most [`REAP_GRACE`].
+fn reap_everything() {
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid status pointer.
+        let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::__WALL) };
+        if r > 0 {
+            continue;
+        }
+        if r < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return; // ECHILD: nothing left
+        }
+        if start.elapsed() > REAP_GRACE {
+            return;
+        }
+        for child in own_children() {
+            // SAFETY: signalling a child of ours.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Our direct children, from `/proc/self/task/*/children`.
+fn own_children() -> Vec<libc::pid_t> {
+    let mut pids = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return pids;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    pids
+}
+
+/// Pass a signal death on to the daemon: die of the same signal.
+fn die_of(signal: i32) -> i32 {
+    // SAFETY: making this process non-dumpable, restoring the default action
+    // and raising the signal on ourselves.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+    // Signals whose default action is to continue: report like a shell would.
+    128 + signal
+}
+
+/// The Landlock ABI the running kernel offers (0: none), for the daemon's
+/// decision whether a required sandbox is possible. Does not restrict anything.
+pub fn landlock_abi() -> i32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: the version query takes a NULL attribute and size 0.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    i32::try_from(v).unwrap_or(0).max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<OsString> {
+        text.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn spec_round_trips_through_args() {
+        let spec = SandboxSpec {
+            job_dir: PathBuf::from("/tmp/dportage-job-1234"),
+            cpu_secs: 7,
+            address_space: 1 << 30,
+            max_file_size: 12345,
+            max_open_files: 64,
+            max_processes: 99,
+            min_nice: 7,
+            mode: SandboxMode::BestEffort,
+            control_stdin: true,
+        };
+        let mut args = spec.to_args();
+        args.extend(words("-- gcc -c x.i"));
+        let (parsed, command) = SandboxSpec::parse(&args).unwrap();
+        assert_eq!(parsed, spec);
+        assert_eq!(command, words("gcc -c x.i"));
+    }
+
+    #[test]
+    fn parse_defaults_and_errors() {
+        let (spec, command) = SandboxSpec::parse(&words("--job-dir /j -- cat")).unwrap();
+        assert_eq!(spec.mode, SandboxMode::Required);
+        assert!(!spec.control_stdin);
+        assert_eq!(spec.max_file_size, JobLimits::default().max_output);
+        assert_eq!(command, words("cat"));
+
+        for (bad, why) in [
+            ("--job-dir /j", "missing `--"),
+            ("--job-dir /j --", "no compiler"),
+            ("--job-dir rel -- cc", "absolute"),
+            ("-- cc", "required"),
+            ("--job-dir /j --cpu-secs x -- cc", "number"),
+            ("--job-dir /j --sandbox maybe -- cc", "best-effort"),
+            ("--job-dir /j --frobnicate 1 -- cc", "unknown option"),
+            ("--job-dir", "needs a value"),
+        ] {
+            let e = SandboxSpec::parse(&words(bad)).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn finds_programs_like_execvp() {
+        // PATH of the test process; /bin/sh exists on every Linux.
+        assert_eq!(
+            find_program(OsStr::new("/bin/sh")),
+            Some(PathBuf::from("/bin/sh"))
+        );
+        assert!(find_program(OsStr::new("sh")).is_some());
+        // A path that does not exist falls back to its basename.
+        assert!(find_program(OsStr::new("/nonexistent/dir/sh")).is_some());
+        assert_eq!(find_program(OsStr::new("no-such-compiler-xyz")), None);
+        assert_eq!(find_program(OsStr::new("")), None);
+    }
 }

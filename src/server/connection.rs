@@ -1,0 +1,538 @@
+//! One client connection = one job: read the request (bounded in size and
+//! time), check the command, wait for a job slot, run the compiler while
+//! watching for the client to go away, write the reply, log one line.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::timeout;
+
+use super::job::{check_command, run_job, JobOutcome, JobResult};
+use super::stats::Outcome;
+use super::Shared;
+use crate::args::Refusal;
+use crate::exitcode;
+use crate::protocol::{ProtocolError, ProtocolVersion, Reply, RequestDecoder, RequestEvent};
+
+/// Read sizes: at least this much per read (fewer syscalls on big bodies)…
+const MIN_READ: usize = 16 * 1024;
+/// …and at most this much, whatever the decoder hints.
+const MAX_READ: usize = 256 * 1024;
+/// The largest piece of a request that must arrive within one `--io-timeout`.
+const STALL_UNIT: usize = 64 * 1024;
+/// Bytes a client may send after its request before we call it a violation.
+const MAX_TRAILING_BYTES: usize = 64 * 1024;
+
+/// A complete, decoded request.
+struct Request {
+    version: ProtocolVersion,
+    argv: Vec<Vec<u8>>,
+    source: Vec<u8>,
+}
+
+/// Why reading the request stopped.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("protocol 3 (pump mode) is not supported; closing so the client compiles locally")]
+    Pump,
+    #[error("client closed the connection after {0} bytes, before the request was complete")]
+    Eof(usize),
+    #[error("client stalled: the next piece of its request did not arrive within {0:?}")]
+    Stalled(Duration),
+    #[error("client did not finish its request within {0:?}")]
+    Deadline(Duration),
+    #[error("reading from the client failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl ReadError {
+    fn outcome(&self) -> (Outcome, i32) {
+        match self {
+            ReadError::Protocol(_) | ReadError::Pump => {
+                (Outcome::RejBadReq, exitcode::PROTOCOL_ERROR)
+            }
+            ReadError::Eof(_) => (Outcome::Other, exitcode::TRUNCATED),
+            ReadError::Stalled(_) | ReadError::Deadline(_) => (Outcome::Other, exitcode::TIMEOUT),
+            ReadError::Io(_) => (Outcome::CliDisconnect, exitcode::IO_ERROR),
+        }
+    }
+}
+
+/// How a connection ended, for the stats and the log line.
+#[derive(Debug)]
+pub struct JobEnd {
+    pub outcome: Outcome,
+    /// Wait status sent (or that would have been sent) in `STAT`.
+    pub status: u32,
+    /// distccd's `ret`: 0, or the exit code describing what went wrong.
+    pub ret: i32,
+    /// (compiler, input name), once the command is known.
+    pub job: Option<(String, String)>,
+    /// Why it ended this way, when that is not obvious from the outcome.
+    pub note: Option<String>,
+}
+
+impl JobEnd {
+    fn early(outcome: Outcome, ret: i32, note: String) -> Self {
+        Self {
+            outcome,
+            status: 0,
+            ret,
+            job: None,
+            note: Some(note),
+        }
+    }
+}
+
+/// Serve one job on `reader`/`writer` and record it. `peer` is the text the log
+/// line shows after `client:`.
+pub async fn serve<R, W>(mut reader: R, mut writer: W, peer: &str, shared: &Shared)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let end = handle(&mut reader, &mut writer, shared).await;
+    drop(reader);
+    drop(writer);
+    record(shared, peer, started, &end);
+}
+
+/// Count and log a finished connection: one line, like distccd's `dcc_job_summary`.
+pub fn record(shared: &Shared, peer: &str, started: Instant, end: &JobEnd) {
+    let elapsed = started.elapsed();
+    shared.stats.finish(
+        end.outcome,
+        elapsed,
+        end.job.as_ref().map(|(c, i)| (i.as_str(), c.as_str())),
+    );
+    let status = end.status;
+    let (exit, sig, core) = (
+        (status >> 8) & 0xff,
+        status & 0x7f,
+        u32::from(status & 0x80 != 0),
+    );
+    let job = match (&end.job, end.outcome) {
+        (Some((compiler, input)), Outcome::CompileOk | Outcome::CompileError) => {
+            format!(" {compiler} {input}")
+        }
+        _ => String::new(),
+    };
+    let note = end
+        .note
+        .as_ref()
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default();
+    tracing::info!(
+        "client: {peer} {} exit:{exit} sig:{sig} core:{core} ret:{} time:{}ms{job}{note}",
+        end.outcome.log_name(),
+        end.ret,
+        elapsed.as_millis(),
+    );
+}
+
+async fn handle<R, W>(reader: &mut R, writer: &mut W, shared: &Shared) -> JobEnd
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let cfg = &shared.cfg;
+    let request = match timeout(
+        cfg.request_timeout,
+        read_request(reader, shared, cfg.io_timeout),
+    )
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            let (outcome, ret) = e.outcome();
+            return JobEnd::early(outcome, ret, e.to_string());
+        }
+        Err(_) => {
+            let e = ReadError::Deadline(cfg.request_timeout);
+            let (outcome, ret) = e.outcome();
+            return JobEnd::early(outcome, ret, e.to_string());
+        }
+    };
+    let Request {
+        version,
+        argv,
+        source,
+    } = request;
+    let job_names = Some((
+        printable(argv.first().map(Vec::as_slice).unwrap_or(b"")),
+        input_name(&argv),
+    ));
+
+    let command = match check_command(&argv, &cfg.job) {
+        Ok(c) => c,
+        Err(refusal) => {
+            let code = refusal_exit_code(&refusal);
+            let reply = Reply {
+                version,
+                status: (code as u32) << 8,
+                stderr: format!("dportage: {refusal}\n").into_bytes(),
+                stdout: Vec::new(),
+                object: Vec::new(),
+            };
+            let write = write_reply(writer, &reply, shared).await;
+            return JobEnd {
+                outcome: Outcome::Other,
+                status: reply.status,
+                ret: code,
+                job: job_names,
+                note: Some(match write {
+                    Ok(()) => format!("refused: {refusal}"),
+                    Err(e) => format!("refused: {refusal}; writing the refusal failed: {e}"),
+                }),
+            };
+        }
+    };
+
+    // Wait for a compile slot, giving up if the client does.
+    let slot = tokio::select! {
+        slot = shared.job_slots.acquire() => slot,
+        () = client_gone(reader) => {
+            return JobEnd {
+                outcome: Outcome::CliDisconnect,
+                status: 0,
+                ret: exitcode::IO_ERROR,
+                job: job_names,
+                note: Some("client went away while waiting for a job slot".into()),
+            };
+        }
+    };
+    let Ok(_slot) = slot else {
+        return JobEnd::early(
+            Outcome::Other,
+            exitcode::GONE,
+            "server is shutting down".into(),
+        );
+    };
+    let outcome = {
+        let _running = shared.stats.start_compile();
+        run_job(&command, &source, &cfg.job, client_gone(reader)).await
+    };
+    drop(source);
+    drop(_slot);
+
+    let JobOutcome {
+        status,
+        stderr,
+        stdout,
+        mut object,
+        result,
+    } = outcome;
+    if status != 0 {
+        object = Vec::new();
+    }
+    let (mut stats_outcome, mut ret) = match result {
+        JobResult::CompileOk => (Outcome::CompileOk, 0),
+        JobResult::CompileError => (Outcome::CompileError, 0),
+        JobResult::Timeout => (Outcome::CompileTimeout, exitcode::TIMEOUT),
+        JobResult::ClientDisconnected => (Outcome::CliDisconnect, exitcode::IO_ERROR),
+        JobResult::Refused => (Outcome::Other, fabricated_code(status)),
+        JobResult::Internal => (Outcome::Other, fabricated_code(status)),
+    };
+    let reply = Reply {
+        version,
+        status,
+        stderr,
+        stdout,
+        object,
+    };
+    let mut note = None;
+    if let Err(e) = write_reply(writer, &reply, shared).await {
+        if stats_outcome != Outcome::CliDisconnect {
+            note = Some(format!("writing the reply failed: {e}"));
+        }
+        stats_outcome = Outcome::CliDisconnect;
+        ret = exitcode::IO_ERROR;
+    }
+    JobEnd {
+        outcome: stats_outcome,
+        status,
+        ret,
+        job: job_names,
+        note,
+    }
+}
+
+/// `STAT` for a refusal: 110 (compiler missing) when the compiler itself is
+/// refused, 101 (bad arguments) for everything else. Both are exit codes in
+/// 1..=127, which the 3.4 client treats like a compile error: it compiles the
+/// job locally and shows the local result.
+fn refusal_exit_code(refusal: &Refusal) -> i32 {
+    match refusal {
+        Refusal::CompilerNotAllowed(_) | Refusal::CompilerPath(_) => exitcode::COMPILER_MISSING,
+        _ => exitcode::BAD_ARGUMENTS,
+    }
+}
+
+fn fabricated_code(status: u32) -> i32 {
+    match (status >> 8) & 0xff {
+        0 => exitcode::DISTCC_FAILED,
+        code => code as i32,
+    }
+}
+
+async fn read_request<R>(
+    reader: &mut R,
+    shared: &Shared,
+    io_timeout: Duration,
+) -> Result<Request, ReadError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut decoder = RequestDecoder::new(shared.cfg.limits);
+    let mut buf = BytesMut::with_capacity(MIN_READ);
+    let mut version = None;
+    let mut argv = None;
+    let mut total = 0usize;
+    // The next piece the decoder waits for (the rest of a header, or up to
+    // STALL_UNIT of a body) must arrive within one --io-timeout: a client
+    // trickling a byte a second is as stuck as one that sends nothing. Progress
+    // is counted in bytes received, or any decoded packet.
+    let mut target = 0usize;
+    let mut deadline = tokio::time::Instant::now();
+    loop {
+        let mut progressed = false;
+        while let Some(event) = decoder.decode(&mut buf)? {
+            progressed = true;
+            match event {
+                RequestEvent::Version(ProtocolVersion::V3) => return Err(ReadError::Pump),
+                RequestEvent::Version(v) => version = Some(v),
+                RequestEvent::Argv(a) => argv = Some(a),
+                RequestEvent::Doti(source) => {
+                    let (Some(version), Some(argv)) = (version, argv) else {
+                        return Err(ReadError::Protocol(ProtocolError::UnexpectedToken {
+                            expected: "DIST and ARGV before DOTI",
+                            got: "DOTI".into(),
+                        }));
+                    };
+                    return Ok(Request {
+                        version,
+                        argv,
+                        source,
+                    });
+                }
+            }
+        }
+        let wanted = decoder.wanted(buf.len());
+        if progressed || total >= target {
+            target = total + wanted.clamp(1, STALL_UNIT);
+            deadline = tokio::time::Instant::now() + io_timeout;
+        }
+        buf.reserve(wanted.clamp(MIN_READ, MAX_READ));
+        let n = match tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)).await {
+            Err(_) => return Err(ReadError::Stalled(io_timeout)),
+            Ok(r) => r?,
+        };
+        if n == 0 {
+            return Err(ReadError::Eof(total));
+        }
+        total += n;
+        shared.stats.add_bytes_in(n);
+    }
+}
+
+/// Completes when the client closes its side (EOF), the connection breaks, or
+/// the client keeps sending bytes it has no business sending.
+async fn client_gone<R: AsyncRead + Unpin>(reader: &mut R) {
+    let mut scratch = [0u8; 1024];
+    let mut extra = 0usize;
+    loop {
+        match reader.read(&mut scratch).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                extra += n;
+                if extra > MAX_TRAILING_BYTES {
+                    tracing::warn!("client sent {extra} bytes after its request; dropping it");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn write_reply<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    reply: &Reply,
+    shared: &Shared,
+) -> io::Result<()> {
+    let bytes = reply.encode();
+    write_all_or_stall(writer, &bytes, shared.cfg.io_timeout, |n| {
+        shared.stats.add_bytes_out(n)
+    })
+    .await?;
+    let _ = timeout(shared.cfg.io_timeout, writer.shutdown()).await;
+    Ok(())
+}
+
+/// `write_all`, but give up when one write makes no progress for `stall`.
+async fn write_all_or_stall<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut data: &[u8],
+    stall: Duration,
+    mut progress: impl FnMut(usize),
+) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = timeout(stall, writer.write(data))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        progress(n);
+        data = data.get(n..).unwrap_or_default();
+    }
+    timeout(stall, writer.flush())
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))?
+}
+
+/// Bytes from a client as log text: lossy UTF-8, control characters escaped,
+/// bounded length.
+pub fn printable(bytes: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX)]);
+    let mut out: String = text
+        .chars()
+        .map(|c| {
+            if c == ' ' {
+                "\\x20".to_string()
+            } else if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    if bytes.len() > MAX {
+        out.push('…');
+    }
+    if out.is_empty() {
+        out.push_str("(empty)");
+    }
+    out
+}
+
+const SOURCE_EXTENSIONS: &[&str] = &[
+    "c", "cc", "cpp", "cxx", "cp", "c++", "C", "CC", "i", "ii", "m", "mm", "mi", "mii", "M", "s",
+    "S", "sx",
+];
+
+/// The input file name as the client wrote it (for the log and the stats
+/// page's longest job): the first argument with a source extension, else the
+/// last argument that is not an option.
+pub fn input_name(argv: &[Vec<u8>]) -> String {
+    let mut last_operand = None;
+    let mut skip_next = false;
+    for arg in argv.iter().skip(1) {
+        if skip_next {
+            skip_next = false;
+            continue;
+        }
+        if arg.as_slice() == b"-o" {
+            skip_next = true;
+            continue;
+        }
+        if arg.starts_with(b"-") {
+            continue;
+        }
+        let is_source = arg
+            .rsplit(|&b| b == b'.')
+            .next()
+            .filter(|_| arg.contains(&b'.'))
+            .and_then(|ext| std::str::from_utf8(ext).ok())
+            .is_some_and(|ext| SOURCE_EXTENSIONS.contains(&ext));
+        if is_source {
+            return printable(arg);
+        }
+        last_operand = Some(arg);
+    }
+    last_operand
+        .map(|a| printable(a))
+        .unwrap_or_else(|| "(none)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<Vec<u8>> {
+        words.iter().map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn input_names() {
+        assert_eq!(input_name(&argv(&["gcc", "-c", "x.c", "-o", "x.o"])), "x.c");
+        assert_eq!(
+            input_name(&argv(&["g++", "-o", "a.cc", "-c", "b.cpp"])),
+            "b.cpp"
+        );
+        assert_eq!(input_name(&argv(&["gcc", "-c", "weird"])), "weird");
+        assert_eq!(input_name(&argv(&["gcc", "-c"])), "(none)");
+        assert_eq!(input_name(&argv(&["gcc", "-c", "a b\n.c"])), "a\\x20b\\n.c");
+    }
+
+    #[test]
+    fn printable_bounds_and_escapes() {
+        assert_eq!(printable(b"gcc"), "gcc");
+        assert_eq!(printable(b""), "(empty)");
+        assert_eq!(printable(b"\x1b[31m"), "\\u{1b}[31m");
+        let long = vec![b'a'; 1000];
+        assert!(printable(&long).chars().count() <= 201);
+    }
+
+    #[test]
+    fn refusal_codes() {
+        assert_eq!(
+            refusal_exit_code(&Refusal::CompilerNotAllowed("sh".into())),
+            exitcode::COMPILER_MISSING
+        );
+        assert_eq!(
+            refusal_exit_code(&Refusal::CompilerPath("/bin/sh".into())),
+            exitcode::COMPILER_MISSING
+        );
+        assert_eq!(
+            refusal_exit_code(&Refusal::DangerousFlag("-fplugin=x".into())),
+            exitcode::BAD_ARGUMENTS
+        );
+        assert_eq!(
+            refusal_exit_code(&Refusal::NotDistributable("no -c".into())),
+            exitcode::BAD_ARGUMENTS
+        );
+    }
+
+    #[tokio::test]
+    async fn stalled_writer_times_out() {
+        let (mut a, _b) = tokio::io::duplex(16);
+        let data = vec![0u8; 1024];
+        let err = write_all_or_stall(&mut a, &data, Duration::from_millis(50), |_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn client_gone_on_eof_and_on_flood() {
+        let (mut a, b) = tokio::io::duplex(4096);
+        drop(b);
+        client_gone(&mut a).await;
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            let junk = vec![1u8; 2 * MAX_TRAILING_BYTES];
+            let _ = b.write_all(&junk).await;
+            // keep `b` open: only the flood can end client_gone
+            std::future::pending::<()>().await;
+        });
+        timeout(Duration::from_secs(5), client_gone(&mut a))
+            .await
+            .expect("flooding ends the watch");
+    }
+}

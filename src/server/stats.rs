@@ -1,0 +1,725 @@
+//! Job counters, distccd's `--stats` page (byte layout of distccd 3.4) and a
+//! Prometheus text rendering of the same numbers.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How one accepted connection ended: distccd's `STATS_*` categories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Protocol error: bad token, unsupported version (including pump), limits, LZO.
+    RejBadReq,
+    /// No room in the connection queue.
+    RejOverload,
+    CompileOk,
+    CompileError,
+    CompileTimeout,
+    CliDisconnect,
+    /// Everything else: access denied, refusals, truncated requests, stalls, internal errors.
+    Other,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::RejBadReq,
+        Outcome::RejOverload,
+        Outcome::CompileOk,
+        Outcome::CompileError,
+        Outcome::CompileTimeout,
+        Outcome::CliDisconnect,
+        Outcome::Other,
+    ];
+
+    /// The name distccd 3.4 writes in its job log line.
+    pub fn log_name(self) -> &'static str {
+        match self {
+            Outcome::RejBadReq => "REJ_BAD_REQ",
+            Outcome::RejOverload => "REJ_OVERLOAD",
+            Outcome::CompileOk => "COMPILE_OK",
+            Outcome::CompileError => "COMPILE_ERROR",
+            Outcome::CompileTimeout => "COMPILE_TIMEOUT",
+            Outcome::CliDisconnect => "CLI_DISCONN",
+            Outcome::Other => "OTHER",
+        }
+    }
+
+    /// The `result` label of `dportage_jobs_total`.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Outcome::RejBadReq => "rej_bad_req",
+            Outcome::RejOverload => "rej_overload",
+            Outcome::CompileOk => "compile_ok",
+            Outcome::CompileError => "compile_error",
+            Outcome::CompileTimeout => "compile_timeout",
+            Outcome::CliDisconnect => "cli_disconnect",
+            Outcome::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether the compiler ran (distccd counts these in `num_compiles`).
+    pub fn ran_compiler(self) -> bool {
+        matches!(
+            self,
+            Outcome::CompileOk
+                | Outcome::CompileError
+                | Outcome::CompileTimeout
+                | Outcome::CliDisconnect
+        )
+    }
+}
+
+/// Upper bounds (seconds) of the job-duration histogram buckets.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Seconds of history kept for the 1/5/15-minute figures.
+const HISTORY_SECS: u64 = 15 * 60;
+
+#[derive(Debug, Default)]
+struct Longest {
+    name: String,
+    compiler: String,
+    msecs: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Second {
+    epoch: u64,
+    compiles: u32,
+    running_sample: u32,
+}
+
+#[derive(Debug, Default)]
+struct History {
+    seconds: VecDeque<Second>,
+}
+
+impl History {
+    fn slot(&mut self, epoch: u64) -> &mut Second {
+        while self
+            .seconds
+            .front()
+            .is_some_and(|s| s.epoch + HISTORY_SECS <= epoch)
+        {
+            self.seconds.pop_front();
+        }
+        if self.seconds.back().is_none_or(|s| s.epoch < epoch) {
+            self.seconds.push_back(Second {
+                epoch,
+                ..Second::default()
+            });
+        }
+        // The clock is monotonic, so the newest slot is the one for `epoch` (or later).
+        self.seconds.back_mut().expect("a slot was just pushed")
+    }
+
+    /// (compiles finished, sum of per-second running samples) within the last `window` seconds.
+    fn window(&self, now: u64, window: u64) -> (u64, u64) {
+        self.seconds
+            .iter()
+            .filter(|s| s.epoch + window > now)
+            .fold((0, 0), |(c, r), s| {
+                (c + u64::from(s.compiles), r + u64::from(s.running_sample))
+            })
+    }
+}
+
+#[derive(Debug)]
+struct Histogram {
+    counts: [u64; DURATION_BUCKETS.len()],
+    total: u64,
+    sum_secs: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct IoSample {
+    at: Instant,
+    sectors: u64,
+}
+
+/// All server counters. Shared by every connection task.
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    max_kids: usize,
+    tcp_accept: AtomicU64,
+    outcomes: [AtomicU64; 7],
+    running: AtomicUsize,
+    open_connections: AtomicUsize,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    longest: Mutex<Option<Longest>>,
+    history: Mutex<History>,
+    histogram: Mutex<Histogram>,
+    io: Mutex<(Option<IoSample>, i64)>,
+}
+
+impl Stats {
+    pub fn new(max_kids: usize) -> Self {
+        Self {
+            started: Instant::now(),
+            max_kids,
+            tcp_accept: AtomicU64::new(0),
+            outcomes: Default::default(),
+            running: AtomicUsize::new(0),
+            open_connections: AtomicUsize::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            longest: Mutex::new(None),
+            history: Mutex::new(History::default()),
+            histogram: Mutex::new(Histogram {
+                counts: [0; DURATION_BUCKETS.len()],
+                total: 0,
+                sum_secs: 0.0,
+            }),
+            io: Mutex::new((
+                disk_sectors().map(|s| IoSample {
+                    at: Instant::now(),
+                    sectors: s,
+                }),
+                -1,
+            )),
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    pub fn accepted(&self) {
+        self.tcp_accept.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_bytes_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn add_bytes_out(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// A connection is open from accept to close; the guard keeps the gauge right
+    /// even if the task panics.
+    pub fn open_connection(&self) -> GaugeGuard<'_> {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+        GaugeGuard(&self.open_connections)
+    }
+
+    /// A compile holds a job slot from start to end.
+    pub fn start_compile(&self) -> GaugeGuard<'_> {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        GaugeGuard(&self.running)
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Connections open but not compiling: reading a request or waiting for a slot.
+    pub fn queue_depth(&self) -> usize {
+        self.open_connections
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.running())
+    }
+
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.outcomes[outcome.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn tcp_accepts(&self) -> u64 {
+        self.tcp_accept.load(Ordering::Relaxed)
+    }
+
+    /// Record how a connection ended. `job` = (input name, compiler) when known.
+    pub fn finish(&self, outcome: Outcome, elapsed: Duration, job: Option<(&str, &str)>) {
+        self.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
+        if !outcome.ran_compiler() {
+            return;
+        }
+        let now = self.epoch();
+        if let Ok(mut h) = self.history.lock() {
+            let slot = h.slot(now);
+            slot.compiles = slot.compiles.saturating_add(1);
+        }
+        let secs = elapsed.as_secs_f64();
+        if let Ok(mut hist) = self.histogram.lock() {
+            for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
+                if secs <= *bound {
+                    hist.counts[i] += 1;
+                }
+            }
+            hist.total += 1;
+            hist.sum_secs += secs;
+        }
+        if outcome == Outcome::CompileOk {
+            let msecs = elapsed.as_millis() as u64;
+            if let (Ok(mut longest), Some((name, compiler))) = (self.longest.lock(), job) {
+                if longest.as_ref().is_none_or(|l| l.msecs < msecs) {
+                    *longest = Some(Longest {
+                        name: name.to_string(),
+                        compiler: compiler.to_string(),
+                        msecs,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Called once a second: remember how many compiles are running.
+    pub fn sample_running(&self) {
+        let running = self.running() as u32;
+        let now = self.epoch();
+        if let Ok(mut h) = self.history.lock() {
+            h.slot(now).running_sample = running;
+        }
+    }
+
+    /// Disk sectors per second since the last sample, sampled at most every 50 s
+    /// (as distccd does); -1 until two samples exist.
+    fn io_rate(&self) -> i64 {
+        let Ok(mut io) = self.io.lock() else {
+            return -1;
+        };
+        let now = Instant::now();
+        match io.0 {
+            Some(prev) if now.duration_since(prev.at) < Duration::from_secs(50) => io.1,
+            prev => {
+                if let Some(sectors) = disk_sectors() {
+                    if let Some(prev) = prev {
+                        let secs = now.duration_since(prev.at).as_secs().max(1);
+                        io.1 = (sectors.saturating_sub(prev.sectors) / secs) as i64;
+                    }
+                    io.0 = Some(IoSample { at: now, sectors });
+                }
+                io.1
+            }
+        }
+    }
+
+    /// The numbers of the stats page that come from the counters.
+    fn page_numbers(&self) -> PageNumbers {
+        let now = self.epoch();
+        let (c1, r1, c5, r5, c15, r15) = match self.history.lock() {
+            Ok(h) => {
+                let (c1, r1) = h.window(now, 60);
+                let (c5, r5) = h.window(now, 300);
+                let (c15, r15) = h.window(now, 900);
+                (c1, r1, c5, r5, c15, r15)
+            }
+            Err(_) => (0, 0, 0, 0, 0, 0),
+        };
+        let longest = self.longest.lock().ok().and_then(|l| {
+            l.as_ref()
+                .map(|l| (l.name.clone(), l.compiler.clone(), l.msecs as i64))
+        });
+        PageNumbers {
+            num_compiles: [c1, c5, c15],
+            avg_kids: [r1 / 60, r5 / 300, r15 / 900],
+            longest,
+            io_rate: self.io_rate(),
+        }
+    }
+}
+
+struct PageNumbers {
+    num_compiles: [u64; 3],
+    avg_kids: [u64; 3],
+    longest: Option<(String, String, i64)>,
+    io_rate: i64,
+}
+
+/// Decrements its gauge when dropped.
+#[derive(Debug)]
+pub struct GaugeGuard<'a>(&'a AtomicUsize);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Machine figures on the stats page, read from `/proc` and `statvfs`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SystemSnapshot {
+    pub current_load: i64,
+    pub loadavg: [f64; 3],
+    pub procs_in_d: i64,
+    pub max_rss_kib: i64,
+    pub max_rss_name: String,
+    pub free_space_mib: i64,
+}
+
+impl SystemSnapshot {
+    /// Read the machine's state; `tmpdir` is where jobs run (`$TMPDIR`).
+    pub fn read(tmpdir: &Path) -> Self {
+        let (current_load, loadavg) = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| parse_loadavg(&s))
+            .unwrap_or((0, [0.0; 3]));
+        let (procs_in_d, max_rss_kib, max_rss_name) = scan_processes();
+        Self {
+            current_load,
+            loadavg,
+            procs_in_d,
+            max_rss_kib,
+            max_rss_name,
+            free_space_mib: free_space_mib(tmpdir).unwrap_or(-1),
+        }
+    }
+}
+
+/// `/proc/loadavg` → (running processes, [load1, load5, load15]).
+pub fn parse_loadavg(text: &str) -> Option<(i64, [f64; 3])> {
+    let mut fields = text.split_whitespace();
+    let l1 = fields.next()?.parse().ok()?;
+    let l5 = fields.next()?.parse().ok()?;
+    let l15 = fields.next()?.parse().ok()?;
+    let running = fields.next()?.split('/').next()?.parse().ok()?;
+    Some((running, [l1, l5, l15]))
+}
+
+/// One `/proc/PID/stat` line → (comm, state, rss in pages).
+pub fn parse_proc_stat(line: &str) -> Option<(&str, char, i64)> {
+    let open = line.find('(')?;
+    let close = line.rfind(')')?;
+    let comm = line.get(open + 1..close)?;
+    let mut rest = line.get(close + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    // After the state come ppid … ; rss is field 24 of the line, i.e. the 22nd after the state.
+    let rss = rest.nth(20)?.parse().ok()?;
+    Some((comm, state, rss))
+}
+
+/// (processes in state D, largest RSS in KiB, its `(comm)`), skipping
+/// compilers (`*cc`, `*++`) as distccd means to.
+fn scan_processes() -> (i64, i64, String) {
+    let page_kib = {
+        // SAFETY: sysconf has no preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if p > 0 {
+            p / 1024
+        } else {
+            4
+        }
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return (-1, -1, "none".into());
+    };
+    let mut in_d = 0;
+    let mut max_rss = 0;
+    let mut max_name = String::new();
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((comm, state, rss_pages)) = parse_proc_stat(&text) else {
+            continue;
+        };
+        if state == 'D' {
+            in_d += 1;
+        }
+        let rss = rss_pages.saturating_mul(page_kib as i64);
+        let is_compiler = comm.ends_with("cc") || comm.ends_with("++");
+        if rss > max_rss && !is_compiler {
+            max_rss = rss;
+            max_name = format!("({comm})");
+        }
+    }
+    (in_d, max_rss, max_name)
+}
+
+/// Sectors read + written since boot by whole disks (not partitions, not
+/// loop/ram/device-mapper devices, which would count the same I/O twice).
+fn disk_sectors() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/diskstats").ok()?;
+    Some(sum_disk_sectors(&text, |dev| {
+        Path::new("/sys/block").join(dev).exists()
+    }))
+}
+
+/// Sum sectors read + written over the lines of `/proc/diskstats` whose device
+/// `is_disk` accepts.
+pub fn sum_disk_sectors(text: &str, is_disk: impl Fn(&str) -> bool) -> u64 {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let dev = *f.get(2)?;
+            let virtual_dev = ["loop", "ram", "dm-", "md", "zram", "sr"]
+                .iter()
+                .any(|p| dev.starts_with(p));
+            if virtual_dev || !is_disk(dev) {
+                return None;
+            }
+            let read: u64 = f.get(5)?.parse().ok()?;
+            let written: u64 = f.get(9)?.parse().ok()?;
+            Some(read + written)
+        })
+        .sum()
+}
+
+fn free_space_mib(dir: &Path) -> Option<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path; statvfs only writes `buf`.
+    let mut buf: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut buf) } != 0 {
+        return None;
+    }
+    let bytes = (buf.f_bavail as u128) * (buf.f_bsize as u128);
+    Some((bytes / (1024 * 1024)) as i64)
+}
+
+/// distccd 3.4's stats page, byte for byte in layout (LF line ends, no
+/// Content-Length, the literal `argv /distccd` line).
+pub fn render_stats_page(stats: &Stats, sys: &SystemSnapshot) -> String {
+    let n = stats.page_numbers();
+    let (longest_name, longest_compiler, longest_ms) = n
+        .longest
+        .unwrap_or_else(|| ("none".into(), "none".into(), -1));
+    let mut s = String::with_capacity(1024);
+    s.push_str("HTTP/1.0 200 OK\nContent-Type: text/plain\nConnection: close\n\n");
+    s.push_str("argv /distccd\n<distccstats>\n");
+    let _ = writeln!(s, "dcc_tcp_accept {}", stats.tcp_accepts());
+    for (label, outcome) in [
+        ("dcc_rej_bad_req", Outcome::RejBadReq),
+        ("dcc_rej_overload", Outcome::RejOverload),
+        ("dcc_compile_ok", Outcome::CompileOk),
+        ("dcc_compile_error", Outcome::CompileError),
+        ("dcc_compile_timeout", Outcome::CompileTimeout),
+        ("dcc_cli_disconnect", Outcome::CliDisconnect),
+        ("dcc_other", Outcome::Other),
+    ] {
+        let _ = writeln!(s, "{label} {}", stats.count(outcome));
+    }
+    let _ = writeln!(s, "dcc_longest_job {}", one_word(&longest_name));
+    let _ = writeln!(
+        s,
+        "dcc_longest_job_compiler {}",
+        one_word(&longest_compiler)
+    );
+    let _ = writeln!(s, "dcc_longest_job_time_msecs {longest_ms}");
+    let _ = writeln!(s, "dcc_max_kids {}", stats.max_kids);
+    for (i, v) in n.avg_kids.iter().enumerate() {
+        let _ = writeln!(s, "dcc_avg_kids{} {v}", i + 1);
+    }
+    let _ = writeln!(s, "dcc_current_load {}", sys.current_load);
+    for (i, v) in sys.loadavg.iter().enumerate() {
+        let _ = writeln!(s, "dcc_load{} {v:.2}", i + 1);
+    }
+    for (i, v) in n.num_compiles.iter().enumerate() {
+        let _ = writeln!(s, "dcc_num_compiles{} {v}", i + 1);
+    }
+    let _ = writeln!(s, "dcc_num_procstate_D {}", sys.procs_in_d);
+    let _ = writeln!(s, "dcc_max_RSS {}", sys.max_rss_kib);
+    let _ = writeln!(s, "dcc_max_RSS_name {}", one_word(&sys.max_rss_name));
+    let _ = writeln!(s, "dcc_io_rate {}", n.io_rate);
+    let _ = writeln!(s, "dcc_free_space {} MB", sys.free_space_mib);
+    s.push_str("</distccstats>\n");
+    s
+}
+
+/// Names from clients end up in a line-based page: keep them one printable word.
+fn one_word(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .take(1024)
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if cleaned.is_empty() {
+        "none".into()
+    } else {
+        cleaned
+    }
+}
+
+/// Prometheus text exposition (format 0.0.4) of the counters.
+pub fn render_metrics(stats: &Stats) -> String {
+    let mut s = String::with_capacity(2048);
+    let _ = writeln!(
+        s,
+        "# HELP dportage_connections_total Connections accepted on the job port.\n\
+         # TYPE dportage_connections_total counter\n\
+         dportage_connections_total {}",
+        stats.tcp_accepts()
+    );
+    s.push_str(
+        "# HELP dportage_jobs_total Connections finished, by result (distccd's dcc_* counters).\n\
+         # TYPE dportage_jobs_total counter\n",
+    );
+    for outcome in Outcome::ALL {
+        let _ = writeln!(
+            s,
+            "dportage_jobs_total{{result=\"{}\"}} {}",
+            outcome.metric_label(),
+            stats.count(outcome)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP dportage_jobs_running Compiles running now.\n\
+         # TYPE dportage_jobs_running gauge\n\
+         dportage_jobs_running {}",
+        stats.running()
+    );
+    let _ = writeln!(
+        s,
+        "# HELP dportage_job_slots Compiles allowed at once (--jobs).\n\
+         # TYPE dportage_job_slots gauge\n\
+         dportage_job_slots {}",
+        stats.max_kids
+    );
+    let _ = writeln!(
+        s,
+        "# HELP dportage_queue_depth Connections open but not compiling (reading the request or waiting for a job slot).\n\
+         # TYPE dportage_queue_depth gauge\n\
+         dportage_queue_depth {}",
+        stats.queue_depth()
+    );
+    s.push_str(
+        "# HELP dportage_job_duration_seconds Time from accept to reply of jobs that ran the compiler.\n\
+         # TYPE dportage_job_duration_seconds histogram\n",
+    );
+    if let Ok(h) = stats.histogram.lock() {
+        for (bound, count) in DURATION_BUCKETS.iter().zip(h.counts.iter()) {
+            let _ = writeln!(
+                s,
+                "dportage_job_duration_seconds_bucket{{le=\"{bound}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "dportage_job_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            h.total
+        );
+        let _ = writeln!(s, "dportage_job_duration_seconds_sum {}", h.sum_secs);
+        let _ = writeln!(s, "dportage_job_duration_seconds_count {}", h.total);
+    }
+    let _ = writeln!(
+        s,
+        "# HELP dportage_request_bytes_total Bytes read from clients on the job port.\n\
+         # TYPE dportage_request_bytes_total counter\n\
+         dportage_request_bytes_total {}",
+        stats.bytes_in.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "# HELP dportage_reply_bytes_total Bytes of replies written to clients.\n\
+         # TYPE dportage_reply_bytes_total counter\n\
+         dportage_reply_bytes_total {}",
+        stats.bytes_out.load(Ordering::Relaxed)
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loadavg_parses() {
+        let (running, l) = parse_loadavg("4.27 3.37 1.51 1/93 24071\n").unwrap();
+        assert_eq!(running, 1);
+        assert_eq!(l, [4.27, 3.37, 1.51]);
+        assert!(parse_loadavg("garbage").is_none());
+    }
+
+    #[test]
+    fn proc_stat_parses_names_with_spaces_and_parens() {
+        let line = "1234 (tmux: server) S 1 1234 1234 0 -1 4194560 5311 0 0 0 29 11 0 0 20 0 1 0 \
+                    3306 10522624 1153 18446744073709551615 1 1 0 0 0 0 0 4096 134301191 0 0 0 17 0 0 0 0 0 0";
+        assert_eq!(parse_proc_stat(line), Some(("tmux: server", 'S', 1153)));
+        let line = "7 (a) b)) D 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 99 22";
+        assert_eq!(parse_proc_stat(line), Some(("a) b)", 'D', 99)));
+        assert_eq!(parse_proc_stat("nonsense"), None);
+    }
+
+    #[test]
+    fn diskstats_counts_whole_disks_only() {
+        let text = "   8       0 sda 100 0 1000 0 50 0 500 0 0 0 0\n\
+                    \x20  8       1 sda1 100 0 1000 0 50 0 500 0 0 0 0\n\
+                    \x20  7       0 loop0 1 0 9999 0 1 0 9999 0 0 0 0\n\
+                    \x20253       0 vda 1 0 7 0 1 0 3 0 0 0 0\n";
+        let disks = ["sda", "vda", "loop0"];
+        assert_eq!(
+            sum_disk_sectors(text, |d| disks.contains(&d)),
+            1000 + 500 + 7 + 3
+        );
+    }
+
+    #[test]
+    fn counters_and_windows() {
+        let stats = Stats::new(4);
+        stats.accepted();
+        stats.finish(
+            Outcome::CompileOk,
+            Duration::from_millis(61),
+            Some(("x.ii", "g++")),
+        );
+        stats.finish(
+            Outcome::CompileOk,
+            Duration::from_millis(10),
+            Some(("y.c", "gcc")),
+        );
+        stats.finish(Outcome::Other, Duration::from_millis(1), None);
+        let page = render_stats_page(&stats, &SystemSnapshot::default());
+        assert!(page.contains("\ndcc_compile_ok 2\n"));
+        assert!(page.contains("\ndcc_other 1\n"));
+        assert!(page.contains("\ndcc_longest_job x.ii\n"));
+        assert!(page.contains("\ndcc_longest_job_compiler g++\n"));
+        assert!(page.contains("\ndcc_longest_job_time_msecs 61\n"));
+        assert!(page.contains("\ndcc_num_compiles1 2\n"));
+        assert!(page.contains("\ndcc_max_kids 4\n"));
+        let metrics = render_metrics(&stats);
+        assert!(metrics.contains("dportage_jobs_total{result=\"compile_ok\"} 2\n"));
+        assert!(metrics.contains("dportage_job_duration_seconds_count 2\n"));
+        assert!(metrics.contains("dportage_job_duration_seconds_bucket{le=\"0.05\"} 1\n"));
+    }
+
+    #[test]
+    fn empty_page_says_none() {
+        let page = render_stats_page(&Stats::new(1), &SystemSnapshot::default());
+        assert!(page.starts_with("HTTP/1.0 200 OK\nContent-Type: text/plain\nConnection: close\n\nargv /distccd\n<distccstats>\n"));
+        assert!(page.contains("\ndcc_longest_job none\n"));
+        assert!(page.contains("\ndcc_longest_job_time_msecs -1\n"));
+        assert!(page.ends_with("</distccstats>\n"));
+        assert!(!page.contains('\r'));
+    }
+
+    #[test]
+    fn gauges_follow_guards() {
+        let stats = Stats::new(2);
+        let c = stats.open_connection();
+        let c2 = stats.open_connection();
+        assert_eq!(stats.queue_depth(), 2);
+        let r = stats.start_compile();
+        assert_eq!(stats.running(), 1);
+        assert_eq!(stats.queue_depth(), 1);
+        drop(r);
+        drop(c);
+        drop(c2);
+        assert_eq!(stats.queue_depth(), 0);
+        assert_eq!(stats.running(), 0);
+    }
+}
