@@ -9,6 +9,7 @@ pub mod args;
 pub mod canonical;
 pub mod client;
 pub mod exitcode;
+pub mod fingerprint;
 pub mod hosts;
 pub mod logging;
 pub mod network;
