@@ -8,6 +8,7 @@ pub mod adversary;
 pub mod args;
 pub mod canonical;
 pub mod client;
+pub mod demo;
 pub mod exitcode;
 pub mod fingerprint;
 pub mod hosts;

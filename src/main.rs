@@ -69,6 +69,10 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
             );
             0
         }
+        Some("demo") => {
+            args.remove(0);
+            dportage::demo::demo_main(args)
+        }
         Some("coordinator") => {
             args.remove(0);
             dportage::network::coordinator_main(args)
@@ -89,6 +93,7 @@ Usage:
   dportage serve [DISTCCD OPTIONS]   run the job server (same as `distccd`)
   dportage cc COMPILER ARGS...       compile through the host list (same as `distcc`)
   dportage coordinator [OPTIONS]     run the network coordinator (HTTP)
+  dportage demo [--hosts N] [-v]     a whole network on 127.0.0.x, one host lying
   dportage                           print the network environment (like ssh-agent)
   dportage CMD ARGS...               run CMD with the network environment
   distcc COMPILER ARGS...            (through a link named distcc or dportage-cc)

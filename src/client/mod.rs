@@ -1,17 +1,124 @@
 //! The client: `distcc`, `dportage-cc`, and masquerade links named like compilers.
+//!
+//! `compile` holds the compile path; `remote` one job on one server (async, so a
+//! job can later go to several hosts at once); `preprocess`, `local` and
+//! `output` are the process and file edges; `slots`, `hostsource` and
+//! `invocation` implement distcc 3.4's conventions shared with the real client.
 
+mod cleanup;
+pub mod compile;
 pub mod hostsource;
 pub mod invocation;
+pub mod local;
+mod log;
+pub mod output;
+pub mod preprocess;
+pub mod remote;
+pub mod settings;
 pub mod slots;
 
 use std::ffi::OsString;
+
+use invocation::{parse_invocation, ClientCommand};
+use settings::Settings;
 
 /// Entry point for the client. `argv0` is the name the binary was invoked
 /// under (as given, possibly with a directory); `args` excludes it.
 /// `explicit` is true for `distcc`/`dportage-cc` (distcc's CLI), false for
 /// masquerade links (`gcc`, `cc`, …). Returns the process exit code.
 pub fn client_main(argv0: OsString, args: Vec<OsString>, explicit: bool) -> i32 {
-    let _ = (argv0, args, explicit);
-    eprintln!("dportage: client not implemented yet");
-    crate::exitcode::DISTCC_FAILED
+    let settings = Settings::from_env();
+    log::init(&settings);
+    let path = std::env::var_os("PATH");
+    match parse_invocation(&argv0, &args, explicit, path.as_ref()) {
+        ClientCommand::Compile(invocation) => compile::compile(invocation, &settings),
+        ClientCommand::ShowHosts => show_hosts(),
+        ClientCommand::Jobs => show_jobs(),
+        ClientCommand::Version => {
+            print!("{}", version_text());
+            0
+        }
+        ClientCommand::Help => {
+            print!("{}{}", version_text(), HELP);
+            0
+        }
+        ClientCommand::Usage { message, code } => {
+            eprintln!("{message}");
+            code
+        }
+    }
 }
+
+/// `--show-hosts`: the host entries, one per line, as written.
+fn show_hosts() -> i32 {
+    match hostsource::load_host_list() {
+        Ok(list) => {
+            for host in &list.hosts {
+                println!("{}", host.verbatim);
+            }
+            0
+        }
+        Err(e) => {
+            tracing::error!("cannot read the host list: {e}");
+            crate::exitcode::BAD_HOSTSPEC
+        }
+    }
+}
+
+/// `-j`: how many jobs the host list can take at once.
+fn show_jobs() -> i32 {
+    match hostsource::load_host_list() {
+        Ok(list) => {
+            println!("{}", list.total_slots());
+            0
+        }
+        Err(e) => {
+            tracing::error!("cannot read the host list: {e}");
+            crate::exitcode::BAD_HOSTSPEC
+        }
+    }
+}
+
+fn version_text() -> String {
+    format!(
+        "dportage {} (distcc 3.4 compatible client)\n  (protocols 1 and 2) (default port 3632)\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+const HELP: &str = "
+Usage:
+   distcc [--scan-includes] [COMPILER] [compile options] -o OBJECT -c SOURCE
+   distcc [--help|--version|--show-hosts|-j]
+
+Options:
+   COMPILER                   defaults to \"cc\"
+   --help                     explain usage, and exit
+   --version                  show version, and exit
+   --show-hosts               show host list, and exit
+   -j                         calculate the concurrency level from the host list
+
+Environment variables:
+   DISTCC_HOSTS=HOSTSPEC ...  hosts to compile on; else $DISTCC_DIR/hosts,
+                              ~/.distcc/hosts, /etc/distcc/hosts
+   DISTCC_VERBOSE=1           explain what happens to each job on stderr
+   DISTCC_LOG=FILE            write messages to FILE instead of stderr
+   DISTCC_FALLBACK=0          never compile locally after a failure to distribute
+   DISTCC_SKIP_LOCAL_RETRY=1  trust a remote compile error, do not retry locally
+   DISTCC_IO_TIMEOUT=SECS     network inactivity timeout (300)
+   DISTCC_BACKOFF_PERIOD=SECS avoid a failed host this long (60; 0 = never)
+   DISTCC_PAUSE_TIME_MSEC=MS  wait between tries when every slot is busy (1000)
+   DISTCC_SAVE_TEMPS=1        keep temporary files
+   DISTCC_DIR=DIR             state directory (~/.distcc)
+   DISTCC_NO_REWRITE_CROSS=1  do not rewrite the compiler name
+   TMPDIR=DIR                 temporary files (/tmp)
+
+Host specifications:
+   localhost                  run jobs on this machine (2 at a time, or localhost/N)
+   HOST[:PORT][/LIMIT]        TCP connection to distccd, port 3632 by default
+   HOST[:PORT][/LIMIT],lzo    the same, with compression (protocol 2)
+   --localslots=N             local compiles at once (4)
+   --localslots_cpp=N         local preprocessor runs at once (8)
+Not supported by this client: SSH hosts (USER@HOST), ,auth, pump mode (,cpp is
+accepted and served by preprocessing locally with protocol 2), +zeroconf.
+";

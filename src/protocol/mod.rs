@@ -6,6 +6,7 @@
 //! bytes", `Err` means the peer broke the protocol. Every length from the peer is
 //! checked against [`Limits`] before a single byte of it is buffered.
 
+mod codec;
 pub mod header;
 pub mod lzo;
 pub mod reply;
@@ -13,7 +14,7 @@ pub mod request;
 
 pub use header::{encode_header, parse_header, Token, HEADER_LEN};
 pub use reply::{Reply, ReplyDecoder};
-pub use request::{Request, RequestDecoder, RequestEvent};
+pub use request::{encode_doti, encode_request_head, Request, RequestDecoder, RequestEvent};
 
 /// The protocol version a job is spoken in (`DIST`/`DONE` value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +60,21 @@ pub struct Limits {
     pub max_body: u32,
     /// Maximum decompressed size of one body (also capped at 256×compressed+64).
     pub max_decompressed: usize,
+    /// Maximum size of a `SERR` or `SOUT` body, on the wire and decompressed
+    /// (further capped by `max_body`/`max_decompressed`): compiler diagnostics,
+    /// which a client can hold to far less than an object.
+    pub max_stream_body: u32,
+}
+
+impl Limits {
+    /// These limits with the `SERR`/`SOUT` cap applied to every body.
+    pub fn for_streams(&self) -> Limits {
+        Limits {
+            max_body: self.max_body.min(self.max_stream_body),
+            max_decompressed: self.max_decompressed.min(self.max_stream_body as usize),
+            ..*self
+        }
+    }
 }
 
 impl Default for Limits {
@@ -70,6 +86,7 @@ impl Default for Limits {
             max_path_len: 4096,
             max_body: 256 * 1024 * 1024,
             max_decompressed: 256 * 1024 * 1024,
+            max_stream_body: 256 * 1024 * 1024,
         }
     }
 }
@@ -102,4 +119,10 @@ pub enum ProtocolError {
     },
     #[error("decoder used after the message was complete")]
     Finished,
+    #[error("ARGC 0: a request needs at least the compiler name")]
+    EmptyArgv,
+    #[error("message ended early")]
+    Incomplete,
+    #[error("{0} bytes after the end of the message")]
+    TrailingBytes(usize),
 }

@@ -2,6 +2,10 @@
 
 use bytes::BytesMut;
 
+use super::codec::{
+    peek_len, put_bulk, put_int, put_str, take_body, take_bulk, take_int, wanted_for_packet,
+};
+use super::header::Token;
 use super::{Limits, ProtocolError, ProtocolVersion};
 
 /// A complete protocol 1/2 request, bodies decompressed.
@@ -15,25 +19,55 @@ pub struct Request {
 impl Request {
     /// Encode the whole request (DOTI compressed for v2).
     pub fn encode(&self) -> Vec<u8> {
-        todo!()
+        let mut out = encode_request_head(self.version, &self.argv);
+        put_bulk(&mut out, Token::Doti, self.version, &self.doti);
+        out
     }
+
     /// Decode one whole request from `bytes`; errors if incomplete or trailing.
     pub fn decode_all(bytes: &[u8], limits: &Limits) -> Result<Request, ProtocolError> {
-        let _ = (bytes, limits);
-        todo!()
+        let mut buf = BytesMut::from(bytes);
+        let mut decoder = RequestDecoder::new(*limits);
+        let (mut version, mut argv) = (None, None);
+        loop {
+            match decoder.decode(&mut buf)? {
+                Some(RequestEvent::Version(v)) => version = Some(v),
+                Some(RequestEvent::Argv(a)) => argv = Some(a),
+                Some(RequestEvent::Doti(doti)) => {
+                    if !buf.is_empty() {
+                        return Err(ProtocolError::TrailingBytes(buf.len()));
+                    }
+                    return match (version, argv) {
+                        (Some(version), Some(argv)) => Ok(Request {
+                            version,
+                            argv,
+                            doti,
+                        }),
+                        _ => Err(ProtocolError::Incomplete),
+                    };
+                }
+                None => return Err(ProtocolError::Incomplete),
+            }
+        }
     }
 }
 
 /// `DIST`, `ARGC` and every `ARGV`: what a client can send before preprocessing ends.
 pub fn encode_request_head(version: ProtocolVersion, argv: &[Vec<u8>]) -> Vec<u8> {
-    let _ = (version, argv);
-    todo!()
+    let mut out = Vec::with_capacity(24 + argv.iter().map(|a| a.len() + 12).sum::<usize>());
+    put_int(&mut out, Token::Dist, version.number());
+    put_int(&mut out, Token::Argc, argv.len() as u32);
+    for arg in argv {
+        put_str(&mut out, Token::Argv, arg);
+    }
+    out
 }
 
 /// The `DOTI` packet for `source` (compressed for v2; an empty body is length 0).
 pub fn encode_doti(version: ProtocolVersion, source: &[u8]) -> Vec<u8> {
-    let _ = (version, source);
-    todo!()
+    let mut out = Vec::with_capacity(12 + source.len());
+    put_bulk(&mut out, Token::Doti, version, source);
+    out
 }
 
 /// One step of an incoming request, in wire order.
@@ -47,26 +81,247 @@ pub enum RequestEvent {
     Doti(Vec<u8>),
 }
 
+#[derive(Debug)]
+enum State {
+    Dist,
+    Argc(ProtocolVersion),
+    Argv {
+        version: ProtocolVersion,
+        remaining: u32,
+        argv: Vec<Vec<u8>>,
+        total: usize,
+    },
+    Doti(ProtocolVersion),
+    Finished,
+}
+
 /// Incremental request decoder: feed it bytes, take events.
 #[derive(Debug)]
 pub struct RequestDecoder {
     limits: Limits,
+    state: State,
+    /// Body length of a packet whose header has arrived but not its body.
+    pending_body: Option<u32>,
 }
 
 impl RequestDecoder {
     pub fn new(limits: Limits) -> Self {
-        Self { limits }
+        Self {
+            limits,
+            state: State::Dist,
+            pending_body: None,
+        }
     }
+
     /// Take the next event from the front of `buf`, consuming its bytes.
     /// `Ok(None)`: more bytes are needed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<RequestEvent>, ProtocolError> {
-        let _ = (buf, &self.limits);
-        todo!()
+        let event = self.decode_inner(buf);
+        self.pending_body = match self.state {
+            State::Argv { .. } => peek_len(buf, Token::Argv, "", u64::MAX).ok().flatten(),
+            State::Doti(_) => peek_len(buf, Token::Doti, "", u64::MAX).ok().flatten(),
+            _ => None,
+        };
+        event
     }
+
+    fn decode_inner(&mut self, buf: &mut BytesMut) -> Result<Option<RequestEvent>, ProtocolError> {
+        loop {
+            match &mut self.state {
+                State::Dist => {
+                    let Some(v) = take_int(buf, Token::Dist)? else {
+                        return Ok(None);
+                    };
+                    let version = ProtocolVersion::from_wire(v)
+                        .ok_or(ProtocolError::UnsupportedVersion(v))?;
+                    self.state = match version {
+                        ProtocolVersion::V3 => State::Finished,
+                        v => State::Argc(v),
+                    };
+                    return Ok(Some(RequestEvent::Version(version)));
+                }
+                State::Argc(version) => {
+                    let version = *version;
+                    let Some(n) = take_int(buf, Token::Argc)? else {
+                        return Ok(None);
+                    };
+                    if n == 0 {
+                        return Err(ProtocolError::EmptyArgv);
+                    }
+                    if n > self.limits.max_argc {
+                        return Err(ProtocolError::TooLong {
+                            what: "ARGC",
+                            len: u64::from(n),
+                            limit: u64::from(self.limits.max_argc),
+                        });
+                    }
+                    self.state = State::Argv {
+                        version,
+                        remaining: n,
+                        argv: Vec::with_capacity(n.min(256) as usize),
+                        total: 0,
+                    };
+                }
+                State::Argv {
+                    version,
+                    remaining,
+                    argv,
+                    total,
+                } => {
+                    let budget = (self.limits.max_argv_total - *total) as u64;
+                    let limit = u64::from(self.limits.max_arg_len).min(budget);
+                    let Some(arg) = take_body(buf, Token::Argv, "ARGV", limit)? else {
+                        return Ok(None);
+                    };
+                    if arg.contains(&0) {
+                        return Err(ProtocolError::EmbeddedNul("ARGV"));
+                    }
+                    *total += arg.len();
+                    argv.push(arg.to_vec());
+                    *remaining -= 1;
+                    if *remaining == 0 {
+                        let argv = std::mem::take(argv);
+                        self.state = State::Doti(*version);
+                        return Ok(Some(RequestEvent::Argv(argv)));
+                    }
+                }
+                State::Doti(version) => {
+                    let version = *version;
+                    let Some(doti) = take_bulk(buf, Token::Doti, "DOTI", version, &self.limits)?
+                    else {
+                        return Ok(None);
+                    };
+                    self.state = State::Finished;
+                    return Ok(Some(RequestEvent::Doti(doti)));
+                }
+                State::Finished => return Err(ProtocolError::Finished),
+            }
+        }
+    }
+
     /// How many more bytes the decoder needs at least before it can make
     /// progress (a hint for read sizes; never more than the current packet).
     pub fn wanted(&self, buffered: usize) -> usize {
-        let _ = buffered;
-        todo!()
+        wanted_for_packet(buffered, self.pending_body)
+    }
+
+    /// The request has been read completely (or stopped at `DIST 3`).
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Finished)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(version: ProtocolVersion) -> Request {
+        Request {
+            version,
+            argv: ["x86_64-linux-gnu-gcc", "-c", "x.c", "-o", "x.o"]
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
+            doti: b"# 0 \"x.c\"\nint answer(void) { return 42; }\n".repeat(50),
+        }
+    }
+
+    #[test]
+    fn round_trip_both_versions() {
+        for v in [ProtocolVersion::V1, ProtocolVersion::V2] {
+            let r = sample(v);
+            assert_eq!(
+                Request::decode_all(&r.encode(), &Limits::default()).unwrap(),
+                r
+            );
+        }
+    }
+
+    #[test]
+    fn byte_at_a_time() {
+        let r = sample(ProtocolVersion::V2);
+        let bytes = r.encode();
+        let mut d = RequestDecoder::new(Limits::default());
+        let mut buf = BytesMut::new();
+        let mut events = Vec::new();
+        for b in bytes {
+            buf.extend_from_slice(&[b]);
+            assert!(d.wanted(buf.len()) >= 1);
+            while !d.is_finished() {
+                match d.decode(&mut buf).unwrap() {
+                    Some(e) => events.push(e),
+                    None => break,
+                }
+            }
+        }
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[2], RequestEvent::Doti(r.doti));
+        assert!(d.is_finished());
+    }
+
+    #[test]
+    fn limits_are_checked_on_the_header() {
+        let limits = Limits::default();
+        let cases: &[(&[u8], &str)] = &[
+            (b"DIST00000001ARGCffffffff", "ARGC"),
+            (b"DIST00000001ARGC00000001ARGV7fffffff", "ARGV"),
+            (b"DIST00000001ARGC00000001ARGV00000001aDOTIffffffff", "DOTI"),
+        ];
+        for (bytes, what) in cases {
+            let err = Request::decode_all(bytes, &limits).unwrap_err();
+            assert!(
+                matches!(err, ProtocolError::TooLong { what: w, .. } if w == *what),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let l = Limits::default();
+        assert_eq!(
+            Request::decode_all(b"DIST00000004", &l),
+            Err(ProtocolError::UnsupportedVersion(4))
+        );
+        assert_eq!(
+            Request::decode_all(b"DIST00000000", &l),
+            Err(ProtocolError::UnsupportedVersion(0))
+        );
+        assert_eq!(
+            Request::decode_all(b"DIST00000001ARGC00000000", &l),
+            Err(ProtocolError::EmptyArgv)
+        );
+        assert_eq!(
+            Request::decode_all(b"DIST00000001ARGC00000001ARGV00000003a\0b", &l),
+            Err(ProtocolError::EmbeddedNul("ARGV"))
+        );
+        assert_eq!(
+            Request::decode_all(b"DIST00000001ARGC0000", &l),
+            Err(ProtocolError::Incomplete)
+        );
+        let mut d = RequestDecoder::new(l);
+        let mut buf = BytesMut::from(&b"DIST00000003CDIR00000001/"[..]);
+        assert_eq!(
+            d.decode(&mut buf),
+            Ok(Some(RequestEvent::Version(ProtocolVersion::V3)))
+        );
+        assert_eq!(d.decode(&mut buf), Err(ProtocolError::Finished));
+    }
+
+    #[test]
+    fn total_argv_budget() {
+        let limits = Limits {
+            max_argv_total: 10,
+            ..Limits::default()
+        };
+        let r = Request {
+            version: ProtocolVersion::V1,
+            argv: vec![b"123456".to_vec(), b"123456".to_vec()],
+            doti: vec![],
+        };
+        assert!(matches!(
+            Request::decode_all(&r.encode(), &limits),
+            Err(ProtocolError::TooLong { .. })
+        ));
     }
 }

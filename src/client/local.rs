@@ -1,0 +1,40 @@
+//! Running the compiler on this machine: stdin, stdout and stderr inherited, the
+//! recursion guard set, the exit status passed through (spec §8.9).
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus};
+
+use crate::exitcode;
+
+/// Run `argv` here and return the exit code the client should exit with.
+pub fn run_compiler(argv: &[String], child_safeguard: &str) -> i32 {
+    let Some(compiler) = argv.first() else {
+        tracing::error!("empty compiler command");
+        return exitcode::BAD_ARGUMENTS;
+    };
+    tracing::debug!("running locally: {}", argv.join(" "));
+    let status = Command::new(compiler)
+        .args(&argv[1..])
+        .env("_DISTCC_SAFEGUARD", child_safeguard)
+        .status();
+    match status {
+        Ok(status) => exit_code_of(status),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::error!("cannot run {compiler:?}: not found in PATH ({e})");
+            exitcode::COMPILER_MISSING
+        }
+        Err(e) => {
+            tracing::error!("cannot run {compiler:?}: {e}");
+            exitcode::COMPILER_MISSING
+        }
+    }
+}
+
+/// A process's exit code as a shell reports it: the code, or 128 + signal.
+pub fn exit_code_of(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => exitcode::DISTCC_FAILED,
+    }
+}

@@ -1,0 +1,200 @@
+//! What reaches the user's disk and terminal from a remote job: the output file
+//! (written whole or not at all) and the server's diagnostics (made harmless for
+//! a terminal).
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Write `bytes` to `path` so that `path` is either untouched or complete: a
+/// temporary file in the same directory (mode 0666 minus umask, like a compiler's
+/// output) renamed over `path`. Missing parent directories are created.
+pub fn write_output_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let stem = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".to_owned());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{stem}."))
+        .suffix(".dportage-tmp")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(&dir)?;
+    let cleanup = super::cleanup::register(tmp.path());
+    let written = (move || {
+        tmp.write_all(bytes)?;
+        tmp.as_file_mut().flush()?;
+        // On failure the temporary file is removed when the error's handle drops.
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    })();
+    // Only now that the temporary name is gone (renamed or deleted).
+    drop(cleanup);
+    written
+}
+
+/// Make text from a server safe to copy to a terminal: drop escape sequences
+/// (CSI, OSC, DCS and the other string sequences, two-byte escapes), C0 controls
+/// other than newline and tab, DEL and C1 controls. Valid UTF-8 text is kept;
+/// bytes that are not UTF-8 become U+FFFD.
+pub fn strip_terminal_controls(bytes: &[u8]) -> Vec<u8> {
+    let mut out = String::with_capacity(bytes.len());
+    let mut state = Escape::None;
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            state = state.step(c, &mut out);
+        }
+        if !chunk.invalid().is_empty() {
+            // Invalid bytes end any escape sequence in progress, like a terminal would.
+            state = Escape::None;
+            out.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+    out.into_bytes()
+}
+
+/// Where we are inside an escape sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    None,
+    /// After ESC.
+    Start,
+    /// After ESC and intermediate bytes (0x20–0x2F), waiting for the final byte.
+    Intermediate,
+    /// Inside `ESC [` parameters, waiting for the final byte 0x40–0x7E.
+    Csi,
+    /// Inside an OSC/DCS/SOS/PM/APC string, waiting for BEL or `ESC \`.
+    String,
+    /// After ESC inside a string: `\` ends it.
+    StringEnd,
+}
+
+impl Escape {
+    fn step(self, c: char, out: &mut String) -> Escape {
+        const ESC: char = '\u{1b}';
+        const BEL: char = '\u{7}';
+        match self {
+            Escape::None => {
+                if c == ESC {
+                    Escape::Start
+                } else {
+                    if c == '\n' || c == '\t' || !c.is_control() {
+                        out.push(c);
+                    }
+                    Escape::None
+                }
+            }
+            Escape::Start => match c {
+                '[' => Escape::Csi,
+                ']' | 'P' | 'X' | '^' | '_' => Escape::String,
+                ESC => Escape::Start,
+                '\u{20}'..='\u{2f}' => Escape::Intermediate,
+                // Any other byte is the final byte of a two-byte escape; a
+                // control or non-ASCII character simply ends the sequence.
+                _ => Escape::None,
+            },
+            Escape::Intermediate => match c {
+                '\u{20}'..='\u{2f}' => Escape::Intermediate,
+                ESC => Escape::Start,
+                _ => Escape::None,
+            },
+            Escape::Csi => match c {
+                '\u{20}'..='\u{3f}' => Escape::Csi,
+                ESC => Escape::Start,
+                _ => Escape::None,
+            },
+            Escape::String => match c {
+                BEL => Escape::None,
+                ESC => Escape::StringEnd,
+                _ => Escape::String,
+            },
+            Escape::StringEnd => match c {
+                ESC => Escape::StringEnd,
+                _ => Escape::None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strip(s: &[u8]) -> String {
+        String::from_utf8(strip_terminal_controls(s)).unwrap()
+    }
+
+    #[test]
+    fn plain_diagnostics_pass_unchanged() {
+        let text = "x.c:1:26: error: expected ‘;’ before ‘}’ token\n\t| ^~\n";
+        assert_eq!(strip(text.as_bytes()), text);
+    }
+
+    #[test]
+    fn colour_and_cursor_sequences_are_removed() {
+        assert_eq!(strip(b"\x1b[01;31m\x1b[Kerror:\x1b[m\x1b[K x"), "error: x");
+        assert_eq!(strip(b"a\x1b[2J\x1b[1;1Hb"), "ab");
+        assert_eq!(strip(b"a\x1b[?1049hb"), "ab");
+    }
+
+    #[test]
+    fn string_sequences_are_removed_whole() {
+        // OSC 0 (window title), OSC 8 hyperlinks, DCS, with BEL or ST endings.
+        assert_eq!(strip(b"a\x1b]0;pwned\x07b"), "ab");
+        assert_eq!(
+            strip(b"a\x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\b"),
+            "alinkb"
+        );
+        assert_eq!(strip(b"a\x1bPq#0;2;0;0;0\x1b\\b"), "ab");
+        // An unterminated string swallows the rest rather than leaking into the terminal.
+        assert_eq!(strip(b"a\x1b]0;title never ends"), "a");
+    }
+
+    #[test]
+    fn other_controls_are_removed() {
+        assert_eq!(strip(b"a\rb\x08c\x07d\x7fe\x00f"), "abcdef");
+        assert_eq!(strip(b"a\x1b(Bb\x1bcc"), "abc");
+        // C1 CSI (U+009B) encoded as UTF-8.
+        assert_eq!(strip("a\u{9b}31mb".as_bytes()), "a31mb");
+        assert_eq!(strip(b"trailing escape\x1b"), "trailing escape");
+    }
+
+    #[test]
+    fn invalid_utf8_becomes_replacement_characters() {
+        assert_eq!(strip(b"caf\xe9 \x9b2J"), "caf\u{fffd} \u{fffd}2J");
+    }
+
+    #[test]
+    fn atomic_write_creates_directories_and_empty_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a/b/x.o");
+        write_output_atomically(&target, b"object").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"object");
+        write_output_atomically(&target, b"").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("a/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("x.o")]);
+    }
+
+    #[test]
+    fn atomic_write_uses_umask_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x.o");
+        write_output_atomically(&target, b"o").unwrap();
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let umask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+            .unwrap();
+        assert_eq!(mode, 0o666 & !umask);
+    }
+}

@@ -1,0 +1,325 @@
+//! One job on one distcc server over TCP (protocols 1 and 2).
+//!
+//! Split in two steps so the caller can overlap them with other work:
+//! [`Connection::open`] connects and sends the request head (`DIST`, `ARGC`,
+//! `ARGV`s) while the local preprocessor still runs; [`Connection::finish`] sends
+//! `DOTI` and reads the reply. [`run_remote`] does both, and several of them can
+//! run at once on different hosts (each future owns its socket).
+//!
+//! The socket is never half-closed: distcc 3.4 servers kill the compile when the
+//! client shuts down its sending side (spec §0.16).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::exitcode;
+use crate::protocol::request::{encode_doti, encode_request_head};
+use crate::protocol::{Limits, ProtocolError, ProtocolVersion, Reply, ReplyDecoder};
+
+/// distcc's connect timeout per address (spec §8.10); not configurable there either.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+/// Largest object (`DOTO`) the client accepts.
+pub const MAX_OBJECT: usize = 512 * 1024 * 1024;
+/// Largest `SERR` or `SOUT` the client accepts: compiler diagnostics, not data.
+pub const MAX_STREAM: usize = 16 * 1024 * 1024;
+/// Writes are split so that `DISTCC_IO_TIMEOUT` bounds the time without progress,
+/// not the time for a whole large `DOTI`.
+const WRITE_CHUNK: usize = 256 * 1024;
+/// Read sizes: at least this much room per read …
+const READ_MIN: usize = 16 * 1024;
+/// … and never more reserved at once than this, however large a body is announced.
+const READ_MAX: usize = 4 * 1024 * 1024;
+
+/// The limits the client applies to a reply, checked by the decoder against
+/// each announced length before any of the body is buffered.
+pub fn reply_limits() -> Limits {
+    Limits {
+        max_body: MAX_OBJECT as u32,
+        max_decompressed: MAX_OBJECT,
+        max_stream_body: MAX_STREAM as u32,
+        ..Limits::default()
+    }
+}
+
+/// A server to send a job to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteHost {
+    /// The host entry as written, for messages.
+    pub label: String,
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    /// `V1` or `V2`; `V3` (pump) is never spoken by this client.
+    pub version: ProtocolVersion,
+}
+
+/// Time limits for one job.
+#[derive(Debug, Clone, Copy)]
+pub struct NetTimeouts {
+    /// Per address tried.
+    pub connect: Duration,
+    /// Per read or write without progress (`DISTCC_IO_TIMEOUT`).
+    pub io: Duration,
+}
+
+/// Why a job could not be completed on a host. Every variant counts as "failed
+/// to distribute" (spec §8.9): the host is backed off and another one is tried.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("cannot resolve {host}: {source}")]
+    Resolve { host: String, source: io::Error },
+    #[error("{host} resolves to no address")]
+    NoAddress { host: String },
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: io::Error },
+    #[error("connecting to {addr} timed out after {} s", .after.as_secs())]
+    ConnectTimeout { addr: SocketAddr, after: Duration },
+    #[error("network error while {during}: {source}")]
+    Io {
+        during: &'static str,
+        source: io::Error,
+    },
+    #[error("no progress for {} s while {during} (raise DISTCC_IO_TIMEOUT if the server is just slow)", .after.as_secs())]
+    Timeout {
+        during: &'static str,
+        after: Duration,
+    },
+    #[error("the server closed the connection while {during} without a complete reply (it refused or failed the job; its log says why)")]
+    Closed { during: &'static str },
+    #[error("bad reply: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("the preprocessed source is {0} bytes, too large to send")]
+    SourceTooLarge(usize),
+    #[error("pump mode (protocol 3) is not supported by this client")]
+    Unsupported,
+}
+
+impl RemoteError {
+    /// distcc's exit code for this failure, used when fallback is disabled.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RemoteError::Resolve { .. }
+            | RemoteError::NoAddress { .. }
+            | RemoteError::Connect { .. }
+            | RemoteError::ConnectTimeout { .. } => exitcode::CONNECT_FAILED,
+            RemoteError::Io { .. } | RemoteError::Timeout { .. } => exitcode::IO_ERROR,
+            RemoteError::Closed { .. } => exitcode::TRUNCATED,
+            RemoteError::Protocol(_) => exitcode::PROTOCOL_ERROR,
+            RemoteError::SourceTooLarge(_) | RemoteError::Unsupported => exitcode::DISTCC_FAILED,
+        }
+    }
+}
+
+/// A connection with the request head sent, waiting for the source.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    version: ProtocolVersion,
+    io_timeout: Duration,
+}
+
+impl Connection {
+    /// Connect to `host` and send `DIST`, `ARGC` and the `ARGV`s of `argv`.
+    pub async fn open(
+        host: &RemoteHost,
+        argv: &[Vec<u8>],
+        timeouts: NetTimeouts,
+    ) -> Result<Connection, RemoteError> {
+        if host.version == ProtocolVersion::V3 {
+            return Err(RemoteError::Unsupported);
+        }
+        let stream = connect(&host.host, host.port, timeouts.connect).await?;
+        // The head and DOTI are each written whole; without NODELAY a small DOTI
+        // would wait for the ACK of the head (Nagle). Whole writes are also why
+        // DISTCC_TCP_CORK needs no handling here: there is nothing to coalesce.
+        let _ = stream.set_nodelay(true);
+        let mut conn = Connection {
+            stream,
+            version: host.version,
+            io_timeout: timeouts.io,
+        };
+        let head = encode_request_head(host.version, argv);
+        conn.write("sending the request", &head).await?;
+        Ok(conn)
+    }
+
+    /// Send the source (`DOTI`) and read the whole reply.
+    pub async fn finish(mut self, source: &[u8]) -> Result<Reply, RemoteError> {
+        if u32::try_from(source.len()).is_err() {
+            return Err(RemoteError::SourceTooLarge(source.len()));
+        }
+        let doti = encode_doti(self.version, source);
+        self.write("sending the source", &doti).await?;
+        self.read_reply().await
+    }
+
+    async fn write(&mut self, during: &'static str, bytes: &[u8]) -> Result<(), RemoteError> {
+        for chunk in bytes.chunks(WRITE_CHUNK) {
+            match timeout(self.io_timeout, self.stream.write_all(chunk)).await {
+                Err(_) => {
+                    return Err(RemoteError::Timeout {
+                        during,
+                        after: self.io_timeout,
+                    })
+                }
+                Ok(Err(e)) if is_peer_gone(&e) => return Err(RemoteError::Closed { during }),
+                Ok(Err(source)) => return Err(RemoteError::Io { during, source }),
+                Ok(Ok(())) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_reply(&mut self) -> Result<Reply, RemoteError> {
+        const DURING: &str = "waiting for the reply";
+        let mut decoder = ReplyDecoder::new(self.version, reply_limits());
+        let mut buf = BytesMut::with_capacity(READ_MIN);
+        loop {
+            if let Some(reply) = decoder.decode(&mut buf)? {
+                return Ok(reply);
+            }
+            let room = decoder.wanted(buf.len()).clamp(READ_MIN, READ_MAX);
+            buf.reserve(room);
+            match timeout(self.io_timeout, self.stream.read_buf(&mut buf)).await {
+                Err(_) => {
+                    return Err(RemoteError::Timeout {
+                        during: DURING,
+                        after: self.io_timeout,
+                    })
+                }
+                Ok(Ok(0)) => return Err(RemoteError::Closed { during: DURING }),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if is_peer_gone(&e) => {
+                    return Err(RemoteError::Closed { during: DURING })
+                }
+                Ok(Err(source)) => {
+                    return Err(RemoteError::Io {
+                        during: DURING,
+                        source,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Run a whole job on `host`: connect, send the request, read the reply.
+pub async fn run_remote(
+    host: &RemoteHost,
+    argv: &[Vec<u8>],
+    source: &[u8],
+    timeouts: NetTimeouts,
+) -> Result<Reply, RemoteError> {
+    Connection::open(host, argv, timeouts)
+        .await?
+        .finish(source)
+        .await
+}
+
+fn is_peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// Connect to the first address of `host` that answers within `per_address`.
+async fn connect(host: &str, port: u16, per_address: Duration) -> Result<TcpStream, RemoteError> {
+    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        // Numeric addresses skip the resolver (and its thread hop) entirely.
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => match timeout(per_address, tokio::net::lookup_host((host, port))).await {
+            Err(_) => {
+                return Err(RemoteError::Resolve {
+                    host: host.to_owned(),
+                    source: io::Error::new(io::ErrorKind::TimedOut, "name lookup timed out"),
+                })
+            }
+            Ok(Err(source)) => {
+                return Err(RemoteError::Resolve {
+                    host: host.to_owned(),
+                    source,
+                })
+            }
+            Ok(Ok(found)) => found.collect(),
+        },
+    };
+    let mut last = None;
+    for addr in addrs {
+        match timeout(per_address, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(source)) => last = Some(RemoteError::Connect { addr, source }),
+            Err(_) => {
+                last = Some(RemoteError::ConnectTimeout {
+                    addr,
+                    after: per_address,
+                })
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| RemoteError::NoAddress {
+        host: host.to_owned(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::header::{encode_header, Token};
+
+    fn head(status: u32) -> BytesMut {
+        let mut out = Vec::new();
+        encode_header(Token::Done, 1, &mut out);
+        encode_header(Token::Stat, status, &mut out);
+        BytesMut::from(&out[..])
+    }
+
+    #[test]
+    fn oversized_streams_are_refused_from_their_header() {
+        for (token, before) in [(Token::Serr, 0), (Token::Sout, 1)] {
+            let mut buf = head(0);
+            let mut raw = Vec::new();
+            if before == 1 {
+                encode_header(Token::Serr, 0, &mut raw);
+            }
+            encode_header(token, MAX_STREAM as u32 + 1, &mut raw);
+            buf.extend_from_slice(&raw);
+            let mut decoder = ReplyDecoder::new(ProtocolVersion::V1, reply_limits());
+            assert!(
+                matches!(decoder.decode(&mut buf), Err(ProtocolError::TooLong { .. })),
+                "{token:?} over the limit must fail before its body arrives"
+            );
+        }
+    }
+
+    #[test]
+    fn large_objects_and_full_size_streams_are_accepted() {
+        let mut buf = head(0);
+        let mut raw = Vec::new();
+        encode_header(Token::Serr, MAX_STREAM as u32, &mut raw);
+        buf.extend_from_slice(&raw);
+        let mut decoder = ReplyDecoder::new(ProtocolVersion::V1, reply_limits());
+        assert!(matches!(decoder.decode(&mut buf), Ok(None)));
+        let mut buf = head(0);
+        let mut raw = Vec::new();
+        encode_header(Token::Serr, 0, &mut raw);
+        encode_header(Token::Sout, 0, &mut raw);
+        encode_header(Token::Doto, 300 * 1024 * 1024, &mut raw);
+        buf.extend_from_slice(&raw);
+        let mut decoder = ReplyDecoder::new(ProtocolVersion::V1, reply_limits());
+        assert!(
+            matches!(decoder.decode(&mut buf), Ok(None)),
+            "a 300 MiB object is allowed"
+        );
+        assert!(decoder.wanted(buf.len()) > 0);
+    }
+}
