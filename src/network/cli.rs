@@ -51,6 +51,10 @@ struct RunArgs {
     /// New identities accepted per /24 (IPv6 /48) network per hour.
     #[arg(long, default_value_t = 256)]
     registrations_per_network: u32,
+    /// Distinct reporter networks (/24, IPv6 /48) needed for a blacklisting by
+    /// two reporters; with fewer, a third reporter is needed.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    reporter_networks: u32,
     /// More log output (RUST_LOG overrides).
     #[arg(short, long)]
     verbose: bool,
@@ -138,6 +142,7 @@ fn run(args: RunArgs) -> i32 {
     cfg.admin_keys = admin_keys;
     cfg.redundancy = args.redundancy.clamp(1, 8);
     cfg.registrations_per_network_per_hour = args.registrations_per_network;
+    cfg.blacklist_rule.min_networks = args.reporter_networks.clamp(1, 8);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -666,11 +666,7 @@ mod tests {
             "near zone first, fastest first, distinct owners first"
         );
         assert!(!got.contains(&4) && !got.contains(&9));
-        assert_eq!(
-            got.len(),
-            4,
-            "the same-owner host comes last, not next to its sibling"
-        );
-        assert_eq!(*got.last().unwrap(), 5);
+        assert_eq!(got.len(), 3, "the second host of owner 3 is left out");
+        assert!(!got.contains(&5));
     }
 }

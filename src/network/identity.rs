@@ -139,7 +139,12 @@ impl Identity {
             .create(dir)
             .map_err(|e| NetworkError::io(format!("creating {}", dir.display()), e))?;
         let fresh = Self::generate();
-        let tmp = dir.join(format!(".{KEY_FILE}.{}.tmp", std::process::id()));
+        // Unique per process and per thread: both race on first use.
+        let tmp = dir.join(format!(
+            ".{KEY_FILE}.{}.{:016x}.tmp",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let text = format!("{KEY_HEADER}\n{}\n", hex::encode(fresh.signing.to_bytes()));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new()
@@ -216,7 +221,11 @@ impl Identity {
 
 fn write_public(dir: &Path, id: IdentityId) -> std::io::Result<()> {
     let path = dir.join(PUB_FILE);
-    let tmp = dir.join(format!(".{PUB_FILE}.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(
+        ".{PUB_FILE}.{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     std::fs::write(&tmp, format!("{id}\n"))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
     std::fs::rename(&tmp, path)
@@ -306,7 +315,11 @@ impl MembershipToken {
 /// in the daemon's group can present it).
 pub fn write_membership_token(path: &Path, token: &MembershipToken) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".membership.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(
+        ".membership.{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let bytes = serde_json::to_vec_pretty(token).map_err(std::io::Error::other)?;
     {
         let mut f = std::fs::OpenOptions::new()

@@ -64,53 +64,57 @@ impl NetKey {
     }
 }
 
-/// Order `items` (given in preference order) so that hosts of distinct owners
-/// and networks come first, and, when the pool cannot offer `limit` fully
-/// distinct hosts, so that no two consecutive hosts share an owner or a network.
-/// Items that cannot be placed without breaking that are left out.
+/// Choose and order up to `limit` of `items` (given in preference order) for
+/// one user's host list.
+///
+/// * At most one host per owner: a client pairs any two hosts of its list on a
+///   job, so two hosts of one owner must never both be in it.
+/// * Hosts on networks not yet used come first (in preference order); hosts on
+///   an already used network follow (a pool on one LAN, or 127.0.0.x, still
+///   yields a usable list), ordered so neighbours differ in network where the
+///   list allows it.
 pub fn arrange<T, O: PartialEq + Eq + Hash, N: PartialEq + Eq + Hash>(
     items: Vec<T>,
     key: impl Fn(&T) -> (O, N),
     limit: usize,
 ) -> Vec<T> {
-    let mut out: Vec<T> = Vec::new();
-    let mut rest: Vec<T> = Vec::new();
     let mut owners = HashSet::new();
     let mut nets = HashSet::new();
-    for it in items {
-        let (o, n) = key(&it);
-        if out.len() < limit && !owners.contains(&o) && !nets.contains(&n) {
+    let mut distinct: Vec<T> = Vec::new();
+    let mut later: Vec<Option<T>> = Vec::new();
+    // A first pass picks the fully distinct hosts, so a host on a used network
+    // never takes the owner slot of a later, fully distinct host of that owner.
+    let mut held: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    for slot in held.iter_mut() {
+        let Some(it) = slot.as_ref() else { continue };
+        let (o, n) = key(it);
+        if distinct.len() < limit && !owners.contains(&o) && !nets.contains(&n) {
             owners.insert(o);
             nets.insert(n);
-            out.push(it);
-        } else {
-            rest.push(it);
-        }
-    }
-    let differs = |a: &T, b: &T| {
-        let (ao, an) = key(a);
-        let (bo, bn) = key(b);
-        ao != bo && an != bn
-    };
-    for it in rest {
-        if out.len() >= limit {
-            break;
-        }
-        if out.last().is_none_or(|last| differs(last, &it)) {
-            out.push(it);
-            continue;
-        }
-        // Find a gap whose both neighbours differ from it.
-        let mut placed = None;
-        for i in 0..out.len() {
-            let before_ok = i == 0 || differs(&out[i - 1], &it);
-            if before_ok && differs(&out[i], &it) {
-                placed = Some(i);
-                break;
+            if let Some(it) = slot.take() {
+                distinct.push(it);
             }
         }
-        if let Some(i) = placed {
-            out.insert(i, it);
+    }
+    for it in held.into_iter().flatten() {
+        let (o, _) = key(&it);
+        if owners.insert(o) {
+            later.push(Some(it));
+        }
+    }
+    let mut out = distinct;
+    while out.len() < limit {
+        let pick = later
+            .iter()
+            .position(|it| match (it, out.last()) {
+                (Some(it), Some(last)) => key(it).1 != key(last).1,
+                (Some(_), None) => true,
+                (None, _) => false,
+            })
+            .or_else(|| later.iter().position(Option::is_some));
+        match pick.and_then(|i| later[i].take()) {
+            Some(it) => out.push(it),
+            None => break,
         }
     }
     out
@@ -596,15 +600,15 @@ impl Pool {
         self.hosts[*idx as usize].as_ref().map(|h| h.id)
     }
 
-    /// Pick up to `max` hosts serving every fingerprint in `fps`, excluding the
-    /// requester's owner group, nearest time zone first, arranged by
-    /// [`arrange`].
+    /// Pick up to `max` hosts serving every fingerprint in `fps`, nearest time
+    /// zone first, arranged by [`arrange`] (one host per owner). The
+    /// requester's own hosts may be listed (at most one of them, like any
+    /// owner's): they are trusted by their owner and often the nearest.
     #[allow(clippy::too_many_arguments)]
     pub fn select(
         &self,
         fps: &[String],
         tz: i32,
-        requester_owner: &IdentityId,
         max: usize,
         now_ms: u64,
         expiry_ms: u64,
@@ -639,7 +643,6 @@ impl Pool {
                     continue;
                 };
                 if now_ms.saturating_sub(h.last_seen_ms) > expiry_ms
-                    || h.owner == *requester_owner
                     || self.blacklist.contains_key(&h.id)
                     || !fps[1..].iter().all(|f| h.fps.iter().any(|hf| **hf == **f))
                     || !addrs.insert((h.host.clone(), h.port))
@@ -653,7 +656,7 @@ impl Pool {
                     if distinct.len() >= want {
                         break 'groups;
                     }
-                } else if spill.len() < want {
+                } else if spill.len() < want && !owners.contains(&h.owner) {
                     spill.push(h);
                 }
             }
@@ -766,19 +769,24 @@ mod tests {
     }
 
     #[test]
-    fn arrange_distinct_first_then_no_equal_neighbours() {
+    fn arrange_one_per_owner_distinct_networks_first() {
         // (owner, net)
-        let items = vec![(1, 1), (1, 2), (2, 1), (3, 3), (1, 1), (4, 4)];
+        let items = vec![(1, 1), (1, 2), (2, 1), (3, 3), (1, 1), (4, 4), (5, 3)];
         let out = arrange(items, |x| *x, 10);
         assert_eq!(&out[..3], &[(1, 1), (3, 3), (4, 4)]);
-        for w in out.windows(2) {
-            assert!(w[0].0 != w[1].0 && w[0].1 != w[1].1, "{out:?}");
-        }
+        assert_eq!(&out[3..], &[(2, 1), (5, 3)], "{out:?}");
         let limited = arrange(vec![(1, 1), (2, 2), (3, 3)], |x| *x, 2);
         assert_eq!(limited, vec![(1, 1), (2, 2)]);
-        // One owner only: a single host can be handed out, never two in a row.
+        // One owner only: a single host is handed out.
         let same = arrange(vec![(1, 1), (1, 2), (1, 3)], |x| *x, 10);
         assert_eq!(same.len(), 1);
+        // One network (a LAN, or 127.0.0.x): every owner still gets a place.
+        let lan = arrange(vec![(1, 7), (2, 7), (3, 7)], |x| *x, 10);
+        assert_eq!(lan, vec![(1, 7), (2, 7), (3, 7)]);
+        // A later fully distinct host of an owner wins over its earlier host on a
+        // used network.
+        let pref = arrange(vec![(1, 1), (2, 1), (2, 2)], |x| *x, 10);
+        assert_eq!(pref, vec![(1, 1), (2, 2)]);
     }
 
     proptest::proptest! {
@@ -786,9 +794,10 @@ mod tests {
         fn arrange_properties(items in proptest::collection::vec((0u8..5, 0u8..5), 0..40), limit in 1usize..12) {
             let out = arrange(items.clone(), |x| *x, limit);
             proptest::prop_assert!(out.len() <= limit);
-            for w in out.windows(2) {
-                proptest::prop_assert!(w[0].0 != w[1].0 && w[0].1 != w[1].1);
-            }
+            let owners_out: HashSet<u8> = out.iter().map(|x| x.0).collect();
+            proptest::prop_assert_eq!(owners_out.len(), out.len(), "one host per owner");
+            let owners_in: HashSet<u8> = items.iter().map(|x| x.0).collect();
+            proptest::prop_assert_eq!(out.len(), owners_in.len().min(limit), "every owner placed up to the limit");
             // Every output item came from the input (multiset).
             let mut pool = items.clone();
             for o in &out {
@@ -809,7 +818,7 @@ mod tests {
     }
 
     #[test]
-    fn select_excludes_own_blacklisted_expired_and_respects_fingerprints() {
+    fn select_lists_own_once_excludes_blacklisted_expired_and_respects_fingerprints() {
         let mut pool = Pool::new();
         let me = Identity::generate().id();
         let mut ids = Vec::new();
@@ -830,19 +839,18 @@ mod tests {
             .unwrap();
         pool.add_link(me, mine);
         assert_eq!(pool.member_via(&me, 1000, 600_000), Some(mine));
-        let owner = pool.owner_of(&me);
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let got = pool.select(&[fp(1)], 0, &owner, 32, 1000, 600_000, &mut rng);
-        assert_eq!(got.len(), 20);
-        assert!(got.iter().all(|h| h.id != mine), "own host excluded");
-        let both = pool.select(&[fp(1), fp(2)], 0, &owner, 32, 1000, 600_000, &mut rng);
-        assert_eq!(both.len(), 10, "only hosts serving both toolchains");
+        let got = pool.select(&[fp(1)], 0, 32, 1000, 600_000, &mut rng);
+        assert_eq!(got.len(), 21);
+        assert!(got.iter().any(|h| h.id == mine), "own host listed, once");
+        let both = pool.select(&[fp(1), fp(2)], 0, 32, 1000, 600_000, &mut rng);
+        assert_eq!(both.len(), 11, "only hosts serving both toolchains");
         pool.set_blacklisted(BlacklistEntry {
             id: ids[0],
             since: 1,
             reason: "t".into(),
         });
-        let got = pool.select(&[fp(1)], 0, &owner, 32, 1000, 600_000, &mut rng);
+        let got = pool.select(&[fp(1)], 0, 32, 1000, 600_000, &mut rng);
         assert!(got.iter().all(|h| h.id != ids[0]));
         assert_eq!(
             pool.heartbeat(ids[0], &hb(&[fp(1)], 0), ip(10, 0, 0, 1), 1000),
@@ -851,7 +859,7 @@ mod tests {
         // Expired hosts are not selected even before the sweep.
         pool.heartbeat(ids[1], &hb(&[fp(1)], 0), ip(10, 0, 1, 1), 700_000)
             .unwrap();
-        let got = pool.select(&[fp(1)], 0, &owner, 32, 700_000, 600_000, &mut rng);
+        let got = pool.select(&[fp(1)], 0, 32, 700_000, 600_000, &mut rng);
         assert_eq!(got.iter().map(|h| h.id).collect::<Vec<_>>(), vec![ids[1]]);
         assert_eq!(
             pool.member_via(&me, 700_000, 600_000),
@@ -875,23 +883,24 @@ mod tests {
             pool.heartbeat(*id, &hb(&[fp(1)], 3600), ip(10, 2, i as u8, 1), 0)
                 .unwrap();
         }
-        let nobody = Identity::generate().id();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let got = pool.select(&[fp(1)], 7200, &nobody, 5, 0, 1000, &mut rng);
+        let got = pool.select(&[fp(1)], 7200, 5, 0, 1000, &mut rng);
         let got_ids: HashSet<_> = got.iter().map(|h| h.id).collect();
         assert_eq!(
             got_ids,
             near.iter().copied().collect(),
             "nearest zone fills the list"
         );
-        // Two hosts of one owner (linked through one person) are never adjacent.
+        // Two hosts of one owner (linked through one person) are never both listed.
         let person = Identity::generate().id();
         pool.add_link(person, near[0]);
         pool.add_link(person, near[1]);
         assert_eq!(pool.owner_of(&near[0]), pool.owner_of(&near[1]));
-        let got = pool.select(&[fp(1)], 3600, &nobody, 10, 0, 1000, &mut rng);
+        let got = pool.select(&[fp(1)], 3600, 10, 0, 1000, &mut rng);
+        let owners: HashSet<_> = got.iter().map(|h| h.owner).collect();
+        assert_eq!(owners.len(), got.len(), "{got:?}");
+        assert_eq!(got.len(), 9, "ten hosts, nine owners");
         for w in got.windows(2) {
-            assert_ne!(w[0].owner, w[1].owner);
             assert_ne!(w[0].network, w[1].network);
         }
     }
@@ -909,15 +918,14 @@ mod tests {
             pool.heartbeat(*id, &hb(&[fp(2)], 3600), ip(10, 3, i as u8, 1), 5)
                 .unwrap();
         }
-        let nobody = Identity::generate().id();
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         assert_eq!(
-            pool.select(&[fp(1)], 0, &nobody, 64, 5, 100, &mut rng)
+            pool.select(&[fp(1)], 0, 64, 5, 100, &mut rng)
                 .len(),
             25
         );
         assert_eq!(
-            pool.select(&[fp(2)], 0, &nobody, 64, 5, 100, &mut rng)
+            pool.select(&[fp(2)], 0, 64, 5, 100, &mut rng)
                 .len(),
             25
         );
@@ -927,12 +935,12 @@ mod tests {
             "the unmoved ones were last seen at 0"
         );
         assert_eq!(
-            pool.select(&[fp(1)], 0, &nobody, 64, 103, 100, &mut rng)
+            pool.select(&[fp(1)], 0, 64, 103, 100, &mut rng)
                 .len(),
             0
         );
         assert_eq!(
-            pool.select(&[fp(2)], 0, &nobody, 64, 103, 100, &mut rng)
+            pool.select(&[fp(2)], 0, 64, 103, 100, &mut rng)
                 .len(),
             25
         );

@@ -885,11 +885,9 @@ fn hosts(
         let via = pool
             .member_via(&id, now, exp)
             .ok_or_else(|| not_member(&id))?;
-        let owner = pool.owner_of(&id);
         let hosts = pool.select(
             &req.fingerprints,
             req.tz_offset_secs,
-            &owner,
             max,
             now,
             exp,

@@ -52,7 +52,9 @@ pub struct BlacklistRule {
     /// Distinct reporter owner groups needed.
     pub min_reporters: u32,
     /// When all those reporters share fewer networks than this, one more
-    /// reporter is needed ("prefer distinct networks").
+    /// reporter is needed ("prefer distinct networks"). The default, 1, lets
+    /// two owners on one LAN (or on 127.0.0.x) blacklist a liar; a public
+    /// coordinator raises it with `--reporter-networks 2`.
     pub min_networks: u32,
 }
 
@@ -60,7 +62,7 @@ impl Default for BlacklistRule {
     fn default() -> Self {
         Self {
             min_reporters: 2,
-            min_networks: 2,
+            min_networks: 1,
         }
     }
 }
@@ -560,9 +562,18 @@ mod tests {
         let r = BlacklistRule::default();
         assert!(!r.decide(1, 1));
         assert!(!r.decide(1, 5), "one reporter never suffices");
-        assert!(!r.decide(2, 1), "two reporters on one network need a third");
-        assert!(r.decide(2, 2));
-        assert!(r.decide(3, 1));
+        assert!(r.decide(2, 1), "two reporters suffice by default");
+        let strict = BlacklistRule {
+            min_networks: 2,
+            ..r
+        };
+        assert!(!strict.decide(1, 5));
+        assert!(
+            !strict.decide(2, 1),
+            "two reporters on one network need a third"
+        );
+        assert!(strict.decide(2, 2));
+        assert!(strict.decide(3, 1));
     }
 
     #[tokio::test]
