@@ -263,6 +263,26 @@ pub struct MismatchReport {
     pub results: Vec<HostResultHash>,
     /// When the mismatch happened (unix seconds, client clock).
     pub time: u64,
+    /// The client's evidence record id (`evidence.jsonl`), for tracing a
+    /// report back to its evidence; a resent record is still counted once per
+    /// reporter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_id: Option<String>,
+}
+
+/// `HOST:PORT` of a `DISTCC_HOSTS` entry (`HOST:PORT/LIMIT,lzo,cpp`), as
+/// the coordinator resolves it; distcc's default port when none is written.
+pub fn host_addr_of_entry(entry: &str) -> String {
+    let base = entry.split([',', '/']).next().unwrap_or("").trim();
+    let has_port = match base.strip_prefix('[') {
+        Some(rest) => rest.contains("]:"),
+        None => base.matches(':').count() == 1,
+    };
+    if has_port || base.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}:3632")
+    }
 }
 
 fn check_hash(field: &str, s: &str) -> Result<(), String> {
@@ -275,6 +295,9 @@ fn check_hash(field: &str, s: &str) -> Result<(), String> {
 impl MismatchReport {
     pub fn validate(&self) -> Result<(), String> {
         check_text("host_addr", &self.host_addr, 300, self.host_id.is_some())?;
+        if let Some(e) = &self.evidence_id {
+            check_text("evidence_id", e, 64, false)?;
+        }
         check_hash("input_hash", &self.input_hash)?;
         if self.args.len() > MAX_REPORT_ARGS {
             return Err(format!(
@@ -398,6 +421,17 @@ mod tests {
     }
 
     #[test]
+    fn host_entries_to_addresses() {
+        assert_eq!(
+            host_addr_of_entry("127.0.0.11:4000/2,lzo"),
+            "127.0.0.11:4000"
+        );
+        assert_eq!(host_addr_of_entry("build1/4"), "build1:3632");
+        assert_eq!(host_addr_of_entry("build1,lzo"), "build1:3632");
+        assert_eq!(host_addr_of_entry("[::1]:99/3"), "[::1]:99");
+    }
+
+    #[test]
     fn report_bounds() {
         let r = MismatchReport {
             host_id: None,
@@ -410,6 +444,7 @@ mod tests {
                 hash: "cd".repeat(32),
             }],
             time: 1,
+            evidence_id: Some("00ff".into()),
         };
         assert!(r.validate().is_ok());
         let mut bad = r.clone();

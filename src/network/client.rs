@@ -336,6 +336,53 @@ pub async fn send_report(
         .await
 }
 
+/// Send several mismatch reports (e.g. the pending records of the client's
+/// evidence log) with one identity; one result per report, in order. A report
+/// the coordinator refused (`Api` error) does not stop the others; an
+/// unreachable coordinator does (the rest would fail the same way).
+pub async fn send_reports(
+    coordinator: &str,
+    identity: Arc<Identity>,
+    reports: &[MismatchReport],
+) -> Vec<Result<ReportAck, NetworkError>> {
+    let client = match CoordinatorClient::new(coordinator, identity) {
+        Ok(c) => c,
+        Err(e) => return vec![Err(e)],
+    };
+    let mut out = Vec::with_capacity(reports.len());
+    for r in reports {
+        let result = client.report(r).await;
+        let stop = matches!(result, Err(NetworkError::Unreachable { .. }));
+        out.push(result);
+        if stop {
+            break;
+        }
+    }
+    out
+}
+
+/// Blocking [`send_reports`] signed with the identity in `$DPORTAGE_DIR`, for
+/// the compile client (which has no runtime of its own). Results may be
+/// fewer than `reports` when the coordinator became unreachable: the missing
+/// ones were not sent.
+pub fn send_reports_blocking(
+    coordinator: &str,
+    reports: &[MismatchReport],
+) -> Vec<Result<ReportAck, NetworkError>> {
+    let identity = match Identity::load_or_create(&super::identity::dportage_dir()) {
+        Ok(i) => Arc::new(i),
+        Err(e) => return vec![Err(e)],
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return vec![Err(NetworkError::io("starting a runtime".into(), e))],
+    };
+    rt.block_on(send_reports(coordinator, identity, reports))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,8 @@
 //! runtime) when it was given `--coordinator URL`, and may read
 //! [`HeartbeatHandle::status`] for its stats page.
 
+use std::future::Future;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +47,9 @@ pub struct HeartbeatConfig {
     /// when the identity directory is not group-traversable). It is always written
     /// to `identity_dir/membership.json`.
     pub membership_file: Option<PathBuf>,
+    /// Send heartbeats from this local address (default: the system's choice).
+    /// The coordinator groups hosts by the network a heartbeat comes from.
+    pub source_ip: Option<IpAddr>,
 }
 
 impl HeartbeatConfig {
@@ -58,6 +63,7 @@ impl HeartbeatConfig {
             interval: Duration::from_secs(600),
             identity_dir: identity::dportage_dir(),
             membership_file: None,
+            source_ip: None,
         }
     }
 }
@@ -205,15 +211,23 @@ pub async fn heartbeat_once(
     client.heartbeat(hb).await
 }
 
+fn start(cfg: &HeartbeatConfig) -> Result<(Arc<Identity>, CoordinatorClient), NetworkError> {
+    let identity = Arc::new(Identity::load_or_create(&cfg.identity_dir)?);
+    let mut client = CoordinatorClient::new(&cfg.coordinator, identity.clone())?;
+    if let Some(ip) = cfg.source_ip {
+        client = client.with_source_ip(ip);
+    }
+    parse_advertise(&cfg.advertise)?;
+    Ok((identity, client))
+}
+
 /// Load (or create) the identity, publish the membership token, and start
 /// heartbeating on the current tokio runtime.
 pub fn spawn_heartbeat(cfg: HeartbeatConfig) -> Result<HeartbeatHandle, NetworkError> {
-    let identity = Arc::new(Identity::load_or_create(&cfg.identity_dir)?);
-    let client = CoordinatorClient::new(&cfg.coordinator, identity.clone())?;
-    parse_advertise(&cfg.advertise)?;
+    let (identity, client) = start(&cfg)?;
     let id = identity.id();
     let (tx, rx) = watch::channel(HeartbeatStatus::default());
-    let task = tokio::spawn(run(cfg, identity, client, tx));
+    let task = tokio::spawn(heartbeat_loop(cfg, identity, client, tx));
     Ok(HeartbeatHandle {
         id,
         status: rx,
@@ -221,7 +235,35 @@ pub fn spawn_heartbeat(cfg: HeartbeatConfig) -> Result<HeartbeatHandle, NetworkE
     })
 }
 
-async fn run(
+/// The daemon's entry point for `dportage serve --coordinator URL`: heartbeat
+/// until `shutdown` completes. Errors only on a configuration that can never
+/// work (bad URL, bad `--advertise`, unreadable identity); a coordinator that
+/// is down or refuses is retried with backoff and logged.
+///
+/// ```no_run
+/// # async fn daemon(url: String, port: u16, jobs: u32) {
+/// let cfg = dportage::network::HeartbeatConfig::new(url, port, jobs);
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// tokio::spawn(dportage::network::heartbeat::run(cfg, async move {
+///     let _ = stopped.await;
+/// }));
+/// # drop(stop);
+/// # }
+/// ```
+pub async fn run(
+    cfg: HeartbeatConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NetworkError> {
+    let (identity, client) = start(&cfg)?;
+    let (tx, _rx) = watch::channel(HeartbeatStatus::default());
+    tokio::select! {
+        _ = heartbeat_loop(cfg, identity, client, tx) => {}
+        _ = shutdown => {}
+    }
+    Ok(())
+}
+
+async fn heartbeat_loop(
     cfg: HeartbeatConfig,
     identity: Arc<Identity>,
     client: CoordinatorClient,

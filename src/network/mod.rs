@@ -51,7 +51,9 @@ pub mod store;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-pub use client::{send_report, send_report_blocking, CoordinatorClient};
+pub use client::{
+    send_report, send_report_blocking, send_reports, send_reports_blocking, CoordinatorClient,
+};
 pub use heartbeat::{spawn_heartbeat, HeartbeatConfig, HeartbeatHandle, HeartbeatStatus};
 pub use identity::{dportage_dir, Identity, IdentityId};
 pub use server::{Coordinator, CoordinatorConfig};

@@ -919,31 +919,15 @@ mod tests {
                 .unwrap();
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        assert_eq!(
-            pool.select(&[fp(1)], 0, 64, 5, 100, &mut rng)
-                .len(),
-            25
-        );
-        assert_eq!(
-            pool.select(&[fp(2)], 0, 64, 5, 100, &mut rng)
-                .len(),
-            25
-        );
+        assert_eq!(pool.select(&[fp(1)], 0, 64, 5, 100, &mut rng).len(), 25);
+        assert_eq!(pool.select(&[fp(2)], 0, 64, 5, 100, &mut rng).len(), 25);
         assert_eq!(
             pool.sweep(103, 100),
             25,
             "the unmoved ones were last seen at 0"
         );
-        assert_eq!(
-            pool.select(&[fp(1)], 0, 64, 103, 100, &mut rng)
-                .len(),
-            0
-        );
-        assert_eq!(
-            pool.select(&[fp(2)], 0, 64, 103, 100, &mut rng)
-                .len(),
-            25
-        );
+        assert_eq!(pool.select(&[fp(1)], 0, 64, 103, 100, &mut rng).len(), 0);
+        assert_eq!(pool.select(&[fp(2)], 0, 64, 103, 100, &mut rng).len(), 25);
         assert_eq!(pool.resolve_addr("10.3.0.1:3632"), Some(ids[0]));
         assert_eq!(pool.resolve_addr("10.3.1.1:3632"), None, "swept");
     }
