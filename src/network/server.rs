@@ -294,7 +294,7 @@ pub(crate) struct Shared {
     stopping: AtomicBool,
 }
 
-pub(crate) fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -915,7 +915,7 @@ async fn link(
             format!("membership token refused: {e}"),
         )
     })?;
-    let already = {
+    let (already, merge_owners) = {
         let pool = shared.pool_read();
         if pool.is_blacklisted(&daemon) {
             return Err(ApiError::new(
@@ -947,7 +947,11 @@ async fn link(
                 ),
             ));
         }
-        person == daemon || pool.is_linked(&person, &daemon)
+        let already = person == daemon || pool.is_linked(&person, &daemon);
+        // The pool keeps the smaller representative when groups merge.
+        let (a, b) = (pool.owner_of(&person), pool.owner_of(&daemon));
+        let merge_owners = (a != b).then(|| if a < b { (b, a) } else { (a, b) });
+        (already, merge_owners)
     };
     if !already {
         shared
@@ -956,6 +960,7 @@ async fn link(
                 person,
                 daemon,
                 now: unix_now(),
+                merge_owners,
             })
             .await
             .map_err(ApiError::internal)?;

@@ -88,6 +88,9 @@ pub enum WriteOp {
         person: IdentityId,
         daemon: IdentityId,
         now: u64,
+        /// The two owner groups merge: reports filed under the owner `.0` now
+        /// count under `.1`, so one owner stays one reporter.
+        merge_owners: Option<(IdentityId, IdentityId)>,
     },
     Report(ReportRow),
     Lift {
@@ -459,7 +462,14 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, rusqlite::Error
             person,
             daemon,
             now,
+            merge_owners,
         } => {
+            if let Some((from, into)) = merge_owners {
+                conn.execute(
+                    "UPDATE reports SET reporter_owner=?2 WHERE reporter_owner=?1",
+                    params![from.to_string(), into.to_string()],
+                )?;
+            }
             conn.execute(
                 "INSERT OR IGNORE INTO links(person, daemon, created) VALUES(?1, ?2, ?3)",
                 params![person.to_string(), daemon.to_string(), *now as i64],
