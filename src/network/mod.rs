@@ -25,16 +25,27 @@
 //!
 //! # For the other modules
 //!
-//! * The server (`dportage serve --coordinator URL`): build a
-//!   [`heartbeat::HeartbeatConfig`] (`HeartbeatConfig::new(url, port, jobs)`,
-//!   then set `compilers`, `interval`, `advertise`) and call
-//!   [`heartbeat::spawn_heartbeat`] inside the tokio runtime; keep the handle
-//!   alive (dropping it stops heartbeating).
-//! * The client, on a vote it lost to a liar: [`client::send_report_blocking`]
-//!   (or the async [`client::send_report`]) with a [`api::MismatchReport`]; the
-//!   URL is `$DPORTAGE_COORDINATOR`.
+//! * The server (`dportage serve --coordinator URL [--advertise HOST:PORT]
+//!   [--heartbeat-interval SECS]`): build a [`heartbeat::HeartbeatConfig`]
+//!   (`HeartbeatConfig::new(url, port, jobs)`, then set `advertise`, `interval`
+//!   and, if wanted, `compilers`) and spawn [`heartbeat::run`]`(cfg, shutdown)`
+//!   inside the tokio runtime; it heartbeats until `shutdown` completes. Or
+//!   keep the handle of [`heartbeat::spawn_heartbeat`] (dropping it stops).
+//! * The client, for its pending mismatch records: [`client::send_reports_blocking`]
+//!   (or the async [`client::send_reports`]) with [`api::MismatchReport`]s, one
+//!   result per report sent; [`api::host_addr_of_entry`] turns a host entry
+//!   (`HOST:PORT/N,lzo`) into the `host_addr` to report. The URL is
+//!   `$DPORTAGE_COORDINATOR`.
 //! * Tests and benchmarks: [`server::Coordinator::bind`] runs a coordinator in
 //!   process; [`client::CoordinatorClient`] speaks to one.
+//!
+//! # Membership across users
+//!
+//! A daemon running as a service user publishes a signed membership token
+//! (`membership.json`, mode 0640) in its `$DPORTAGE_DIR`; a person's `dportage`
+//! presents it once (`POST /v1/link`) and is then linked to the daemon's owner
+//! group durably. `DPORTAGE_DIR` pointing both at one directory also works (one
+//! identity). Details: `docs/coordinator-api.md`.
 
 pub mod api;
 pub mod auth;
