@@ -222,11 +222,10 @@ fn main() {
         let identities: Vec<Identity> = (0..senders).map(|_| Identity::generate()).collect();
         let mut batch = Vec::with_capacity(10_000);
         for i in 0..hosts {
-            let id = if i < senders {
-                identities[i].id()
-            } else {
-                Identity::generate().id()
-            };
+            let id = identities
+                .get(i)
+                .map(Identity::id)
+                .unwrap_or_else(|| Identity::generate().id());
             let (hb, ip) = heartbeat(i);
             batch.push((id, hb, ip));
             if batch.len() == 10_000 {

@@ -159,7 +159,7 @@ pub fn resolve_compiler(name: &str, path: Option<&OsString>, skip: &[PathBuf]) -
             return false;
         }
         let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        !skip.iter().any(|s| *s == real)
+        !skip.contains(&real)
     };
     if name.contains('/') {
         let p = PathBuf::from(name);

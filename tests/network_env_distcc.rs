@@ -103,14 +103,12 @@ fn printed_environment_evals_and_compiles_through_real_distcc() {
     fs::create_dir(&work).unwrap();
     fs::write(work.join("hello.c"), HELLO).unwrap();
     let before: usize = hosts.iter().map(Distccd::compile_ok_count).sum();
-    let script = format!(
-        "set -e\neval \"$(cat lines.sh)\"\nfor i in 1 2 3 4; do distcc gcc -O2 -c hello.c -o remote$i.o; done\n"
-    );
+    let script = "set -e\neval \"$(cat lines.sh)\"\nfor i in 1 2 3 4; do distcc gcc -O2 -c hello.c -o remote$i.o; done\n";
     fs::write(work.join("lines.sh"), &lines).unwrap();
     fs::create_dir(tmp.path().join("distcc-state")).unwrap();
     let out = Command::new("sh")
         .arg("-c")
-        .arg(&script)
+        .arg(script)
         .current_dir(&work)
         .env("DISTCC_FALLBACK", "0")
         .env("DISTCC_DIR", tmp.path().join("distcc-state"))

@@ -314,10 +314,14 @@ fn reports(id: &str, data: Option<PathBuf>) -> i32 {
     let result = store::open_connection(&data).and_then(|c| store::read_reports(&c, &path, &id));
     match result {
         Ok(rows) => {
-            for (received, reporter, network, cleared, body) in rows {
+            for r in rows {
                 println!(
-                    "{received}\t{reporter}\t{network}\t{}\t{body}",
-                    if cleared { "cleared" } else { "counts" }
+                    "{}\t{}\t{}\t{}\t{}",
+                    r.received,
+                    r.reporter,
+                    r.network,
+                    if r.cleared { "cleared" } else { "counts" },
+                    r.body
                 );
             }
             0

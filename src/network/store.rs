@@ -250,25 +250,36 @@ pub fn lift(conn: &mut Connection, path: &Path, id: &IdentityId) -> Result<bool,
     Ok(n > 0)
 }
 
-/// Reports against `id` (all, newest first): (received, reporter, network, cleared, body).
+/// One stored report, as the admin CLI shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReport {
+    pub received: u64,
+    pub reporter: String,
+    pub network: String,
+    /// Lifted: no longer counts towards a blacklisting.
+    pub cleared: bool,
+    pub body: String,
+}
+
+/// Reports against `id` (all, newest first).
 pub fn read_reports(
     conn: &Connection,
     path: &Path,
     id: &IdentityId,
-) -> Result<Vec<(u64, String, String, bool, String)>, StoreError> {
+) -> Result<Vec<StoredReport>, StoreError> {
     let e = sql_err(path);
     let mut st = conn
         .prepare("SELECT received, reporter, reporter_network, cleared, body FROM reports WHERE reported=?1 ORDER BY id DESC")
         .map_err(&e)?;
     let rows = st
         .query_map([id.to_string()], |r| {
-            Ok((
-                r.get::<_, i64>(0)?.max(0) as u64,
-                r.get(1)?,
-                r.get(2)?,
-                r.get::<_, i64>(3)? != 0,
-                r.get(4)?,
-            ))
+            Ok(StoredReport {
+                received: r.get::<_, i64>(0)?.max(0) as u64,
+                reporter: r.get(1)?,
+                network: r.get(2)?,
+                cleared: r.get::<_, i64>(3)? != 0,
+                body: r.get(4)?,
+            })
         })
         .map_err(&e)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(&e)
