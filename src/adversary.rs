@@ -24,6 +24,11 @@ pub enum Lie {
     ExitStatus(u32),
     /// Append this many zero bytes to the object.
     Oversize(usize),
+    /// Send the first half of the honest reply, then close: a host that dies
+    /// mid-reply (a failure, not a vote).
+    Truncate,
+    /// Answer with bytes that are not distcc protocol (a failure, not a vote).
+    Garbage,
 }
 
 impl std::str::FromStr for Lie {
@@ -34,13 +39,15 @@ impl std::str::FromStr for Lie {
             "flip" => Ok(Lie::FlipObjectByte),
             "replace" => Ok(Lie::ReplaceObject(b"\x7fELF trojan".to_vec())),
             "oversize" => Ok(Lie::Oversize(64 << 20)),
+            "truncate" => Ok(Lie::Truncate),
+            "garbage" => Ok(Lie::Garbage),
             other => match other.strip_prefix("status=") {
                 Some(v) => v
                     .parse::<u32>()
                     .map(Lie::ExitStatus)
                     .map_err(|e| format!("bad status {v:?}: {e}")),
                 None => Err(format!(
-                    "unknown lie {other:?}: use honest, flip, replace, oversize or status=N"
+                    "unknown lie {other:?}: use honest, flip, replace, oversize, truncate, garbage or status=N"
                 )),
             },
         }
@@ -51,7 +58,7 @@ impl Lie {
     /// Apply the lie to a decoded reply.
     pub fn apply(&self, reply: &mut crate::protocol::Reply) {
         match self {
-            Lie::Honest => {}
+            Lie::Honest | Lie::Truncate | Lie::Garbage => {}
             Lie::FlipObjectByte => {
                 if !reply.object.is_empty() {
                     let mid = reply.object.len() / 2;
@@ -130,8 +137,23 @@ async fn proxy_one(mut client: TcpStream, upstream: SocketAddr, lie: &Lie) -> st
         }
     };
     lie.apply(&mut reply);
-    client.write_all(&reply.encode()).await?;
+    client.write_all(&lie.wire_bytes(&reply)).await?;
     Ok(())
+}
+
+impl Lie {
+    /// The bytes the proxy sends for `reply` (after [`Lie::apply`]).
+    pub fn wire_bytes(&self, reply: &crate::protocol::Reply) -> Vec<u8> {
+        match self {
+            Lie::Truncate => {
+                let mut bytes = reply.encode();
+                bytes.truncate(bytes.len() / 2);
+                bytes
+            }
+            Lie::Garbage => b"HTTP/1.1 400 Bad Request\r\n\r\nnot distcc".to_vec(),
+            _ => reply.encode(),
+        }
+    }
 }
 
 fn invalid(e: impl std::fmt::Display) -> std::io::Error {
@@ -195,4 +217,49 @@ pub fn liar_main(args: Vec<std::ffi::OsString>) -> i32 {
         run_lying_proxy(listener, upstream, lie).await;
         0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Reply;
+
+    fn reply() -> Reply {
+        Reply {
+            version: ProtocolVersion::V1,
+            status: 0,
+            stderr: Vec::new(),
+            stdout: Vec::new(),
+            object: b"\x7fELF honest object".to_vec(),
+        }
+    }
+
+    #[test]
+    fn every_lie_changes_what_it_says() {
+        let honest = reply();
+        let lied = |lie: &str| {
+            let lie: Lie = lie.parse().unwrap();
+            let mut r = reply();
+            lie.apply(&mut r);
+            (r, lie)
+        };
+        let (r, _) = lied("flip");
+        assert_eq!(r.object.len(), honest.object.len());
+        assert_ne!(r.object, honest.object);
+        let (r, _) = lied("replace");
+        assert_ne!(r.object, honest.object);
+        let (r, _) = lied("status=256");
+        assert_eq!(r.status, 256);
+        assert!(r.object.is_empty());
+        let (r, _) = lied("oversize");
+        assert!(r.object.len() > honest.object.len() + (1 << 20));
+        let (r, lie) = lied("honest");
+        assert_eq!(lie.wire_bytes(&r), honest.encode());
+        let (r, lie) = lied("truncate");
+        assert_eq!(lie.wire_bytes(&r).len(), honest.encode().len() / 2);
+        let (r, lie) = lied("garbage");
+        assert!(!lie.wire_bytes(&r).starts_with(b"DONE"));
+        assert!("bogus".parse::<Lie>().is_err());
+        assert!("status=x".parse::<Lie>().is_err());
+    }
 }

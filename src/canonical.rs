@@ -73,6 +73,32 @@ pub fn canonicalize(argv: &[String], cwd: &str, input_key: &str) -> Canonical {
     Canonical::Send { extra_args: extra }
 }
 
+/// Flags the client adds to its own preprocessing of a verified job, so the
+/// preprocessed input names the client's directory instead of letting each
+/// server's job directory leak into the object.
+///
+/// GCC's LTO streamer records the compile's working directory for relative
+/// source names (measured with gcc 12: `-flto=auto -frandom-seed=X` compiled
+/// from one `.i` in two directories gives different objects, and real distccd
+/// compiles every job in a fresh temp directory). With `-fworking-directory`
+/// the `.i` carries `# 1 "/client/cwd//"` and cc1 uses that instead, as `-g`
+/// already does implicitly. clang rejects the flag and needs nothing here.
+pub fn preprocessor_extra_args(argv: &[String]) -> Vec<String> {
+    let compiler = argv.first().map(String::as_str).unwrap_or("");
+    let base = compiler.rsplit('/').next().unwrap_or(compiler);
+    if base.starts_with("clang") {
+        return Vec::new();
+    }
+    let args = || argv.iter().skip(1);
+    let lto = args().any(|a| a.starts_with("-flto") && a != "-flto=none");
+    let told = args().any(|a| a == "-fworking-directory" || a == "-fno-working-directory");
+    if lto && !told {
+        vec!["-fworking-directory".to_owned()]
+    } else {
+        Vec::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +131,30 @@ mod tests {
             canonicalize(&argv("gcc -flto -frandom-seed=1 -c x.c"), "/src", "x.c"),
             Canonical::Send { extra_args: vec![] }
         );
+    }
+
+    #[test]
+    fn gcc_lto_preprocesses_with_the_working_directory() {
+        assert_eq!(
+            preprocessor_extra_args(&argv("gcc -O2 -flto=auto -c x.c")),
+            ["-fworking-directory"]
+        );
+        assert_eq!(
+            preprocessor_extra_args(&argv("/usr/bin/x86_64-linux-gnu-g++ -flto -c x.cc")),
+            ["-fworking-directory"]
+        );
+        for unchanged in [
+            "gcc -O2 -c x.c",
+            "gcc -g -c x.c",
+            "gcc -flto=none -c x.c",
+            "gcc -flto -fworking-directory -c x.c",
+            "clang -flto=thin -c x.c",
+        ] {
+            assert!(
+                preprocessor_extra_args(&argv(unchanged)).is_empty(),
+                "{unchanged}"
+            );
+        }
     }
 
     #[test]

@@ -17,3 +17,4 @@ pub mod network;
 pub mod protocol;
 pub mod server;
 pub mod verify;
+pub mod wanproxy;

@@ -556,3 +556,25 @@ fn requests_match_real_distcc_byte_for_byte() {
         }
     }
 }
+
+#[test]
+fn unusable_distcc_dir_with_fallback_off_fails_like_distcc() {
+    let server = FakeServer::start(vec![]);
+    let mut env = setup(&server.hostspec());
+    // A regular file where the lock directory should be: no slots can be locked.
+    let blocker = env.root.path().join("not-a-dir");
+    fs::write(&blocker, "").unwrap();
+    env.set("DISTCC_DIR", blocker.to_str().unwrap());
+    env.set("DISTCC_FALLBACK", "0");
+    let out = env.distcc_run(&["gcc", "-c", "x.c", "-o", "x.o"]);
+    assert_eq!(out.status.code(), Some(116), "{}", stderr_text(&out));
+    assert!(stderr_text(&out).contains("DISTCC_FALLBACK=0"));
+    assert!(!env.work().join("x.o").exists());
+
+    // With fallback allowed the job still compiles here.
+    env.set("DISTCC_FALLBACK", "1");
+    let out = env.distcc_run(&["gcc", "-c", "x.c", "-o", "x.o"]);
+    assert_success(&out, "unusable DISTCC_DIR with fallback");
+    assert!(env.work().join("x.o").exists());
+    server.requests();
+}

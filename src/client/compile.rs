@@ -67,6 +67,9 @@ pub fn compile(invocation: Invocation, settings: &Settings) -> i32 {
             };
             LocalRunner::new(settings).run(&argv, kind)
         }
+        Ok(ScanOutcome::Distribute(job)) if settings.verifies() => {
+            super::dual::distribute(job, settings)
+        }
         Ok(ScanOutcome::Distribute(job)) => distribute(job, settings),
     }
 }
@@ -202,7 +205,10 @@ struct Distribution<'a> {
 fn distribute(job: CompileJob, settings: &Settings) -> i32 {
     let input = job.input().to_owned();
     let hosts = match load_host_list() {
-        Ok(hosts) => hosts,
+        Ok(mut hosts) => {
+            super::dual::drop_excluded_hosts(&mut hosts, settings);
+            hosts
+        }
         Err(e) => {
             if !settings.fallback {
                 tracing::error!("{e}; not compiling {input} locally because DISTCC_FALLBACK=0");
@@ -220,6 +226,14 @@ fn distribute(job: CompileJob, settings: &Settings) -> i32 {
         }
     };
     let Some(lock) = open_lock_dir(settings) else {
+        if !settings.fallback {
+            // distcc 3.4 exits 116 here too rather than compile behind the user's back.
+            tracing::error!(
+                "cannot lock host slots under {} and DISTCC_FALLBACK=0 forbids compiling {input} locally; create the directory or unset DISTCC_FALLBACK",
+                distcc_dir().display()
+            );
+            return exitcode::NO_HOSTS;
+        }
         tracing::warn!("compiling {input} locally because host slots cannot be locked");
         return run_compiler(&job.argv, &settings.child_safeguard());
     };

@@ -7,6 +7,8 @@
 
 mod cleanup;
 pub mod compile;
+pub mod dual;
+pub mod evidence;
 pub mod hostsource;
 pub mod invocation;
 pub mod local;

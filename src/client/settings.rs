@@ -10,6 +10,11 @@ const DEFAULT_IO_TIMEOUT_SECS: u64 = 300;
 const DEFAULT_BACKOFF_SECS: u64 = 60;
 /// Default `DISTCC_PAUSE_TIME_MSEC`.
 const DEFAULT_PAUSE_MSEC: u64 = 1000;
+/// Most hosts `DPORTAGE_REDUNDANCY` may ask to agree: beyond this the pool
+/// pays far more than any attacker model justifies.
+pub const MAX_REDUNDANCY: usize = 9;
+/// Default `DPORTAGE_HEDGE_MS`: the least extra wait for a lagging host.
+const DEFAULT_HEDGE_MSEC: u64 = 1000;
 
 /// Everything the compile path reads from the environment.
 #[derive(Debug, Clone)]
@@ -39,6 +44,20 @@ pub struct Settings {
     pub tmpdir: PathBuf,
     /// `_DISTCC_SAFEGUARD` as found.
     pub safeguard: Option<String>,
+    /// `DPORTAGE_REDUNDANCY` (default 1): distinct hosts that must agree on each
+    /// distributable job, or the message for an invalid value.
+    pub redundancy: Result<usize, String>,
+    /// `DPORTAGE_SPOTCHECK` (default 0; `DPORTAGE_SPOT_CHECK` is accepted too):
+    /// the fraction of verified jobs also compiled here and compared, or the
+    /// message for an invalid value.
+    pub spot_check: Result<f64, String>,
+    /// `DPORTAGE_HEDGE_MS` (default 1000): a host still busy
+    /// max(2 × first, first + this) after the first result is hedged.
+    pub hedge_min: Duration,
+    /// `DPORTAGE_DIR` (default `~/.dportage`): exclusions and evidence.
+    pub dportage_dir: Option<PathBuf>,
+    /// `DPORTAGE_COORDINATOR`: where evidence is reported (by the network layer).
+    pub coordinator: Option<String>,
 }
 
 impl Settings {
@@ -77,7 +96,34 @@ impl Settings {
             no_rewrite_cross: lookup("DISTCC_NO_REWRITE_CROSS").is_some(),
             tmpdir,
             safeguard: text("_DISTCC_SAFEGUARD"),
+            redundancy: parse_redundancy(text("DPORTAGE_REDUNDANCY").as_deref()),
+            spot_check: parse_spot_check(
+                text("DPORTAGE_SPOTCHECK")
+                    .or_else(|| text("DPORTAGE_SPOT_CHECK"))
+                    .as_deref(),
+            ),
+            hedge_min: Duration::from_millis(
+                text("DPORTAGE_HEDGE_MS")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(DEFAULT_HEDGE_MSEC),
+            ),
+            dportage_dir: lookup("DPORTAGE_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| {
+                    lookup("HOME")
+                        .filter(|v| !v.is_empty())
+                        .map(|home| PathBuf::from(home).join(".dportage"))
+                }),
+            coordinator: text("DPORTAGE_COORDINATOR").filter(|v| !v.trim().is_empty()),
         }
+    }
+
+    /// Does a distributable job go through verified (redundant) dispatch? Also
+    /// true for an invalid `DPORTAGE_REDUNDANCY`, so that path reports it: a
+    /// typo must not silently turn verification off.
+    pub fn verifies(&self) -> bool {
+        self.redundancy != Ok(1)
     }
 
     /// The recursion level this process runs at (0 at top level).
@@ -114,6 +160,34 @@ fn parse_io_timeout(value: Option<&str>) -> Result<Duration, String> {
         _ => Err(format!(
             "bad DISTCC_IO_TIMEOUT value {value:?}: it must be a whole number of seconds greater than 0 \
              (unset it for the default of {DEFAULT_IO_TIMEOUT_SECS})"
+        )),
+    }
+}
+
+/// `DPORTAGE_REDUNDANCY`: 1 (plain distcc) to [`MAX_REDUNDANCY`].
+fn parse_redundancy(value: Option<&str>) -> Result<usize, String> {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(1);
+    };
+    match value.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_REDUNDANCY).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "bad DPORTAGE_REDUNDANCY value {value:?}: it must be a whole number from 1 \
+             (plain distcc) to {MAX_REDUNDANCY}; 2 sends every job to two hosts and compares"
+        )),
+    }
+}
+
+/// `DPORTAGE_SPOTCHECK`: a probability, 0 to 1.
+fn parse_spot_check(value: Option<&str>) -> Result<f64, String> {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(0.0);
+    };
+    match value.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "bad DPORTAGE_SPOTCHECK value {value:?}: it must be a number from 0 to 1 \
+             (the fraction of jobs also compiled locally, e.g. 0.05)"
         )),
     }
 }
@@ -167,6 +241,57 @@ mod tests {
         assert!(settings(&[("DISTCC_FALLBACK", "no")]).fallback);
         assert!(settings(&[("DISTCC_SKIP_LOCAL_RETRY", "")]).skip_local_retry);
         assert!(settings(&[("DISTCC_NO_REWRITE_CROSS", "0")]).no_rewrite_cross);
+    }
+
+    #[test]
+    fn verification_settings() {
+        let s = settings(&[("HOME", "/home/u")]);
+        assert_eq!(s.redundancy, Ok(1));
+        assert!(!s.verifies());
+        assert_eq!(s.spot_check, Ok(0.0));
+        assert_eq!(s.hedge_min, Duration::from_millis(1000));
+        assert_eq!(s.dportage_dir, Some(PathBuf::from("/home/u/.dportage")));
+        assert_eq!(s.coordinator, None);
+        let s = settings(&[
+            ("DPORTAGE_REDUNDANCY", "2"),
+            ("DPORTAGE_SPOT_CHECK", "0.25"),
+            ("DPORTAGE_HEDGE_MS", "50"),
+            ("DPORTAGE_DIR", "/state"),
+            ("DPORTAGE_COORDINATOR", "https://c.example"),
+        ]);
+        assert_eq!(s.redundancy, Ok(2));
+        assert!(s.verifies());
+        assert_eq!(s.spot_check, Ok(0.25));
+        assert_eq!(s.hedge_min, Duration::from_millis(50));
+        assert_eq!(s.dportage_dir, Some(PathBuf::from("/state")));
+        assert_eq!(s.coordinator.as_deref(), Some("https://c.example"));
+        for bad in ["0", "-1", "two", "10", "1.5"] {
+            let s = settings(&[("DPORTAGE_REDUNDANCY", bad)]);
+            assert!(s.redundancy.is_err(), "{bad:?}");
+            assert!(
+                s.verifies(),
+                "an invalid value must reach the verified path"
+            );
+        }
+        for bad in ["-0.1", "1.5", "half", "NaN"] {
+            assert!(
+                settings(&[("DPORTAGE_SPOT_CHECK", bad)])
+                    .spot_check
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(settings(&[("DPORTAGE_REDUNDANCY", "")]).redundancy, Ok(1));
+        assert_eq!(
+            settings(&[("DPORTAGE_SPOTCHECK", "1.0")]).spot_check,
+            Ok(1.0),
+            "the documented spelling"
+        );
+        assert_eq!(
+            settings(&[("DPORTAGE_SPOTCHECK", "1"), ("DPORTAGE_SPOT_CHECK", "0")]).spot_check,
+            Ok(1.0),
+            "the documented spelling wins"
+        );
     }
 
     #[test]
