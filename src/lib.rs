@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod client;
 pub mod demo;
 pub mod exitcode;
+pub mod fingerprint;
 pub mod hosts;
 pub mod logging;
 pub mod network;

@@ -1,0 +1,463 @@
+//! The coordinator's JSON messages and their bounds. Pure (serde + checks); the
+//! HTTP surface is described in `docs/coordinator-api.md`.
+
+use serde::{Deserialize, Serialize};
+
+use super::identity::{IdentityId, MembershipToken};
+use crate::fingerprint::{is_fingerprint_id, Toolchain};
+
+/// Largest request body the coordinator reads (larger → 413).
+pub const MAX_BODY: usize = 64 * 1024;
+pub const MAX_TOOLCHAINS: usize = 32;
+pub const MAX_FINGERPRINTS_PER_REQUEST: usize = 8;
+pub const MAX_HOSTS_PER_RESPONSE: usize = 64;
+pub const MAX_CAPACITY: u32 = 1024;
+pub const MAX_REPORT_ARGS: usize = 512;
+pub const MAX_REPORT_RESULTS: usize = 16;
+pub const MAX_TZ_SECS: i32 = 14 * 3600;
+
+/// `POST /v1/heartbeat`: a daemon says it is alive and what it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Address to advertise. Absent or empty: the address the request came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// distccd's TCP port.
+    pub port: u16,
+    pub toolchains: Vec<Toolchain>,
+    pub libc: String,
+    pub arch: String,
+    pub tz_offset_secs: i32,
+    /// Concurrent jobs accepted (distccd `--jobs`).
+    pub capacity: u32,
+    /// Speaks distcc protocol 2 (`,lzo`).
+    pub lzo: bool,
+    /// Free text: the daemon's software and version.
+    #[serde(default)]
+    pub software: String,
+}
+
+fn check_text(field: &str, s: &str, max: usize, allow_empty: bool) -> Result<(), String> {
+    if s.len() > max {
+        return Err(format!(
+            "{field} is {} bytes long; the limit is {max}",
+            s.len()
+        ));
+    }
+    if !allow_empty && s.trim().is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{field} contains control characters"));
+    }
+    Ok(())
+}
+
+/// A host name or IP literal as distcc's host list can carry it.
+pub fn check_host_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 253 {
+        return Err(format!("host {s:?} must be 1 to 253 characters"));
+    }
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let ok = s.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "host {s:?} is neither an IP address nor a DNS name"
+        ))
+    }
+}
+
+impl Heartbeat {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(h) = self.host.as_deref().filter(|h| !h.is_empty()) {
+            check_host_name(h)?;
+        }
+        if self.port == 0 {
+            return Err("port must not be 0".into());
+        }
+        if self.toolchains.is_empty() {
+            return Err("toolchains is empty: a host must serve at least one compiler".into());
+        }
+        if self.toolchains.len() > MAX_TOOLCHAINS {
+            return Err(format!(
+                "{} toolchains; the limit is {MAX_TOOLCHAINS}",
+                self.toolchains.len()
+            ));
+        }
+        for (i, t) in self.toolchains.iter().enumerate() {
+            check_text(&format!("toolchains[{i}].name"), &t.name, 128, false)?;
+            check_text(&format!("toolchains[{i}].version"), &t.version, 256, false)?;
+            check_text(&format!("toolchains[{i}].target"), &t.target, 128, false)?;
+            if !is_fingerprint_id(&t.id) {
+                return Err(format!("toolchains[{i}].id is not 64 lowercase hex digits"));
+            }
+            if !is_fingerprint_id(&t.probe_hash) {
+                return Err(format!(
+                    "toolchains[{i}].probe_hash is not 64 lowercase hex digits"
+                ));
+            }
+        }
+        check_text("libc", &self.libc, 64, true)?;
+        check_text("arch", &self.arch, 32, false)?;
+        check_text("software", &self.software, 128, true)?;
+        if self.tz_offset_secs.abs() > MAX_TZ_SECS {
+            return Err(format!(
+                "tz_offset_secs {} is beyond ±14 h",
+                self.tz_offset_secs
+            ));
+        }
+        if self.capacity == 0 || self.capacity > MAX_CAPACITY {
+            return Err(format!(
+                "capacity {} must be 1..={MAX_CAPACITY}",
+                self.capacity
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    pub id: IdentityId,
+    /// The host leaves the pool after this long without a heartbeat.
+    pub expiry_secs: u64,
+    /// Send the next heartbeat within this many seconds to stay listed.
+    pub heartbeat_within_secs: u64,
+    /// Live hosts in the pool.
+    pub pool_size: usize,
+    /// The address clients are given for this host.
+    pub advertised: String,
+}
+
+/// `POST /v1/hosts`: a member asks for hosts compatible with its compilers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostsRequest {
+    /// Toolchain fingerprint ids; every returned host serves all of them.
+    pub fingerprints: Vec<String>,
+    pub tz_offset_secs: i32,
+    /// How many candidates to return (default 32, at most 64). The client ranks
+    /// them by its own latency measurements and keeps 10.
+    #[serde(default)]
+    pub max: Option<u32>,
+}
+
+impl HostsRequest {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.fingerprints.is_empty() {
+            return Err("fingerprints is empty: name the toolchain(s) you compile with".into());
+        }
+        if self.fingerprints.len() > MAX_FINGERPRINTS_PER_REQUEST {
+            return Err(format!(
+                "{} fingerprints; the limit is {MAX_FINGERPRINTS_PER_REQUEST}",
+                self.fingerprints.len()
+            ));
+        }
+        if let Some(f) = self.fingerprints.iter().find(|f| !is_fingerprint_id(f)) {
+            return Err(format!("fingerprint {f:?} is not 64 lowercase hex digits"));
+        }
+        if self.tz_offset_secs.abs() > MAX_TZ_SECS {
+            return Err(format!(
+                "tz_offset_secs {} is beyond ±14 h",
+                self.tz_offset_secs
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One host handed to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEntry {
+    pub id: IdentityId,
+    pub host: String,
+    pub port: u16,
+    pub capacity: u32,
+    pub lzo: bool,
+    pub tz_offset_secs: i32,
+    /// Owner group (hosts of one owner are never handed out next to each other).
+    pub owner: IdentityId,
+    /// The network the host heartbeats from (`a.b.c.0/24`, IPv6 `/48`).
+    pub network: String,
+    pub arch: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostsResponse {
+    /// Candidates: nearest time zone first, then in an order in which
+    /// consecutive hosts differ in owner and network. The requester's own hosts
+    /// are never included.
+    pub hosts: Vec<HostEntry>,
+    /// How many hosts each job should go to.
+    pub redundancy: u32,
+    /// The live daemon that makes the requester a member.
+    pub member_via: IdentityId,
+}
+
+/// `POST /v1/link`: present a daemon's membership token to join its owner group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkRequest {
+    pub token: MembershipToken,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkResponse {
+    pub daemon: IdentityId,
+    pub owner: IdentityId,
+    /// The daemon is live and not blacklisted right now.
+    pub member: bool,
+}
+
+/// `POST /v1/whoami`: what the coordinator knows about the signer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoamiResponse {
+    pub id: IdentityId,
+    pub owner: IdentityId,
+    pub member: bool,
+    pub blacklisted: bool,
+    pub daemons: Vec<DaemonStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub id: IdentityId,
+    pub live: bool,
+    pub blacklisted: bool,
+}
+
+/// One host's answer in a disputed job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostResultHash {
+    /// `HOST:PORT` as in `DISTCC_HOSTS`, or `localhost` for the local arbiter.
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<IdentityId>,
+    /// blake3 (hex) of what the host returned (object + status).
+    pub hash: String,
+}
+
+/// `POST /v1/report`: a member says a host returned a wrong result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MismatchReport {
+    /// The reported host's identity, when the client knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<IdentityId>,
+    /// The reported host as the client dialled it (`HOST:PORT`); used to find
+    /// the identity when `host_id` is absent.
+    pub host_addr: String,
+    /// blake3 (hex) of the preprocessed input.
+    pub input_hash: String,
+    /// The compiler arguments of the job.
+    pub args: Vec<String>,
+    /// Every host's result hash (the reported one included).
+    pub results: Vec<HostResultHash>,
+    /// When the mismatch happened (unix seconds, client clock).
+    pub time: u64,
+    /// The client's evidence record id (`evidence.jsonl`), for tracing a
+    /// report back to its evidence; a resent record is still counted once per
+    /// reporter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_id: Option<String>,
+}
+
+/// `HOST:PORT` of a `DISTCC_HOSTS` entry (`HOST:PORT/LIMIT,lzo,cpp`), as
+/// the coordinator resolves it; distcc's default port when none is written.
+pub fn host_addr_of_entry(entry: &str) -> String {
+    let base = entry.split([',', '/']).next().unwrap_or("").trim();
+    let has_port = match base.strip_prefix('[') {
+        Some(rest) => rest.contains("]:"),
+        None => base.matches(':').count() == 1,
+    };
+    if has_port || base.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}:3632")
+    }
+}
+
+fn check_hash(field: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{field} must be 1 to 128 hex digits"));
+    }
+    Ok(())
+}
+
+impl MismatchReport {
+    pub fn validate(&self) -> Result<(), String> {
+        check_text("host_addr", &self.host_addr, 300, self.host_id.is_some())?;
+        if let Some(e) = &self.evidence_id {
+            check_text("evidence_id", e, 64, false)?;
+        }
+        check_hash("input_hash", &self.input_hash)?;
+        if self.args.len() > MAX_REPORT_ARGS {
+            return Err(format!(
+                "{} args; the limit is {MAX_REPORT_ARGS}",
+                self.args.len()
+            ));
+        }
+        if self.results.is_empty() || self.results.len() > MAX_REPORT_RESULTS {
+            return Err(format!(
+                "results must have 1 to {MAX_REPORT_RESULTS} entries"
+            ));
+        }
+        for (i, r) in self.results.iter().enumerate() {
+            check_text(&format!("results[{i}].host"), &r.host, 300, false)?;
+            check_hash(&format!("results[{i}].hash"), &r.hash)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportAck {
+    pub report_id: i64,
+    pub host: IdentityId,
+    /// Distinct reporter owner groups counted against this host since it was
+    /// last lifted.
+    pub distinct_reporters: u32,
+    /// Distinct networks those reporters reported from.
+    pub distinct_networks: u32,
+    pub blacklisted: bool,
+}
+
+/// `POST /v1/admin/blacklist/lift`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiftRequest {
+    pub id: IdentityId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiftResponse {
+    pub id: IdentityId,
+    /// False when the identity was not blacklisted.
+    pub lifted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlacklistEntry {
+    pub id: IdentityId,
+    /// Unix seconds.
+    pub since: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlacklistResponse {
+    pub entries: Vec<BlacklistEntry>,
+}
+
+/// Every error response: `{"error": "...", "code": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    /// Machine-readable: `bad_request`, `unauthenticated`, `not_member`,
+    /// `blacklisted`, `not_admin`, `not_found`, `method_not_allowed`,
+    /// `too_large`, `timeout`, `overloaded`, `internal`.
+    pub code: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tc() -> Toolchain {
+        Toolchain {
+            name: "gcc".into(),
+            version: "gcc (Debian 12.2.0-14) 12.2.0".into(),
+            target: "x86_64-linux-gnu".into(),
+            probe_hash: "a".repeat(64),
+            id: "b".repeat(64),
+        }
+    }
+
+    pub(crate) fn heartbeat() -> Heartbeat {
+        Heartbeat {
+            host: None,
+            port: 3632,
+            toolchains: vec![tc()],
+            libc: "glibc 2.36".into(),
+            arch: "x86_64".into(),
+            tz_offset_secs: 3600,
+            capacity: 8,
+            lzo: true,
+            software: "dportage".into(),
+        }
+    }
+
+    #[test]
+    fn heartbeat_bounds() {
+        assert!(heartbeat().validate().is_ok());
+        let mut h = heartbeat();
+        h.capacity = 0;
+        assert!(h.validate().unwrap_err().contains("capacity"));
+        let mut h = heartbeat();
+        h.toolchains.clear();
+        assert!(h.validate().is_err());
+        let mut h = heartbeat();
+        h.toolchains[0].version = "x\u{1b}[31m".into();
+        assert!(h.validate().unwrap_err().contains("control"));
+        let mut h = heartbeat();
+        h.host = Some("bad host".into());
+        assert!(h.validate().is_err());
+        let mut h = heartbeat();
+        h.host = Some("build-7.example.org".into());
+        assert!(h.validate().is_ok());
+        let mut h = heartbeat();
+        h.tz_offset_secs = 15 * 3600;
+        assert!(h.validate().is_err());
+        let mut h = heartbeat();
+        h.toolchains[0].id = "B".repeat(64);
+        assert!(h.validate().is_err());
+    }
+
+    #[test]
+    fn host_entries_to_addresses() {
+        assert_eq!(
+            host_addr_of_entry("127.0.0.11:4000/2,lzo"),
+            "127.0.0.11:4000"
+        );
+        assert_eq!(host_addr_of_entry("build1/4"), "build1:3632");
+        assert_eq!(host_addr_of_entry("build1,lzo"), "build1:3632");
+        assert_eq!(host_addr_of_entry("[::1]:99/3"), "[::1]:99");
+    }
+
+    #[test]
+    fn report_bounds() {
+        let r = MismatchReport {
+            host_id: None,
+            host_addr: "127.0.0.1:3632".into(),
+            input_hash: "ab".repeat(32),
+            args: vec!["-O2".into(), "-c".into()],
+            results: vec![HostResultHash {
+                host: "127.0.0.1:3632".into(),
+                id: None,
+                hash: "cd".repeat(32),
+            }],
+            time: 1,
+            evidence_id: Some("00ff".into()),
+        };
+        assert!(r.validate().is_ok());
+        let mut bad = r.clone();
+        bad.input_hash = "xyz".into();
+        assert!(bad.validate().is_err());
+        let mut bad = r.clone();
+        bad.results.clear();
+        assert!(bad.validate().is_err());
+        let mut bad = r;
+        bad.host_addr.clear();
+        assert!(
+            bad.validate().is_err(),
+            "without host_id the address is needed"
+        );
+    }
+}

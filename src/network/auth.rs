@@ -1,0 +1,448 @@
+//! Request signatures and replay protection. Pure: no sockets, no clocks (the
+//! caller passes `now`).
+//!
+//! Every API request carries four headers:
+//!
+//! | header | value |
+//! |---|---|
+//! | `X-Dportage-Key` | the signer's public key, 64 hex digits |
+//! | `X-Dportage-Time` | unix seconds when signed |
+//! | `X-Dportage-Nonce` | 16 random bytes, 32 hex digits, never reused |
+//! | `X-Dportage-Signature` | Ed25519 signature, 128 hex digits |
+//!
+//! The signature covers [`signing_bytes`]: a context string, the method, the
+//! path with query, the time, the nonce and the blake3 hash of the body, one per
+//! line. The coordinator rejects times more than [`CLOCK_WINDOW_SECS`] away from
+//! its clock and nonces it has seen signed by the same key within that window
+//! (it remembers each nonce until its timestamp leaves the window, so memory is
+//! bounded by the request rate of authenticated members, and capped).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use ed25519_dalek::{Signature, VerifyingKey};
+
+use super::identity::{Identity, IdentityId};
+
+pub const HDR_KEY: &str = "x-dportage-key";
+pub const HDR_TIME: &str = "x-dportage-time";
+pub const HDR_NONCE: &str = "x-dportage-nonce";
+pub const HDR_SIG: &str = "x-dportage-signature";
+/// Accepted clock skew either way.
+pub const CLOCK_WINDOW_SECS: u64 = 300;
+const CONTEXT: &[u8] = b"dportage-request-v1\n";
+
+/// The bytes a request signature covers.
+pub fn signing_bytes(
+    method: &str,
+    path_and_query: &str,
+    time: u64,
+    nonce_hex: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CONTEXT.len() + method.len() + path_and_query.len() + 128);
+    m.extend_from_slice(CONTEXT);
+    m.extend_from_slice(method.as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(path_and_query.as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(time.to_string().as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(nonce_hex.as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(blake3::hash(body).to_hex().as_bytes());
+    m
+}
+
+/// The four header values for a signed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHeaders {
+    pub key: String,
+    pub time: String,
+    pub nonce: String,
+    pub signature: String,
+}
+
+impl SignedHeaders {
+    pub fn pairs(&self) -> [(&'static str, &str); 4] {
+        [
+            (HDR_KEY, &self.key),
+            (HDR_TIME, &self.time),
+            (HDR_NONCE, &self.nonce),
+            (HDR_SIG, &self.signature),
+        ]
+    }
+}
+
+/// Sign a request with a fresh random nonce.
+pub fn sign_request(
+    identity: &Identity,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    now_unix: u64,
+) -> SignedHeaders {
+    let mut nonce = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut nonce);
+    sign_request_with_nonce(identity, method, path_and_query, body, now_unix, nonce)
+}
+
+pub fn sign_request_with_nonce(
+    identity: &Identity,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    now_unix: u64,
+    nonce: [u8; 16],
+) -> SignedHeaders {
+    let nonce_hex = hex::encode(nonce);
+    let sig = identity.sign(&signing_bytes(
+        method,
+        path_and_query,
+        now_unix,
+        &nonce_hex,
+        body,
+    ));
+    SignedHeaders {
+        key: identity.id().to_string(),
+        time: now_unix.to_string(),
+        nonce: nonce_hex,
+        signature: hex::encode(sig),
+    }
+}
+
+/// Why a request was not authenticated. The messages go back to the peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing header {0}: every API request must be signed (see docs/coordinator-api.md)")]
+    Missing(&'static str),
+    #[error("malformed header {header}: {why}")]
+    Malformed { header: &'static str, why: String },
+    #[error("request time {claimed} is {skew} s away from the coordinator's clock {now} (limit {CLOCK_WINDOW_SECS} s); fix the clock (NTP)")]
+    Stale { claimed: u64, now: u64, skew: u64 },
+    #[error("signature does not verify for key {0}")]
+    BadSignature(String),
+    #[error(
+        "nonce already used by this key within the last {CLOCK_WINDOW_SECS} s: replayed request"
+    )]
+    Replay,
+    #[error("too many recent requests to remember their nonces; retry later")]
+    Overloaded,
+}
+
+impl AuthError {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AuthError::Missing(_) => "missing",
+            AuthError::Malformed { .. } => "malformed",
+            AuthError::Stale { .. } => "stale",
+            AuthError::BadSignature(_) => "bad_signature",
+            AuthError::Replay => "replay",
+            AuthError::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// The claimed (not yet verified) authentication of a request.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub key: IdentityId,
+    pub time: u64,
+    pub nonce: [u8; 16],
+    pub nonce_hex: String,
+    pub signature: [u8; 64],
+}
+
+/// Parse the four headers; `get` returns a header's value as text.
+pub fn parse_claim<'a>(
+    get: impl Fn(&'static str) -> Option<&'a str>,
+) -> Result<Claimed, AuthError> {
+    let need = |h: &'static str| get(h).ok_or(AuthError::Missing(h));
+    let key_s = need(HDR_KEY)?;
+    let key = key_s
+        .parse::<IdentityId>()
+        .map_err(|why| AuthError::Malformed {
+            header: HDR_KEY,
+            why,
+        })?;
+    let time_s = need(HDR_TIME)?;
+    if time_s.is_empty() || time_s.len() > 20 || !time_s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AuthError::Malformed {
+            header: HDR_TIME,
+            why: "not unix seconds".into(),
+        });
+    }
+    let time = time_s.parse::<u64>().map_err(|e| AuthError::Malformed {
+        header: HDR_TIME,
+        why: e.to_string(),
+    })?;
+    let nonce_hex = need(HDR_NONCE)?;
+    let mut nonce = [0u8; 16];
+    if nonce_hex.len() != 32 || hex::decode_to_slice(nonce_hex, &mut nonce).is_err() {
+        return Err(AuthError::Malformed {
+            header: HDR_NONCE,
+            why: "not 32 hex digits".into(),
+        });
+    }
+    let sig_hex = need(HDR_SIG)?;
+    let mut signature = [0u8; 64];
+    if sig_hex.len() != 128 || hex::decode_to_slice(sig_hex, &mut signature).is_err() {
+        return Err(AuthError::Malformed {
+            header: HDR_SIG,
+            why: "not 128 hex digits".into(),
+        });
+    }
+    Ok(Claimed {
+        key,
+        time,
+        nonce,
+        nonce_hex: nonce_hex.to_ascii_lowercase(),
+        signature,
+    })
+}
+
+/// Reject timestamps outside the window. Cheap; done before the signature.
+pub fn check_time(claim: &Claimed, now_unix: u64) -> Result<(), AuthError> {
+    let skew = claim.time.abs_diff(now_unix);
+    if skew > CLOCK_WINDOW_SECS {
+        return Err(AuthError::Stale {
+            claimed: claim.time,
+            now: now_unix,
+            skew,
+        });
+    }
+    Ok(())
+}
+
+/// Verify the signature with an already-decoded key.
+pub fn verify_claim(
+    key: &VerifyingKey,
+    claim: &Claimed,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> Result<(), AuthError> {
+    let msg = signing_bytes(method, path_and_query, claim.time, &claim.nonce_hex, body);
+    key.verify_strict(&msg, &Signature::from_bytes(&claim.signature))
+        .map_err(|_| AuthError::BadSignature(claim.key.short()))
+}
+
+/// Decoded public keys, so a known key costs no point decompression. Bounded:
+/// when full it is simply cleared (keys are cheap to decode again).
+#[derive(Default)]
+pub struct KeyCache {
+    map: HashMap<IdentityId, VerifyingKey>,
+}
+
+const KEY_CACHE_MAX: usize = 400_000;
+
+impl KeyCache {
+    pub fn get(&mut self, id: &IdentityId) -> Result<VerifyingKey, AuthError> {
+        if let Some(k) = self.map.get(id) {
+            return Ok(*k);
+        }
+        let k = VerifyingKey::from_bytes(&id.0).map_err(|_| AuthError::Malformed {
+            header: HDR_KEY,
+            why: "not a valid Ed25519 public key".into(),
+        })?;
+        if k.is_weak() {
+            return Err(AuthError::Malformed {
+                header: HDR_KEY,
+                why: "weak (small-order) public key".into(),
+            });
+        }
+        if self.map.len() >= KEY_CACHE_MAX {
+            self.map.clear();
+        }
+        self.map.insert(*id, k);
+        Ok(k)
+    }
+}
+
+/// Nonces seen recently. Each is remembered until its claimed time can no longer
+/// pass [`check_time`]; expiry works on 16 s slots of claimed time.
+pub struct NonceCache {
+    seen: HashSet<(u64, u128)>,
+    slots: VecDeque<(u64, Vec<(u64, u128)>)>,
+    cap: usize,
+}
+
+const SLOT_SECS: u64 = 16;
+
+impl NonceCache {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            seen: HashSet::new(),
+            slots: VecDeque::new(),
+            cap,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Record (key, nonce) claimed at `time`; `Err(Replay)` if already seen.
+    /// Call only after the signature verified, so strangers cannot fill it.
+    pub fn check_and_insert(&mut self, claim: &Claimed, now_unix: u64) -> Result<(), AuthError> {
+        self.prune(now_unix);
+        let key_tag = u64::from_le_bytes(claim.key.0[..8].try_into().unwrap_or([0; 8]));
+        let entry = (key_tag, u128::from_le_bytes(claim.nonce));
+        if self.seen.contains(&entry) {
+            return Err(AuthError::Replay);
+        }
+        if self.seen.len() >= self.cap {
+            return Err(AuthError::Overloaded);
+        }
+        self.seen.insert(entry);
+        let slot = claim.time / SLOT_SECS;
+        // Claimed times are close to now, so the slot is almost always the last.
+        let pos = self.slots.iter().rposition(|(s, _)| *s <= slot);
+        match pos {
+            Some(i) if self.slots[i].0 == slot => self.slots[i].1.push(entry),
+            Some(i) => self.slots.insert(i + 1, (slot, vec![entry])),
+            None => self.slots.push_front((slot, vec![entry])),
+        }
+        Ok(())
+    }
+
+    fn prune(&mut self, now_unix: u64) {
+        // A slot's latest time is (slot+1)*SLOT_SECS-1; once that is older than
+        // the window, nothing in it can pass check_time again.
+        let oldest_ok = now_unix.saturating_sub(CLOCK_WINDOW_SECS);
+        while let Some((slot, _)) = self.slots.front() {
+            if (slot + 1) * SLOT_SECS > oldest_ok {
+                break;
+            }
+            if let Some((_, entries)) = self.slots.pop_front() {
+                for e in entries {
+                    self.seen.remove(&e);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim_of(h: &SignedHeaders) -> Claimed {
+        parse_claim(|name| h.pairs().iter().find(|(n, _)| *n == name).map(|(_, v)| *v)).unwrap()
+    }
+
+    #[test]
+    fn sign_verify_round_trip_and_tamper() {
+        let id = Identity::generate();
+        let h = sign_request(&id, "POST", "/v1/heartbeat", b"{}", 1000);
+        let c = claim_of(&h);
+        let mut keys = KeyCache::default();
+        let k = keys.get(&c.key).unwrap();
+        verify_claim(&k, &c, "POST", "/v1/heartbeat", b"{}").unwrap();
+        assert!(
+            verify_claim(&k, &c, "POST", "/v1/heartbeat", b"{ }").is_err(),
+            "body is covered"
+        );
+        assert!(
+            verify_claim(&k, &c, "POST", "/v1/hosts", b"{}").is_err(),
+            "path is covered"
+        );
+        assert!(
+            verify_claim(&k, &c, "GET", "/v1/heartbeat", b"{}").is_err(),
+            "method is covered"
+        );
+        let mut later = c.clone();
+        later.time += 1;
+        assert!(
+            verify_claim(&k, &later, "POST", "/v1/heartbeat", b"{}").is_err(),
+            "time is covered"
+        );
+        let other = Identity::generate();
+        let k2 = keys.get(&other.id()).unwrap();
+        assert!(
+            verify_claim(&k2, &c, "POST", "/v1/heartbeat", b"{}").is_err(),
+            "key is bound"
+        );
+    }
+
+    #[test]
+    fn time_window() {
+        let id = Identity::generate();
+        let c = claim_of(&sign_request(&id, "GET", "/", b"", 10_000));
+        assert!(check_time(&c, 10_000 + CLOCK_WINDOW_SECS).is_ok());
+        assert!(check_time(&c, 10_000 - CLOCK_WINDOW_SECS).is_ok());
+        assert!(matches!(
+            check_time(&c, 10_001 + CLOCK_WINDOW_SECS),
+            Err(AuthError::Stale { .. })
+        ));
+        assert!(matches!(
+            check_time(&c, 9_999 - CLOCK_WINDOW_SECS),
+            Err(AuthError::Stale { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_headers() {
+        let r = parse_claim(|_| None);
+        assert_eq!(r.unwrap_err(), AuthError::Missing(HDR_KEY));
+        let r = parse_claim(|h| Some(if h == HDR_KEY { "00" } else { "1" }));
+        assert!(matches!(
+            r,
+            Err(AuthError::Malformed {
+                header: HDR_KEY,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn nonce_replay_and_expiry() {
+        let id = Identity::generate();
+        let mut cache = NonceCache::new(1000);
+        let c = claim_of(&sign_request_with_nonce(
+            &id, "GET", "/", b"", 5000, [7; 16],
+        ));
+        cache.check_and_insert(&c, 5000).unwrap();
+        assert_eq!(cache.check_and_insert(&c, 5001), Err(AuthError::Replay));
+        // Same nonce from another key is not a replay.
+        let c2 = claim_of(&sign_request_with_nonce(
+            &Identity::generate(),
+            "GET",
+            "/",
+            b"",
+            5000,
+            [7; 16],
+        ));
+        cache.check_and_insert(&c2, 5001).unwrap();
+        assert_eq!(cache.len(), 2);
+        // Once the time has left the window, the slot is forgotten.
+        let c3 = claim_of(&sign_request_with_nonce(
+            &id,
+            "GET",
+            "/",
+            b"",
+            5000 + 2 * CLOCK_WINDOW_SECS,
+            [8; 16],
+        ));
+        cache
+            .check_and_insert(&c3, 5000 + 2 * CLOCK_WINDOW_SECS)
+            .unwrap();
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn nonce_cache_is_capped() {
+        let id = Identity::generate();
+        let mut cache = NonceCache::new(3);
+        for i in 0..3u8 {
+            let c = claim_of(&sign_request_with_nonce(&id, "GET", "/", b"", 100, [i; 16]));
+            cache.check_and_insert(&c, 100).unwrap();
+        }
+        let c = claim_of(&sign_request_with_nonce(&id, "GET", "/", b"", 100, [9; 16]));
+        assert_eq!(cache.check_and_insert(&c, 100), Err(AuthError::Overloaded));
+    }
+}

@@ -1,0 +1,521 @@
+//! A small signed-HTTP client for the coordinator, used by the daemon's
+//! heartbeat, the environment printer, mismatch reports, the admin CLI and the
+//! tests. One connection per call: none of these callers is chatty.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::api::*;
+use super::auth;
+use super::identity::{Identity, IdentityId, MembershipToken};
+use super::server::unix_now;
+use super::NetworkError;
+
+/// Largest answer we read from a coordinator.
+const MAX_RESPONSE: usize = 1 << 20;
+
+/// `http://HOST[:PORT][/PREFIX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorUrl {
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash ("" for the root).
+    pub prefix: String,
+}
+
+impl CoordinatorUrl {
+    pub fn parse(url: &str) -> Result<Self, NetworkError> {
+        let bad = |why: &str| NetworkError::BadUrl {
+            url: url.to_string(),
+            why: why.to_string(),
+        };
+        let url = url.trim();
+        if url.starts_with("https://") {
+            return Err(bad(
+                "https is not supported by this build; use http:// on a trusted network or terminate TLS in a local proxy",
+            ));
+        }
+        let rest = url.strip_prefix("http://").unwrap_or(url);
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            return Err(bad("no host"));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed [ in IPv6 address"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| bad("port is not a number"))?,
+                None if after.is_empty() => 80,
+                None => return Err(bad("junk after IPv6 address")),
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse().map_err(|_| bad("port is not a number"))?,
+                ),
+                None => (authority.to_string(), 80),
+            }
+        };
+        check_host_name(&host).map_err(|e| bad(&e))?;
+        Ok(Self {
+            host,
+            port,
+            prefix: path.trim_end_matches('/').to_string(),
+        })
+    }
+
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for CoordinatorUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}{}", self.authority(), self.prefix)
+    }
+}
+
+/// Signed calls to one coordinator as one identity.
+#[derive(Clone)]
+pub struct CoordinatorClient {
+    url: CoordinatorUrl,
+    identity: Arc<Identity>,
+    source_ip: Option<IpAddr>,
+    timeout: Duration,
+}
+
+impl CoordinatorClient {
+    pub fn new(url: &str, identity: Arc<Identity>) -> Result<Self, NetworkError> {
+        Ok(Self {
+            url: CoordinatorUrl::parse(url)?,
+            identity,
+            source_ip: None,
+            timeout: Duration::from_secs(15),
+        })
+    }
+
+    /// Connect from this local address (tests use 127.0.x.y to act as
+    /// different networks).
+    pub fn with_source_ip(mut self, ip: IpAddr) -> Self {
+        self.source_ip = Some(ip);
+        self
+    }
+
+    pub fn with_timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    pub fn url(&self) -> &CoordinatorUrl {
+        &self.url
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<HeartbeatAck, NetworkError> {
+        self.post("/v1/heartbeat", hb).await
+    }
+
+    pub async fn hosts(&self, req: &HostsRequest) -> Result<HostsResponse, NetworkError> {
+        self.post("/v1/hosts", req).await
+    }
+
+    pub async fn link(&self, token: &MembershipToken) -> Result<LinkResponse, NetworkError> {
+        self.post(
+            "/v1/link",
+            &LinkRequest {
+                token: token.clone(),
+            },
+        )
+        .await
+    }
+
+    pub async fn whoami(&self) -> Result<WhoamiResponse, NetworkError> {
+        self.post("/v1/whoami", &serde_json::json!({})).await
+    }
+
+    pub async fn report(&self, report: &MismatchReport) -> Result<ReportAck, NetworkError> {
+        self.post("/v1/report", report).await
+    }
+
+    pub async fn admin_blacklist(&self) -> Result<BlacklistResponse, NetworkError> {
+        self.call("GET", "/v1/admin/blacklist", Vec::new()).await
+    }
+
+    pub async fn admin_lift(&self, id: IdentityId) -> Result<LiftResponse, NetworkError> {
+        self.post("/v1/admin/blacklist/lift", &LiftRequest { id })
+            .await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, NetworkError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| NetworkError::BadResponse {
+            url: self.url.to_string(),
+            why: format!("cannot encode request: {e}"),
+        })?;
+        self.call("POST", path, bytes).await
+    }
+
+    /// Sign and send; decode a 2xx JSON answer, turn others into [`NetworkError::Api`].
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, NetworkError> {
+        let full_path = format!("{}{}", self.url.prefix, path);
+        let signed = auth::sign_request(&self.identity, method, &full_path, &body, unix_now());
+        let (status, bytes) = tokio::time::timeout(
+            self.timeout,
+            send(
+                &self.url,
+                self.source_ip,
+                method,
+                &full_path,
+                signed.pairs().as_slice(),
+                body,
+            ),
+        )
+        .await
+        .map_err(|_| NetworkError::Unreachable {
+            url: self.url.to_string(),
+            why: format!("no answer within {} s", self.timeout.as_secs()),
+        })??;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&bytes).map_err(|e| NetworkError::BadResponse {
+                url: self.url.to_string(),
+                why: e.to_string(),
+            });
+        }
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(e) => (e.code, e.error),
+            Err(_) => (
+                "unknown".to_string(),
+                String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+            ),
+        };
+        Err(NetworkError::Api {
+            url: self.url.to_string(),
+            status,
+            code,
+            message,
+        })
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns status and body
+/// (bounded). Public so tests can send hand-made (e.g. forged) requests.
+pub async fn send(
+    url: &CoordinatorUrl,
+    source_ip: Option<IpAddr>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<(u16, Bytes), NetworkError> {
+    let unreachable = |why: String| NetworkError::Unreachable {
+        url: url.to_string(),
+        why,
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((url.host.as_str(), url.port))
+        .await
+        .map_err(|e| unreachable(format!("cannot resolve {}: {e}", url.host)))?
+        .collect();
+    let mut last_err = String::from("no addresses");
+    let mut stream = None;
+    for addr in addrs {
+        let sock = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| unreachable(e.to_string()))?;
+        if let Some(ip) = source_ip {
+            sock.bind(SocketAddr::new(ip, 0))
+                .map_err(|e| unreachable(format!("binding {ip}: {e}")))?;
+        }
+        match sock.connect(addr).await {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last_err = format!("{addr}: {e}"),
+        }
+    }
+    let stream = stream.ok_or_else(|| unreachable(last_err))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", url.authority())
+        .header("content-type", "application/json")
+        .header(
+            "user-agent",
+            concat!("dportage/", env!("CARGO_PKG_VERSION")),
+        );
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| NetworkError::BadUrl {
+            url: url.to_string(),
+            why: e.to_string(),
+        })?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let bytes = Limited::new(resp.into_body(), MAX_RESPONSE)
+        .collect()
+        .await
+        .map_err(|e| NetworkError::BadResponse {
+            url: url.to_string(),
+            why: format!("reading the answer: {e}"),
+        })?
+        .to_bytes();
+    driver.abort();
+    Ok((status, bytes))
+}
+
+/// For the compile client: send a mismatch report signed with the identity in
+/// `$DPORTAGE_DIR` to `coordinator` (blocking; runs its own small runtime).
+/// Returns the coordinator's acknowledgement, which comes only after the report
+/// is durable.
+pub fn send_report_blocking(
+    coordinator: &str,
+    report: &MismatchReport,
+) -> Result<ReportAck, NetworkError> {
+    let identity = Arc::new(Identity::load_or_create(&super::identity::dportage_dir())?);
+    let client = CoordinatorClient::new(coordinator, identity)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| NetworkError::io("starting a runtime".into(), e))?;
+    rt.block_on(client.report(report))
+}
+
+/// Async form of [`send_report_blocking`] for callers already on a runtime.
+pub async fn send_report(
+    coordinator: &str,
+    identity: Arc<Identity>,
+    report: &MismatchReport,
+) -> Result<ReportAck, NetworkError> {
+    CoordinatorClient::new(coordinator, identity)?
+        .report(report)
+        .await
+}
+
+/// Send several mismatch reports (e.g. the pending records of the client's
+/// evidence log) with one identity; one result per report, in order. A report
+/// the coordinator refused (`Api` error) does not stop the others; an
+/// unreachable coordinator does (the rest would fail the same way).
+pub async fn send_reports(
+    coordinator: &str,
+    identity: Arc<Identity>,
+    reports: &[MismatchReport],
+) -> Vec<Result<ReportAck, NetworkError>> {
+    let client = match CoordinatorClient::new(coordinator, identity) {
+        Ok(c) => c,
+        Err(e) => return vec![Err(e)],
+    };
+    let mut out = Vec::with_capacity(reports.len());
+    for r in reports {
+        let result = client.report(r).await;
+        let stop = matches!(result, Err(NetworkError::Unreachable { .. }));
+        out.push(result);
+        if stop {
+            break;
+        }
+    }
+    out
+}
+
+/// Blocking [`send_reports`] signed with the identity in `$DPORTAGE_DIR`, for
+/// the compile client (which has no runtime of its own). Results may be
+/// fewer than `reports` when the coordinator became unreachable: the missing
+/// ones were not sent.
+pub fn send_reports_blocking(
+    coordinator: &str,
+    reports: &[MismatchReport],
+) -> Vec<Result<ReportAck, NetworkError>> {
+    let identity = match Identity::load_or_create(&super::identity::dportage_dir()) {
+        Ok(i) => Arc::new(i),
+        Err(e) => return vec![Err(e)],
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return vec![Err(NetworkError::io("starting a runtime".into(), e))],
+    };
+    rt.block_on(send_reports(coordinator, identity, reports))
+}
+
+/// One report per losing host of an evidence record (`evidence.jsonl`).
+pub fn reports_of_evidence(e: &crate::client::evidence::Evidence) -> Vec<MismatchReport> {
+    let results: Vec<super::api::HostResultHash> = e
+        .results
+        .iter()
+        .take(super::api::MAX_REPORT_RESULTS)
+        .map(|r| super::api::HostResultHash {
+            host: if r.address.is_empty() {
+                r.host.clone()
+            } else {
+                r.address.clone()
+            },
+            id: None,
+            // Object and exit status, as the vote compared them.
+            hash: blake3::hash(format!("{}:{}", r.object, r.status).as_bytes())
+                .to_hex()
+                .to_string(),
+        })
+        .collect();
+    e.losers
+        .iter()
+        .map(|loser| {
+            let address = e
+                .results
+                .iter()
+                .find(|r| &r.host == loser && !r.address.is_empty())
+                .map(|r| r.address.clone())
+                .unwrap_or_else(|| super::api::host_addr_of_entry(loser));
+            MismatchReport {
+                host_id: None,
+                host_addr: address,
+                input_hash: e.input.clone(),
+                args: e
+                    .args
+                    .iter()
+                    .take(super::api::MAX_REPORT_ARGS)
+                    .cloned()
+                    .collect(),
+                results: results.clone(),
+                time: e.time,
+                evidence_id: Some(e.id.chars().take(64).collect()),
+            }
+        })
+        .collect()
+}
+
+/// Send the pending records of `$DPORTAGE_DIR/evidence.jsonl` to
+/// `coordinator` and mark those the coordinator acknowledged (or refused as
+/// not reportable, e.g. a host it never knew) as reported. Returns how many
+/// records were marked; stops at the first unreachable coordinator (the rest
+/// wait for the next call).
+pub fn send_pending_evidence_blocking(coordinator: &str) -> Result<usize, NetworkError> {
+    let dir = super::identity::dportage_dir();
+    let drained = crate::client::evidence::drain_pending_reports(&dir, |record| {
+        for result in send_reports_blocking(coordinator, &reports_of_evidence(record)) {
+            match result {
+                Ok(_) => {}
+                // Refused for good (not a member right now, unknown host…): keep
+                // the record pending only when retrying can help.
+                Err(NetworkError::Api { status, .. }) if status != 403 && status < 500 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| {
+        NetworkError::io(
+            format!("reading {}", dir.display()),
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    match drained.stopped_by {
+        Some(e) if drained.sent == 0 => Err(e),
+        _ => Ok(drained.sent),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_becomes_one_valid_report_per_loser() {
+        use crate::client::evidence::{Evidence, HostResult};
+        let result = |host: &str, object: &str| HostResult {
+            host: host.into(),
+            address: String::new(),
+            status: 0,
+            object: object.into(),
+            diagnostics: "00".into(),
+        };
+        let e = Evidence::new(
+            "ab".repeat(32),
+            "x.c".into(),
+            vec!["gcc".into(), "-c".into(), "x.c".into()],
+            vec![
+                result("127.0.0.11:4000/2,lzo", "11"),
+                result("127.0.0.12:4001/2,lzo", "22"),
+                result("local", "22"),
+            ],
+            "arbiter",
+            "22".into(),
+            vec!["127.0.0.11:4000/2,lzo".into()],
+        );
+        let reports = reports_of_evidence(&e);
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].host_addr, "127.0.0.11:4000");
+        assert_eq!(reports[0].results.len(), 3);
+        assert_eq!(reports[0].evidence_id.as_deref(), Some(e.id.as_str()));
+        reports[0].validate().unwrap();
+    }
+
+    #[test]
+    fn url_parsing() {
+        let u = CoordinatorUrl::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.prefix.as_str()),
+            ("127.0.0.1", 8080, "")
+        );
+        let u = CoordinatorUrl::parse("coord.example.org/dp/").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.prefix.as_str()),
+            ("coord.example.org", 80, "/dp")
+        );
+        let u = CoordinatorUrl::parse("http://[::1]:9").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9));
+        assert_eq!(u.to_string(), "http://[::1]:9");
+        assert!(CoordinatorUrl::parse("https://x")
+            .unwrap_err()
+            .to_string()
+            .contains("https"));
+        assert!(CoordinatorUrl::parse("http://:80").is_err());
+        assert!(CoordinatorUrl::parse("http://h:port").is_err());
+        assert!(CoordinatorUrl::parse("http://a b:1").is_err());
+    }
+}

@@ -1,0 +1,672 @@
+//! `dportage` with no command (print shell lines to `eval`, like `ssh-agent`)
+//! and `dportage CMD ARGS…` (run CMD in that environment).
+//!
+//! Steps: load this installation's identity, fingerprint the local compilers,
+//! ask the coordinator for compatible hosts (presenting a daemon's membership
+//! token if the coordinator says we are not a member yet), measure TCP connect
+//! time to each candidate (bounded, concurrent, remembered in
+//! `$DPORTAGE_DIR/latency.json`), rank by time-zone distance then speed, and
+//! keep up to 10 hosts arranged so neighbours differ in owner and network.
+//!
+//! Everything the coordinator sends is treated as hostile: host names are
+//! re-validated and every value printed for `eval` is quoted.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::api::{check_host_name, HostEntry, HostsRequest};
+use super::client::CoordinatorClient;
+use super::identity::{self, Identity};
+use super::pool::arrange;
+use super::server::unix_now;
+use super::NetworkError;
+use crate::exitcode;
+use crate::fingerprint;
+
+/// Hosts put in `DISTCC_HOSTS` at most.
+pub const MAX_LISTED: usize = 10;
+/// Longest we wait for one candidate's TCP handshake.
+const CONNECT_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    Sh,
+    Csh,
+    Fish,
+}
+
+impl Shell {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "sh" | "bash" | "zsh" | "dash" | "ksh" => Ok(Shell::Sh),
+            "csh" | "tcsh" => Ok(Shell::Csh),
+            "fish" => Ok(Shell::Fish),
+            _ => Err(format!("unknown shell {s:?}: use sh, csh or fish")),
+        }
+    }
+}
+
+/// Parsed command line of the environment printer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvOptions {
+    pub coordinator: Option<String>,
+    pub shell: Shell,
+    /// Compilers to match; empty = `$CC` (or `cc`) and `$CXX` (or `c++`).
+    pub compilers: Vec<String>,
+    pub max_hosts: usize,
+    /// `CMD ARGS…` to run; empty = print.
+    pub command: Vec<OsString>,
+}
+
+pub fn parse_args(args: &[OsString]) -> Result<EnvOptions, String> {
+    let mut o = EnvOptions {
+        coordinator: None,
+        shell: Shell::Sh,
+        compilers: Vec::new(),
+        max_hosts: MAX_LISTED,
+        command: Vec::new(),
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_string_lossy().into_owned();
+        let mut value = |name: &str| -> Result<String, String> {
+            if let Some(v) = a.strip_prefix(&format!("{name}=")) {
+                return Ok(v.to_string());
+            }
+            i += 1;
+            args.get(i)
+                .map(|v| v.to_string_lossy().into_owned())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        if a == "--" {
+            o.command = args[i + 1..].to_vec();
+            break;
+        } else if a == "--coordinator" || a.starts_with("--coordinator=") {
+            o.coordinator = Some(value("--coordinator")?);
+        } else if a == "--shell" || a.starts_with("--shell=") {
+            o.shell = Shell::parse(&value("--shell")?)?;
+        } else if a == "--compiler" || a.starts_with("--compiler=") {
+            o.compilers.push(value("--compiler")?);
+        } else if a == "--max-hosts" || a.starts_with("--max-hosts=") {
+            let v = value("--max-hosts")?;
+            o.max_hosts = v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| format!("--max-hosts {v:?}: use 1 to 64"))?;
+        } else if a == "-s" {
+            o.shell = Shell::Sh;
+        } else if a == "-c" {
+            o.shell = Shell::Csh;
+        } else if a.starts_with('-') {
+            return Err(format!("unknown option {a:?}; see `dportage --help`"));
+        } else {
+            o.command = args[i..].to_vec();
+            break;
+        }
+        i += 1;
+    }
+    Ok(o)
+}
+
+/// The variables to set, in order.
+pub fn environment(
+    hosts: &[HostEntry],
+    redundancy: u32,
+    coordinator: &str,
+) -> Vec<(String, String)> {
+    let list: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "{}:{}/{}{}",
+                h.host,
+                h.port,
+                h.capacity,
+                if h.lzo { ",lzo" } else { "" }
+            )
+        })
+        .collect();
+    let slots: u64 = hosts.iter().map(|h| u64::from(h.capacity)).sum();
+    let jobs = (slots / u64::from(redundancy.max(1))).clamp(1, 512);
+    vec![
+        ("DISTCC_HOSTS".into(), list.join(" ")),
+        ("DPORTAGE_REDUNDANCY".into(), redundancy.to_string()),
+        ("DPORTAGE_COORDINATOR".into(), coordinator.to_string()),
+        ("FEATURES".into(), "distcc".into()),
+        ("MAKEOPTS".into(), format!("-j{jobs}")),
+    ]
+}
+
+fn quote_sh(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "'\\''"))
+}
+
+fn quote_csh(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "'\\''").replace('!', "\\!"))
+}
+
+fn quote_fish(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Shell lines that set `vars` when `eval`ed.
+pub fn render(shell: Shell, vars: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (k, v) in vars {
+        match shell {
+            Shell::Sh => out.push_str(&format!("{k}={}; export {k};\n", quote_sh(v))),
+            Shell::Csh => out.push_str(&format!("setenv {k} {};\n", quote_csh(v))),
+            Shell::Fish => out.push_str(&format!("set -gx {k} {};\n", quote_fish(v))),
+        }
+    }
+    out
+}
+
+/// Connect times remembered per `HOST:PORT`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LatencyMemory {
+    hosts: BTreeMap<String, Latency>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Latency {
+    /// Smoothed connect time in ms; `None` = the last attempt failed.
+    ms: Option<f64>,
+    at: u64,
+}
+
+impl LatencyMemory {
+    fn load(path: &Path) -> Self {
+        std::fs::read(path)
+            .ok()
+            .filter(|b| b.len() < 4 << 20)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&mut self, path: &Path) {
+        // Keep the most recent 2000 entries.
+        if self.hosts.len() > 2000 {
+            let mut by_age: Vec<(u64, String)> =
+                self.hosts.iter().map(|(k, v)| (v.at, k.clone())).collect();
+            by_age.sort();
+            for (_, k) in by_age.iter().take(self.hosts.len() - 2000) {
+                self.hosts.remove(k);
+            }
+        }
+        if let Ok(bytes) = serde_json::to_vec(self) {
+            let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+            if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+    }
+
+    fn update(&mut self, key: String, measured: Option<f64>) {
+        let prev = self.hosts.get(&key).and_then(|l| l.ms);
+        let ms = match (prev, measured) {
+            (Some(p), Some(m)) => Some(0.6 * p + 0.4 * m),
+            (_, m) => m,
+        };
+        self.hosts.insert(key, Latency { ms, at: unix_now() });
+    }
+}
+
+/// TCP connect time to every candidate, concurrently, each bounded.
+async fn measure(hosts: &[HostEntry]) -> Vec<Option<f64>> {
+    let probes = hosts.iter().map(|h| {
+        let target = format!("{}:{}", h.host, h.port);
+        async move {
+            let start = Instant::now();
+            let addrs: Vec<SocketAddr> =
+                match tokio::time::timeout(CONNECT_PROBE_TIMEOUT, tokio::net::lookup_host(target))
+                    .await
+                {
+                    Ok(Ok(a)) => a.collect(),
+                    _ => return None,
+                };
+            let addr = *addrs.first()?;
+            match tokio::time::timeout(CONNECT_PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(_stream)) => Some(start.elapsed().as_secs_f64() * 1000.0),
+                _ => None,
+            }
+        }
+    });
+    futures_join_all(probes).await
+}
+
+/// Minimal join_all (no futures crate): spawn-free, polls in order.
+async fn futures_join_all<F: std::future::Future<Output = T>, T>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<T> {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<T>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// Rank candidates: time-zone distance, then measured speed; drop the
+/// unreachable and anything we could not safely put in `DISTCC_HOSTS`; arrange
+/// so neighbours differ in owner and network.
+pub fn rank(
+    candidates: Vec<HostEntry>,
+    latencies: &[Option<f64>],
+    my_tz: i32,
+    limit: usize,
+) -> Vec<HostEntry> {
+    let mut scored: Vec<(u32, f64, HostEntry)> = candidates
+        .into_iter()
+        .zip(latencies.iter().copied().chain(std::iter::repeat(None)))
+        .filter_map(|(h, ms)| {
+            let ms = ms?;
+            // distcc's host grammar cannot carry IPv6 literals unambiguously.
+            if h.host.contains(':')
+                || check_host_name(&h.host).is_err()
+                || h.port == 0
+                || h.capacity == 0
+            {
+                return None;
+            }
+            Some(((h.tz_offset_secs - my_tz).unsigned_abs(), ms, h))
+        })
+        .collect();
+    scored.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let ordered: Vec<HostEntry> = scored
+        .into_iter()
+        .map(|(_, _, mut h)| {
+            h.capacity = h.capacity.min(super::api::MAX_CAPACITY);
+            h
+        })
+        .collect();
+    arrange(ordered, |h| (h.owner, h.network.clone()), limit)
+}
+
+/// Why the environment could not be produced, with the exit code.
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: i32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+fn network_failure(e: NetworkError) -> Failure {
+    let code = match &e {
+        NetworkError::Unreachable { .. } => exitcode::CONNECT_FAILED,
+        NetworkError::Api { code, .. } if code == "not_member" || code == "blacklisted" => {
+            exitcode::ACCESS_DENIED
+        }
+        NetworkError::BadUrl { .. } | NetworkError::Usage(_) => exitcode::BAD_ARGUMENTS,
+        _ => exitcode::DISTCC_FAILED,
+    };
+    Failure::new(code, e.to_string())
+}
+
+fn local_compilers(opts: &EnvOptions) -> Result<Vec<(String, PathBuf)>, Failure> {
+    let skip: Vec<PathBuf> = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok())
+        .into_iter()
+        .collect();
+    let last_word = |v: Option<OsString>| {
+        v.and_then(|s| {
+            s.to_string_lossy()
+                .split_whitespace()
+                .last()
+                .map(str::to_string)
+        })
+        .filter(|s| !s.is_empty())
+    };
+    let mut out = Vec::new();
+    if opts.compilers.is_empty() {
+        let cc = last_word(std::env::var_os("CC")).unwrap_or_else(|| "cc".into());
+        let path = fingerprint::resolve_compiler(&cc, None, &skip).ok_or_else(|| {
+            Failure::new(
+                exitcode::COMPILER_MISSING,
+                format!("local compiler {cc:?} not found in PATH; install it or name one with --compiler"),
+            )
+        })?;
+        out.push((cc, path));
+        let cxx = last_word(std::env::var_os("CXX")).unwrap_or_else(|| "c++".into());
+        if let Some(path) = fingerprint::resolve_compiler(&cxx, None, &skip) {
+            out.push((cxx, path));
+        }
+    } else {
+        for name in &opts.compilers {
+            let path = fingerprint::resolve_compiler(name, None, &skip).ok_or_else(|| {
+                Failure::new(
+                    exitcode::COMPILER_MISSING,
+                    format!("compiler {name:?} (--compiler) not found in PATH"),
+                )
+            })?;
+            out.push((name.clone(), path));
+        }
+    }
+    Ok(out)
+}
+
+async fn obtain(
+    opts: &EnvOptions,
+    coordinator: &str,
+    dir: &Path,
+) -> Result<(Vec<HostEntry>, u32), Failure> {
+    let identity = Arc::new(Identity::load_or_create(dir).map_err(network_failure)?);
+    let me = identity.id();
+    let client = CoordinatorClient::new(coordinator, identity).map_err(network_failure)?;
+    let cache = dir.join("fingerprints.json");
+    let mut fingerprints = Vec::new();
+    for (name, path) in local_compilers(opts)? {
+        let tc = fingerprint::probe_cached(&name, &path, &cache).map_err(|e| {
+            Failure::new(
+                exitcode::COMPILER_MISSING,
+                format!("fingerprinting {name}: {e}"),
+            )
+        })?;
+        tracing::debug!("local {name}: {} ({})", tc.version, tc.id);
+        fingerprints.push(tc.id);
+    }
+    fingerprints.dedup();
+    let my_tz = fingerprint::timezone_offset_secs();
+    let request = HostsRequest {
+        fingerprints,
+        tz_offset_secs: my_tz,
+        max: Some(32),
+    };
+    let response = match client.hosts(&request).await {
+        Err(NetworkError::Api { code, message, .. }) if code == "not_member" => {
+            // Present the membership tokens we can read, then ask again.
+            let mut why = Vec::new();
+            let mut linked = false;
+            for (path, token) in identity::read_membership_tokens(dir) {
+                if token.daemon == me {
+                    why.push(format!(
+                        "{}: that is this identity's own daemon token",
+                        path.display()
+                    ));
+                    continue;
+                }
+                match client.link(&token).await {
+                    Ok(r) if r.member => {
+                        tracing::info!(
+                            "linked to daemon {} via {}",
+                            r.daemon.short(),
+                            path.display()
+                        );
+                        linked = true;
+                        break;
+                    }
+                    Ok(r) => why.push(format!(
+                        "{}: linked to daemon {}, but it is not live in the pool",
+                        path.display(),
+                        r.daemon.short()
+                    )),
+                    Err(e) => why.push(format!("{}: {e}", path.display())),
+                }
+            }
+            if !linked {
+                let tokens = if why.is_empty() {
+                    format!(
+                        "no daemon membership token was readable (looked in {})",
+                        identity::membership_token_paths(dir)
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                } else {
+                    why.join("; ")
+                };
+                return Err(Failure::new(
+                    exitcode::ACCESS_DENIED,
+                    format!(
+                        "not a member of the pool at {}: {message}\n  membership tokens: {tokens}\n  \
+                         To join, run a daemon that heartbeats there (`dportage serve --coordinator {}`), \
+                         with DPORTAGE_DIR={} or with its membership.json readable by you.",
+                        client.url(),
+                        client.url(),
+                        dir.display()
+                    ),
+                ));
+            }
+            client.hosts(&request).await.map_err(network_failure)?
+        }
+        other => other.map_err(network_failure)?,
+    };
+    if response.hosts.is_empty() {
+        return Err(Failure::new(
+            exitcode::NO_HOSTS,
+            format!(
+                "the pool at {} has no live hosts with your toolchain (other than your own); \
+                 try again later or compile locally",
+                client.url()
+            ),
+        ));
+    }
+    let latencies = measure(&response.hosts).await;
+    let mem_path = dir.join("latency.json");
+    let mut memory = LatencyMemory::load(&mem_path);
+    let mut smoothed = Vec::with_capacity(latencies.len());
+    for (h, ms) in response.hosts.iter().zip(&latencies) {
+        let key = format!("{}:{}", h.host, h.port);
+        memory.update(key.clone(), *ms);
+        smoothed.push(ms.and(memory.hosts.get(&key).and_then(|l| l.ms)));
+    }
+    memory.save(&mem_path);
+    let n = response.hosts.len();
+    let hosts = rank(response.hosts, &smoothed, my_tz, opts.max_hosts);
+    if hosts.is_empty() {
+        return Err(Failure::new(
+            exitcode::NO_HOSTS,
+            format!("none of the {n} hosts the coordinator offered accepted a TCP connection within {} ms", CONNECT_PROBE_TIMEOUT.as_millis()),
+        ));
+    }
+    Ok((hosts, response.redundancy))
+}
+
+/// Entry point behind `dportage [OPTIONS] [CMD ARGS…]`.
+pub fn env_main(args: Vec<OsString>) -> i32 {
+    crate::logging::init(std::env::var_os("DPORTAGE_VERBOSE").is_some(), "warn");
+    let opts = match parse_args(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("dportage: {e}");
+            return exitcode::BAD_ARGUMENTS;
+        }
+    };
+    let Some(coordinator) = opts
+        .coordinator
+        .clone()
+        .or_else(|| std::env::var("DPORTAGE_COORDINATOR").ok())
+        .filter(|s| !s.trim().is_empty())
+    else {
+        eprintln!(
+            "dportage: no coordinator: pass --coordinator http://HOST:PORT or set DPORTAGE_COORDINATOR \
+             (run `dportage --help` for the commands)"
+        );
+        return exitcode::BAD_ARGUMENTS;
+    };
+    let dir = identity::dportage_dir();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dportage: cannot start: {e}");
+            return exitcode::DISTCC_FAILED;
+        }
+    };
+    let (hosts, redundancy) = match rt.block_on(obtain(&opts, &coordinator, &dir)) {
+        Ok(x) => x,
+        Err(f) => {
+            eprintln!("dportage: {}", f.message);
+            return f.code;
+        }
+    };
+    drop(rt);
+    let vars = environment(&hosts, redundancy, coordinator.trim());
+    if opts.command.is_empty() {
+        print!("{}", render(opts.shell, &vars));
+        eprintln!(
+            "dportage: {} host(s) from {} (your own hosts are never listed)",
+            hosts.len(),
+            coordinator.trim()
+        );
+        return 0;
+    }
+    run_command(&opts.command, &vars)
+}
+
+fn run_command(command: &[OsString], vars: &[(String, String)]) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let Some((prog, rest)) = command.split_first() else {
+        return exitcode::BAD_ARGUMENTS;
+    };
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(rest);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    // exec: the exit status (and signals) are CMD's own.
+    let err = cmd.exec();
+    eprintln!("dportage: cannot run {}: {err}", prog.to_string_lossy());
+    if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::identity::IdentityId;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    fn entry(n: u8, owner: u8, net: &str, tz: i32) -> HostEntry {
+        HostEntry {
+            id: IdentityId([n; 32]),
+            host: format!("10.0.{n}.1"),
+            port: 3632,
+            capacity: 4,
+            lzo: true,
+            tz_offset_secs: tz,
+            owner: IdentityId([owner; 32]),
+            network: net.into(),
+            arch: "x86_64".into(),
+        }
+    }
+
+    #[test]
+    fn args() {
+        let o = parse_args(&os(&[
+            "--coordinator",
+            "http://c:1",
+            "--shell=fish",
+            "make",
+            "-j4",
+        ]))
+        .unwrap();
+        assert_eq!(o.coordinator.as_deref(), Some("http://c:1"));
+        assert_eq!(o.shell, Shell::Fish);
+        assert_eq!(o.command, os(&["make", "-j4"]));
+        let o = parse_args(&os(&["-c", "--", "--weird"])).unwrap();
+        assert_eq!(o.shell, Shell::Csh);
+        assert_eq!(o.command, os(&["--weird"]));
+        assert!(parse_args(&os(&["--shell", "pwsh"])).is_err());
+        assert!(parse_args(&os(&["--bogus"])).is_err());
+        assert!(parse_args(&os(&["--coordinator"])).is_err());
+    }
+
+    #[test]
+    fn rendering_quotes_for_each_shell() {
+        let vars = vec![("A".to_string(), "x y'z!".to_string())];
+        assert_eq!(render(Shell::Sh, &vars), "A='x y'\\''z!'; export A;\n");
+        assert_eq!(render(Shell::Csh, &vars), "setenv A 'x y'\\''z\\!';\n");
+        assert_eq!(render(Shell::Fish, &vars), "set -gx A 'x y\\'z!';\n");
+        // The sh form really round-trips through a shell.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{} printf %s \"$A\"", render(Shell::Sh, &vars)))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "x y'z!");
+    }
+
+    #[test]
+    fn environment_lines() {
+        let hosts = vec![entry(1, 1, "a", 0), entry(2, 2, "b", 0)];
+        let vars = environment(&hosts, 2, "http://c:1");
+        assert_eq!(
+            vars[0],
+            (
+                "DISTCC_HOSTS".into(),
+                "10.0.1.1:3632/4,lzo 10.0.2.1:3632/4,lzo".into()
+            )
+        );
+        assert_eq!(vars[1].1, "2");
+        assert_eq!(vars[3], ("FEATURES".into(), "distcc".into()));
+        assert_eq!(vars[4], ("MAKEOPTS".into(), "-j4".into()));
+    }
+
+    #[test]
+    fn ranking() {
+        let mut hostile = entry(9, 9, "z", 0);
+        hostile.host = "x;rm -rf /".into();
+        let cands = vec![
+            entry(1, 1, "a", 7200), // far zone
+            entry(2, 2, "b", 0),    // near, slow
+            entry(3, 3, "c", 0),    // near, fast
+            entry(4, 4, "d", 0),    // unreachable
+            hostile,                // unsafe name
+            entry(5, 3, "e", 0),    // same owner as 3
+        ];
+        let lat = vec![Some(1.0), Some(50.0), Some(2.0), None, Some(0.1), Some(3.0)];
+        let got: Vec<u8> = rank(cands, &lat, 0, 10).iter().map(|h| h.id.0[0]).collect();
+        assert_eq!(
+            &got[..3],
+            &[3, 2, 1],
+            "near zone first, fastest first, distinct owners first"
+        );
+        assert!(!got.contains(&4) && !got.contains(&9));
+        assert_eq!(got.len(), 3, "the second host of owner 3 is left out");
+        assert!(!got.contains(&5));
+    }
+}

@@ -1,0 +1,934 @@
+//! The coordinator's memory: who is alive (soft state, rebuilt from heartbeats),
+//! who owns what and who is blacklisted (mirrors of the durable store), and host
+//! selection. Pure: no I/O; times are passed in (milliseconds on a monotonic
+//! clock for liveness).
+//!
+//! Selection is indexed: fingerprint → time-zone offset → host slots, so a
+//! host-list request touches only a bounded number of random hosts of the
+//! requester's toolchain, nearest time zone first, whatever the pool size.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rand::Rng;
+
+use super::api::{BlacklistEntry, DaemonStatus, Heartbeat, HostEntry};
+use super::identity::IdentityId;
+use crate::fingerprint::Toolchain;
+
+/// A /24 (IPv4) or /48 (IPv6) network, compact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetKey(u64);
+
+impl NetKey {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                NetKey(
+                    (4u64 << 56)
+                        | (u64::from(o[0]) << 16)
+                        | (u64::from(o[1]) << 8)
+                        | u64::from(o[2]),
+                )
+            }
+            IpAddr::V6(v6) => {
+                if let Some(v4) = v6.to_ipv4_mapped() {
+                    return Self::of(IpAddr::V4(v4));
+                }
+                let s = v6.segments();
+                NetKey(
+                    (6u64 << 56)
+                        | (u64::from(s[0]) << 32)
+                        | (u64::from(s[1]) << 16)
+                        | u64::from(s[2]),
+                )
+            }
+        }
+    }
+
+    pub fn display(&self) -> String {
+        let v = self.0;
+        if v >> 56 == 4 {
+            format!("{}.{}.{}.0/24", (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff)
+        } else {
+            format!(
+                "{:x}:{:x}:{:x}::/48",
+                (v >> 32) & 0xffff,
+                (v >> 16) & 0xffff,
+                v & 0xffff
+            )
+        }
+    }
+}
+
+/// Choose and order up to `limit` of `items` (given in preference order) for
+/// one user's host list.
+///
+/// * At most one host per owner: a client pairs any two hosts of its list on a
+///   job, so two hosts of one owner must never both be in it.
+/// * Hosts on networks not yet used come first (in preference order); hosts on
+///   an already used network follow (a pool on one LAN, or 127.0.0.x, still
+///   yields a usable list), ordered so neighbours differ in network where the
+///   list allows it.
+pub fn arrange<T, O: PartialEq + Eq + Hash, N: PartialEq + Eq + Hash>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> (O, N),
+    limit: usize,
+) -> Vec<T> {
+    let mut owners = HashSet::new();
+    let mut nets = HashSet::new();
+    let mut distinct: Vec<T> = Vec::new();
+    let mut later: Vec<Option<T>> = Vec::new();
+    // A first pass picks the fully distinct hosts, so a host on a used network
+    // never takes the owner slot of a later, fully distinct host of that owner.
+    let mut held: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    for slot in held.iter_mut() {
+        let Some(it) = slot.as_ref() else { continue };
+        let (o, n) = key(it);
+        if distinct.len() < limit && !owners.contains(&o) && !nets.contains(&n) {
+            owners.insert(o);
+            nets.insert(n);
+            if let Some(it) = slot.take() {
+                distinct.push(it);
+            }
+        }
+    }
+    for it in held.into_iter().flatten() {
+        let (o, _) = key(&it);
+        if owners.insert(o) {
+            later.push(Some(it));
+        }
+    }
+    let mut out = distinct;
+    while out.len() < limit {
+        let pick = later
+            .iter()
+            .position(|it| match (it, out.last()) {
+                (Some(it), Some(last)) => key(it).1 != key(last).1,
+                (Some(_), None) => true,
+                (None, _) => false,
+            })
+            .or_else(|| later.iter().position(Option::is_some));
+        match pick.and_then(|i| later[i].take()) {
+            Some(it) => out.push(it),
+            None => break,
+        }
+    }
+    out
+}
+
+/// A live (or not yet swept) host.
+#[derive(Debug, Clone)]
+pub struct HostRec {
+    pub id: IdentityId,
+    pub owner: IdentityId,
+    pub host: Arc<str>,
+    pub port: u16,
+    pub network: NetKey,
+    pub toolchains: Vec<Toolchain>,
+    pub fps: Vec<Arc<str>>,
+    pub libc: Arc<str>,
+    pub arch: Arc<str>,
+    pub software: Arc<str>,
+    pub tz: i32,
+    pub capacity: u32,
+    pub lzo: bool,
+    pub last_seen_ms: u64,
+    pub first_seen_ms: u64,
+    /// Position of this host in each of its buckets: (fingerprint, position).
+    slots: Vec<(Arc<str>, usize)>,
+}
+
+impl HostRec {
+    pub fn entry(&self) -> HostEntry {
+        HostEntry {
+            id: self.id,
+            host: self.host.to_string(),
+            port: self.port,
+            capacity: self.capacity,
+            lzo: self.lzo,
+            tz_offset_secs: self.tz,
+            owner: self.owner,
+            network: self.network.display(),
+            arch: self.arch.to_string(),
+        }
+    }
+}
+
+/// What happened to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatOutcome {
+    /// First heartbeat since the coordinator started or since the host expired.
+    Joined,
+    Refreshed,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PoolError {
+    #[error("identity {0} is blacklisted after mismatch reports from two members; it will not be listed. Ask the coordinator's operator to review and lift it (`dportage coordinator blacklist lift ID`)")]
+    Blacklisted(IdentityId),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Everything the coordinator keeps in memory.
+#[derive(Default)]
+pub struct Pool {
+    hosts: Vec<Option<HostRec>>,
+    free: Vec<u32>,
+    by_id: HashMap<IdentityId, u32>,
+    by_addr: HashMap<(Arc<str>, u16), u32>,
+    /// fingerprint → tz offset → host slots.
+    buckets: HashMap<Arc<str>, BTreeMap<i32, Vec<u32>>>,
+    /// Identities known to the durable store: is it a daemon (has heartbeated)?
+    known: HashMap<IdentityId, bool>,
+    /// person ↔ daemon links (both directions).
+    links: HashMap<IdentityId, Vec<IdentityId>>,
+    /// Owner group representative; absent = the identity itself.
+    owner: HashMap<IdentityId, IdentityId>,
+    /// Members of groups with more than one member, keyed by representative.
+    groups: HashMap<IdentityId, Vec<IdentityId>>,
+    blacklist: HashMap<IdentityId, BlacklistEntry>,
+}
+
+/// Most identities one owner group may link (bounds what a leaked membership
+/// token can do and keeps membership checks cheap).
+pub const MAX_GROUP: usize = 64;
+
+impl Pool {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // ----- durable mirrors -------------------------------------------------
+
+    pub fn is_known(&self, id: &IdentityId) -> bool {
+        self.known.contains_key(id)
+    }
+
+    pub fn is_known_daemon(&self, id: &IdentityId) -> bool {
+        self.known.get(id).copied().unwrap_or(false)
+    }
+
+    pub fn known_count(&self) -> usize {
+        self.known.len()
+    }
+
+    /// An identity row exists in the store.
+    pub fn add_known(&mut self, id: IdentityId, daemon: bool) {
+        let e = self.known.entry(id).or_insert(false);
+        *e |= daemon;
+    }
+
+    pub fn is_blacklisted(&self, id: &IdentityId) -> bool {
+        self.blacklist.contains_key(id)
+    }
+
+    pub fn blacklist_entries(&self) -> Vec<BlacklistEntry> {
+        let mut v: Vec<_> = self.blacklist.values().cloned().collect();
+        v.sort_by(|a, b| b.since.cmp(&a.since).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    /// Add a blacklist entry; the host leaves the pool at once.
+    pub fn set_blacklisted(&mut self, entry: BlacklistEntry) {
+        let id = entry.id;
+        self.blacklist.insert(id, entry);
+        if let Some(&idx) = self.by_id.get(&id) {
+            self.remove_idx(idx);
+        }
+    }
+
+    /// Replace the whole blacklist (after the store changed under us, e.g. an
+    /// admin lifted an entry from the command line). Returns (added, removed).
+    pub fn replace_blacklist(&mut self, entries: Vec<BlacklistEntry>) -> (usize, usize) {
+        let new: HashMap<IdentityId, BlacklistEntry> =
+            entries.into_iter().map(|e| (e.id, e)).collect();
+        let removed = self
+            .blacklist
+            .keys()
+            .filter(|k| !new.contains_key(k))
+            .count();
+        let added: Vec<BlacklistEntry> = new
+            .values()
+            .filter(|e| !self.blacklist.contains_key(&e.id))
+            .cloned()
+            .collect();
+        let n_added = added.len();
+        self.blacklist = new;
+        for e in added {
+            if let Some(&idx) = self.by_id.get(&e.id) {
+                self.remove_idx(idx);
+            }
+        }
+        (n_added, removed)
+    }
+
+    pub fn lift(&mut self, id: &IdentityId) -> bool {
+        self.blacklist.remove(id).is_some()
+    }
+
+    pub fn owner_of(&self, id: &IdentityId) -> IdentityId {
+        *self.owner.get(id).unwrap_or(id)
+    }
+
+    fn group_members(&self, rep: &IdentityId) -> Vec<IdentityId> {
+        self.groups.get(rep).cloned().unwrap_or_else(|| vec![*rep])
+    }
+
+    pub fn is_linked(&self, a: &IdentityId, b: &IdentityId) -> bool {
+        self.links.get(a).is_some_and(|v| v.contains(b))
+    }
+
+    /// Would linking these two exceed the group bound?
+    pub fn link_would_overflow(&self, a: &IdentityId, b: &IdentityId) -> bool {
+        let (ra, rb) = (self.owner_of(a), self.owner_of(b));
+        if ra == rb {
+            return false;
+        }
+        self.group_members(&ra).len() + self.group_members(&rb).len() > MAX_GROUP
+    }
+
+    /// Record a person↔daemon link and merge their owner groups.
+    pub fn add_link(&mut self, person: IdentityId, daemon: IdentityId) {
+        if person == daemon || self.is_linked(&person, &daemon) {
+            return;
+        }
+        self.links.entry(person).or_default().push(daemon);
+        self.links.entry(daemon).or_default().push(person);
+        let (ra, rb) = (self.owner_of(&person), self.owner_of(&daemon));
+        if ra == rb {
+            return;
+        }
+        // Keep the smaller id as representative so the result does not depend
+        // on link order (the store replays links in any order at start).
+        let (keep, fold) = if ra < rb { (ra, rb) } else { (rb, ra) };
+        let mut members = self.group_members(&keep);
+        let folded = self.group_members(&fold);
+        self.groups.remove(&fold);
+        for m in &folded {
+            self.owner.insert(*m, keep);
+            if let Some(&idx) = self.by_id.get(m) {
+                if let Some(h) = self.hosts[idx as usize].as_mut() {
+                    h.owner = keep;
+                }
+            }
+        }
+        members.extend(folded);
+        for m in &members {
+            if *m == keep {
+                self.owner.remove(m);
+            } else {
+                self.owner.insert(*m, keep);
+            }
+        }
+        self.groups.insert(keep, members);
+    }
+
+    /// The live, non-blacklisted daemon in `id`'s owner group that makes `id` a
+    /// member (itself first).
+    pub fn member_via(&self, id: &IdentityId, now_ms: u64, expiry_ms: u64) -> Option<IdentityId> {
+        if self.is_live(id, now_ms, expiry_ms) {
+            return Some(*id);
+        }
+        let rep = self.owner_of(id);
+        self.group_members(&rep)
+            .into_iter()
+            .find(|m| self.is_live(m, now_ms, expiry_ms))
+    }
+
+    /// `id`'s group's daemons and their state, for `whoami`.
+    pub fn daemons_of(&self, id: &IdentityId, now_ms: u64, expiry_ms: u64) -> Vec<DaemonStatus> {
+        let rep = self.owner_of(id);
+        self.group_members(&rep)
+            .into_iter()
+            .filter(|m| self.known.get(m).copied().unwrap_or(false) || self.by_id.contains_key(m))
+            .map(|m| DaemonStatus {
+                id: m,
+                live: self.is_live(&m, now_ms, expiry_ms),
+                blacklisted: self.is_blacklisted(&m),
+            })
+            .collect()
+    }
+
+    fn is_live(&self, id: &IdentityId, now_ms: u64, expiry_ms: u64) -> bool {
+        if self.blacklist.contains_key(id) {
+            return false;
+        }
+        self.by_id
+            .get(id)
+            .and_then(|&i| self.hosts[i as usize].as_ref())
+            .is_some_and(|h| now_ms.saturating_sub(h.last_seen_ms) <= expiry_ms)
+    }
+
+    // ----- soft state ------------------------------------------------------
+
+    /// Live hosts (not expired at `now_ms`).
+    pub fn live_count(&self, now_ms: u64, expiry_ms: u64) -> usize {
+        self.hosts
+            .iter()
+            .flatten()
+            .filter(|h| now_ms.saturating_sub(h.last_seen_ms) <= expiry_ms)
+            .count()
+    }
+
+    /// Entries held (live or awaiting the sweeper). O(1).
+    pub fn held_count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn hosts(&self) -> impl Iterator<Item = &HostRec> {
+        self.hosts.iter().flatten()
+    }
+
+    pub fn host(&self, id: &IdentityId) -> Option<&HostRec> {
+        self.by_id
+            .get(id)
+            .and_then(|&i| self.hosts[i as usize].as_ref())
+    }
+
+    /// Apply a validated heartbeat from `peer`. The identity must already be
+    /// known to the store (registration is durable before the first listing).
+    pub fn heartbeat(
+        &mut self,
+        id: IdentityId,
+        hb: &Heartbeat,
+        peer: IpAddr,
+        now_ms: u64,
+    ) -> Result<(HeartbeatOutcome, String), PoolError> {
+        if self.blacklist.contains_key(&id) {
+            return Err(PoolError::Blacklisted(id));
+        }
+        let host: Arc<str> = match hb.host.as_deref().filter(|h| !h.is_empty()) {
+            Some(h) => Arc::from(h),
+            None => Arc::from(peer.to_string().as_str()),
+        };
+        let network = NetKey::of(peer);
+        let owner = self.owner_of(&id);
+        let mut fps: Vec<Arc<str>> = hb
+            .toolchains
+            .iter()
+            .map(|t| Arc::from(t.id.as_str()))
+            .collect();
+        fps.sort();
+        fps.dedup();
+        let advertised = format!("{host}:{}", hb.port);
+
+        if let Some(&idx) = self.by_id.get(&id) {
+            let same_index = {
+                let Some(h) = self.hosts[idx as usize].as_ref() else {
+                    return Err(PoolError::Refused("internal: dangling host slot".into()));
+                };
+                h.fps == fps && h.tz == hb.tz_offset_secs
+            };
+            if !same_index {
+                self.unindex(idx);
+            }
+            let old_addr = self.hosts[idx as usize]
+                .as_ref()
+                .map(|h| (h.host.clone(), h.port));
+            if let Some(h) = self.hosts[idx as usize].as_mut() {
+                if h.toolchains != hb.toolchains {
+                    h.toolchains = hb.toolchains.clone();
+                }
+                if *h.host != *host {
+                    h.host = host.clone();
+                }
+                h.port = hb.port;
+                h.network = network;
+                h.owner = owner;
+                if *h.libc != *hb.libc {
+                    h.libc = Arc::from(hb.libc.as_str());
+                }
+                if *h.arch != *hb.arch {
+                    h.arch = Arc::from(hb.arch.as_str());
+                }
+                if *h.software != *hb.software {
+                    h.software = Arc::from(hb.software.as_str());
+                }
+                h.fps = fps;
+                h.tz = hb.tz_offset_secs;
+                h.capacity = hb.capacity;
+                h.lzo = hb.lzo;
+                h.last_seen_ms = now_ms;
+            }
+            if old_addr
+                .as_ref()
+                .is_some_and(|(oh, op)| **oh != *host || *op != hb.port)
+            {
+                if let Some(old) = old_addr {
+                    if self.by_addr.get(&old) == Some(&idx) {
+                        self.by_addr.remove(&old);
+                    }
+                }
+                self.by_addr.insert((host, hb.port), idx);
+            }
+            if !same_index {
+                self.index(idx);
+            }
+            return Ok((HeartbeatOutcome::Refreshed, advertised));
+        }
+
+        let rec = HostRec {
+            id,
+            owner,
+            host: host.clone(),
+            port: hb.port,
+            network,
+            toolchains: hb.toolchains.clone(),
+            fps,
+            libc: Arc::from(hb.libc.as_str()),
+            arch: Arc::from(hb.arch.as_str()),
+            software: Arc::from(hb.software.as_str()),
+            tz: hb.tz_offset_secs,
+            capacity: hb.capacity,
+            lzo: hb.lzo,
+            last_seen_ms: now_ms,
+            first_seen_ms: now_ms,
+            slots: Vec::new(),
+        };
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.hosts[i as usize] = Some(rec);
+                i
+            }
+            None => {
+                self.hosts.push(Some(rec));
+                (self.hosts.len() - 1) as u32
+            }
+        };
+        self.by_id.insert(id, idx);
+        self.by_addr.insert((host, hb.port), idx);
+        self.add_known(id, true);
+        self.index(idx);
+        Ok((HeartbeatOutcome::Joined, advertised))
+    }
+
+    fn index(&mut self, idx: u32) {
+        let Some(h) = self.hosts[idx as usize].as_ref() else {
+            return;
+        };
+        let (fps, tz) = (h.fps.clone(), h.tz);
+        let mut slots = Vec::with_capacity(fps.len());
+        for fp in fps {
+            let v = self
+                .buckets
+                .entry(fp.clone())
+                .or_default()
+                .entry(tz)
+                .or_default();
+            v.push(idx);
+            slots.push((fp, v.len() - 1));
+        }
+        if let Some(h) = self.hosts[idx as usize].as_mut() {
+            h.slots = slots;
+        }
+    }
+
+    fn unindex(&mut self, idx: u32) {
+        let Some(h) = self.hosts[idx as usize].as_mut() else {
+            return;
+        };
+        let slots = std::mem::take(&mut h.slots);
+        let tz = h.tz;
+        for (fp, pos) in slots {
+            let Some(by_tz) = self.buckets.get_mut(&fp) else {
+                continue;
+            };
+            let Some(v) = by_tz.get_mut(&tz) else {
+                continue;
+            };
+            if pos >= v.len() || v[pos] != idx {
+                continue;
+            }
+            v.swap_remove(pos);
+            if let Some(&moved) = v.get(pos) {
+                if let Some(m) = self.hosts[moved as usize].as_mut() {
+                    if let Some(s) = m.slots.iter_mut().find(|(f, _)| *f == fp) {
+                        s.1 = pos;
+                    }
+                }
+            }
+            if v.is_empty() {
+                by_tz.remove(&tz);
+                if by_tz.is_empty() {
+                    self.buckets.remove(&fp);
+                }
+            }
+        }
+    }
+
+    fn remove_idx(&mut self, idx: u32) {
+        self.unindex(idx);
+        if let Some(h) = self.hosts[idx as usize].take() {
+            self.by_id.remove(&h.id);
+            let key = (h.host.clone(), h.port);
+            if self.by_addr.get(&key) == Some(&idx) {
+                self.by_addr.remove(&key);
+            }
+            self.free.push(idx);
+        }
+    }
+
+    /// Drop hosts not heard from within `expiry_ms`. Returns how many left.
+    pub fn sweep(&mut self, now_ms: u64, expiry_ms: u64) -> usize {
+        let stale: Vec<u32> = self
+            .hosts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                h.as_ref()
+                    .filter(|h| now_ms.saturating_sub(h.last_seen_ms) > expiry_ms)
+                    .map(|_| i as u32)
+            })
+            .collect();
+        for &i in &stale {
+            self.remove_idx(i);
+        }
+        stale.len()
+    }
+
+    /// The live host advertised at `host:port`, if any.
+    pub fn resolve_addr(&self, addr: &str) -> Option<IdentityId> {
+        let (host, port) = addr.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port.parse().ok()?;
+        let idx = self.by_addr.get(&(Arc::from(host), port))?;
+        self.hosts[*idx as usize].as_ref().map(|h| h.id)
+    }
+
+    /// Pick up to `max` hosts serving every fingerprint in `fps`, nearest time
+    /// zone first, arranged by [`arrange`] (one host per owner). The
+    /// requester's own hosts may be listed (at most one of them, like any
+    /// owner's): they are trusted by their owner and often the nearest.
+    #[allow(clippy::too_many_arguments)]
+    pub fn select(
+        &self,
+        fps: &[String],
+        tz: i32,
+        max: usize,
+        now_ms: u64,
+        expiry_ms: u64,
+        rng: &mut impl Rng,
+    ) -> Vec<HostEntry> {
+        let Some(first) = fps.first() else {
+            return Vec::new();
+        };
+        let Some(by_tz) = self.buckets.get(first.as_str()) else {
+            return Vec::new();
+        };
+        let mut groups: Vec<(i32, &Vec<u32>)> = by_tz.iter().map(|(k, v)| (*k, v)).collect();
+        groups.sort_by_key(|(k, _)| ((*k - tz).unsigned_abs(), *k));
+        let want = max.max(1);
+        let mut distinct: Vec<&HostRec> = Vec::new();
+        let mut spill: Vec<&HostRec> = Vec::new();
+        let mut owners = HashSet::new();
+        let mut nets = HashSet::new();
+        let mut addrs = HashSet::new();
+        'groups: for (_, slots) in groups {
+            let n = slots.len();
+            let budget = 4 * want;
+            let picks: Box<dyn Iterator<Item = usize>> = if n <= budget {
+                let start = rng.gen_range(0..n);
+                Box::new((0..n).map(move |i| (start + i) % n))
+            } else {
+                let r: Vec<usize> = (0..budget).map(|_| rng.gen_range(0..n)).collect();
+                Box::new(r.into_iter())
+            };
+            for p in picks {
+                let Some(h) = self.hosts[slots[p] as usize].as_ref() else {
+                    continue;
+                };
+                if now_ms.saturating_sub(h.last_seen_ms) > expiry_ms
+                    || self.blacklist.contains_key(&h.id)
+                    || !fps[1..].iter().all(|f| h.fps.iter().any(|hf| **hf == **f))
+                    || !addrs.insert((h.host.clone(), h.port))
+                {
+                    continue;
+                }
+                if !owners.contains(&h.owner) && !nets.contains(&h.network) {
+                    owners.insert(h.owner);
+                    nets.insert(h.network);
+                    distinct.push(h);
+                    if distinct.len() >= want {
+                        break 'groups;
+                    }
+                } else if spill.len() < want && !owners.contains(&h.owner) {
+                    spill.push(h);
+                }
+            }
+        }
+        distinct.extend(spill);
+        arrange(distinct, |h| (h.owner, h.network), want)
+            .into_iter()
+            .map(HostRec::entry)
+            .collect()
+    }
+
+    /// Snapshot for the status page: (arch → hosts), (toolchain → hosts).
+    pub fn summary(&self, now_ms: u64, expiry_ms: u64) -> PoolSummary {
+        let mut s = PoolSummary::default();
+        let mut tcs: HashMap<&str, (String, String, usize)> = HashMap::new();
+        for h in self
+            .hosts()
+            .filter(|h| now_ms.saturating_sub(h.last_seen_ms) <= expiry_ms)
+        {
+            s.live += 1;
+            s.capacity += u64::from(h.capacity);
+            *s.by_arch.entry(h.arch.to_string()).or_default() += 1;
+            for t in &h.toolchains {
+                let e = tcs
+                    .entry(t.id.as_str())
+                    .or_insert_with(|| (t.version.clone(), t.target.clone(), 0));
+                e.2 += 1;
+            }
+        }
+        let mut v: Vec<ToolchainCount> = tcs
+            .into_iter()
+            .map(|(id, (version, target, hosts))| ToolchainCount {
+                id: id.to_string(),
+                version,
+                target,
+                hosts,
+            })
+            .collect();
+        v.sort_by(|a, b| b.hosts.cmp(&a.hosts).then(a.id.cmp(&b.id)));
+        s.toolchains = v;
+        s
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct PoolSummary {
+    pub live: usize,
+    pub capacity: u64,
+    pub by_arch: BTreeMap<String, usize>,
+    pub toolchains: Vec<ToolchainCount>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ToolchainCount {
+    pub id: String,
+    pub version: String,
+    pub target: String,
+    pub hosts: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::identity::Identity;
+    use rand::SeedableRng;
+    use std::net::Ipv4Addr;
+
+    fn fp(n: u8) -> String {
+        format!("{:02x}", n).repeat(32)
+    }
+
+    fn hb(fps: &[String], tz: i32) -> Heartbeat {
+        Heartbeat {
+            host: None,
+            port: 3632,
+            toolchains: fps
+                .iter()
+                .map(|f| Toolchain {
+                    name: "gcc".into(),
+                    version: "gcc 12".into(),
+                    target: "x86_64-linux-gnu".into(),
+                    probe_hash: f.clone(),
+                    id: f.clone(),
+                })
+                .collect(),
+            libc: "glibc 2.36".into(),
+            arch: "x86_64".into(),
+            tz_offset_secs: tz,
+            capacity: 4,
+            lzo: true,
+            software: String::new(),
+        }
+    }
+
+    fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    #[test]
+    fn netkey_groups_slash24() {
+        assert_eq!(NetKey::of(ip(10, 1, 2, 3)), NetKey::of(ip(10, 1, 2, 200)));
+        assert_ne!(NetKey::of(ip(10, 1, 2, 3)), NetKey::of(ip(10, 1, 3, 3)));
+        assert_eq!(NetKey::of(ip(10, 1, 2, 3)).display(), "10.1.2.0/24");
+        let v6: IpAddr = "2001:db8:1:2::5".parse().unwrap();
+        let v6b: IpAddr = "2001:db8:1:ffff::9".parse().unwrap();
+        assert_eq!(NetKey::of(v6), NetKey::of(v6b));
+        assert_eq!(NetKey::of(v6).display(), "2001:db8:1::/48");
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(NetKey::of(mapped), NetKey::of(ip(10, 1, 2, 9)));
+    }
+
+    #[test]
+    fn arrange_one_per_owner_distinct_networks_first() {
+        // (owner, net)
+        let items = vec![(1, 1), (1, 2), (2, 1), (3, 3), (1, 1), (4, 4), (5, 3)];
+        let out = arrange(items, |x| *x, 10);
+        assert_eq!(&out[..3], &[(1, 1), (3, 3), (4, 4)]);
+        assert_eq!(&out[3..], &[(2, 1), (5, 3)], "{out:?}");
+        let limited = arrange(vec![(1, 1), (2, 2), (3, 3)], |x| *x, 2);
+        assert_eq!(limited, vec![(1, 1), (2, 2)]);
+        // One owner only: a single host is handed out.
+        let same = arrange(vec![(1, 1), (1, 2), (1, 3)], |x| *x, 10);
+        assert_eq!(same.len(), 1);
+        // One network (a LAN, or 127.0.0.x): every owner still gets a place.
+        let lan = arrange(vec![(1, 7), (2, 7), (3, 7)], |x| *x, 10);
+        assert_eq!(lan, vec![(1, 7), (2, 7), (3, 7)]);
+        // A later fully distinct host of an owner wins over its earlier host on a
+        // used network.
+        let pref = arrange(vec![(1, 1), (2, 1), (2, 2)], |x| *x, 10);
+        assert_eq!(pref, vec![(1, 1), (2, 2)]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arrange_properties(items in proptest::collection::vec((0u8..5, 0u8..5), 0..40), limit in 1usize..12) {
+            let out = arrange(items.clone(), |x| *x, limit);
+            proptest::prop_assert!(out.len() <= limit);
+            let owners_out: HashSet<u8> = out.iter().map(|x| x.0).collect();
+            proptest::prop_assert_eq!(owners_out.len(), out.len(), "one host per owner");
+            let owners_in: HashSet<u8> = items.iter().map(|x| x.0).collect();
+            proptest::prop_assert_eq!(out.len(), owners_in.len().min(limit), "every owner placed up to the limit");
+            // Every output item came from the input (multiset).
+            let mut pool = items.clone();
+            for o in &out {
+                let pos = pool.iter().position(|x| x == o);
+                proptest::prop_assert!(pos.is_some());
+                pool.remove(pos.unwrap());
+            }
+            // If the input holds k fully distinct items, at least min(k, limit) are
+            // handed out as a fully distinct prefix.
+            let mut owners = HashSet::new();
+            let mut nets = HashSet::new();
+            let mut k = 0;
+            for (o, n) in &items {
+                if !owners.contains(o) && !nets.contains(n) { owners.insert(*o); nets.insert(*n); k += 1; }
+            }
+            proptest::prop_assert!(out.len() >= k.min(limit));
+        }
+    }
+
+    #[test]
+    fn select_lists_own_once_excludes_blacklisted_expired_and_respects_fingerprints() {
+        let mut pool = Pool::new();
+        let me = Identity::generate().id();
+        let mut ids = Vec::new();
+        for i in 0..20u8 {
+            let id = Identity::generate().id();
+            let fps = if i % 2 == 0 {
+                vec![fp(1), fp(2)]
+            } else {
+                vec![fp(1)]
+            };
+            pool.heartbeat(id, &hb(&fps, 0), ip(10, 0, i, 1), 1000)
+                .unwrap();
+            ids.push(id);
+        }
+        // My own daemon, linked to me.
+        let mine = Identity::generate().id();
+        pool.heartbeat(mine, &hb(&[fp(1), fp(2)], 0), ip(10, 9, 9, 9), 1000)
+            .unwrap();
+        pool.add_link(me, mine);
+        assert_eq!(pool.member_via(&me, 1000, 600_000), Some(mine));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let got = pool.select(&[fp(1)], 0, 32, 1000, 600_000, &mut rng);
+        assert_eq!(got.len(), 21);
+        assert!(got.iter().any(|h| h.id == mine), "own host listed, once");
+        let both = pool.select(&[fp(1), fp(2)], 0, 32, 1000, 600_000, &mut rng);
+        assert_eq!(both.len(), 11, "only hosts serving both toolchains");
+        pool.set_blacklisted(BlacklistEntry {
+            id: ids[0],
+            since: 1,
+            reason: "t".into(),
+        });
+        let got = pool.select(&[fp(1)], 0, 32, 1000, 600_000, &mut rng);
+        assert!(got.iter().all(|h| h.id != ids[0]));
+        assert_eq!(
+            pool.heartbeat(ids[0], &hb(&[fp(1)], 0), ip(10, 0, 0, 1), 1000),
+            Err(PoolError::Blacklisted(ids[0]))
+        );
+        // Expired hosts are not selected even before the sweep.
+        pool.heartbeat(ids[1], &hb(&[fp(1)], 0), ip(10, 0, 1, 1), 700_000)
+            .unwrap();
+        let got = pool.select(&[fp(1)], 0, 32, 700_000, 600_000, &mut rng);
+        assert_eq!(got.iter().map(|h| h.id).collect::<Vec<_>>(), vec![ids[1]]);
+        assert_eq!(
+            pool.member_via(&me, 700_000, 600_000),
+            None,
+            "my daemon expired"
+        );
+        assert_eq!(pool.sweep(700_000, 600_000), 19);
+        assert_eq!(pool.held_count(), 1);
+    }
+
+    #[test]
+    fn select_prefers_near_timezones_and_distinct_owners() {
+        let mut pool = Pool::new();
+        let far: Vec<_> = (0..5u8).map(|_| Identity::generate().id()).collect();
+        let near: Vec<_> = (0..5u8).map(|_| Identity::generate().id()).collect();
+        for (i, id) in far.iter().enumerate() {
+            pool.heartbeat(*id, &hb(&[fp(1)], -8 * 3600), ip(10, 1, i as u8, 1), 0)
+                .unwrap();
+        }
+        for (i, id) in near.iter().enumerate() {
+            pool.heartbeat(*id, &hb(&[fp(1)], 3600), ip(10, 2, i as u8, 1), 0)
+                .unwrap();
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let got = pool.select(&[fp(1)], 7200, 5, 0, 1000, &mut rng);
+        let got_ids: HashSet<_> = got.iter().map(|h| h.id).collect();
+        assert_eq!(
+            got_ids,
+            near.iter().copied().collect(),
+            "nearest zone fills the list"
+        );
+        // Two hosts of one owner (linked through one person) are never both listed.
+        let person = Identity::generate().id();
+        pool.add_link(person, near[0]);
+        pool.add_link(person, near[1]);
+        assert_eq!(pool.owner_of(&near[0]), pool.owner_of(&near[1]));
+        let got = pool.select(&[fp(1)], 3600, 10, 0, 1000, &mut rng);
+        let owners: HashSet<_> = got.iter().map(|h| h.owner).collect();
+        assert_eq!(owners.len(), got.len(), "{got:?}");
+        assert_eq!(got.len(), 9, "ten hosts, nine owners");
+        for w in got.windows(2) {
+            assert_ne!(w[0].network, w[1].network);
+        }
+    }
+
+    #[test]
+    fn reindex_on_change_keeps_buckets_consistent() {
+        let mut pool = Pool::new();
+        let ids: Vec<_> = (0..50u8).map(|_| Identity::generate().id()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            pool.heartbeat(*id, &hb(&[fp(1)], 0), ip(10, 3, i as u8, 1), 0)
+                .unwrap();
+        }
+        // Move every other host to another zone and toolchain, then sweep half.
+        for (i, id) in ids.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+            pool.heartbeat(*id, &hb(&[fp(2)], 3600), ip(10, 3, i as u8, 1), 5)
+                .unwrap();
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        assert_eq!(pool.select(&[fp(1)], 0, 64, 5, 100, &mut rng).len(), 25);
+        assert_eq!(pool.select(&[fp(2)], 0, 64, 5, 100, &mut rng).len(), 25);
+        assert_eq!(
+            pool.sweep(103, 100),
+            25,
+            "the unmoved ones were last seen at 0"
+        );
+        assert_eq!(pool.select(&[fp(1)], 0, 64, 103, 100, &mut rng).len(), 0);
+        assert_eq!(pool.select(&[fp(2)], 0, 64, 103, 100, &mut rng).len(), 25);
+        assert_eq!(pool.resolve_addr("10.3.0.1:3632"), Some(ids[0]));
+        assert_eq!(pool.resolve_addr("10.3.1.1:3632"), None, "swept");
+    }
+}

@@ -1,0 +1,316 @@
+//! `GET /` (a small self-contained HTML page) and `GET /metrics` (Prometheus
+//! text format). Every string that came from a peer is HTML-escaped: toolchain
+//! versions, architectures and addresses are hostile input.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use super::server::{unix_now, Endpoint, Shared, AUTH_LABELS, CODES, LATENCY_BUCKETS};
+
+/// Escape text for HTML element content and double-quoted attributes.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn ago(unix: u64, now: u64) -> String {
+    let d = now.saturating_sub(unix);
+    match d {
+        0..=59 => format!("{d} s ago"),
+        60..=3599 => format!("{} min ago", d / 60),
+        3600..=86399 => format!("{} h ago", d / 3600),
+        _ => format!("{} d ago", d / 86400),
+    }
+}
+
+const STYLE: &str = "
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f5f6f8;color:#1d2433}
+header{background:#1d2433;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}
+header p{margin:4px 0 0;color:#b8c0d0;font-size:13px}
+main{padding:16px 24px;display:grid;grid-template-columns:repeat(auto-fit,minmax(340px,1fr));gap:16px}
+section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.12);padding:12px 16px}
+h2{font-size:15px;margin:4px 0 10px;color:#394260}
+.big{display:flex;gap:24px}.big div{font-size:12px;color:#5b6478}.big b{display:block;font-size:28px;color:#1d2433}
+table{border-collapse:collapse;width:100%;font-size:13px}th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #eceef2}
+th{color:#5b6478;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+code{font-size:12px;background:#eef0f4;padding:1px 4px;border-radius:3px}
+.empty{color:#8a93a6;font-style:italic}.bad{color:#b3261e}
+ol{margin:0;padding-left:0;list-style:none;font-size:13px}li{padding:3px 0;border-bottom:1px solid #eceef2}
+li time{color:#8a93a6;display:inline-block;min-width:90px}
+";
+
+/// The status page.
+pub(crate) fn render_page(shared: &Shared) -> String {
+    let (now_ms, exp) = (shared.now_ms(), shared.expiry_ms());
+    let now = unix_now();
+    let (summary, blacklist, identities) = {
+        let pool = shared.pool.read().unwrap_or_else(|p| p.into_inner());
+        (
+            pool.summary(now_ms, exp),
+            pool.blacklist_entries(),
+            pool.known_count(),
+        )
+    };
+    let events: Vec<_> = shared
+        .events
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .rev()
+        .cloned()
+        .collect();
+    let mut h = String::with_capacity(8192);
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>dportage coordinator</title><style>{STYLE}</style></head><body>\
+         <header><h1>dportage coordinator</h1><p>version {} &middot; hosts expire after {} s without a heartbeat \
+         &middot; jobs go to {} hosts each</p></header><main>",
+        env!("CARGO_PKG_VERSION"),
+        shared.cfg.expiry.as_secs(),
+        shared.cfg.redundancy
+    );
+    let _ = write!(
+        h,
+        "<section id=\"pool\"><h2>Pool</h2><div class=\"big\">\
+         <div><b id=\"pool-size\">{}</b>live hosts</div><div><b>{}</b>job slots</div>\
+         <div><b>{}</b>known identities</div><div><b id=\"blacklist-size\">{}</b>blacklisted</div></div></section>",
+        summary.live,
+        summary.capacity,
+        identities,
+        blacklist.len()
+    );
+    h.push_str("<section id=\"arch\"><h2>Hosts by architecture</h2>");
+    if summary.by_arch.is_empty() {
+        h.push_str("<p class=\"empty\">no live hosts</p>");
+    } else {
+        h.push_str("<table><tr><th>architecture</th><th>hosts</th></tr>");
+        for (arch, n) in &summary.by_arch {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"n\">{n}</td></tr>",
+                html_escape(arch)
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</section><section id=\"toolchains\"><h2>Hosts by toolchain</h2>");
+    if summary.toolchains.is_empty() {
+        h.push_str("<p class=\"empty\">no live hosts</p>");
+    } else {
+        h.push_str(
+            "<table><tr><th>compiler</th><th>target</th><th>fingerprint</th><th>hosts</th></tr>",
+        );
+        for t in summary.toolchains.iter().take(50) {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td><code title=\"{}\">{}</code></td><td class=\"n\">{}</td></tr>",
+                html_escape(&t.version),
+                html_escape(&t.target),
+                html_escape(&t.id),
+                html_escape(&t.id.chars().take(12).collect::<String>()),
+                t.hosts
+            );
+        }
+        if summary.toolchains.len() > 50 {
+            let _ = write!(
+                h,
+                "<tr><td colspan=\"4\" class=\"empty\">and {} more</td></tr>",
+                summary.toolchains.len() - 50
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</section><section id=\"blacklist\"><h2>Blacklist</h2>");
+    if blacklist.is_empty() {
+        h.push_str("<p class=\"empty\">nobody is blacklisted</p>");
+    } else {
+        h.push_str("<table><tr><th>identity</th><th>since</th><th>reason</th></tr>");
+        for e in blacklist.iter().take(100) {
+            let _ = write!(
+                h,
+                "<tr><td class=\"bad\"><code title=\"{}\">{}</code></td><td>{}</td><td>{}</td></tr>",
+                e.id,
+                e.id.short(),
+                ago(e.since, now),
+                html_escape(&e.reason)
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</section><section id=\"activity\"><h2>Recent activity</h2>");
+    if events.is_empty() {
+        h.push_str("<p class=\"empty\">nothing yet</p>");
+    } else {
+        h.push_str("<ol>");
+        for e in events.iter().take(30) {
+            let _ = write!(
+                h,
+                "<li><time>{}</time> {}</li>",
+                ago(e.unix, now),
+                html_escape(&e.text)
+            );
+        }
+        h.push_str("</ol>");
+    }
+    h.push_str("</section></main></body></html>\n");
+    h
+}
+
+/// Prometheus text exposition format 0.0.4.
+pub(crate) fn render_metrics(shared: &Shared) -> String {
+    let (now_ms, exp) = (shared.now_ms(), shared.expiry_ms());
+    let (live, held, known, blacklisted) = {
+        let pool = shared.pool.read().unwrap_or_else(|p| p.into_inner());
+        (
+            pool.live_count(now_ms, exp),
+            pool.held_count(),
+            pool.known_count(),
+            pool.blacklist_entries().len(),
+        )
+    };
+    let m = &shared.metrics;
+    let mut o = String::with_capacity(4096);
+    let gauge = |o: &mut String, name: &str, help: &str, v: u64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    };
+    gauge(
+        &mut o,
+        "dportage_pool_live_hosts",
+        "Hosts heard from within the expiry.",
+        live as u64,
+    );
+    gauge(
+        &mut o,
+        "dportage_pool_held_hosts",
+        "Host entries in memory (live or awaiting the sweeper).",
+        held as u64,
+    );
+    gauge(
+        &mut o,
+        "dportage_identities",
+        "Identities in the durable store.",
+        known as u64,
+    );
+    gauge(
+        &mut o,
+        "dportage_blacklisted",
+        "Blacklisted identities.",
+        blacklisted as u64,
+    );
+    gauge(
+        &mut o,
+        "dportage_connections_open",
+        "HTTP connections open.",
+        m.connections_open.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut o,
+        "dportage_connections_refused_total",
+        "Connections closed at accept because the connection limit was reached.",
+        m.connections_refused.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut o,
+        "dportage_reports_total",
+        "Mismatch reports stored.",
+        m.reports.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut o,
+        "dportage_blacklistings_total",
+        "Hosts blacklisted.",
+        m.blacklistings.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut o,
+        "dportage_hosts_expired_total",
+        "Hosts that left the pool by expiry.",
+        m.expired.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        o,
+        "# HELP dportage_http_requests_total HTTP requests by endpoint and status.\n# TYPE dportage_http_requests_total counter"
+    );
+    for ep in Endpoint::ALL {
+        for (ci, code) in CODES.iter().enumerate() {
+            let v = m.request_count(ep, ci);
+            if v > 0 {
+                let code = if *code == 0 {
+                    "other".to_string()
+                } else {
+                    code.to_string()
+                };
+                let _ = writeln!(
+                    o,
+                    "dportage_http_requests_total{{endpoint=\"{}\",code=\"{code}\"}} {v}",
+                    ep.label()
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP dportage_auth_failures_total Requests refused by signature checks.\n# TYPE dportage_auth_failures_total counter"
+    );
+    for (i, label) in AUTH_LABELS.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "dportage_auth_failures_total{{reason=\"{label}\"}} {}",
+            m.auth_failures[i].load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP dportage_http_request_duration_seconds Time to answer a request.\n# TYPE dportage_http_request_duration_seconds histogram"
+    );
+    let mut cum = 0u64;
+    for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+        cum += m.latency[i].load(Ordering::Relaxed);
+        let _ = writeln!(
+            o,
+            "dportage_http_request_duration_seconds_bucket{{le=\"{b}\"}} {cum}"
+        );
+    }
+    cum += m.latency[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+    let _ = writeln!(
+        o,
+        "dportage_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {cum}"
+    );
+    let _ = writeln!(
+        o,
+        "dportage_http_request_duration_seconds_sum {}",
+        m.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    let _ = writeln!(o, "dportage_http_request_duration_seconds_count {cum}");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_controls() {
+        assert_eq!(
+            html_escape("<script>alert('x')</script>&\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+        );
+        assert_eq!(html_escape("a\u{1b}[31mb"), "a\u{fffd}[31mb");
+    }
+}
