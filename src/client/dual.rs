@@ -1278,10 +1278,15 @@ impl Verified<'_> {
             );
         }
         if let Some(coordinator) = &self.settings.coordinator {
-            tracing::debug!(
-                "evidence {} waits in the log to be reported to {coordinator}",
-                evidence.id
-            );
+            // Sends this record and any earlier ones still waiting; what fails
+            // stays in the log and goes with the next mismatch.
+            match crate::network::client::send_pending_evidence_blocking(coordinator) {
+                Ok(sent) => tracing::info!("reported {sent} mismatch record(s) to {coordinator}"),
+                Err(e) => tracing::warn!(
+                    "evidence {} waits in the log: cannot report it to {coordinator}: {e}",
+                    evidence.id
+                ),
+            }
         }
     }
 

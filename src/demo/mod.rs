@@ -329,6 +329,7 @@ fn start_daemon(
     command
         .arg("serve")
         .arg("--no-detach")
+        .arg("--log-stderr")
         .arg("--listen")
         .arg(ip.to_string())
         .arg("--port")

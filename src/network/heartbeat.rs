@@ -221,18 +221,47 @@ fn start(cfg: &HeartbeatConfig) -> Result<(Arc<Identity>, CoordinatorClient), Ne
     Ok((identity, client))
 }
 
+/// A heartbeat whose identity is already loaded: a daemon started as root
+/// prepares it before dropping privileges, since the key is readable only by
+/// its owner.
+pub struct PreparedHeartbeat {
+    cfg: HeartbeatConfig,
+    identity: Arc<Identity>,
+    client: CoordinatorClient,
+}
+
+/// Load (or create) the identity and check the configuration, without
+/// starting anything.
+pub fn prepare_heartbeat(cfg: HeartbeatConfig) -> Result<PreparedHeartbeat, NetworkError> {
+    let (identity, client) = start(&cfg)?;
+    Ok(PreparedHeartbeat {
+        cfg,
+        identity,
+        client,
+    })
+}
+
 /// Load (or create) the identity, publish the membership token, and start
 /// heartbeating on the current tokio runtime.
 pub fn spawn_heartbeat(cfg: HeartbeatConfig) -> Result<HeartbeatHandle, NetworkError> {
-    let (identity, client) = start(&cfg)?;
+    Ok(spawn_prepared_heartbeat(prepare_heartbeat(cfg)?))
+}
+
+/// Start a prepared heartbeat on the current tokio runtime.
+pub fn spawn_prepared_heartbeat(prepared: PreparedHeartbeat) -> HeartbeatHandle {
+    let PreparedHeartbeat {
+        cfg,
+        identity,
+        client,
+    } = prepared;
     let id = identity.id();
     let (tx, rx) = watch::channel(HeartbeatStatus::default());
     let task = tokio::spawn(heartbeat_loop(cfg, identity, client, tx));
-    Ok(HeartbeatHandle {
+    HeartbeatHandle {
         id,
         status: rx,
         task,
-    })
+    }
 }
 
 /// The daemon's entry point for `dportage serve --coordinator URL`: heartbeat

@@ -65,7 +65,10 @@ use std::path::PathBuf;
 pub use client::{
     send_report, send_report_blocking, send_reports, send_reports_blocking, CoordinatorClient,
 };
-pub use heartbeat::{spawn_heartbeat, HeartbeatConfig, HeartbeatHandle, HeartbeatStatus};
+pub use heartbeat::{
+    prepare_heartbeat, spawn_heartbeat, spawn_prepared_heartbeat, HeartbeatConfig, HeartbeatHandle,
+    HeartbeatStatus, PreparedHeartbeat,
+};
 pub use identity::{dportage_dir, Identity, IdentityId};
 pub use server::{Coordinator, CoordinatorConfig};
 

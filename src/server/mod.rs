@@ -162,14 +162,29 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
             daemon::chown_pid_file(path, p);
         }
     }
+    // The identity key is readable only by its owner: load it before root is gone.
+    let heartbeat = match cfg.heartbeat.clone().map(crate::network::prepare_heartbeat) {
+        None => None,
+        Some(Ok(prepared)) => Some(prepared),
+        Some(Err(e)) => {
+            tracing::error!(
+                "cannot join the network: {e}; check --coordinator and --advertise, and that \
+                 DPORTAGE_DIR (default ~/.dportage) is readable by the user starting the daemon"
+            );
+            return exitcode::DISTCC_FAILED;
+        }
+    };
     let code = match drop_privileges(&cfg, persona.as_ref()) {
         Err(code) => code,
         Ok(()) => {
             if cfg.defaulted_to_private {
                 tracing::warn!("No --allow option specified.  Defaulting to --allow-private.");
             }
-            run_runtime(cfg.clone(), |shared| {
-                listener::run(shared, jobs_listener, stats_listener)
+            run_runtime(cfg.clone(), |shared| async move {
+                // The handle stops the heartbeat when dropped, so it lives as
+                // long as the accept loop.
+                let _heartbeat = heartbeat.map(crate::network::spawn_prepared_heartbeat);
+                listener::run(shared, jobs_listener, stats_listener).await
             })
         }
     };

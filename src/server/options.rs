@@ -169,6 +169,23 @@ pub struct ServeArgs {
     /// [dportage] Connections allowed to wait (reading or queued for a job slot) besides the running compiles.
     #[arg(long, value_name = "N")]
     pub queue: Option<u32>,
+
+    /// [dportage] Join the network: register and heartbeat with this coordinator (http://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    pub coordinator: Option<String>,
+
+    /// [dportage] The HOST:PORT clients should dial (default: this port, at the address the coordinator sees).
+    #[arg(long, value_name = "HOST:PORT", requires = "coordinator")]
+    pub advertise: Option<String>,
+
+    /// [dportage] Seconds between heartbeats to the coordinator.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 600,
+        requires = "coordinator"
+    )]
+    pub heartbeat_interval: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -220,6 +237,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     pub limits: Limits,
     pub job: JobConfig,
+    /// `--coordinator`: heartbeat to the network's coordinator.
+    pub heartbeat: Option<crate::network::HeartbeatConfig>,
 }
 
 /// What parsing the command line decided.
@@ -410,6 +429,30 @@ impl ServeArgs {
             ));
         }
 
+        let heartbeat = match &self.coordinator {
+            None => None,
+            Some(url) => {
+                if self.heartbeat_interval == 0 {
+                    return Err(OptionError::Invalid(
+                        "--heartbeat-interval 0: give the number of seconds between heartbeats (at least 1)".into(),
+                    ));
+                }
+                let capacity = u32::try_from(jobs).unwrap_or(u32::MAX);
+                let mut hb = crate::network::HeartbeatConfig::new(url.clone(), self.port, capacity);
+                if let Some(advertise) = &self.advertise {
+                    hb.advertise = advertise.clone();
+                }
+                hb.interval = Duration::from_secs(self.heartbeat_interval);
+                // Heartbeat from the address we serve on, so the coordinator sees
+                // the network this host really is on.
+                hb.source_ip = listen.filter(|ip| !ip.is_unspecified());
+                if !self.allow_compiler.is_empty() {
+                    hb.compilers = self.allow_compiler.clone();
+                }
+                Some(hb)
+            }
+        };
+
         let mut limits = Limits::default();
         if let Some(text) = &self.max_source_size {
             let size = parse_size("--max-source-size", text)?;
@@ -479,6 +522,7 @@ impl ServeArgs {
             request_timeout: Duration::from_secs(self.request_timeout),
             limits,
             job,
+            heartbeat,
         })
     }
 }
