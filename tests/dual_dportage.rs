@@ -22,6 +22,8 @@ const HONEST_CASES: &[(&str, &[&str], &str)] = &[
     ("g++", &["-g"], "y.cpp"),
     ("clang", &["-g"], "x.c"),
     ("clang++", &["-O2", "-g"], "y.cpp"),
+    // LTO sections carry a random id unless the client seeds them.
+    ("gcc", &["-O2", "-flto=auto"], "x.c"),
 ];
 
 fn c_job(env: &ClientEnv) -> std::process::Output {
@@ -72,7 +74,8 @@ fn assert_honest_pair_agrees(a: &dyn Host, b: &dyn Host, hosts: &[String], what:
         // Both hosts really compiled it (no local fallback hid a difference).
         a.wait_for_compile_ok(jobs + 1);
         b.wait_for_compile_ok(jobs + 1);
-        if !flags.contains(&"-g") {
+        let lto = flags.iter().any(|f| f.starts_with("-flto"));
+        if !flags.contains(&"-g") && !lto {
             // With -g macro expansion shifts debug columns for every distcc,
             // so the spot check's compile of the same preprocessed input is
             // the reference there, and it agreed.
@@ -105,7 +108,12 @@ fn honest_pairs_of_our_servers_never_mismatch() {
     }
     let a = DportageServe::start(ip("127.0.0.2"));
     let b = DportageServe::start(ip("127.0.0.3"));
-    assert_honest_pair_agrees(&a, &b, &[a.hostspec(), b.hostspec()], "two dportage servers");
+    assert_honest_pair_agrees(
+        &a,
+        &b,
+        &[a.hostspec(), b.hostspec()],
+        "two dportage servers",
+    );
     a.wait_for_jobs_gone(Duration::from_secs(10));
     b.wait_for_jobs_gone(Duration::from_secs(10));
 }
@@ -302,4 +310,79 @@ fn colluding_liars_before_our_server_are_caught_by_a_full_spot_check() {
         "{:?}",
         env.leftover_temp_files()
     );
+}
+
+/// Warnings from the compiler and the assembler: distccd runs `as` on a
+/// temporary file, our server pipes into it (`{standard input}`), and the
+/// client's normalisation makes both agree; the warnings show once.
+#[test]
+fn mixed_pair_warnings_agree_after_normalisation() {
+    if !require_distcc("mixed_pair_warnings_agree_after_normalisation")
+        || !require_masquerade_dir("mixed_pair_warnings_agree_after_normalisation")
+    {
+        return;
+    }
+    let theirs = Distccd::start(ip("127.0.0.2"));
+    let ours = DportageServe::start(ip("127.0.0.3"));
+    let mut env = ClientEnv::new(&[theirs.hostspec(), ours.hostspec()]);
+    env.set("DISTCC_VERBOSE", "1");
+    env.write(
+        "w.c",
+        "int f(void) { int unused_var; asm(\".warning \\\"from the assembler\\\"\"); return 0; }\n",
+    );
+    env.reference(&["gcc", "-Wall", "-c", "w.c", "-o", "ref.o"]);
+    let out = env.distcc(&["gcc", "-Wall", "-c", "w.c", "-o", "w.o"]);
+    assert_success(&out, "compile with warnings");
+    let err = stderr_text(&out);
+    assert!(mismatch_lines(&out).is_empty(), "{err}");
+    assert!(!err.contains("diagnostics differ"), "{err}");
+    assert_eq!(err.matches("unused variable").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("Warning: from the assembler").count(),
+        1,
+        "{err}"
+    );
+    assert!(env.read("w.o") == env.read("ref.o"));
+    theirs.wait_for_compile_ok(1);
+    ours.wait_for_compile_ok(1);
+}
+
+/// A compile error on a mixed pair: both servers return the same failing
+/// status (a vote, not a failure), nobody is accused, no object is written
+/// and the diagnostics show once with the compiler's exit status.
+#[test]
+fn mixed_pair_agrees_on_a_compile_error() {
+    if !require_distcc("mixed_pair_agrees_on_a_compile_error")
+        || !require_masquerade_dir("mixed_pair_agrees_on_a_compile_error")
+    {
+        return;
+    }
+    let theirs = Distccd::start(ip("127.0.0.2"));
+    let ours = DportageServe::start(ip("127.0.0.3"));
+    let env = ClientEnv::new(&[theirs.hostspec(), ours.hostspec()]);
+    env.write("bad.c", "int f(void) { return undeclared_thing; }\n");
+    let out = env.distcc(&["gcc", "-c", "bad.c", "-o", "bad.o"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_text(&out));
+    let err = stderr_text(&out);
+    assert_eq!(
+        err.matches("error: 'undeclared_thing' undeclared").count(),
+        1,
+        "{err}"
+    );
+    assert!(mismatch_lines(&out).is_empty(), "{err}");
+    assert!(!env.work().join("bad.o").exists());
+    assert!(pending_reports(&env.dportage_dir()).unwrap().is_empty());
+    // Both servers compiled it and reported the error as distccd does.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(theirs.log_text().contains(" COMPILE_ERROR ")
+        && ours.log_text().contains(" COMPILE_ERROR "))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "distccd:\n{}\ndportage serve:\n{}",
+            theirs.log_text(),
+            ours.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
