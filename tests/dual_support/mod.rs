@@ -478,3 +478,245 @@ pub fn mismatch_lines(out: &Output) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// Where `dportage serve` (like distccd 3.4) finds the names of the
+/// compilers it may run.
+pub const MASQUERADE_DIR: &str = "/usr/lib/distcc";
+
+/// True when our server can whitelist compilers (distcc's masquerade
+/// directory exists); under CI its absence fails the test.
+pub fn require_masquerade_dir(test: &str) -> bool {
+    if Path::new(MASQUERADE_DIR).join("gcc").exists() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{test}: {MASQUERADE_DIR} (compiler whitelist of `dportage serve`) is required under \
+             CI: apt-get install distcc"
+        );
+    }
+    eprintln!(
+        "note: skipping {test}: {MASQUERADE_DIR} is missing, so `dportage serve` runs no \
+         compiler (install the distcc package)"
+    );
+    false
+}
+
+/// Our own server, `dportage serve`, on one loopback address; killed by PID
+/// (with the job processes it left) when dropped.
+pub struct DportageServe {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    log: PathBuf,
+    /// The server's TMPDIR, where its job directories live.
+    jobs_root: PathBuf,
+    _dir: TempDir,
+}
+
+impl DportageServe {
+    pub fn start(at: Ipv4Addr) -> DportageServe {
+        Self::start_as(at, Behaviour::Honest)
+    }
+
+    pub fn start_as(at: Ipv4Addr, behaviour: Behaviour) -> DportageServe {
+        let dir = tempfile::Builder::new()
+            .prefix("dual-dportage-serve-")
+            .tempdir()
+            .unwrap();
+        // Started as root, the server runs jobs as the `distccd` user: it must
+        // reach its job root and the stuck compilers.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let jobs_root = dir.path().join("tmp");
+        fs::create_dir(&jobs_root).unwrap();
+        fs::set_permissions(&jobs_root, fs::Permissions::from_mode(0o1777)).unwrap();
+        let mut path = std::env::var_os("PATH").unwrap_or_default();
+        if behaviour == Behaviour::Stuck {
+            // The server looks the whitelisted name up on its PATH; the
+            // sandbox lets the compiler read its own directory.
+            let bin = dir.path().join("slow-bin");
+            fs::create_dir(&bin).unwrap();
+            fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+            for name in ["gcc", "x86_64-linux-gnu-gcc", "g++", "x86_64-linux-gnu-g++"] {
+                let p = bin.join(name);
+                fs::write(&p, "#!/bin/sh\nexec sleep 60\n").unwrap();
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            let mut paths = vec![bin];
+            paths.extend(std::env::split_paths(&path));
+            path = std::env::join_paths(paths).unwrap();
+        }
+        let log = dir.path().join("serve.log");
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port(at);
+            let log_file = File::create(&log).unwrap();
+            let mut child = Command::new(dportage_bin())
+                .args(["serve", "--no-detach", "--log-stderr"])
+                .args(["--listen", &at.to_string(), "--port", &port.to_string()])
+                .args(["--allow", "127.0.0.0/8", "--jobs", "2"])
+                .env_remove("RUST_LOG")
+                .env("PATH", &path)
+                .env("TMPDIR", &jobs_root)
+                .process_group(0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .expect("start dportage serve");
+            let addr = SocketAddr::from((at, port));
+            match wait_for_serve(&mut child, &log) {
+                Ok(()) => {
+                    return DportageServe {
+                        child: Some(child),
+                        addr,
+                        log,
+                        jobs_root,
+                        _dir: dir,
+                    }
+                }
+                Err(e) => {
+                    last_error = e;
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+        panic!("dportage serve did not start on {at}: {last_error}");
+    }
+
+    /// `ADDR:PORT` for `DISTCC_HOSTS`.
+    pub fn hostspec(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Jobs that compiled and were answered (the server logs after replying,
+    /// with distccd's outcome names).
+    pub fn compile_ok_count(&self) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(" COMPILE_OK "))
+            .count()
+    }
+
+    pub fn wait_for_compile_ok(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.compile_ok_count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} logged fewer than {n} COMPILE_OK lines:\n{}",
+                self.addr,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Processes working inside this server's job directories (its
+    /// sandboxed compilers and their trampolines).
+    pub fn job_processes(&self) -> Vec<i32> {
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                fs::read_link(format!("/proc/{pid}/cwd"))
+                    .map(|cwd| cwd.starts_with(&self.jobs_root) && cwd != self.jobs_root)
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    /// For a [`Behaviour::Stuck`] server: wait until a compile has started
+    /// (its `sleep` runs in a job directory).
+    pub fn wait_for_stuck_job(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let sleeping = self.job_processes().into_iter().any(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .map(|c| c.trim() == "sleep")
+                    .unwrap_or(false)
+            });
+            if sleeping {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no job reached the stuck server {}:\n{}",
+                self.addr,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL the server process alone (by PID): a host dying mid-job. Its
+    /// job processes are left to notice on their own.
+    pub fn kill_now(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: a signal to the process we started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Wait until no process works in a job directory any more, and the job
+    /// directories are gone.
+    pub fn wait_for_jobs_gone(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let procs = self.job_processes();
+            let dirs: Vec<_> = fs::read_dir(&self.jobs_root)
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            if procs.is_empty() && dirs.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: job processes {procs:?} or directories {dirs:?} remain after {limit:?}",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for DportageServe {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: a signal to the process we started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+        for pid in self.job_processes() {
+            if pid > 1 {
+                // SAFETY: a process in a job directory of the server we started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// Wait until `dportage serve` logs that it listens (it binds first).
+fn wait_for_serve(child: &mut Child, log: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("dportage serve exited with {status}; log: {text}"));
+        }
+        if text.contains("listening on") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("not listening after 30 s; log: {text}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
