@@ -140,9 +140,65 @@ pub struct HostRec {
     pub first_seen_ms: u64,
     /// Position of this host in each of its buckets: (fingerprint, position).
     slots: Vec<(Arc<str>, usize)>,
+    /// `serde_json` of [`HostRec::entry`], kept current by every change to the
+    /// fields it shows, so a host list is answered by copying bytes.
+    entry_json: Box<[u8]>,
+}
+
+/// A host as its index buckets hold it: what selection's owner, network and
+/// address rules read, packed so that weighing a random candidate touches one
+/// small record in the bucket (which stays in cache) instead of the host's
+/// full record (a cache miss per candidate with 100 000 hosts). The full record
+/// is read only for candidates that would be listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Candidate {
+    /// The first 8 bytes of the owner group's id. Equal owners have equal
+    /// tags, so "one host per owner" holds exactly; two owners whose ids share
+    /// 64 bits (a 2^64 search to arrange) would only shorten a list.
+    owner_tag: u64,
+    network: NetKey,
+    /// 64 bits of blake3 over the advertised address, for "never the same
+    /// address twice in one list" (same reasoning as `owner_tag`).
+    addr_tag: u64,
+    idx: u32,
+}
+
+fn owner_tag(owner: &IdentityId) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&owner.0[..8]);
+    u64::from_le_bytes(b)
+}
+
+fn addr_tag(host: &str, port: u16) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(host.as_bytes());
+    h.update(&port.to_le_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(b)
 }
 
 impl HostRec {
+    fn candidate(&self, idx: u32) -> Candidate {
+        Candidate {
+            owner_tag: owner_tag(&self.owner),
+            network: self.network,
+            addr_tag: addr_tag(&self.host, self.port),
+            idx,
+        }
+    }
+
+    /// The host's [`HostEntry`] as JSON (what [`HostRec::entry`] serialises to).
+    pub fn entry_json(&self) -> &[u8] {
+        &self.entry_json
+    }
+
+    fn refresh_entry_json(&mut self) {
+        self.entry_json = serde_json::to_vec(&self.entry())
+            .unwrap_or_default()
+            .into_boxed_slice();
+    }
+
     pub fn entry(&self) -> HostEntry {
         HostEntry {
             id: self.id,
@@ -182,7 +238,7 @@ pub struct Pool {
     by_id: HashMap<IdentityId, u32>,
     by_addr: HashMap<(Arc<str>, u16), u32>,
     /// fingerprint → tz offset → host slots.
-    buckets: HashMap<Arc<str>, BTreeMap<i32, Vec<u32>>>,
+    buckets: HashMap<Arc<str>, BTreeMap<i32, Vec<Candidate>>>,
     /// Identities known to the durable store: is it a daemon (has heartbeated)?
     known: HashMap<IdentityId, bool>,
     /// person ↔ daemon links (both directions).
@@ -312,9 +368,12 @@ impl Pool {
         for m in &folded {
             self.owner.insert(*m, keep);
             if let Some(&idx) = self.by_id.get(m) {
+                self.unindex(idx);
                 if let Some(h) = self.hosts[idx as usize].as_mut() {
                     h.owner = keep;
+                    h.refresh_entry_json();
                 }
+                self.index(idx);
             }
         }
         members.extend(folded);
@@ -422,7 +481,12 @@ impl Pool {
                 let Some(h) = self.hosts[idx as usize].as_ref() else {
                     return Err(PoolError::Refused("internal: dangling host slot".into()));
                 };
-                h.fps == fps && h.tz == hb.tz_offset_secs
+                h.fps == fps
+                    && h.tz == hb.tz_offset_secs
+                    && h.owner == owner
+                    && h.network == network
+                    && h.port == hb.port
+                    && *h.host == *host
             };
             if !same_index {
                 self.unindex(idx);
@@ -431,6 +495,14 @@ impl Pool {
                 .as_ref()
                 .map(|h| (h.host.clone(), h.port));
             if let Some(h) = self.hosts[idx as usize].as_mut() {
+                let shown_changed = *h.host != *host
+                    || h.port != hb.port
+                    || h.network != network
+                    || h.owner != owner
+                    || *h.arch != *hb.arch
+                    || h.tz != hb.tz_offset_secs
+                    || h.capacity != hb.capacity
+                    || h.lzo != hb.lzo;
                 if h.toolchains != hb.toolchains {
                     h.toolchains = hb.toolchains.clone();
                 }
@@ -454,6 +526,9 @@ impl Pool {
                 h.capacity = hb.capacity;
                 h.lzo = hb.lzo;
                 h.last_seen_ms = now_ms;
+                if shown_changed {
+                    h.refresh_entry_json();
+                }
             }
             if old_addr
                 .as_ref()
@@ -472,7 +547,7 @@ impl Pool {
             return Ok((HeartbeatOutcome::Refreshed, advertised));
         }
 
-        let rec = HostRec {
+        let mut rec = HostRec {
             id,
             owner,
             host: host.clone(),
@@ -489,7 +564,9 @@ impl Pool {
             last_seen_ms: now_ms,
             first_seen_ms: now_ms,
             slots: Vec::new(),
+            entry_json: Box::default(),
         };
+        rec.refresh_entry_json();
         let idx = match self.free.pop() {
             Some(i) => {
                 self.hosts[i as usize] = Some(rec);
@@ -511,7 +588,7 @@ impl Pool {
         let Some(h) = self.hosts[idx as usize].as_ref() else {
             return;
         };
-        let (fps, tz) = (h.fps.clone(), h.tz);
+        let (fps, tz, cand) = (h.fps.clone(), h.tz, h.candidate(idx));
         let mut slots = Vec::with_capacity(fps.len());
         for fp in fps {
             let v = self
@@ -520,7 +597,7 @@ impl Pool {
                 .or_default()
                 .entry(tz)
                 .or_default();
-            v.push(idx);
+            v.push(cand);
             slots.push((fp, v.len() - 1));
         }
         if let Some(h) = self.hosts[idx as usize].as_mut() {
@@ -541,11 +618,11 @@ impl Pool {
             let Some(v) = by_tz.get_mut(&tz) else {
                 continue;
             };
-            if pos >= v.len() || v[pos] != idx {
+            if v.get(pos).map(|c| c.idx) != Some(idx) {
                 continue;
             }
             v.swap_remove(pos);
-            if let Some(&moved) = v.get(pos) {
+            if let Some(moved) = v.get(pos).map(|c| c.idx) {
                 if let Some(m) = self.hosts[moved as usize].as_mut() {
                     if let Some(s) = m.slots.iter_mut().find(|(f, _)| *f == fp) {
                         s.1 = pos;
@@ -604,7 +681,6 @@ impl Pool {
     /// zone first, arranged by [`arrange`] (one host per owner). The
     /// requester's own hosts may be listed (at most one of them, like any
     /// owner's): they are trusted by their owner and often the nearest.
-    #[allow(clippy::too_many_arguments)]
     pub fn select(
         &self,
         fps: &[String],
@@ -614,57 +690,114 @@ impl Pool {
         expiry_ms: u64,
         rng: &mut impl Rng,
     ) -> Vec<HostEntry> {
+        self.select_recs(fps, tz, max, now_ms, expiry_ms, rng)
+            .into_iter()
+            .map(HostRec::entry)
+            .collect()
+    }
+
+    /// [`Pool::select`] without building entries: the chosen records, in list
+    /// order (their [`HostRec::entry_json`] is the wire form).
+    ///
+    /// Cost is bounded by the request, not the pool: time-zone groups are
+    /// walked outward from `tz` through the ordered index, each group yields at
+    /// most `4 * max` random candidates, and the bookkeeping sets hold at most
+    /// the candidates seen. The owner and network sets are linear (at most
+    /// `max` entries each, compared as integers).
+    pub fn select_recs(
+        &self,
+        fps: &[String],
+        tz: i32,
+        max: usize,
+        now_ms: u64,
+        expiry_ms: u64,
+        rng: &mut impl Rng,
+    ) -> Vec<&HostRec> {
         let Some(first) = fps.first() else {
             return Vec::new();
         };
         let Some(by_tz) = self.buckets.get(first.as_str()) else {
             return Vec::new();
         };
-        let mut groups: Vec<(i32, &Vec<u32>)> = by_tz.iter().map(|(k, v)| (*k, v)).collect();
-        groups.sort_by_key(|(k, _)| ((*k - tz).unsigned_abs(), *k));
         let want = max.max(1);
-        let mut distinct: Vec<&HostRec> = Vec::new();
-        let mut spill: Vec<&HostRec> = Vec::new();
-        let mut owners = HashSet::new();
-        let mut nets = HashSet::new();
-        let mut addrs = HashSet::new();
-        'groups: for (_, slots) in groups {
-            let n = slots.len();
-            let budget = 4 * want;
-            let picks: Box<dyn Iterator<Item = usize>> = if n <= budget {
-                let start = rng.gen_range(0..n);
-                Box::new((0..n).map(move |i| (start + i) % n))
-            } else {
-                let r: Vec<usize> = (0..budget).map(|_| rng.gen_range(0..n)).collect();
-                Box::new(r.into_iter())
+        let budget = 4 * want;
+        // Hosts that would be listed, with their candidates: fully distinct
+        // ones first, then (`spill`) further owners on already used networks.
+        let mut distinct: Vec<(Candidate, &HostRec)> = Vec::with_capacity(want);
+        let mut spill: Vec<(Candidate, &HostRec)> = Vec::with_capacity(want);
+        // Owner tags and networks of `distinct`, owner tags of `spill`, and the
+        // addresses of both: at most `want` each, so a scan beats hashing.
+        let mut owners: Vec<u64> = Vec::with_capacity(want);
+        let mut nets: Vec<NetKey> = Vec::with_capacity(want);
+        let mut spill_owners: Vec<u64> = Vec::with_capacity(want);
+        let mut addrs: Vec<u64> = Vec::with_capacity(2 * want);
+        let check_blacklist = !self.blacklist.is_empty();
+        // Nearest offset first; on a tie the lower offset first.
+        let mut below = by_tz.range(..tz).rev().peekable();
+        let mut above = by_tz.range(tz..).peekable();
+        'groups: loop {
+            let group = match (below.peek(), above.peek()) {
+                (None, None) => break,
+                (Some(_), None) => below.next(),
+                (None, Some(_)) => above.next(),
+                (Some((b, _)), Some((a, _))) => {
+                    if (**b - tz).unsigned_abs() <= (**a - tz).unsigned_abs() {
+                        below.next()
+                    } else {
+                        above.next()
+                    }
+                }
             };
-            for p in picks {
-                let Some(h) = self.hosts[slots[p] as usize].as_ref() else {
+            let Some((_, cands)) = group else { break };
+            let n = cands.len();
+            if n == 0 {
+                continue;
+            }
+            let sequential = n <= budget;
+            let start = if sequential { rng.gen_range(0..n) } else { 0 };
+            for i in 0..n.min(budget) {
+                let p = if sequential {
+                    (start + i) % n
+                } else {
+                    rng.gen_range(0..n)
+                };
+                let Some(&c) = cands.get(p) else { continue };
+                let owner_taken = owners.contains(&c.owner_tag);
+                let goes_distinct = !owner_taken && !nets.contains(&c.network);
+                let goes_spill = !goes_distinct
+                    && !owner_taken
+                    && spill.len() < want
+                    && !spill_owners.contains(&c.owner_tag);
+                if !(goes_distinct || goes_spill) || addrs.contains(&c.addr_tag) {
+                    continue;
+                }
+                let Some(h) = self.hosts.get(c.idx as usize).and_then(Option::as_ref) else {
                     continue;
                 };
                 if now_ms.saturating_sub(h.last_seen_ms) > expiry_ms
-                    || self.blacklist.contains_key(&h.id)
+                    || (check_blacklist && self.blacklist.contains_key(&h.id))
                     || !fps[1..].iter().all(|f| h.fps.iter().any(|hf| **hf == **f))
-                    || !addrs.insert((h.host.clone(), h.port))
                 {
                     continue;
                 }
-                if !owners.contains(&h.owner) && !nets.contains(&h.network) {
-                    owners.insert(h.owner);
-                    nets.insert(h.network);
-                    distinct.push(h);
+                addrs.push(c.addr_tag);
+                if goes_distinct {
+                    owners.push(c.owner_tag);
+                    nets.push(c.network);
+                    distinct.push((c, h));
                     if distinct.len() >= want {
                         break 'groups;
                     }
-                } else if spill.len() < want && !owners.contains(&h.owner) {
-                    spill.push(h);
+                } else {
+                    spill_owners.push(c.owner_tag);
+                    spill.push((c, h));
                 }
             }
         }
         distinct.extend(spill);
-        arrange(distinct, |h| (h.owner, h.network), want)
+        arrange(distinct, |(c, _)| (c.owner_tag, c.network), want)
             .into_iter()
-            .map(HostRec::entry)
+            .map(|(_, h)| h)
             .collect()
     }
 
@@ -930,5 +1063,95 @@ mod tests {
         assert_eq!(pool.select(&[fp(2)], 0, 64, 103, 100, &mut rng).len(), 25);
         assert_eq!(pool.resolve_addr("10.3.0.1:3632"), Some(ids[0]));
         assert_eq!(pool.resolve_addr("10.3.1.1:3632"), None, "swept");
+        assert_entry_json_current(&pool);
+    }
+
+    #[test]
+    fn one_address_is_listed_once_whoever_advertises_it() {
+        let mut pool = Pool::new();
+        let mut shared = hb(&[fp(1)], 0);
+        shared.host = Some("build.example.org".into());
+        for i in 0..4u8 {
+            pool.heartbeat(Identity::generate().id(), &shared, ip(10, 6, i, 1), 0)
+                .unwrap();
+        }
+        pool.heartbeat(
+            Identity::generate().id(),
+            &hb(&[fp(1)], 0),
+            ip(10, 6, 9, 1),
+            0,
+        )
+        .unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..20 {
+            let got = pool.select(&[fp(1)], 0, 8, 0, 1000, &mut rng);
+            assert_eq!(got.len(), 2, "{got:?}");
+            assert_eq!(
+                got.iter().filter(|h| h.host == "build.example.org").count(),
+                1
+            );
+        }
+    }
+
+    /// Every held host's cached JSON is its entry, after joins, changed
+    /// heartbeats and owner-group merges.
+    fn assert_entry_json_current(pool: &Pool) {
+        let mut indexed = 0;
+        for (fp, by_tz) in &pool.buckets {
+            for (tz, cands) in by_tz {
+                for (pos, c) in cands.iter().enumerate() {
+                    let h = pool.hosts[c.idx as usize].as_ref().expect("live slot");
+                    assert_eq!(*c, h.candidate(c.idx), "stale candidate for {}", h.id);
+                    assert_eq!(h.tz, *tz);
+                    assert!(h.slots.contains(&(fp.clone(), pos)), "slot positions");
+                    indexed += 1;
+                }
+            }
+        }
+        assert_eq!(
+            indexed,
+            pool.hosts().map(|h| h.fps.len()).sum::<usize>(),
+            "every host in each of its buckets once"
+        );
+        for h in pool.hosts() {
+            assert_eq!(
+                h.entry_json(),
+                serde_json::to_vec(&h.entry()).unwrap().as_slice(),
+                "stale cached entry for {}",
+                h.id
+            );
+        }
+    }
+
+    #[test]
+    fn cached_entry_json_follows_every_change() {
+        let mut pool = Pool::new();
+        let ids: Vec<_> = (0..6u8).map(|_| Identity::generate().id()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            pool.heartbeat(*id, &hb(&[fp(1)], 0), ip(10, 4, i as u8, 1), 0)
+                .unwrap();
+        }
+        assert_entry_json_current(&pool);
+        let mut changed = hb(&[fp(1)], 3600);
+        changed.capacity = 9;
+        changed.lzo = false;
+        changed.arch = "aarch64".into();
+        changed.port = 4000;
+        pool.heartbeat(ids[0], &changed, ip(10, 5, 0, 1), 1)
+            .unwrap();
+        changed.host = Some("build.example.org".into());
+        pool.heartbeat(ids[1], &changed, ip(10, 4, 1, 1), 1)
+            .unwrap();
+        assert_entry_json_current(&pool);
+        let person = Identity::generate().id();
+        pool.add_link(person, ids[2]);
+        pool.add_link(person, ids[3]);
+        pool.add_link(ids[4], ids[3]);
+        assert_eq!(pool.owner_of(&ids[4]), pool.owner_of(&ids[2]));
+        assert_entry_json_current(&pool);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for h in pool.select_recs(&[fp(1)], 0, 10, 1, 1000, &mut rng) {
+            assert_eq!(h.entry_json(), serde_json::to_vec(&h.entry()).unwrap());
+        }
     }
 }
