@@ -142,16 +142,21 @@ pub struct HostRec {
     slots: Vec<(Arc<str>, usize)>,
     /// `serde_json` of [`HostRec::entry`], kept current by every change to the
     /// fields it shows, so a host list is answered by copying bytes.
-    entry_json: Box<[u8]>,
+    entry_json: Arc<[u8]>,
 }
 
-/// A host as its index buckets hold it: what selection's owner, network and
-/// address rules read, packed so that weighing a random candidate touches one
-/// small record in the bucket (which stays in cache) instead of the host's
-/// full record (a cache miss per candidate with 100 000 hosts). The full record
-/// is read only for candidates that would be listed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A host as its index buckets hold it: everything selection reads for a
+/// one-fingerprint request (liveness, blacklist, owner, network and address
+/// rules, and the entry's JSON), packed so that weighing a random candidate
+/// touches one small record in the bucket instead of the host's full record
+/// (a cache miss per candidate with 100 000 hosts). The full record is read
+/// only to check further fingerprints.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Candidate {
+    id: IdentityId,
+    /// A copy of the host's `last_seen_ms`, refreshed by every heartbeat.
+    last_seen_ms: u64,
+    entry_json: Arc<[u8]>,
     /// The first 8 bytes of the owner group's id. Equal owners have equal
     /// tags, so "one host per owner" holds exactly; two owners whose ids share
     /// 64 bits (a 2^64 search to arrange) would only shorten a list.
@@ -181,6 +186,9 @@ fn addr_tag(host: &str, port: u16) -> u64 {
 impl HostRec {
     fn candidate(&self, idx: u32) -> Candidate {
         Candidate {
+            id: self.id,
+            last_seen_ms: self.last_seen_ms,
+            entry_json: self.entry_json.clone(),
             owner_tag: owner_tag(&self.owner),
             network: self.network,
             addr_tag: addr_tag(&self.host, self.port),
@@ -194,9 +202,7 @@ impl HostRec {
     }
 
     fn refresh_entry_json(&mut self) {
-        self.entry_json = serde_json::to_vec(&self.entry())
-            .unwrap_or_default()
-            .into_boxed_slice();
+        self.entry_json = Arc::from(serde_json::to_vec(&self.entry()).unwrap_or_default());
     }
 
     pub fn entry(&self) -> HostEntry {
@@ -481,12 +487,17 @@ impl Pool {
                 let Some(h) = self.hosts[idx as usize].as_ref() else {
                     return Err(PoolError::Refused("internal: dangling host slot".into()));
                 };
+                // The candidates copy what the entry shows: any change to it
+                // re-indexes (rare; a steady heartbeat only refreshes times).
                 h.fps == fps
                     && h.tz == hb.tz_offset_secs
                     && h.owner == owner
                     && h.network == network
                     && h.port == hb.port
                     && *h.host == *host
+                    && *h.arch == *hb.arch
+                    && h.capacity == hb.capacity
+                    && h.lzo == hb.lzo
             };
             if !same_index {
                 self.unindex(idx);
@@ -495,14 +506,6 @@ impl Pool {
                 .as_ref()
                 .map(|h| (h.host.clone(), h.port));
             if let Some(h) = self.hosts[idx as usize].as_mut() {
-                let shown_changed = *h.host != *host
-                    || h.port != hb.port
-                    || h.network != network
-                    || h.owner != owner
-                    || *h.arch != *hb.arch
-                    || h.tz != hb.tz_offset_secs
-                    || h.capacity != hb.capacity
-                    || h.lzo != hb.lzo;
                 if h.toolchains != hb.toolchains {
                     h.toolchains = hb.toolchains.clone();
                 }
@@ -526,7 +529,7 @@ impl Pool {
                 h.capacity = hb.capacity;
                 h.lzo = hb.lzo;
                 h.last_seen_ms = now_ms;
-                if shown_changed {
+                if !same_index {
                     h.refresh_entry_json();
                 }
             }
@@ -541,7 +544,9 @@ impl Pool {
                 }
                 self.by_addr.insert((host, hb.port), idx);
             }
-            if !same_index {
+            if same_index {
+                self.touch_candidates(idx, now_ms);
+            } else {
                 self.index(idx);
             }
             return Ok((HeartbeatOutcome::Refreshed, advertised));
@@ -564,7 +569,7 @@ impl Pool {
             last_seen_ms: now_ms,
             first_seen_ms: now_ms,
             slots: Vec::new(),
-            entry_json: Box::default(),
+            entry_json: Arc::from(&[][..]),
         };
         rec.refresh_entry_json();
         let idx = match self.free.pop() {
@@ -584,6 +589,24 @@ impl Pool {
         Ok((HeartbeatOutcome::Joined, advertised))
     }
 
+    /// Copy a heartbeat's time into the host's candidates.
+    fn touch_candidates(&mut self, idx: u32, now_ms: u64) {
+        let Pool { hosts, buckets, .. } = self;
+        let Some(h) = hosts.get(idx as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        for (fp, pos) in &h.slots {
+            let cand = buckets
+                .get_mut(fp)
+                .and_then(|by_tz| by_tz.get_mut(&h.tz))
+                .and_then(|v| v.get_mut(*pos))
+                .filter(|c| c.idx == idx);
+            if let Some(c) = cand {
+                c.last_seen_ms = now_ms;
+            }
+        }
+    }
+
     fn index(&mut self, idx: u32) {
         let Some(h) = self.hosts[idx as usize].as_ref() else {
             return;
@@ -597,7 +620,7 @@ impl Pool {
                 .or_default()
                 .entry(tz)
                 .or_default();
-            v.push(cand);
+            v.push(cand.clone());
             slots.push((fp, v.len() - 1));
         }
         if let Some(h) = self.hosts[idx as usize].as_mut() {
@@ -690,21 +713,16 @@ impl Pool {
         expiry_ms: u64,
         rng: &mut impl Rng,
     ) -> Vec<HostEntry> {
-        self.select_recs(fps, tz, max, now_ms, expiry_ms, rng)
+        self.choose(fps, tz, max, now_ms, expiry_ms, rng)
             .into_iter()
+            .filter_map(|c| self.hosts.get(c.idx as usize)?.as_ref())
             .map(HostRec::entry)
             .collect()
     }
 
-    /// [`Pool::select`] without building entries: the chosen records, in list
-    /// order (their [`HostRec::entry_json`] is the wire form).
-    ///
-    /// Cost is bounded by the request, not the pool: time-zone groups are
-    /// walked outward from `tz` through the ordered index, each group yields at
-    /// most `4 * max` random candidates, and the bookkeeping sets hold at most
-    /// the candidates seen. The owner and network sets are linear (at most
-    /// `max` entries each, compared as integers).
-    pub fn select_recs(
+    /// [`Pool::select`]'s hosts as their entries' JSON (the wire form), in
+    /// list order, without building or serialising entries.
+    pub fn select_json(
         &self,
         fps: &[String],
         tz: i32,
@@ -712,7 +730,30 @@ impl Pool {
         now_ms: u64,
         expiry_ms: u64,
         rng: &mut impl Rng,
-    ) -> Vec<&HostRec> {
+    ) -> Vec<&[u8]> {
+        self.choose(fps, tz, max, now_ms, expiry_ms, rng)
+            .into_iter()
+            .map(|c| &*c.entry_json)
+            .collect()
+    }
+
+    /// The selection behind [`Pool::select`] and [`Pool::select_json`].
+    ///
+    /// Cost is bounded by the request, not the pool: time-zone groups are
+    /// walked outward from `tz` through the ordered index, each group yields at
+    /// most `4 * max` random candidates, and the bookkeeping sets hold at most
+    /// `2 * max` entries (scanned, not hashed). Only the buckets' compact
+    /// candidates are read, plus a candidate's host record when the request
+    /// names more than one fingerprint.
+    fn choose(
+        &self,
+        fps: &[String],
+        tz: i32,
+        max: usize,
+        now_ms: u64,
+        expiry_ms: u64,
+        rng: &mut impl Rng,
+    ) -> Vec<&Candidate> {
         let Some(first) = fps.first() else {
             return Vec::new();
         };
@@ -721,16 +762,18 @@ impl Pool {
         };
         let want = max.max(1);
         let budget = 4 * want;
-        // Hosts that would be listed, with their candidates: fully distinct
-        // ones first, then (`spill`) further owners on already used networks.
-        let mut distinct: Vec<(Candidate, &HostRec)> = Vec::with_capacity(want);
-        let mut spill: Vec<(Candidate, &HostRec)> = Vec::with_capacity(want);
+        // Hosts that would be listed: fully distinct ones first, then
+        // (`spill`) further owners on already used networks.
+        let mut distinct: Vec<&Candidate> = Vec::with_capacity(want);
+        let mut spill: Vec<&Candidate> = Vec::with_capacity(want);
         // Owner tags and networks of `distinct`, owner tags of `spill`, and the
         // addresses of both: at most `want` each, so a scan beats hashing.
         let mut owners: Vec<u64> = Vec::with_capacity(want);
         let mut nets: Vec<NetKey> = Vec::with_capacity(want);
         let mut spill_owners: Vec<u64> = Vec::with_capacity(want);
         let mut addrs: Vec<u64> = Vec::with_capacity(2 * want);
+        // Blacklisting removes a host from the index at once; this check is
+        // the belt to those braces, and free while the blacklist is empty.
         let check_blacklist = !self.blacklist.is_empty();
         // Nearest offset first; on a tie the lower offset first.
         let mut below = by_tz.range(..tz).rev().peekable();
@@ -761,44 +804,48 @@ impl Pool {
                 } else {
                     rng.gen_range(0..n)
                 };
-                let Some(&c) = cands.get(p) else { continue };
+                let Some(c) = cands.get(p) else { continue };
                 let owner_taken = owners.contains(&c.owner_tag);
                 let goes_distinct = !owner_taken && !nets.contains(&c.network);
                 let goes_spill = !goes_distinct
                     && !owner_taken
                     && spill.len() < want
                     && !spill_owners.contains(&c.owner_tag);
-                if !(goes_distinct || goes_spill) || addrs.contains(&c.addr_tag) {
-                    continue;
-                }
-                let Some(h) = self.hosts.get(c.idx as usize).and_then(Option::as_ref) else {
-                    continue;
-                };
-                if now_ms.saturating_sub(h.last_seen_ms) > expiry_ms
-                    || (check_blacklist && self.blacklist.contains_key(&h.id))
-                    || !fps[1..].iter().all(|f| h.fps.iter().any(|hf| **hf == **f))
+                if !(goes_distinct || goes_spill)
+                    || addrs.contains(&c.addr_tag)
+                    || now_ms.saturating_sub(c.last_seen_ms) > expiry_ms
+                    || (check_blacklist && self.blacklist.contains_key(&c.id))
                 {
                     continue;
+                }
+                if fps.len() > 1 {
+                    let serves_all = self
+                        .hosts
+                        .get(c.idx as usize)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|h| {
+                            fps[1..].iter().all(|f| h.fps.iter().any(|hf| **hf == **f))
+                        });
+                    if !serves_all {
+                        continue;
+                    }
                 }
                 addrs.push(c.addr_tag);
                 if goes_distinct {
                     owners.push(c.owner_tag);
                     nets.push(c.network);
-                    distinct.push((c, h));
+                    distinct.push(c);
                     if distinct.len() >= want {
                         break 'groups;
                     }
                 } else {
                     spill_owners.push(c.owner_tag);
-                    spill.push((c, h));
+                    spill.push(c);
                 }
             }
         }
         distinct.extend(spill);
-        arrange(distinct, |(c, _)| (c.owner_tag, c.network), want)
-            .into_iter()
-            .map(|(_, h)| h)
-            .collect()
+        arrange(distinct, |c| (c.owner_tag, c.network), want)
     }
 
     /// Snapshot for the status page: (arch → hosts), (toolchain → hosts).
@@ -1150,8 +1197,11 @@ mod tests {
         assert_eq!(pool.owner_of(&ids[4]), pool.owner_of(&ids[2]));
         assert_entry_json_current(&pool);
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        for h in pool.select_recs(&[fp(1)], 0, 10, 1, 1000, &mut rng) {
-            assert_eq!(h.entry_json(), serde_json::to_vec(&h.entry()).unwrap());
+        let entries = pool.select(&[fp(1)], 0, 10, 1, 1000, &mut rng.clone());
+        let json = pool.select_json(&[fp(1)], 0, 10, 1, 1000, &mut rng);
+        assert_eq!(entries.len(), json.len());
+        for (e, j) in entries.iter().zip(json) {
+            assert_eq!(serde_json::to_vec(e).unwrap(), j, "same hosts, same order");
         }
     }
 }

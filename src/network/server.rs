@@ -885,7 +885,7 @@ fn hosts(
         let via = pool
             .member_via(&id, now, exp)
             .ok_or_else(|| not_member(&id))?;
-        let hosts = pool.select_recs(
+        let hosts = pool.select_json(
             &req.fingerprints,
             req.tz_offset_secs,
             max,
@@ -893,11 +893,7 @@ fn hosts(
             exp,
             &mut rand::thread_rng(),
         );
-        hosts_response_json(
-            hosts.iter().map(|h| h.entry_json()),
-            shared.cfg.redundancy,
-            &via,
-        )
+        hosts_response_json(hosts.into_iter(), shared.cfg.redundancy, &via)
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut()
