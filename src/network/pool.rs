@@ -3,9 +3,12 @@
 //! selection. Pure: no I/O; times are passed in (milliseconds on a monotonic
 //! clock for liveness).
 //!
-//! Selection is indexed: fingerprint → time-zone offset → host slots, so a
-//! host-list request touches only a bounded number of random hosts of the
-//! requester's toolchain, nearest time zone first, whatever the pool size.
+//! Selection is indexed: fingerprint → time-zone offset → compact candidates
+//! (owner, network, address tags, liveness and the entry's ready JSON), so a
+//! host-list request touches only a bounded number of random candidates of the
+//! requester's toolchain, nearest time zone first, whatever the pool size, and
+//! answers by copying bytes instead of reading full host records and
+//! serialising them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
