@@ -11,6 +11,10 @@
 //! machine's cores. Connections are kept alive (a daemon or a `make -j` client
 //! would open one per request, which adds a TCP handshake on loopback).
 //!
+//! Each phase also prints the process's CPU time per request (coordinator and
+//! load generator together), which other work on the machine disturbs far less
+//! than requests/s.
+//!
 //! Run: `cargo bench --bench coordinator_load`. Knobs: `DPORTAGE_BENCH_HOSTS`
 //! (default 100000), `DPORTAGE_BENCH_REQUESTS` per phase (default 40000),
 //! `DPORTAGE_BENCH_CONNECTIONS` (default 32), `DPORTAGE_BENCH_SECONDS` cap per
@@ -91,7 +95,23 @@ struct PhaseResult {
     done: usize,
     errors: usize,
     wall: Duration,
+    /// CPU time this process (coordinator and load generator) spent in the
+    /// phase: steadier than wall time when other work shares the machine.
+    cpu: Duration,
     latencies_us: Vec<u64>,
+}
+
+/// User plus system CPU time of this process so far.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we pass; no other effect.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(u.ru_utime) + tv(u.ru_stime)
 }
 
 async fn run_phase(
@@ -103,6 +123,7 @@ async fn run_phase(
     let requests = Arc::new(requests);
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
+    let cpu_start = process_cpu();
     let deadline = start + cap;
     let mut tasks = Vec::new();
     for _ in 0..connections {
@@ -168,6 +189,7 @@ async fn run_phase(
         done: latencies_us.len(),
         errors,
         wall: start.elapsed(),
+        cpu: process_cpu().saturating_sub(cpu_start),
         latencies_us,
     }
 }
@@ -182,13 +204,14 @@ fn report(name: &str, mut r: PhaseResult) {
         r.latencies_us[i] as f64 / 1000.0
     };
     println!(
-        "{name:<22} {:>8} req in {:>6.2} s = {:>8.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   max {:>7.2} ms   errors {}",
+        "{name:<22} {:>8} req in {:>6.2} s = {:>8.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   max {:>7.2} ms   CPU {:>5.1} us/req   errors {}",
         r.done,
         r.wall.as_secs_f64(),
         r.done as f64 / r.wall.as_secs_f64(),
         pct(0.5),
         pct(0.99),
         pct(1.0),
+        r.cpu.as_secs_f64() * 1e6 / r.done.max(1) as f64,
         r.errors
     );
 }

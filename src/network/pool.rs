@@ -3,9 +3,12 @@
 //! selection. Pure: no I/O; times are passed in (milliseconds on a monotonic
 //! clock for liveness).
 //!
-//! Selection is indexed: fingerprint → time-zone offset → host slots, so a
-//! host-list request touches only a bounded number of random hosts of the
-//! requester's toolchain, nearest time zone first, whatever the pool size.
+//! Selection is indexed: fingerprint → time-zone offset → compact candidates
+//! (owner, network, address tags, liveness and the entry's ready JSON), so a
+//! host-list request touches only a bounded number of random candidates of the
+//! requester's toolchain, nearest time zone first, whatever the pool size, and
+//! answers by copying bytes instead of reading full host records and
+//! serialising them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
@@ -140,9 +143,71 @@ pub struct HostRec {
     pub first_seen_ms: u64,
     /// Position of this host in each of its buckets: (fingerprint, position).
     slots: Vec<(Arc<str>, usize)>,
+    /// `serde_json` of [`HostRec::entry`], kept current by every change to the
+    /// fields it shows, so a host list is answered by copying bytes.
+    entry_json: Arc<[u8]>,
+}
+
+/// A host as its index buckets hold it: everything selection reads for a
+/// one-fingerprint request (liveness, blacklist, owner, network and address
+/// rules, and the entry's JSON), packed so that weighing a random candidate
+/// touches one small record in the bucket instead of the host's full record
+/// (a cache miss per candidate with 100 000 hosts). The full record is read
+/// only to check further fingerprints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Candidate {
+    id: IdentityId,
+    /// A copy of the host's `last_seen_ms`, refreshed by every heartbeat.
+    last_seen_ms: u64,
+    entry_json: Arc<[u8]>,
+    /// The first 8 bytes of the owner group's id. Equal owners have equal
+    /// tags, so "one host per owner" holds exactly; two owners whose ids share
+    /// 64 bits (a 2^64 search to arrange) would only shorten a list.
+    owner_tag: u64,
+    network: NetKey,
+    /// 64 bits of blake3 over the advertised address, for "never the same
+    /// address twice in one list" (same reasoning as `owner_tag`).
+    addr_tag: u64,
+    idx: u32,
+}
+
+fn owner_tag(owner: &IdentityId) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&owner.0[..8]);
+    u64::from_le_bytes(b)
+}
+
+fn addr_tag(host: &str, port: u16) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(host.as_bytes());
+    h.update(&port.to_le_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(b)
 }
 
 impl HostRec {
+    fn candidate(&self, idx: u32) -> Candidate {
+        Candidate {
+            id: self.id,
+            last_seen_ms: self.last_seen_ms,
+            entry_json: self.entry_json.clone(),
+            owner_tag: owner_tag(&self.owner),
+            network: self.network,
+            addr_tag: addr_tag(&self.host, self.port),
+            idx,
+        }
+    }
+
+    /// The host's [`HostEntry`] as JSON (what [`HostRec::entry`] serialises to).
+    pub fn entry_json(&self) -> &[u8] {
+        &self.entry_json
+    }
+
+    fn refresh_entry_json(&mut self) {
+        self.entry_json = Arc::from(serde_json::to_vec(&self.entry()).unwrap_or_default());
+    }
+
     pub fn entry(&self) -> HostEntry {
         HostEntry {
             id: self.id,
@@ -182,7 +247,7 @@ pub struct Pool {
     by_id: HashMap<IdentityId, u32>,
     by_addr: HashMap<(Arc<str>, u16), u32>,
     /// fingerprint → tz offset → host slots.
-    buckets: HashMap<Arc<str>, BTreeMap<i32, Vec<u32>>>,
+    buckets: HashMap<Arc<str>, BTreeMap<i32, Vec<Candidate>>>,
     /// Identities known to the durable store: is it a daemon (has heartbeated)?
     known: HashMap<IdentityId, bool>,
     /// person ↔ daemon links (both directions).
@@ -312,9 +377,12 @@ impl Pool {
         for m in &folded {
             self.owner.insert(*m, keep);
             if let Some(&idx) = self.by_id.get(m) {
+                self.unindex(idx);
                 if let Some(h) = self.hosts[idx as usize].as_mut() {
                     h.owner = keep;
+                    h.refresh_entry_json();
                 }
+                self.index(idx);
             }
         }
         members.extend(folded);
@@ -422,7 +490,17 @@ impl Pool {
                 let Some(h) = self.hosts[idx as usize].as_ref() else {
                     return Err(PoolError::Refused("internal: dangling host slot".into()));
                 };
-                h.fps == fps && h.tz == hb.tz_offset_secs
+                // The candidates copy what the entry shows: any change to it
+                // re-indexes (rare; a steady heartbeat only refreshes times).
+                h.fps == fps
+                    && h.tz == hb.tz_offset_secs
+                    && h.owner == owner
+                    && h.network == network
+                    && h.port == hb.port
+                    && *h.host == *host
+                    && *h.arch == *hb.arch
+                    && h.capacity == hb.capacity
+                    && h.lzo == hb.lzo
             };
             if !same_index {
                 self.unindex(idx);
@@ -454,6 +532,9 @@ impl Pool {
                 h.capacity = hb.capacity;
                 h.lzo = hb.lzo;
                 h.last_seen_ms = now_ms;
+                if !same_index {
+                    h.refresh_entry_json();
+                }
             }
             if old_addr
                 .as_ref()
@@ -466,13 +547,15 @@ impl Pool {
                 }
                 self.by_addr.insert((host, hb.port), idx);
             }
-            if !same_index {
+            if same_index {
+                self.touch_candidates(idx, now_ms);
+            } else {
                 self.index(idx);
             }
             return Ok((HeartbeatOutcome::Refreshed, advertised));
         }
 
-        let rec = HostRec {
+        let mut rec = HostRec {
             id,
             owner,
             host: host.clone(),
@@ -489,7 +572,9 @@ impl Pool {
             last_seen_ms: now_ms,
             first_seen_ms: now_ms,
             slots: Vec::new(),
+            entry_json: Arc::from(&[][..]),
         };
+        rec.refresh_entry_json();
         let idx = match self.free.pop() {
             Some(i) => {
                 self.hosts[i as usize] = Some(rec);
@@ -507,11 +592,29 @@ impl Pool {
         Ok((HeartbeatOutcome::Joined, advertised))
     }
 
+    /// Copy a heartbeat's time into the host's candidates.
+    fn touch_candidates(&mut self, idx: u32, now_ms: u64) {
+        let Pool { hosts, buckets, .. } = self;
+        let Some(h) = hosts.get(idx as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        for (fp, pos) in &h.slots {
+            let cand = buckets
+                .get_mut(fp)
+                .and_then(|by_tz| by_tz.get_mut(&h.tz))
+                .and_then(|v| v.get_mut(*pos))
+                .filter(|c| c.idx == idx);
+            if let Some(c) = cand {
+                c.last_seen_ms = now_ms;
+            }
+        }
+    }
+
     fn index(&mut self, idx: u32) {
         let Some(h) = self.hosts[idx as usize].as_ref() else {
             return;
         };
-        let (fps, tz) = (h.fps.clone(), h.tz);
+        let (fps, tz, cand) = (h.fps.clone(), h.tz, h.candidate(idx));
         let mut slots = Vec::with_capacity(fps.len());
         for fp in fps {
             let v = self
@@ -520,7 +623,7 @@ impl Pool {
                 .or_default()
                 .entry(tz)
                 .or_default();
-            v.push(idx);
+            v.push(cand.clone());
             slots.push((fp, v.len() - 1));
         }
         if let Some(h) = self.hosts[idx as usize].as_mut() {
@@ -541,11 +644,11 @@ impl Pool {
             let Some(v) = by_tz.get_mut(&tz) else {
                 continue;
             };
-            if pos >= v.len() || v[pos] != idx {
+            if v.get(pos).map(|c| c.idx) != Some(idx) {
                 continue;
             }
             v.swap_remove(pos);
-            if let Some(&moved) = v.get(pos) {
+            if let Some(moved) = v.get(pos).map(|c| c.idx) {
                 if let Some(m) = self.hosts[moved as usize].as_mut() {
                     if let Some(s) = m.slots.iter_mut().find(|(f, _)| *f == fp) {
                         s.1 = pos;
@@ -604,7 +707,6 @@ impl Pool {
     /// zone first, arranged by [`arrange`] (one host per owner). The
     /// requester's own hosts may be listed (at most one of them, like any
     /// owner's): they are trusted by their owner and often the nearest.
-    #[allow(clippy::too_many_arguments)]
     pub fn select(
         &self,
         fps: &[String],
@@ -614,58 +716,139 @@ impl Pool {
         expiry_ms: u64,
         rng: &mut impl Rng,
     ) -> Vec<HostEntry> {
+        self.choose(fps, tz, max, now_ms, expiry_ms, rng)
+            .into_iter()
+            .filter_map(|c| self.hosts.get(c.idx as usize)?.as_ref())
+            .map(HostRec::entry)
+            .collect()
+    }
+
+    /// [`Pool::select`]'s hosts as their entries' JSON (the wire form), in
+    /// list order, without building or serialising entries.
+    pub fn select_json(
+        &self,
+        fps: &[String],
+        tz: i32,
+        max: usize,
+        now_ms: u64,
+        expiry_ms: u64,
+        rng: &mut impl Rng,
+    ) -> Vec<&[u8]> {
+        self.choose(fps, tz, max, now_ms, expiry_ms, rng)
+            .into_iter()
+            .map(|c| &*c.entry_json)
+            .collect()
+    }
+
+    /// The selection behind [`Pool::select`] and [`Pool::select_json`].
+    ///
+    /// Cost is bounded by the request, not the pool: time-zone groups are
+    /// walked outward from `tz` through the ordered index, each group yields at
+    /// most `4 * max` random candidates, and the bookkeeping sets hold at most
+    /// `2 * max` entries (scanned, not hashed). Only the buckets' compact
+    /// candidates are read, plus a candidate's host record when the request
+    /// names more than one fingerprint.
+    fn choose(
+        &self,
+        fps: &[String],
+        tz: i32,
+        max: usize,
+        now_ms: u64,
+        expiry_ms: u64,
+        rng: &mut impl Rng,
+    ) -> Vec<&Candidate> {
         let Some(first) = fps.first() else {
             return Vec::new();
         };
         let Some(by_tz) = self.buckets.get(first.as_str()) else {
             return Vec::new();
         };
-        let mut groups: Vec<(i32, &Vec<u32>)> = by_tz.iter().map(|(k, v)| (*k, v)).collect();
-        groups.sort_by_key(|(k, _)| ((*k - tz).unsigned_abs(), *k));
         let want = max.max(1);
-        let mut distinct: Vec<&HostRec> = Vec::new();
-        let mut spill: Vec<&HostRec> = Vec::new();
-        let mut owners = HashSet::new();
-        let mut nets = HashSet::new();
-        let mut addrs = HashSet::new();
-        'groups: for (_, slots) in groups {
-            let n = slots.len();
-            let budget = 4 * want;
-            let picks: Box<dyn Iterator<Item = usize>> = if n <= budget {
-                let start = rng.gen_range(0..n);
-                Box::new((0..n).map(move |i| (start + i) % n))
-            } else {
-                let r: Vec<usize> = (0..budget).map(|_| rng.gen_range(0..n)).collect();
-                Box::new(r.into_iter())
+        let budget = 4 * want;
+        // Hosts that would be listed: fully distinct ones first, then
+        // (`spill`) further owners on already used networks.
+        let mut distinct: Vec<&Candidate> = Vec::with_capacity(want);
+        let mut spill: Vec<&Candidate> = Vec::with_capacity(want);
+        // Owner tags and networks of `distinct`, owner tags of `spill`, and the
+        // addresses of both: at most `want` each, so a scan beats hashing.
+        let mut owners: Vec<u64> = Vec::with_capacity(want);
+        let mut nets: Vec<NetKey> = Vec::with_capacity(want);
+        let mut spill_owners: Vec<u64> = Vec::with_capacity(want);
+        let mut addrs: Vec<u64> = Vec::with_capacity(2 * want);
+        // Blacklisting removes a host from the index at once; this check is
+        // the belt to those braces, and free while the blacklist is empty.
+        let check_blacklist = !self.blacklist.is_empty();
+        // Nearest offset first; on a tie the lower offset first.
+        let mut below = by_tz.range(..tz).rev().peekable();
+        let mut above = by_tz.range(tz..).peekable();
+        'groups: loop {
+            let group = match (below.peek(), above.peek()) {
+                (None, None) => break,
+                (Some(_), None) => below.next(),
+                (None, Some(_)) => above.next(),
+                (Some((b, _)), Some((a, _))) => {
+                    if (**b - tz).unsigned_abs() <= (**a - tz).unsigned_abs() {
+                        below.next()
+                    } else {
+                        above.next()
+                    }
+                }
             };
-            for p in picks {
-                let Some(h) = self.hosts[slots[p] as usize].as_ref() else {
-                    continue;
+            let Some((_, cands)) = group else { break };
+            let n = cands.len();
+            if n == 0 {
+                continue;
+            }
+            let sequential = n <= budget;
+            let start = if sequential { rng.gen_range(0..n) } else { 0 };
+            for i in 0..n.min(budget) {
+                let p = if sequential {
+                    (start + i) % n
+                } else {
+                    rng.gen_range(0..n)
                 };
-                if now_ms.saturating_sub(h.last_seen_ms) > expiry_ms
-                    || self.blacklist.contains_key(&h.id)
-                    || !fps[1..].iter().all(|f| h.fps.iter().any(|hf| **hf == **f))
-                    || !addrs.insert((h.host.clone(), h.port))
+                let Some(c) = cands.get(p) else { continue };
+                let owner_taken = owners.contains(&c.owner_tag);
+                let goes_distinct = !owner_taken && !nets.contains(&c.network);
+                let goes_spill = !goes_distinct
+                    && !owner_taken
+                    && spill.len() < want
+                    && !spill_owners.contains(&c.owner_tag);
+                if !(goes_distinct || goes_spill)
+                    || addrs.contains(&c.addr_tag)
+                    || now_ms.saturating_sub(c.last_seen_ms) > expiry_ms
+                    || (check_blacklist && self.blacklist.contains_key(&c.id))
                 {
                     continue;
                 }
-                if !owners.contains(&h.owner) && !nets.contains(&h.network) {
-                    owners.insert(h.owner);
-                    nets.insert(h.network);
-                    distinct.push(h);
+                if fps.len() > 1 {
+                    let serves_all = self
+                        .hosts
+                        .get(c.idx as usize)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|h| {
+                            fps[1..].iter().all(|f| h.fps.iter().any(|hf| **hf == **f))
+                        });
+                    if !serves_all {
+                        continue;
+                    }
+                }
+                addrs.push(c.addr_tag);
+                if goes_distinct {
+                    owners.push(c.owner_tag);
+                    nets.push(c.network);
+                    distinct.push(c);
                     if distinct.len() >= want {
                         break 'groups;
                     }
-                } else if spill.len() < want && !owners.contains(&h.owner) {
-                    spill.push(h);
+                } else {
+                    spill_owners.push(c.owner_tag);
+                    spill.push(c);
                 }
             }
         }
         distinct.extend(spill);
-        arrange(distinct, |h| (h.owner, h.network), want)
-            .into_iter()
-            .map(HostRec::entry)
-            .collect()
+        arrange(distinct, |c| (c.owner_tag, c.network), want)
     }
 
     /// Snapshot for the status page: (arch → hosts), (toolchain → hosts).
@@ -930,5 +1113,98 @@ mod tests {
         assert_eq!(pool.select(&[fp(2)], 0, 64, 103, 100, &mut rng).len(), 25);
         assert_eq!(pool.resolve_addr("10.3.0.1:3632"), Some(ids[0]));
         assert_eq!(pool.resolve_addr("10.3.1.1:3632"), None, "swept");
+        assert_entry_json_current(&pool);
+    }
+
+    #[test]
+    fn one_address_is_listed_once_whoever_advertises_it() {
+        let mut pool = Pool::new();
+        let mut shared = hb(&[fp(1)], 0);
+        shared.host = Some("build.example.org".into());
+        for i in 0..4u8 {
+            pool.heartbeat(Identity::generate().id(), &shared, ip(10, 6, i, 1), 0)
+                .unwrap();
+        }
+        pool.heartbeat(
+            Identity::generate().id(),
+            &hb(&[fp(1)], 0),
+            ip(10, 6, 9, 1),
+            0,
+        )
+        .unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..20 {
+            let got = pool.select(&[fp(1)], 0, 8, 0, 1000, &mut rng);
+            assert_eq!(got.len(), 2, "{got:?}");
+            assert_eq!(
+                got.iter().filter(|h| h.host == "build.example.org").count(),
+                1
+            );
+        }
+    }
+
+    /// Every held host's cached JSON is its entry, after joins, changed
+    /// heartbeats and owner-group merges.
+    fn assert_entry_json_current(pool: &Pool) {
+        let mut indexed = 0;
+        for (fp, by_tz) in &pool.buckets {
+            for (tz, cands) in by_tz {
+                for (pos, c) in cands.iter().enumerate() {
+                    let h = pool.hosts[c.idx as usize].as_ref().expect("live slot");
+                    assert_eq!(*c, h.candidate(c.idx), "stale candidate for {}", h.id);
+                    assert_eq!(h.tz, *tz);
+                    assert!(h.slots.contains(&(fp.clone(), pos)), "slot positions");
+                    indexed += 1;
+                }
+            }
+        }
+        assert_eq!(
+            indexed,
+            pool.hosts().map(|h| h.fps.len()).sum::<usize>(),
+            "every host in each of its buckets once"
+        );
+        for h in pool.hosts() {
+            assert_eq!(
+                h.entry_json(),
+                serde_json::to_vec(&h.entry()).unwrap().as_slice(),
+                "stale cached entry for {}",
+                h.id
+            );
+        }
+    }
+
+    #[test]
+    fn cached_entry_json_follows_every_change() {
+        let mut pool = Pool::new();
+        let ids: Vec<_> = (0..6u8).map(|_| Identity::generate().id()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            pool.heartbeat(*id, &hb(&[fp(1)], 0), ip(10, 4, i as u8, 1), 0)
+                .unwrap();
+        }
+        assert_entry_json_current(&pool);
+        let mut changed = hb(&[fp(1)], 3600);
+        changed.capacity = 9;
+        changed.lzo = false;
+        changed.arch = "aarch64".into();
+        changed.port = 4000;
+        pool.heartbeat(ids[0], &changed, ip(10, 5, 0, 1), 1)
+            .unwrap();
+        changed.host = Some("build.example.org".into());
+        pool.heartbeat(ids[1], &changed, ip(10, 4, 1, 1), 1)
+            .unwrap();
+        assert_entry_json_current(&pool);
+        let person = Identity::generate().id();
+        pool.add_link(person, ids[2]);
+        pool.add_link(person, ids[3]);
+        pool.add_link(ids[4], ids[3]);
+        assert_eq!(pool.owner_of(&ids[4]), pool.owner_of(&ids[2]));
+        assert_entry_json_current(&pool);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let entries = pool.select(&[fp(1)], 0, 10, 1, 1000, &mut rng.clone());
+        let json = pool.select_json(&[fp(1)], 0, 10, 1, 1000, &mut rng);
+        assert_eq!(entries.len(), json.len());
+        for (e, j) in entries.iter().zip(json) {
+            assert_eq!(serde_json::to_vec(e).unwrap(), j, "same hosts, same order");
+        }
     }
 }

@@ -39,12 +39,12 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;bac
 header{background:#1d2433;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}
 header p{margin:4px 0 0;color:#b8c0d0;font-size:13px}
 main{padding:16px 24px;display:grid;grid-template-columns:repeat(auto-fit,minmax(340px,1fr));gap:16px}
-section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.12);padding:12px 16px}
+section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.12);padding:12px 16px;min-width:0;overflow-x:auto}
 h2{font-size:15px;margin:4px 0 10px;color:#394260}
 .big{display:flex;gap:24px}.big div{font-size:12px;color:#5b6478}.big b{display:block;font-size:28px;color:#1d2433}
 table{border-collapse:collapse;width:100%;font-size:13px}th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #eceef2}
-th{color:#5b6478;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
-code{font-size:12px;background:#eef0f4;padding:1px 4px;border-radius:3px}
+td,li{overflow-wrap:anywhere}th{color:#5b6478;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+code{font-size:12px;background:#eef0f4;padding:1px 4px;border-radius:3px;white-space:nowrap}
 .empty{color:#8a93a6;font-style:italic}.bad{color:#b3261e}
 ol{margin:0;padding-left:0;list-style:none;font-size:13px}li{padding:3px 0;border-bottom:1px solid #eceef2}
 li time{color:#8a93a6;display:inline-block;min-width:90px}
