@@ -420,6 +420,26 @@ fn spawn_trampoline(
 /// and without relative entries (they would resolve in the job directory,
 /// where the client's bytes are).
 fn compiler_search_path(cfg: &JobConfig) -> OsString {
+    // Resolving every directory costs a few syscalls per path component; the
+    // answer only changes with the configuration, so keep the last one.
+    type Cached = (OsString, Vec<PathBuf>, OsString);
+    static LAST: std::sync::Mutex<Option<Cached>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((path, dirs, answer)) = last.as_ref() {
+        if *path == cfg.compiler_path && *dirs == cfg.masquerade_dirs {
+            return answer.clone();
+        }
+    }
+    let answer = resolve_compiler_search_path(cfg);
+    *last = Some((
+        cfg.compiler_path.clone(),
+        cfg.masquerade_dirs.clone(),
+        answer.clone(),
+    ));
+    answer
+}
+
+fn resolve_compiler_search_path(cfg: &JobConfig) -> OsString {
     let masquerade: Vec<PathBuf> = cfg
         .masquerade_dirs
         .iter()
@@ -522,7 +542,8 @@ impl Captured {
 }
 
 /// Read a pipe to EOF, keeping at most `cap` bytes and discarding the rest,
-/// so the compiler never blocks on a full pipe.
+/// so the compiler never blocks on a full pipe. Reads straight into the kept
+/// buffer (no zeroed scratch buffer per job: most compilers print nothing).
 async fn read_bounded(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> Captured {
     let mut captured = Captured {
         kept: Vec::new(),
@@ -531,15 +552,22 @@ async fn read_bounded(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> Captu
     let Some(mut pipe) = pipe else {
         return captured;
     };
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut discard = Vec::new();
     loop {
-        match pipe.read(&mut buf).await {
+        let room = cap.saturating_sub(captured.kept.len());
+        let (target, limit) = if room > 0 {
+            captured.kept.reserve(room.min(16 * 1024));
+            (&mut captured.kept, room)
+        } else {
+            discard.clear();
+            discard.reserve(16 * 1024);
+            (&mut discard, usize::MAX)
+        };
+        let limit = limit.min(target.capacity() - target.len());
+        let result = (&mut pipe).take(limit as u64).read_buf(target).await;
+        match result {
             Ok(0) => return captured,
-            Ok(n) => {
-                captured.total += n as u64;
-                let room = cap.saturating_sub(captured.kept.len());
-                captured.kept.extend_from_slice(&buf[..n.min(room)]);
-            }
+            Ok(n) => captured.total += n as u64,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return captured,
         }
