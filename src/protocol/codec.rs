@@ -110,7 +110,12 @@ pub(crate) fn put_bulk(out: &mut Vec<u8>, token: Token, version: ProtocolVersion
     if body.is_empty() || !version.compressed() {
         put_str(out, token, body);
     } else if version == ProtocolVersion::Zstd {
-        put_str(out, token, &zstd::compress(body));
+        let level = if token == Token::Doti {
+            zstd::REQUEST_LEVEL
+        } else {
+            zstd::REPLY_LEVEL
+        };
+        put_str(out, token, &zstd::compress_at(body, level));
     } else {
         let compressed = lzo::compress(body);
         put_str(out, token, &compressed);
