@@ -38,6 +38,9 @@ pub struct HostSpec {
     pub lzo: bool,
     /// `,cpp` (pump; needs `,lzo`).
     pub cpp: bool,
+    /// `,zstd` (dportage extension): this host is a dportage server; bodies
+    /// are zstd instead of LZO. distcc 3.4 rejects a list with it.
+    pub zstd: bool,
     /// `,down`: listed, never chosen.
     pub down: bool,
     /// `,auth[=NAME]` (GSS-API): `Some(None)` for plain `,auth`.
@@ -56,8 +59,12 @@ pub const DEFAULT_LOCAL_SLOTS: u32 = 4;
 pub const DEFAULT_LOCAL_SLOTS_CPP: u32 = 8;
 
 impl HostSpec {
-    /// The protocol this host is spoken to in: none → 1, `,lzo` → 2, `,cpp,lzo` → 3.
+    /// The protocol this host is spoken to in: none → 1, `,lzo` → 2, `,cpp,lzo` → 3,
+    /// `,zstd` (with or without the others) → dportage's zstd protocol.
     pub fn protocol(&self) -> ProtocolVersion {
+        if self.zstd {
+            return ProtocolVersion::Zstd;
+        }
         match (self.lzo, self.cpp) {
             (true, true) => ProtocolVersion::V3,
             (true, false) => ProtocolVersion::V2,
@@ -227,6 +234,7 @@ fn new_spec(entry: &str, kind: HostKind, limit: u32) -> HostSpec {
         limit,
         lzo: false,
         cpp: false,
+        zstd: false,
         down: false,
         auth: None,
     }
@@ -388,6 +396,9 @@ fn parse_options(entry: &str, mut cursor: &str, spec: &mut HostSpec) -> Result<(
         } else if let Some(after) = option.strip_prefix("cpp") {
             spec.cpp = true;
             cursor = after;
+        } else if let Some(after) = option.strip_prefix("zstd") {
+            spec.zstd = true;
+            cursor = after;
         } else if let Some(after) = option.strip_prefix("down") {
             spec.down = true;
             cursor = after;
@@ -404,7 +415,7 @@ fn parse_options(entry: &str, mut cursor: &str, spec: &mut HostSpec) -> Result<(
             let (word, _) = take_until(option, &[',']);
             return Err(bad(
                 entry,
-                format!("unknown option {word:?}: use lzo, cpp (with lzo), down or auth"),
+                format!("unknown option {word:?}: use lzo, zstd, cpp (with lzo), down or auth"),
             ));
         }
     }
@@ -652,7 +663,7 @@ mod tests {
             "h,down,cpp",
             "h,cppx,lzo",
             "h,bogus",
-            "h,zstd",
+            "h,zst",
             "h,",
             "h,lzo,",
             "h/0",
@@ -774,6 +785,12 @@ mod tests {
         assert_eq!(one("h").protocol(), ProtocolVersion::V1);
         assert_eq!(one("h,lzo").protocol(), ProtocolVersion::V2);
         assert_eq!(one("h,lzo,cpp").protocol(), ProtocolVersion::V3);
+        // zstd only where the entry says so: a distccd entry never gets it.
+        assert_eq!(one("h,zstd").protocol(), ProtocolVersion::Zstd);
+        assert_eq!(one("h:3700/3,lzo,zstd").protocol(), ProtocolVersion::Zstd);
+        for plain in ["h", "h,lzo", "h,lzo,cpp", "h,down"] {
+            assert!(!one(plain).zstd, "{plain}");
+        }
         assert!(one("localhost").is_local());
         assert!(!one("localhost:3632").is_local());
         let l = parse_host_list("h/4294967295 g/4294967295").unwrap();

@@ -68,7 +68,7 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
         }
         Some("--version") | Some("-V") => {
             println!(
-                "dportage {} (distcc 3.4 protocols 1 and 2)",
+                "dportage {} (distcc 3.4 protocols 1 and 2; zstd with `,zstd` dportage hosts)",
                 env!("CARGO_PKG_VERSION")
             );
             0

@@ -90,7 +90,6 @@ const AGREED: &[&str] = &[
     "h,auth=svc",
     "h,authfoo,cpp",
     "h,auth=svc,cpp",
-    "h,zstd",
     "h,lzo,",
     "h,",
     "h,lzo junk",
@@ -167,6 +166,16 @@ const STRICTER: &[(&str, i64)] = &[
 /// keeps reading the host name past it (`h#x,cpp` is host `h#x` with `,cpp`);
 /// we follow the documented grammar, where `#` starts a comment.
 const LAXER: &[&str] = &["h#x,cpp", "h#,bogus"];
+
+/// `,zstd` is dportage's own option (a dportage server, zstd bodies): distcc
+/// 3.4 rejects the list, so such a list is for dportage clients only.
+#[test]
+fn zstd_option_is_ours_and_rejected_by_distcc() {
+    let list = parse_host_list("h,zstd h2,lzo").expect("ours accepts ,zstd");
+    assert!(list.hosts[0].zstd && !list.hosts[1].zstd);
+    let Some(distcc) = real_distcc() else { return };
+    assert_eq!(ask_distcc(&distcc, "h,zstd"), None, "distcc's view changed");
+}
 
 #[test]
 fn host_lists_agree_with_real_distcc() {

@@ -119,6 +119,7 @@ Host specifications:
    localhost                  run jobs on this machine (2 at a time, or localhost/N)
    HOST[:PORT][/LIMIT]        TCP connection to distccd, port 3632 by default
    HOST[:PORT][/LIMIT],lzo    the same, with compression (protocol 2)
+   HOST[:PORT][/LIMIT],zstd   a dportage server, with zstd compression (not distccd)
    --localslots=N             local compiles at once (4)
    --localslots_cpp=N         local preprocessor runs at once (8)
 Not supported by this client: SSH hosts (USER@HOST), ,auth, pump mode (,cpp is

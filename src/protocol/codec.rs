@@ -5,7 +5,7 @@
 use bytes::{Buf, BytesMut};
 
 use super::header::{encode_header, parse_header, Token, HEADER_LEN};
-use super::{lzo, Limits, ProtocolError, ProtocolVersion};
+use super::{lzo, zstd, Limits, ProtocolError, ProtocolVersion};
 
 /// Read an INT packet (`DIST`, `ARGC`, `DONE`, `STAT`…): `Ok(None)` until 12 bytes are there.
 pub(crate) fn take_int(buf: &mut BytesMut, token: Token) -> Result<Option<u32>, ProtocolError> {
@@ -78,6 +78,11 @@ pub(crate) fn take_bulk(
         }
         return Ok(Some(body.to_vec()));
     }
+    if version == ProtocolVersion::Zstd {
+        return zstd::decompress(&body, limits.max_decompressed)
+            .map(Some)
+            .map_err(|source| ProtocolError::Zstd { what, source });
+    }
     lzo::decompress(&body, limits.max_decompressed)
         .map(Some)
         .map_err(|source| ProtocolError::Lzo { what, source })
@@ -104,6 +109,13 @@ pub(crate) fn put_str(out: &mut Vec<u8>, token: Token, bytes: &[u8]) {
 pub(crate) fn put_bulk(out: &mut Vec<u8>, token: Token, version: ProtocolVersion, body: &[u8]) {
     if body.is_empty() || !version.compressed() {
         put_str(out, token, body);
+    } else if version == ProtocolVersion::Zstd {
+        let level = if token == Token::Doti {
+            zstd::REQUEST_LEVEL
+        } else {
+            zstd::REPLY_LEVEL
+        };
+        put_str(out, token, &zstd::compress_at(body, level));
     } else {
         let compressed = lzo::compress(body);
         put_str(out, token, &compressed);

@@ -11,19 +11,20 @@
 
 mod dir;
 
-use std::ffi::{CString, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::pin::Pin;
+use std::process::{ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use self::dir::JobDir;
-use super::sandbox::{self, SandboxSpec};
+use super::sandbox::{self, zygote, SandboxSpec};
 use crate::args::{Refusal, ServerCommand};
 use crate::exitcode;
 
@@ -234,8 +235,8 @@ pub async fn run_job(
             JobResult::Internal,
         );
     }
-    let child = match spawn_trampoline(cmd, cfg, dir.path()) {
-        Ok(child) => child,
+    let running = match start_supervisor(cmd, cfg, dir.path()).await {
+        Ok(running) => running,
         Err(e) => {
             return JobOutcome::fabricated(
                 exitcode::COMPILER_MISSING,
@@ -247,7 +248,7 @@ pub async fn run_job(
             )
         }
     };
-    let outcome = collect(child, cfg, &dir, cancelled).await;
+    let outcome = collect(running, cfg, &dir, cancelled).await;
     drop(dir);
     outcome
 }
@@ -283,28 +284,114 @@ fn sandbox_possible(mode: SandboxMode) -> Result<(), JobOutcome> {
     }
 }
 
-fn spawn_trampoline(
+/// A started job: the supervisor (trampoline or zygote-forked) and its pipes.
+struct Running {
+    /// The supervisor's process group, for the last-resort kill.
+    pid: Option<i32>,
+    /// Holding it keeps the job alive; dropping it stops the job.
+    control: Box<dyn Send>,
+    stdout: Box<dyn AsyncRead + Unpin + Send>,
+    stderr: Box<dyn AsyncRead + Unpin + Send>,
+    /// The supervisor's wait status (the compiler's, passed on).
+    status: Pin<Box<dyn Future<Output = std::io::Result<ExitStatus>> + Send>>,
+}
+
+/// How long a live zygote may take to fork a supervisor and have it read the
+/// spec before the job uses the trampoline instead.
+const ZYGOTE_ANSWER: Duration = Duration::from_secs(10);
+
+/// Start the job's supervisor: forked by the zygote when the daemon has one,
+/// else the trampoline (`dportage __sandbox-exec`). Both run the same code.
+async fn start_supervisor(
     cmd: &ServerCommand,
     cfg: &JobConfig,
     job_dir: &Path,
-) -> std::io::Result<tokio::process::Child> {
+) -> std::io::Result<Running> {
     let spec = SandboxSpec::for_job(job_dir, &cfg.limits, cfg.sandbox);
+    let mut words = spec.to_args();
+    words.push("--".into());
+    words.push(cmd.compiler.clone().into());
+    words.extend(canonical_args(cmd, job_dir));
+    words.extend(cmd.args.iter().map(OsString::from));
+    let path = compiler_search_path(cfg);
+    let env: [(&str, &OsStr); 6] = [
+        ("PATH", &path),
+        ("LC_ALL", OsStr::new("C")),
+        ("LANG", OsStr::new("C")),
+        ("TMPDIR", job_dir.as_os_str()),
+        ("HOME", job_dir.as_os_str()),
+        ("_DISTCC_SAFEGUARD", OsStr::new("1")),
+    ];
+    if let Some(zygote) = zygote::get() {
+        match start_with_zygote(zygote, job_dir, &env, &words).await {
+            Ok(running) => return Ok(running),
+            Err(e) => {
+                static WARNED: OnceLock<()> = OnceLock::new();
+                WARNED.get_or_init(|| {
+                    tracing::warn!(
+                        "the sandbox zygote did not start a job ({e}); using the trampoline"
+                    )
+                });
+            }
+        }
+    }
+    spawn_trampoline(cfg, job_dir, &env, &words)
+}
+
+async fn start_with_zygote(
+    zygote: &zygote::Zygote,
+    job_dir: &Path,
+    env: &[(&str, &OsStr)],
+    words: &[OsString],
+) -> std::io::Result<Running> {
+    let spec = zygote::encode_spec(job_dir.as_os_str(), env, words)
+        .ok_or_else(|| std::io::Error::other("the job's command does not fit the zygote's spec"))?;
+    let launched = zygote.launch()?;
+    launched.job.set_nonblocking(true)?;
+    let (mut from_supervisor, mut to_supervisor) =
+        tokio::net::UnixStream::from_std(launched.job)?.into_split();
+    let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(launched.stdout)?;
+    let stderr = tokio::net::unix::pipe::Receiver::from_owned_fd(launched.stderr)?;
+    let answer = async {
+        to_supervisor.write_all(&spec).await?;
+        let mut pid = [0u8; 4];
+        from_supervisor.read_exact(&mut pid).await?;
+        Ok::<_, std::io::Error>(i32::from_ne_bytes(pid))
+    };
+    let pid = tokio::time::timeout(ZYGOTE_ANSWER, answer)
+        .await
+        .map_err(|_| std::io::Error::other("no answer from the zygote's supervisor"))??;
+    let status = async move {
+        let mut raw = [0u8; 4];
+        from_supervisor.read_exact(&mut raw).await.map_err(|e| {
+            std::io::Error::other(format!(
+                "the sandbox supervisor ended without reporting the compiler's status ({e})"
+            ))
+        })?;
+        Ok(ExitStatus::from_raw(i32::from_ne_bytes(raw)))
+    };
+    Ok(Running {
+        pid: Some(pid),
+        control: Box::new(to_supervisor),
+        stdout: Box::new(stdout),
+        stderr: Box::new(stderr),
+        status: Box::pin(status),
+    })
+}
+
+fn spawn_trampoline(
+    cfg: &JobConfig,
+    job_dir: &Path,
+    env: &[(&str, &OsStr)],
+    words: &[OsString],
+) -> std::io::Result<Running> {
     let mut command = tokio::process::Command::new(&cfg.self_exe);
     command
         .arg(sandbox::SUBCOMMAND)
-        .args(spec.to_args())
-        .arg("--")
-        .arg(&cmd.compiler)
-        .args(canonical_args(cmd, job_dir))
-        .args(&cmd.args)
+        .args(words)
         .current_dir(job_dir)
         .env_clear()
-        .env("PATH", compiler_search_path(cfg))
-        .env("LC_ALL", "C")
-        .env("LANG", "C")
-        .env("TMPDIR", job_dir)
-        .env("HOME", job_dir)
-        .env("_DISTCC_SAFEGUARD", "1")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -312,7 +399,20 @@ fn spawn_trampoline(
         // terminal's ^C) do not reach the job, and the daemon's last-resort
         // kill reaches only the trampoline's group.
         .process_group(0);
-    command.spawn()
+    let mut child = command.spawn()?;
+    let pid = child.id().and_then(|p| i32::try_from(p).ok());
+    let (Some(control), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(std::io::Error::other("the trampoline's pipes are missing"));
+    };
+    Ok(Running {
+        pid,
+        control: Box::new(control),
+        stdout: Box::new(stdout),
+        stderr: Box::new(stderr),
+        status: Box::pin(async move { child.wait().await }),
+    })
 }
 
 /// The compiler's `PATH`: `compiler_path` without the masquerade directories
@@ -320,6 +420,26 @@ fn spawn_trampoline(
 /// and without relative entries (they would resolve in the job directory,
 /// where the client's bytes are).
 fn compiler_search_path(cfg: &JobConfig) -> OsString {
+    // Resolving every directory costs a few syscalls per path component; the
+    // answer only changes with the configuration, so keep the last one.
+    type Cached = (OsString, Vec<PathBuf>, OsString);
+    static LAST: std::sync::Mutex<Option<Cached>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((path, dirs, answer)) = last.as_ref() {
+        if *path == cfg.compiler_path && *dirs == cfg.masquerade_dirs {
+            return answer.clone();
+        }
+    }
+    let answer = resolve_compiler_search_path(cfg);
+    *last = Some((
+        cfg.compiler_path.clone(),
+        cfg.masquerade_dirs.clone(),
+        answer.clone(),
+    ));
+    answer
+}
+
+fn resolve_compiler_search_path(cfg: &JobConfig) -> OsString {
     let masquerade: Vec<PathBuf> = cfg
         .masquerade_dirs
         .iter()
@@ -422,7 +542,8 @@ impl Captured {
 }
 
 /// Read a pipe to EOF, keeping at most `cap` bytes and discarding the rest,
-/// so the compiler never blocks on a full pipe.
+/// so the compiler never blocks on a full pipe. Reads straight into the kept
+/// buffer (no zeroed scratch buffer per job: most compilers print nothing).
 async fn read_bounded(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> Captured {
     let mut captured = Captured {
         kept: Vec::new(),
@@ -431,15 +552,22 @@ async fn read_bounded(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> Captu
     let Some(mut pipe) = pipe else {
         return captured;
     };
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut discard = Vec::new();
     loop {
-        match pipe.read(&mut buf).await {
+        let room = cap.saturating_sub(captured.kept.len());
+        let (target, limit) = if room > 0 {
+            captured.kept.reserve(room.min(16 * 1024));
+            (&mut captured.kept, room)
+        } else {
+            discard.clear();
+            discard.reserve(16 * 1024);
+            (&mut discard, usize::MAX)
+        };
+        let limit = limit.min(target.capacity() - target.len());
+        let result = (&mut pipe).take(limit as u64).read_buf(target).await;
+        match result {
             Ok(0) => return captured,
-            Ok(n) => {
-                captured.total += n as u64;
-                let room = cap.saturating_sub(captured.kept.len());
-                captured.kept.extend_from_slice(&buf[..n.min(room)]);
-            }
+            Ok(n) => captured.total += n as u64,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return captured,
         }
@@ -453,22 +581,24 @@ enum Stop {
 }
 
 async fn collect(
-    mut child: tokio::process::Child,
+    running: Running,
     cfg: &JobConfig,
     dir: &JobDir,
     cancelled: impl Future<Output = ()>,
 ) -> JobOutcome {
     let cap = cfg.limits.max_diagnostics;
-    let trampoline_pid = child.id();
-    // Holding the write end keeps the job alive; closing it stops the job.
-    let control = child.stdin.take();
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
+    let Running {
+        pid: trampoline_pid,
+        control,
+        stdout,
+        stderr,
+        status,
+    } = running;
     let finished = async {
         tokio::join!(
-            child.wait(),
-            read_bounded(stdout, cap),
-            read_bounded(stderr, cap)
+            status,
+            read_bounded(Some(stdout), cap),
+            read_bounded(Some(stderr), cap)
         )
     };
     tokio::pin!(finished);
@@ -490,7 +620,7 @@ async fn collect(
         Err(_) => {
             // The trampoline did not stop the job in time: kill it (its own
             // group; the compiler's session is out of reach from here).
-            if let Some(pid) = trampoline_pid.and_then(|p| i32::try_from(p).ok()) {
+            if let Some(pid) = trampoline_pid {
                 // SAFETY: signalling the process group we created.
                 unsafe { libc::kill(-pid, libc::SIGKILL) };
             }

@@ -180,6 +180,14 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
             if cfg.defaulted_to_private {
                 tracing::warn!("No --allow option specified.  Defaulting to --allow-private.");
             }
+            // Still single-threaded, privileges and niceness final: the
+            // moment to fork the zygote that starts every job's supervisor.
+            if let Err(e) = sandbox::zygote::start() {
+                tracing::warn!(
+                    "cannot start the sandbox zygote ({e}); every job will re-execute \
+                     this binary as its sandbox trampoline instead (slower, same sandbox)"
+                );
+            }
             run_runtime(cfg.clone(), |shared| async move {
                 // The handle stops the heartbeat when dropped, so it lives as
                 // long as the accept loop.

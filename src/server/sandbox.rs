@@ -25,6 +25,7 @@
 //! reply material and must be identical on every server.
 
 mod confine;
+pub mod zygote;
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -192,7 +193,11 @@ pub fn exec_main(args: Vec<OsString>) -> i32 {
             return exitcode::BAD_ARGUMENTS;
         }
     };
-    supervise(&spec, &command)
+    match supervise(&spec, &command) {
+        End::Exited(code) => code,
+        End::Signaled(signal) => die_of(signal),
+        End::Cancelled => exitcode::IO_ERROR,
+    }
 }
 
 /// How the compiler's process ended, as far as the supervisor cares.
@@ -203,7 +208,21 @@ enum End {
     Cancelled,
 }
 
-fn supervise(spec: &SandboxSpec, command: &[OsString]) -> i32 {
+impl End {
+    /// The wait status the daemon sees for this end: what a trampoline
+    /// ending this way (exit code, or death by the same signal) reports.
+    fn raw_status(&self) -> u32 {
+        match *self {
+            End::Exited(code) => ((code as u32) & 0xff) << 8,
+            End::Signaled(signal) => (signal as u32) & 0x7f,
+            End::Cancelled => (exitcode::IO_ERROR as u32) << 8,
+        }
+    }
+}
+
+/// Run the compiler confined and wait for it (and every straggler). Failures
+/// before the compiler runs are reported on stderr and as an exit code.
+fn supervise(spec: &SandboxSpec, command: &[OsString]) -> End {
     close_inherited_fds();
     let name = &command[0];
     let Some(program) = find_program(name) else {
@@ -214,7 +233,7 @@ fn supervise(spec: &SandboxSpec, command: &[OsString]) -> i32 {
                 .unwrap_or_default()
                 .to_string_lossy()
         );
-        return exitcode::COMPILER_MISSING;
+        return End::Exited(exitcode::COMPILER_MISSING);
     };
     let Some(argv) = command
         .iter()
@@ -222,25 +241,26 @@ fn supervise(spec: &SandboxSpec, command: &[OsString]) -> i32 {
         .collect::<Option<Vec<_>>>()
     else {
         eprintln!("dportage {SUBCOMMAND}: an argument contains a NUL byte");
-        return exitcode::BAD_ARGUMENTS;
+        return End::Exited(exitcode::BAD_ARGUMENTS);
     };
     let Ok(program_c) = CString::new(program.as_os_str().as_bytes()) else {
         eprintln!("dportage {SUBCOMMAND}: the compiler path contains a NUL byte");
-        return exitcode::BAD_ARGUMENTS;
+        return End::Exited(exitcode::BAD_ARGUMENTS);
     };
     let rules = confine::Rules::new(spec, &program);
 
     // SAFETY: plain prctl; the flag only changes who reaps our orphans.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    // SAFETY: this process is single-threaded (the trampoline starts no
-    // threads), so the child may allocate and run ordinary code before exec.
+    // SAFETY: this process is single-threaded (the trampoline and the zygote's
+    // supervisors start no threads), so the child may allocate and run
+    // ordinary code before exec.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         eprintln!(
             "dportage: cannot fork to start the compiler: {}",
             std::io::Error::last_os_error()
         );
-        return exitcode::OUT_OF_MEMORY;
+        return End::Exited(exitcode::OUT_OF_MEMORY);
     }
     if pid == 0 {
         let code = run_confined(spec, &rules, &program_c, &argv, name);
@@ -252,15 +272,11 @@ fn supervise(spec: &SandboxSpec, command: &[OsString]) -> i32 {
     // The compiler is gone; anything left in its group is a straggler.
     kill_group(pid);
     reap_everything();
-    match end {
-        End::Exited(code) => code,
-        End::Signaled(signal) => die_of(signal),
-        End::Cancelled => {
-            // The daemon may have dropped the job without waiting for us.
-            let _ = std::fs::remove_dir_all(&spec.job_dir);
-            exitcode::IO_ERROR
-        }
+    if let End::Cancelled = end {
+        // The daemon may have dropped the job without waiting for us.
+        let _ = std::fs::remove_dir_all(&spec.job_dir);
     }
+    end
 }
 
 /// In the forked child: own session, stdin, signals, confinement, exec.
