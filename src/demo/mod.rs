@@ -338,6 +338,14 @@ fn start_daemon(
         .arg("127.0.0.0/8")
         .arg("--jobs")
         .arg("1")
+        // The demo must not depend on distcc's masquerade directory being
+        // installed: whitelist exactly the compilers the sample build sends.
+        .arg("--masquerade-dir")
+        .arg(root.join("no-masquerade-dir"));
+    for compiler in demo_compilers() {
+        command.arg("--allow-compiler").arg(compiler);
+    }
+    command
         .arg("--coordinator")
         .arg(url)
         .arg("--advertise")
@@ -366,6 +374,24 @@ fn start_daemon(
         identity_dir,
         advertised,
     })
+}
+
+/// The compilers the daemons advertise, and the target-prefixed names distcc's
+/// rewrite turns `gcc` into (`x86_64-linux-gnu-gcc`).
+fn demo_compilers() -> Vec<String> {
+    let mut names: Vec<String> = ["gcc", "cc", "g++", "c++"].map(String::from).to_vec();
+    if let Ok(out) = Command::new("gcc").arg("-dumpmachine").output() {
+        let triple = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !triple.is_empty()
+            && triple
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            names.push(format!("{triple}-gcc"));
+            names.push(format!("{triple}-g++"));
+        }
+    }
+    names
 }
 
 /// Wait until the coordinator hands `pool_size` hosts to a member.

@@ -446,9 +446,6 @@ impl ServeArgs {
                 // Heartbeat from the address we serve on, so the coordinator sees
                 // the network this host really is on.
                 hb.source_ip = listen.filter(|ip| !ip.is_unspecified());
-                if !self.allow_compiler.is_empty() {
-                    hb.compilers = self.allow_compiler.clone();
-                }
                 Some(hb)
             }
         };
