@@ -160,6 +160,42 @@ fn no_network_with(launcher: &str) {
 }
 
 #[test]
+fn a_process_that_left_the_session_is_killed_before_the_status_goes_out() {
+    for launcher in LAUNCHERS {
+        a_process_that_left_the_session_is_killed_with(launcher);
+    }
+}
+
+fn a_process_that_left_the_session_is_killed_with(launcher: &str) {
+    let job = tempfile::tempdir().unwrap();
+    // The "compiler" starts a process in a session of its own (out of reach
+    // of the process-group kill), waits until it has written its pid, and
+    // exits successfully while it still runs.
+    let script = "setsid /bin/sh -c 'echo $$ > escaped.pid.tmp && mv escaped.pid.tmp escaped.pid; exec sleep 300' </dev/null >/dev/null 2>&1 &\n\
+        while [ ! -e escaped.pid ]; do sleep 0.01; done\n\
+        echo started";
+    let out = trampoline(launcher, job.path(), &["/bin/sh", "-c", script]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "started\n");
+    let pid: u32 = std::fs::read_to_string(job.path().join("escaped.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Already dead (or a zombie awaiting its reaper) when the launcher ended:
+    // nothing of the job may write to its directory after the status.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..i + 3))
+        .unwrap_or("gone");
+    assert!(
+        state == "gone" || state == "Z" || state == "X",
+        "{launcher}: the escaped process {pid} still runs (state {state}): {stat}"
+    );
+}
+
+#[test]
 fn compiler_is_niced() {
     for launcher in LAUNCHERS {
         compiler_is_niced_with(launcher);

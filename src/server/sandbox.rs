@@ -1,9 +1,10 @@
-//! The compiler sandbox. The daemon runs the compiler through its own binary
-//! (`dportage __sandbox-exec …`) so the restrictions (Landlock, seccomp,
-//! rlimits, no-new-privs) are applied in a fresh single-threaded process,
-//! never between fork and exec of the multi-threaded daemon.
-//!
-//! The trampoline stays alive as a small supervisor while the compiler runs:
+//! The compiler sandbox. The restrictions (Landlock, seccomp, rlimits,
+//! no-new-privs) are prepared in a single-threaded process and applied by the
+//! compiler's child between fork and exec, never between fork and exec of the
+//! multi-threaded daemon. Normally that process is the [`zygote`]; when the
+//! daemon has none, the daemon runs its own binary as a trampoline
+//! (`dportage __sandbox-exec …`), which stays alive as a small supervisor
+//! while the compiler runs:
 //!
 //! ```text
 //! daemon ──spawn──▶ dportage __sandbox-exec   (own process group; child subreaper)
@@ -41,8 +42,8 @@ pub use confine::{toolchain_read_paths, JOB_DIR_ACCESS, NO_LANDLOCK};
 /// The subcommand of `dportage` that runs the trampoline.
 pub const SUBCOMMAND: &str = "__sandbox-exec";
 
-/// How long the supervisor keeps killing and reaping stragglers after the
-/// compiler ended before it gives up on them.
+/// How long a supervisor (trampoline or zygote) keeps killing and reaping
+/// stragglers after the compiler ended before it gives up on them.
 const REAP_GRACE: Duration = Duration::from_secs(3);
 
 /// What the trampoline is told on its command line.
@@ -307,9 +308,8 @@ fn supervise(spec: &SandboxSpec, command: &[OsString]) -> End {
 
     // SAFETY: plain prctl; the flag only changes who reaps our orphans.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    // SAFETY: this process is single-threaded (the trampoline and the zygote's
-    // supervisors start no threads), so the child may allocate and run
-    // ordinary code before exec.
+    // SAFETY: the trampoline is single-threaded, so the child may allocate
+    // and run ordinary code before exec.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         eprintln!(

@@ -67,7 +67,7 @@ pub fn get() -> Option<&'static Zygote> {
 
 /// Fork the zygote. Must be called while the process is single-threaded
 /// (before any runtime starts) and after privileges and niceness are final:
-/// every supervisor inherits them. Fails only if the kernel refuses a socket
+/// every compiler inherits them. Fails only if the kernel refuses a socket
 /// or a fork; jobs then use the trampoline.
 pub fn start() -> io::Result<()> {
     let [daemon_end, zygote_end] = socket_pair(libc::SOCK_SEQPACKET)?;
@@ -91,7 +91,7 @@ pub fn start() -> io::Result<()> {
 /// The daemon's ends of one job started through the zygote.
 #[derive(Debug)]
 pub struct Launched {
-    /// Spec goes out; the supervisor's pid and then its wait status come back.
+    /// Spec goes out; the compiler's pid and then its wait status come back.
     /// Shutting down the write side (or closing it) stops the job.
     pub job: UnixStream,
     pub stdout: OwnedFd,
@@ -99,17 +99,17 @@ pub struct Launched {
 }
 
 impl Zygote {
-    /// Ask the zygote for a supervisor. The caller then sends
+    /// Hand the zygote a new job. The caller then sends
     /// [`encode_spec`] on `job`, reads the 4-byte pid, and later the 4-byte
-    /// wait status (both native-endian); EOF instead means the supervisor died.
+    /// wait status (both native-endian); EOF instead means the zygote died.
     pub fn launch(&self) -> io::Result<Launched> {
-        let [job, supervisor_end] = socket_pair(libc::SOCK_STREAM)?;
+        let [job, zygote_end] = socket_pair(libc::SOCK_STREAM)?;
         let (stdout, stdout_w) = pipe()?;
         let (stderr, stderr_w) = pipe()?;
         send_fds(
             &self.socket,
             &[
-                supervisor_end.as_raw_fd(),
+                zygote_end.as_raw_fd(),
                 stdout_w.as_raw_fd(),
                 stderr_w.as_raw_fd(),
             ],
@@ -122,7 +122,7 @@ impl Zygote {
     }
 }
 
-/// The job as the supervisor needs it: working directory, the compiler's
+/// The job as the zygote needs it: working directory, the compiler's
 /// whole environment, and the trampoline's words (`OPTIONS… -- COMPILER ARGS…`).
 /// Length-prefixed (u32, native-endian), NUL-separated words. `None` if a word
 /// contains a NUL byte or the spec is larger than [`MAX_SPEC`].
@@ -334,11 +334,18 @@ fn zygote_main(socket: OwnedFd) -> i32 {
             }
         }
         reap(&mut jobs);
-        let before = jobs.len();
-        jobs.retain_mut(|job| !job.finished());
-        if jobs.len() != before || ready == 0 {
-            kill_strays(&jobs);
-        }
+        // A job's status goes out only once nothing of its tree runs, not
+        // even a process that left its session (`setsid`): such a process
+        // comes back to us when its parent dies and is killed here first.
+        let draining = jobs
+            .iter()
+            .any(|job| matches!(job.state, JobState::Draining { .. }));
+        let strays = if draining || ready == 0 {
+            kill_strays(&jobs)
+        } else {
+            0
+        };
+        jobs.retain_mut(|job| !job.finished(strays > 0));
     }
 }
 
@@ -526,8 +533,9 @@ impl Job {
     }
 
     /// Drain a job whose compiler is gone; true once its status went out and
-    /// it can be dropped.
-    fn finished(&mut self) -> bool {
+    /// it can be dropped. `strays` says stray children were just killed and
+    /// are not reaped yet (they may be this job's).
+    fn finished(&mut self, strays: bool) -> bool {
         match &self.state {
             JobState::Spec(_) | JobState::Running { .. } => false,
             JobState::Dropped => true,
@@ -545,7 +553,7 @@ impl Job {
                 kill_group(*pid);
                 // SAFETY: signal 0 only checks whether the group still has members.
                 let alive = unsafe { libc::kill(-*pid, 0) } == 0;
-                if alive && since.elapsed() < REAP_GRACE {
+                if (alive || strays) && since.elapsed() < REAP_GRACE {
                     return false;
                 }
                 let status = if *cancelled {
@@ -658,13 +666,14 @@ fn reap(jobs: &mut [Job]) {
 
 /// Kill every child of ours that is not a job's compiler: an orphan of a
 /// job's process tree that left its process group (`setsid`) and outlived
-/// the compiler, or its parent.
-fn kill_strays(jobs: &[Job]) {
+/// its parent. Returns how many were signalled (they are reaped later).
+fn kill_strays(jobs: &[Job]) -> usize {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     let Ok(text) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else {
-        return;
+        return 0;
     };
+    let mut killed = 0;
     for child in text
         .split_whitespace()
         .filter_map(|p| p.parse::<i32>().ok())
@@ -672,8 +681,10 @@ fn kill_strays(jobs: &[Job]) {
         if !jobs.iter().any(|job| job.compiler() == Some(child)) {
             // SAFETY: signalling a child of ours.
             unsafe { libc::kill(child, libc::SIGKILL) };
+            killed += 1;
         }
     }
+    killed
 }
 
 /// SIGKILL the compiler's process group (its session), and the compiler
