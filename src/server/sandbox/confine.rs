@@ -1,5 +1,5 @@
-//! What the confined compiler may do, applied in the forked child of the
-//! trampoline right before `exec`.
+//! What the confined compiler may do: prepared by the zygote (or the
+//! trampoline) and applied in the compiler's own process right before `exec`.
 //!
 //! * rlimits: CORE 0, CPU, AS, FSIZE, NOFILE, NPROC (hard = soft, so the
 //!   compiler cannot raise them again; CPU's hard limit is 2 s later, so
@@ -25,10 +25,11 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use landlock::{
-    make_bitflags, path_beneath_rules, Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, Scope, ABI,
+    make_bitflags, path_beneath_rules, Access, AccessFs, AccessNet, BitFlags, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetError, Scope, ABI,
 };
 
 use super::SandboxSpec;
@@ -111,16 +112,72 @@ fn under_any(path: &Path, roots: &[PathBuf]) -> bool {
     roots.iter().any(|root| path.starts_with(root))
 }
 
-/// Paths resolved before `fork`, so the child only applies them.
+/// The toolchain a compiler may read and execute, opened (`O_PATH`) with
+/// the Landlock rights each entry gets: a directory tree, or one file.
+/// Opening and stat-ing a dozen paths per job was a fifth of the zygote's
+/// CPU, so the zygote keeps these per compiler ([`ToolchainCache`]).
+pub(super) struct Toolchain(Vec<(PathFd, BitFlags<AccessFs>)>);
+
+impl Toolchain {
+    pub(super) fn open(program: &Path) -> Self {
+        let read = AccessFs::from_read(ABI_USED);
+        let entries = toolchain_read_paths(program)
+            .into_iter()
+            // A path that vanished since it was listed simply stays unreadable.
+            .filter_map(|path| {
+                let is_dir = std::fs::metadata(&path).ok()?.is_dir();
+                let fd = PathFd::new(&path).ok()?;
+                let access = if is_dir {
+                    read
+                } else {
+                    read & AccessFs::from_file(ABI_USED)
+                };
+                Some((fd, access))
+            })
+            .collect();
+        Toolchain(entries)
+    }
+}
+
+/// [`Toolchain`]s by compiler, for a long-lived process. Keyed by the path
+/// the compiler was found at and the path it resolves to, so re-pointing a
+/// link (`update-alternatives`) opens the new toolchain.
+#[derive(Default)]
+pub(super) struct ToolchainCache(std::collections::HashMap<(PathBuf, PathBuf), Rc<Toolchain>>);
+
+/// Distinct compilers a server runs are few; this only bounds a pathological case.
+const TOOLCHAIN_CACHE_MAX: usize = 64;
+
+impl ToolchainCache {
+    pub(super) fn get(&mut self, program: &Path) -> Rc<Toolchain> {
+        let canonical = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
+        let key = (program.to_path_buf(), canonical);
+        if let Some(found) = self.0.get(&key) {
+            return Rc::clone(found);
+        }
+        if self.0.len() >= TOOLCHAIN_CACHE_MAX {
+            self.0.clear();
+        }
+        let toolchain = Rc::new(Toolchain::open(program));
+        self.0.insert(key, Rc::clone(&toolchain));
+        toolchain
+    }
+}
+
+/// Paths resolved before the compiler's process exists, so it only applies them.
 pub(super) struct Rules {
-    read_exec: Vec<PathBuf>,
+    read_exec: Rc<Toolchain>,
     job_dir: PathBuf,
 }
 
 impl Rules {
     pub(super) fn new(spec: &SandboxSpec, program: &Path) -> Self {
+        Self::with_toolchain(spec, Rc::new(Toolchain::open(program)))
+    }
+
+    pub(super) fn with_toolchain(spec: &SandboxSpec, toolchain: Rc<Toolchain>) -> Self {
         Self {
-            read_exec: toolchain_read_paths(program),
+            read_exec: toolchain,
             job_dir: spec.job_dir.clone(),
         }
     }
@@ -327,10 +384,13 @@ fn landlock_ruleset(rules: &Rules) -> Result<Option<OwnedFd>, String> {
         .and_then(|r| r.scope(Scope::AbstractUnixSocket | Scope::Signal))
         .and_then(|r| r.create())
         .and_then(|r| {
-            r.add_rules(path_beneath_rules(
-                &rules.read_exec,
-                AccessFs::from_read(ABI_USED),
-            ))
+            r.add_rules(
+                rules
+                    .read_exec
+                    .0
+                    .iter()
+                    .map(|(fd, access)| Ok::<_, RulesetError>(PathBeneath::new(fd, *access))),
+            )
         })
         .and_then(|r| r.add_rules(path_beneath_rules([&rules.job_dir], JOB_DIR_ACCESS)))
         .and_then(|r| r.add_rules(path_beneath_rules(["/dev/null"], DEV_NULL_ACCESS)))

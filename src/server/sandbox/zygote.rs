@@ -222,6 +222,12 @@ impl Job {
     }
 }
 
+/// What the zygote keeps from job to job to start compilers cheaply.
+struct Launcher {
+    stack: spawn::ChildStack,
+    toolchains: confine::ToolchainCache,
+}
+
 /// What a `pollfd` entry watches.
 #[derive(Clone, Copy)]
 enum Watch {
@@ -261,7 +267,10 @@ fn zygote_main(socket: OwnedFd) -> i32 {
         // directories live, and the zygote outlives every job in it.
         libc::chdir(c"/".as_ptr());
     }
-    let mut stack = spawn::ChildStack::new();
+    let mut launcher = Launcher {
+        stack: spawn::ChildStack::new(),
+        toolchains: confine::ToolchainCache::default(),
+    };
     let mut jobs: Vec<Job> = Vec::new();
     let mut daemon_gone = false;
     loop {
@@ -327,7 +336,7 @@ fn zygote_main(socket: OwnedFd) -> i32 {
                         Received::Nothing => {}
                         Received::Closed => daemon_gone = true,
                     },
-                    Watch::Socket(i) => jobs[i].on_socket(&mut stack),
+                    Watch::Socket(i) => jobs[i].on_socket(&mut launcher),
                     // Handled by `reap` below, which sees every exit.
                     Watch::Exit => {}
                 }
@@ -371,7 +380,7 @@ impl Job {
 
     /// The job socket is readable: more spec, or (while running) the daemon
     /// asking to stop.
-    fn on_socket(&mut self, stack: &mut spawn::ChildStack) {
+    fn on_socket(&mut self, launcher: &mut Launcher) {
         match &mut self.state {
             JobState::Spec(buf) => match read_spec_chunk(self.socket.as_raw_fd(), buf) {
                 SpecRead::More => {}
@@ -379,7 +388,7 @@ impl Job {
                 SpecRead::Broken => self.state = JobState::Dropped,
                 SpecRead::Done => {
                     let body = std::mem::take(buf);
-                    self.start(&body[4..], stack);
+                    self.start(&body[4..], launcher);
                 }
             },
             JobState::Running { pid, cancelled, .. } => {
@@ -404,14 +413,14 @@ impl Job {
 
     /// Start the compiler for a complete spec, or tell the daemon why not
     /// (on the job's stderr, with the exit code the trampoline would have).
-    fn start(&mut self, body: &[u8], stack: &mut spawn::ChildStack) {
+    fn start(&mut self, body: &[u8], launcher: &mut Launcher) {
         let Some((cwd, env, words)) = decode_spec(body) else {
             // Malformed: no pid, so the daemon uses the trampoline.
             self.state = JobState::Dropped;
             return;
         };
         let job_dir = PathBuf::from(&cwd);
-        match self.launch(&cwd, &env, &words, stack) {
+        match self.launch(&cwd, &env, &words, launcher) {
             Ok(pid) => {
                 // SAFETY: pidfd_open takes a pid and flags, returns a new descriptor.
                 let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
@@ -439,7 +448,7 @@ impl Job {
         cwd: &OsStr,
         env: &[(OsString, OsString)],
         words: &[OsString],
-        stack: &mut spawn::ChildStack,
+        launcher: &mut Launcher,
     ) -> Result<libc::pid_t, (String, i32)> {
         let (spec, command) = SandboxSpec::parse(words).map_err(|e| {
             (
@@ -490,7 +499,7 @@ impl Job {
         let program_c =
             CString::new(program.as_os_str().as_bytes()).map_err(|_| nul("the compiler path"))?;
         let job_dir = CString::new(cwd.as_bytes()).map_err(|_| nul("the job directory"))?;
-        let rules = confine::Rules::new(&spec, &program);
+        let rules = confine::Rules::with_toolchain(&spec, launcher.toolchains.get(&program));
         let prepared = confine::prepare(&spec, &rules).map_err(|e| {
             (
                 format!("dportage: sandbox: {e}\n"),
@@ -524,7 +533,7 @@ impl Job {
             prepared: &prepared,
             exec_failed: exec_failed.as_bytes(),
         };
-        spawn::spawn(&plan, stack).map_err(|e| {
+        spawn::spawn(&plan, &mut launcher.stack).map_err(|e| {
             (
                 format!("dportage: cannot start the compiler: {e}\n"),
                 exitcode::OUT_OF_MEMORY,
