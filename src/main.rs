@@ -54,6 +54,10 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
             args.remove(0);
             dportage::server::sandbox::exec_main(args)
         }
+        Some("__zygote-exec") => {
+            args.remove(0);
+            dportage::server::sandbox::zygote_exec_main(args)
+        }
         Some("__wanproxy") => {
             args.remove(0);
             dportage::wanproxy::wanproxy_main(args)

@@ -63,9 +63,13 @@ async fn incbin_outside_the_toolchain_fails_in_the_sandbox() {
     }
 }
 
-fn trampoline(job_dir: &Path, command: &[&str]) -> std::process::Output {
+/// The two ways the daemon confines a compiler: the re-executed trampoline,
+/// and the zygote (`__zygote-exec` runs a command through one, as the daemon does).
+const LAUNCHERS: [&str; 2] = ["__sandbox-exec", "__zygote-exec"];
+
+fn trampoline(launcher: &str, job_dir: &Path, command: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_dportage"))
-        .arg("__sandbox-exec")
+        .arg(launcher)
         .arg("--job-dir")
         .arg(job_dir)
         .arg("--")
@@ -80,6 +84,12 @@ fn trampoline(job_dir: &Path, command: &[&str]) -> std::process::Output {
 
 #[test]
 fn writes_only_inside_the_job_dir() {
+    for launcher in LAUNCHERS {
+        writes_only_inside_the_job_dir_with(launcher);
+    }
+}
+
+fn writes_only_inside_the_job_dir_with(launcher: &str) {
     let job = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
     let inside_file = job.path().join("inside");
@@ -89,7 +99,7 @@ fn writes_only_inside_the_job_dir() {
         inside_file.display(),
         outside_file.display()
     );
-    let out = trampoline(job.path(), &["/bin/sh", "-c", &script]);
+    let out = trampoline(launcher, job.path(), &["/bin/sh", "-c", &script]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "done\n");
     assert_eq!(std::fs::read(&inside_file).unwrap(), b"ok\n");
@@ -104,8 +114,14 @@ fn writes_only_inside_the_job_dir() {
 
 #[test]
 fn reads_nothing_outside_the_toolchain() {
+    for launcher in LAUNCHERS {
+        reads_nothing_outside_the_toolchain_with(launcher);
+    }
+}
+
+fn reads_nothing_outside_the_toolchain_with(launcher: &str) {
     let job = tempfile::tempdir().unwrap();
-    let out = trampoline(job.path(), &["/bin/cat", "/etc/passwd"]);
+    let out = trampoline(launcher, job.path(), &["/bin/cat", "/etc/passwd"]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("Permission denied"),
@@ -113,12 +129,18 @@ fn reads_nothing_outside_the_toolchain() {
         text(&out.stderr)
     );
     // The toolchain itself is readable.
-    let out = trampoline(job.path(), &["/bin/cat", "/usr/include/stdio.h"]);
+    let out = trampoline(launcher, job.path(), &["/bin/cat", "/usr/include/stdio.h"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 #[test]
 fn no_network() {
+    for launcher in LAUNCHERS {
+        no_network_with(launcher);
+    }
+}
+
+fn no_network_with(launcher: &str) {
     let job = tempfile::tempdir().unwrap();
     let script = "import socket\n\
         for family, kind in [(socket.AF_INET, socket.SOCK_STREAM), (socket.AF_INET, socket.SOCK_DGRAM), (socket.AF_INET6, socket.SOCK_STREAM), (socket.AF_UNIX, socket.SOCK_STREAM)]:\n\
@@ -127,16 +149,62 @@ fn no_network() {
         \x20       print('opened', family, kind)\n\
         \x20   except OSError as e:\n\
         \x20       print('refused', e.errno)\n";
-    let out = trampoline(job.path(), &["/usr/bin/python3", "-S", "-c", script]);
+    let out = trampoline(
+        launcher,
+        job.path(),
+        &["/usr/bin/python3", "-S", "-c", script],
+    );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}{stdout}", text(&out.stderr));
     assert_eq!(stdout.matches("refused").count(), 4, "{stdout}");
 }
 
 #[test]
-fn compiler_is_niced() {
+fn a_process_that_left_the_session_is_killed_before_the_status_goes_out() {
+    for launcher in LAUNCHERS {
+        a_process_that_left_the_session_is_killed_with(launcher);
+    }
+}
+
+fn a_process_that_left_the_session_is_killed_with(launcher: &str) {
     let job = tempfile::tempdir().unwrap();
-    let out = trampoline(job.path(), &["/usr/bin/nice"]);
+    // The "compiler" starts a process in a session of its own (out of reach
+    // of the process-group kill), waits until it has written its pid, and
+    // exits successfully while it still runs.
+    let script = "setsid /bin/sh -c 'echo $$ > escaped.pid.tmp && mv escaped.pid.tmp escaped.pid; exec sleep 300' </dev/null >/dev/null 2>&1 &\n\
+        while [ ! -e escaped.pid ]; do sleep 0.01; done\n\
+        echo started";
+    let out = trampoline(launcher, job.path(), &["/bin/sh", "-c", script]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "started\n");
+    let pid: u32 = std::fs::read_to_string(job.path().join("escaped.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Already dead (or a zombie awaiting its reaper) when the launcher ended:
+    // nothing of the job may write to its directory after the status.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..i + 3))
+        .unwrap_or("gone");
+    assert!(
+        state == "gone" || state == "Z" || state == "X",
+        "{launcher}: the escaped process {pid} still runs (state {state}): {stat}"
+    );
+}
+
+#[test]
+fn compiler_is_niced() {
+    for launcher in LAUNCHERS {
+        compiler_is_niced_with(launcher);
+    }
+}
+
+fn compiler_is_niced_with(launcher: &str) {
+    let job = tempfile::tempdir().unwrap();
+    let out = trampoline(launcher, job.path(), &["/usr/bin/nice"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let nice: i32 = text(&out.stdout).trim().parse().unwrap();
     assert!(nice >= 5, "nice {nice}");
@@ -329,9 +397,15 @@ async fn diagnostics_are_capped() {
 
 #[test]
 fn rlimits_reach_the_compiler() {
+    for launcher in LAUNCHERS {
+        rlimits_reach_the_compiler_with(launcher);
+    }
+}
+
+fn rlimits_reach_the_compiler_with(launcher: &str) {
     let job = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_dportage"))
-        .args(["__sandbox-exec", "--job-dir"])
+        .args([launcher, "--job-dir"])
         .arg(job.path())
         .args([
             "--cpu-secs",

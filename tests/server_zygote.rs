@@ -1,6 +1,6 @@
-//! `dportage serve` starts each job's sandbox supervisor from its zygote (a
-//! fork, no re-exec of the binary), and the zygote never holds a job
-//! directory or survives the daemon.
+//! `dportage serve` starts each job's compiler straight from its zygote (no
+//! re-exec of the binary, no per-job supervisor process), and the zygote
+//! never holds a job directory or survives the daemon.
 
 mod server_support;
 
@@ -35,7 +35,7 @@ fn alive(pid: u32) -> bool {
 }
 
 #[test]
-fn jobs_are_supervised_by_forks_of_the_zygote_not_a_re_exec() {
+fn compilers_are_children_of_the_zygote_without_a_re_exec_or_supervisor() {
     let mut s = Server::start(&["--jobs", "1"]);
     let daemon = s.pid().expect("server pid");
     let req = request(
@@ -53,19 +53,18 @@ fn jobs_are_supervised_by_forks_of_the_zygote_not_a_re_exec() {
     let mut c = TcpStream::connect(s.addr()).expect("connect");
     c.write_all(&req).expect("send request");
     let deadline = Instant::now() + Duration::from_secs(30);
-    // The supervisor: a job process (cwd in the job directory) that is not a
-    // compiler. It must be the daemon's image, forked, never `__sandbox-exec`.
-    let supervisor = loop {
+    // The compiler driver: a job process (cwd in the job directory) running g++.
+    let compiler = loop {
         let found = s
             .job_processes()
             .into_iter()
-            .find(|&pid| cmdline(pid).contains("serve"));
+            .find(|&pid| cmdline(pid).starts_with("x86_64-linux-gnu-g++"));
         if let Some(pid) = found {
             break pid;
         }
         assert!(
             Instant::now() < deadline,
-            "no supervisor forked from the zygote; job processes: {:?}\nlog:\n{}",
+            "no compiler started; job processes: {:?}\nlog:\n{}",
             s.job_processes()
                 .iter()
                 .map(|&p| cmdline(p))
@@ -75,14 +74,19 @@ fn jobs_are_supervised_by_forks_of_the_zygote_not_a_re_exec() {
         std::thread::sleep(Duration::from_millis(20));
     };
     for pid in s.job_processes() {
+        let line = cmdline(pid);
         assert!(
-            !cmdline(pid).contains("__sandbox-exec"),
-            "a job used the re-exec trampoline: {}",
-            cmdline(pid)
+            !line.contains("__sandbox-exec") && !line.contains("serve"),
+            "a job process runs dportage's image (trampoline or supervisor): {line}"
         );
     }
-    let zygote = parent_of(supervisor).expect("supervisor's parent");
-    assert_ne!(zygote, daemon, "the supervisor is not the daemon's child");
+    let zygote = parent_of(compiler).expect("compiler's parent");
+    assert!(
+        cmdline(zygote).contains("serve"),
+        "the compiler's parent is the zygote: {}",
+        cmdline(zygote)
+    );
+    assert_ne!(zygote, daemon, "the compiler is not the daemon's child");
     assert_eq!(
         parent_of(zygote),
         Some(daemon),

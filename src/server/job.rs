@@ -235,7 +235,7 @@ pub async fn run_job(
             JobResult::Internal,
         );
     }
-    let running = match start_supervisor(cmd, cfg, dir.path()).await {
+    let running = match start_compiler(cmd, cfg, dir.path()).await {
         Ok(running) => running,
         Err(e) => {
             return JobOutcome::fabricated(
@@ -284,25 +284,27 @@ fn sandbox_possible(mode: SandboxMode) -> Result<(), JobOutcome> {
     }
 }
 
-/// A started job: the supervisor (trampoline or zygote-forked) and its pipes.
+/// A started job: its supervisor (the zygote or a trampoline) and its pipes.
 struct Running {
-    /// The supervisor's process group, for the last-resort kill.
+    /// The process group to kill as a last resort: the trampoline's, or the
+    /// compiler's own session when the zygote started it.
     pid: Option<i32>,
     /// Holding it keeps the job alive; dropping it stops the job.
     control: Box<dyn Send>,
     stdout: Box<dyn AsyncRead + Unpin + Send>,
     stderr: Box<dyn AsyncRead + Unpin + Send>,
-    /// The supervisor's wait status (the compiler's, passed on).
+    /// The compiler's wait status, as its supervisor reports it.
     status: Pin<Box<dyn Future<Output = std::io::Result<ExitStatus>> + Send>>,
 }
 
-/// How long a live zygote may take to fork a supervisor and have it read the
-/// spec before the job uses the trampoline instead.
+/// How long a live zygote may take to read the spec and start the compiler
+/// before the job uses the trampoline instead.
 const ZYGOTE_ANSWER: Duration = Duration::from_secs(10);
 
-/// Start the job's supervisor: forked by the zygote when the daemon has one,
-/// else the trampoline (`dportage __sandbox-exec`). Both run the same code.
-async fn start_supervisor(
+/// Start the job's compiler: by the zygote when the daemon has one, else
+/// through the trampoline (`dportage __sandbox-exec`). Both confine it with
+/// the same `confine::Prepared`.
+async fn start_compiler(
     cmd: &ServerCommand,
     cfg: &JobConfig,
     job_dir: &Path,
@@ -348,31 +350,33 @@ async fn start_with_zygote(
         .ok_or_else(|| std::io::Error::other("the job's command does not fit the zygote's spec"))?;
     let launched = zygote.launch()?;
     launched.job.set_nonblocking(true)?;
-    let (mut from_supervisor, mut to_supervisor) =
+    let (mut from_zygote, mut to_zygote) =
         tokio::net::UnixStream::from_std(launched.job)?.into_split();
     let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(launched.stdout)?;
     let stderr = tokio::net::unix::pipe::Receiver::from_owned_fd(launched.stderr)?;
     let answer = async {
-        to_supervisor.write_all(&spec).await?;
+        to_zygote.write_all(&spec).await?;
         let mut pid = [0u8; 4];
-        from_supervisor.read_exact(&mut pid).await?;
+        from_zygote.read_exact(&mut pid).await?;
         Ok::<_, std::io::Error>(i32::from_ne_bytes(pid))
     };
     let pid = tokio::time::timeout(ZYGOTE_ANSWER, answer)
         .await
-        .map_err(|_| std::io::Error::other("no answer from the zygote's supervisor"))??;
+        .map_err(|_| std::io::Error::other("no answer from the sandbox zygote"))??;
     let status = async move {
         let mut raw = [0u8; 4];
-        from_supervisor.read_exact(&mut raw).await.map_err(|e| {
+        from_zygote.read_exact(&mut raw).await.map_err(|e| {
             std::io::Error::other(format!(
-                "the sandbox supervisor ended without reporting the compiler's status ({e})"
+                "the sandbox zygote ended without reporting the compiler's status ({e})"
             ))
         })?;
         Ok(ExitStatus::from_raw(i32::from_ne_bytes(raw)))
     };
     Ok(Running {
-        pid: Some(pid),
-        control: Box::new(to_supervisor),
+        // 0 means the zygote could not start the compiler (it reports why on
+        // the job's stderr); never let that become `kill(-0)`.
+        pid: (pid > 1).then_some(pid),
+        control: Box::new(to_zygote),
         stdout: Box::new(stdout),
         stderr: Box::new(stderr),
         status: Box::pin(status),

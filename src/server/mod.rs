@@ -181,7 +181,7 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
                 tracing::warn!("No --allow option specified.  Defaulting to --allow-private.");
             }
             // Still single-threaded, privileges and niceness final: the
-            // moment to fork the zygote that starts every job's supervisor.
+            // moment to fork the zygote that starts and supervises every job's compiler.
             if let Err(e) = sandbox::zygote::start() {
                 tracing::warn!(
                     "cannot start the sandbox zygote ({e}); every job will re-execute \

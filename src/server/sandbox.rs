@@ -1,9 +1,10 @@
-//! The compiler sandbox. The daemon runs the compiler through its own binary
-//! (`dportage __sandbox-exec …`) so the restrictions (Landlock, seccomp,
-//! rlimits, no-new-privs) are applied in a fresh single-threaded process,
-//! never between fork and exec of the multi-threaded daemon.
-//!
-//! The trampoline stays alive as a small supervisor while the compiler runs:
+//! The compiler sandbox. The restrictions (Landlock, seccomp, rlimits,
+//! no-new-privs) are prepared in a single-threaded process and applied by the
+//! compiler's child between fork and exec, never between fork and exec of the
+//! multi-threaded daemon. Normally that process is the [`zygote`]; when the
+//! daemon has none, the daemon runs its own binary as a trampoline
+//! (`dportage __sandbox-exec …`), which stays alive as a small supervisor
+//! while the compiler runs:
 //!
 //! ```text
 //! daemon ──spawn──▶ dportage __sandbox-exec   (own process group; child subreaper)
@@ -25,6 +26,7 @@
 //! reply material and must be identical on every server.
 
 mod confine;
+mod spawn;
 pub mod zygote;
 
 use std::ffi::{CString, OsStr, OsString};
@@ -40,8 +42,8 @@ pub use confine::{toolchain_read_paths, JOB_DIR_ACCESS, NO_LANDLOCK};
 /// The subcommand of `dportage` that runs the trampoline.
 pub const SUBCOMMAND: &str = "__sandbox-exec";
 
-/// How long the supervisor keeps killing and reaping stragglers after the
-/// compiler ended before it gives up on them.
+/// How long a supervisor (trampoline or zygote) keeps killing and reaping
+/// stragglers after the compiler ended before it gives up on them.
 const REAP_GRACE: Duration = Duration::from_secs(3);
 
 /// What the trampoline is told on its command line.
@@ -200,6 +202,66 @@ pub fn exec_main(args: Vec<OsString>) -> i32 {
     }
 }
 
+/// The subcommand that runs one command through a zygote, as the daemon does.
+pub const ZYGOTE_SUBCOMMAND: &str = "__zygote-exec";
+
+/// `dportage __zygote-exec ARGS…` (same arguments as [`SUBCOMMAND`]): start a
+/// zygote, run the command through it exactly as the daemon runs a job, relay
+/// its output and end like it. For tests of the zygote's confinement with
+/// arbitrary commands; must be called while the process is single-threaded.
+pub fn zygote_exec_main(args: Vec<OsString>) -> i32 {
+    use std::io::{Read, Write};
+    if let Err(e) = SandboxSpec::parse(&args) {
+        eprintln!("dportage {ZYGOTE_SUBCOMMAND}: {e}");
+        return exitcode::BAD_ARGUMENTS;
+    }
+    let run = || -> std::io::Result<u32> {
+        zygote::start()?;
+        let zygote = zygote::get().ok_or_else(|| std::io::Error::other("no zygote"))?;
+        let cwd = std::env::current_dir()?;
+        let vars: Vec<(String, OsString)> = std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value)))
+            .collect();
+        let env: Vec<(&str, &OsStr)> = vars
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_os_str()))
+            .collect();
+        let spec = zygote::encode_spec(cwd.as_os_str(), &env, &args)
+            .ok_or_else(|| std::io::Error::other("the command does not fit a zygote spec"))?;
+        let launched = zygote.launch()?;
+        let mut job = launched.job;
+        job.write_all(&spec)?;
+        let relay = |fd: std::os::fd::OwnedFd, to_stdout: bool| {
+            std::thread::spawn(move || {
+                let mut from = std::fs::File::from(fd);
+                let mut bytes = Vec::new();
+                let _ = from.read_to_end(&mut bytes);
+                let _ = if to_stdout {
+                    std::io::stdout().write_all(&bytes)
+                } else {
+                    std::io::stderr().write_all(&bytes)
+                };
+            })
+        };
+        let out = relay(launched.stdout, true);
+        let err = relay(launched.stderr, false);
+        let mut word = [0u8; 4];
+        job.read_exact(&mut word)?; // the pid
+        job.read_exact(&mut word)?; // the wait status
+        let _ = out.join();
+        let _ = err.join();
+        Ok(u32::from_ne_bytes(word))
+    };
+    match run() {
+        Ok(status) if status & 0x7f != 0 => die_of((status & 0x7f) as i32),
+        Ok(status) => ((status >> 8) & 0xff) as i32,
+        Err(e) => {
+            eprintln!("dportage {ZYGOTE_SUBCOMMAND}: {e}");
+            exitcode::IO_ERROR
+        }
+    }
+}
+
 /// How the compiler's process ended, as far as the supervisor cares.
 enum End {
     Exited(i32),
@@ -208,24 +270,12 @@ enum End {
     Cancelled,
 }
 
-impl End {
-    /// The wait status the daemon sees for this end: what a trampoline
-    /// ending this way (exit code, or death by the same signal) reports.
-    fn raw_status(&self) -> u32 {
-        match *self {
-            End::Exited(code) => ((code as u32) & 0xff) << 8,
-            End::Signaled(signal) => (signal as u32) & 0x7f,
-            End::Cancelled => (exitcode::IO_ERROR as u32) << 8,
-        }
-    }
-}
-
 /// Run the compiler confined and wait for it (and every straggler). Failures
 /// before the compiler runs are reported on stderr and as an exit code.
 fn supervise(spec: &SandboxSpec, command: &[OsString]) -> End {
     close_inherited_fds();
     let name = &command[0];
-    let Some(program) = find_program(name) else {
+    let Some(program) = find_program(name, std::env::var_os("PATH").as_deref()) else {
         eprintln!(
             "dportage: failed to exec {}: No such file or directory (searched PATH={})",
             name.to_string_lossy(),
@@ -248,12 +298,18 @@ fn supervise(spec: &SandboxSpec, command: &[OsString]) -> End {
         return End::Exited(exitcode::BAD_ARGUMENTS);
     };
     let rules = confine::Rules::new(spec, &program);
+    let prepared = match confine::prepare(spec, &rules) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            eprintln!("dportage: sandbox: {e}");
+            return End::Exited(exitcode::COMPILER_MISSING);
+        }
+    };
 
     // SAFETY: plain prctl; the flag only changes who reaps our orphans.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    // SAFETY: this process is single-threaded (the trampoline and the zygote's
-    // supervisors start no threads), so the child may allocate and run
-    // ordinary code before exec.
+    // SAFETY: the trampoline is single-threaded, so the child may allocate
+    // and run ordinary code before exec.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         eprintln!(
@@ -263,7 +319,7 @@ fn supervise(spec: &SandboxSpec, command: &[OsString]) -> End {
         return End::Exited(exitcode::OUT_OF_MEMORY);
     }
     if pid == 0 {
-        let code = run_confined(spec, &rules, &program_c, &argv, name);
+        let code = run_confined(spec, &prepared, &program_c, &argv, name);
         // SAFETY: leave the child without running the parent's atexit handlers.
         unsafe { libc::_exit(code) };
     }
@@ -283,7 +339,7 @@ fn supervise(spec: &SandboxSpec, command: &[OsString]) -> End {
 /// Returns the exit code only if something failed.
 fn run_confined(
     spec: &SandboxSpec,
-    rules: &confine::Rules,
+    prepared: &confine::Prepared,
     program: &CString,
     argv: &[CString],
     name: &OsStr,
@@ -299,7 +355,7 @@ fn run_confined(
         }
     }
     reset_signals();
-    if let Err(e) = confine::apply(spec, rules) {
+    if let Err(e) = prepared.apply() {
         eprintln!("dportage: sandbox: {e}");
         return exitcode::COMPILER_MISSING;
     }
@@ -319,19 +375,18 @@ fn run_confined(
 /// Resolve the compiler like `execvp`: a name with `/` as is (falling back to
 /// its basename in `PATH`, as distccd does), otherwise the first executable
 /// `PATH` entry. Relative `PATH` entries (the job directory!) are skipped.
-fn find_program(name: &OsStr) -> Option<PathBuf> {
+fn find_program(name: &OsStr, path: Option<&OsStr>) -> Option<PathBuf> {
     let as_path = Path::new(name);
     if name.as_bytes().contains(&b'/') {
         if is_executable_file(as_path) {
             return Some(as_path.to_path_buf());
         }
-        return find_program(as_path.file_name()?);
+        return find_program(as_path.file_name()?, path);
     }
     if name.is_empty() {
         return None;
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    std::env::split_paths(path?)
         .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable_file(candidate))
@@ -605,15 +660,21 @@ mod tests {
 
     #[test]
     fn finds_programs_like_execvp() {
-        // PATH of the test process; /bin/sh exists on every Linux.
+        // /bin/sh exists on every Linux.
+        let path = Some(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
         assert_eq!(
-            find_program(OsStr::new("/bin/sh")),
+            find_program(OsStr::new("/bin/sh"), path),
             Some(PathBuf::from("/bin/sh"))
         );
-        assert!(find_program(OsStr::new("sh")).is_some());
+        assert!(find_program(OsStr::new("sh"), path).is_some());
         // A path that does not exist falls back to its basename.
-        assert!(find_program(OsStr::new("/nonexistent/dir/sh")).is_some());
-        assert_eq!(find_program(OsStr::new("no-such-compiler-xyz")), None);
-        assert_eq!(find_program(OsStr::new("")), None);
+        assert!(find_program(OsStr::new("/nonexistent/dir/sh"), path).is_some());
+        assert_eq!(find_program(OsStr::new("no-such-compiler-xyz"), path), None);
+        assert_eq!(find_program(OsStr::new(""), path), None);
+        assert_eq!(find_program(OsStr::new("sh"), None), None);
+        assert_eq!(
+            find_program(OsStr::new("sh"), Some(OsStr::new("bin:usr/bin"))),
+            None
+        );
     }
 }

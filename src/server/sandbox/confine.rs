@@ -1,5 +1,5 @@
-//! What the confined compiler may do, applied in the forked child of the
-//! trampoline right before `exec`.
+//! What the confined compiler may do: prepared by the zygote (or the
+//! trampoline) and applied in the compiler's own process right before `exec`.
 //!
 //! * rlimits: CORE 0, CPU, AS, FSIZE, NOFILE, NPROC (hard = soft, so the
 //!   compiler cannot raise them again; CPU's hard limit is 2 s later, so
@@ -23,11 +23,13 @@
 //! `/etc/debian_version`) and lists `/opt` (harmlessly denied). Readlink and
 //! stat are not restricted by Landlock, so `/proc/self/exe` lookups still work.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use landlock::{
-    make_bitflags, path_beneath_rules, Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    make_bitflags, path_beneath_rules, Access, AccessFs, AccessNet, BitFlags, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetError, Scope, ABI,
 };
 
 use super::SandboxSpec;
@@ -110,151 +112,290 @@ fn under_any(path: &Path, roots: &[PathBuf]) -> bool {
     roots.iter().any(|root| path.starts_with(root))
 }
 
-/// Paths resolved before `fork`, so the child only applies them.
+/// The toolchain a compiler may read and execute, opened (`O_PATH`) with
+/// the Landlock rights each entry gets: a directory tree, or one file.
+/// Opening and stat-ing a dozen paths per job was a fifth of the zygote's
+/// CPU, so the zygote keeps these per compiler ([`ToolchainCache`]).
+pub(super) struct Toolchain(Vec<(PathFd, BitFlags<AccessFs>)>);
+
+impl Toolchain {
+    pub(super) fn open(program: &Path) -> Self {
+        let read = AccessFs::from_read(ABI_USED);
+        let entries = toolchain_read_paths(program)
+            .into_iter()
+            // A path that vanished since it was listed simply stays unreadable.
+            .filter_map(|path| {
+                let is_dir = std::fs::metadata(&path).ok()?.is_dir();
+                let fd = PathFd::new(&path).ok()?;
+                let access = if is_dir {
+                    read
+                } else {
+                    read & AccessFs::from_file(ABI_USED)
+                };
+                Some((fd, access))
+            })
+            .collect();
+        Toolchain(entries)
+    }
+}
+
+/// [`Toolchain`]s by compiler, for a long-lived process. Keyed by the path
+/// the compiler was found at and the path it resolves to, so re-pointing a
+/// link (`update-alternatives`) opens the new toolchain.
+#[derive(Default)]
+pub(super) struct ToolchainCache(std::collections::HashMap<(PathBuf, PathBuf), Rc<Toolchain>>);
+
+/// Distinct compilers a server runs are few; this only bounds a pathological case.
+const TOOLCHAIN_CACHE_MAX: usize = 64;
+
+impl ToolchainCache {
+    pub(super) fn get(&mut self, program: &Path) -> Rc<Toolchain> {
+        let canonical = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
+        let key = (program.to_path_buf(), canonical);
+        if let Some(found) = self.0.get(&key) {
+            return Rc::clone(found);
+        }
+        if self.0.len() >= TOOLCHAIN_CACHE_MAX {
+            self.0.clear();
+        }
+        let toolchain = Rc::new(Toolchain::open(program));
+        self.0.insert(key, Rc::clone(&toolchain));
+        toolchain
+    }
+}
+
+/// Paths resolved before the compiler's process exists, so it only applies them.
 pub(super) struct Rules {
-    read_exec: Vec<PathBuf>,
+    read_exec: Rc<Toolchain>,
     job_dir: PathBuf,
 }
 
 impl Rules {
     pub(super) fn new(spec: &SandboxSpec, program: &Path) -> Self {
+        Self::with_toolchain(spec, Rc::new(Toolchain::open(program)))
+    }
+
+    pub(super) fn with_toolchain(spec: &SandboxSpec, toolchain: Rc<Toolchain>) -> Self {
         Self {
-            read_exec: toolchain_read_paths(program),
+            read_exec: toolchain,
             job_dir: spec.job_dir.clone(),
         }
     }
 }
 
-/// Apply every restriction of `spec` to the calling (single-threaded) process.
-pub(super) fn apply(spec: &SandboxSpec, rules: &Rules) -> Result<(), String> {
-    set_limits(spec)?;
-    lower_priority(spec.min_nice)?;
-    // SAFETY: prctl with constant arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(format!(
-            "cannot set no-new-privileges: {}",
-            std::io::Error::last_os_error()
-        ));
+/// Every restriction of one job, resolved before the compiler's process is
+/// created: the rlimit values, the Landlock ruleset (an open descriptor with
+/// its rules added) and the seccomp program. Applying it ([`Prepared::apply`])
+/// is a handful of system calls with no allocation, so it is safe in a child
+/// that shares the zygote's memory (`CLONE_VM | CLONE_VFORK`).
+pub(super) struct Prepared {
+    limits: [(libc::__rlimit_resource_t, &'static str, libc::rlimit); 6],
+    min_nice: i32,
+    /// `None`: no sandbox requested (`--sandbox off`) or the kernel has no
+    /// Landlock (best effort).
+    landlock: Option<OwnedFd>,
+    seccomp: Option<Vec<libc::sock_filter>>,
+    seccomp_required: bool,
+}
+
+/// A failed step of [`Prepared::apply`]: what failed, and errno.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ApplyError {
+    pub what: &'static str,
+    pub errno: i32,
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}",
+            self.what,
+            std::io::Error::from_raw_os_error(self.errno)
+        )
     }
-    if spec.mode == SandboxMode::Off {
-        return Ok(());
-    }
+}
+
+/// Resolve every restriction of `spec` (in the parent: may allocate, open
+/// files and fail with a sentence).
+pub(super) fn prepare(spec: &SandboxSpec, rules: &Rules) -> Result<Prepared, String> {
+    let limits = rlimits(spec)?;
+    let (landlock, seccomp) = if spec.mode == SandboxMode::Off {
+        (None, None)
+    } else {
+        (landlock_ruleset(rules)?, seccomp_program())
+    };
     let required = spec.mode == SandboxMode::Required;
-    landlock(rules, required)?;
-    match seccomp() {
-        Err(e) if required => Err(e),
-        _ => Ok(()),
+    if required && landlock.is_none() {
+        return Err(NO_LANDLOCK.into());
+    }
+    Ok(Prepared {
+        limits,
+        min_nice: spec.min_nice,
+        landlock,
+        seccomp,
+        seccomp_required: required,
+    })
+}
+
+impl Prepared {
+    /// Restrict the calling process: rlimits, nice, no-new-privs, Landlock,
+    /// seccomp, in that order (seccomp last: it may deny what the others need).
+    /// Only system calls on memory prepared beforehand: no allocation, no
+    /// locks, so it may run in a `CLONE_VM` child.
+    pub(super) fn apply(&self) -> Result<(), ApplyError> {
+        let fail = |what: &'static str| ApplyError {
+            what,
+            errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        };
+        for (resource, name, wanted) in &self.limits {
+            // SAFETY: setrlimit with a valid pointer.
+            if unsafe { libc::setrlimit(*resource, wanted) } != 0 {
+                return Err(fail(name));
+            }
+        }
+        // Raise the nice value to at least `min_nice`; never lower it (that
+        // needs privileges and would undo a daemon's larger `--nice`).
+        // SAFETY: getpriority/setpriority on this process; errno separates a
+        // legitimate -1 from an error.
+        unsafe {
+            *libc::__errno_location() = 0;
+            let current = libc::getpriority(libc::PRIO_PROCESS, 0);
+            if current == -1 && *libc::__errno_location() != 0 {
+                return Err(fail("cannot read the nice value"));
+            }
+            if current < self.min_nice
+                && libc::setpriority(libc::PRIO_PROCESS, 0, self.min_nice) != 0
+            {
+                return Err(fail("cannot lower the compiler's priority"));
+            }
+        }
+        // SAFETY: prctl with constant arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(fail("cannot set no-new-privileges"));
+        }
+        if let Some(ruleset) = &self.landlock {
+            // SAFETY: a Landlock ruleset descriptor and no flags.
+            let r = unsafe {
+                libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32)
+            };
+            // The kernel created the ruleset, so it has Landlock: failing to
+            // enforce it is an error even in best-effort mode.
+            if r != 0 {
+                return Err(fail("cannot enforce the Landlock sandbox"));
+            }
+        }
+        if let Some(program) = &self.seccomp {
+            let fprog = libc::sock_fprog {
+                len: program.len() as u16,
+                filter: program.as_ptr().cast_mut(),
+            };
+            // SAFETY: fprog points at `program`, alive for the call; no-new-privs is set.
+            let r = unsafe {
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &fprog as *const libc::sock_fprog,
+                    0,
+                    0,
+                )
+            };
+            if r != 0 && self.seccomp_required {
+                return Err(fail("cannot install the seccomp filter"));
+            }
+        }
+        Ok(())
     }
 }
 
-/// Raise the nice value to at least `min_nice`; never lower it (that needs
-/// privileges and would undo a daemon's larger `--nice`).
-fn lower_priority(min_nice: i32) -> Result<(), String> {
-    // SAFETY: getpriority/setpriority on this process; errno separates a
-    // legitimate -1 from an error.
-    unsafe {
-        *libc::__errno_location() = 0;
-        let current = libc::getpriority(libc::PRIO_PROCESS, 0);
-        if current == -1 && *libc::__errno_location() != 0 {
-            return Err(format!(
-                "cannot read the nice value: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        if current < min_nice && libc::setpriority(libc::PRIO_PROCESS, 0, min_nice) != 0 {
-            return Err(format!(
-                "cannot lower the compiler's priority to nice {min_nice}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn set_limits(spec: &SandboxSpec) -> Result<(), String> {
-    let limits = [
-        (libc::RLIMIT_CORE, "RLIMIT_CORE", 0, 0),
+/// The rlimits of `spec` (hard = soft, except CPU: its hard limit is two
+/// seconds later, so SIGXCPU comes first and the compiler can report it),
+/// never above a hard limit the daemon itself runs under.
+#[allow(clippy::type_complexity)]
+fn rlimits(
+    spec: &SandboxSpec,
+) -> Result<[(libc::__rlimit_resource_t, &'static str, libc::rlimit); 6], String> {
+    let wanted = [
+        (libc::RLIMIT_CORE, "cannot set RLIMIT_CORE", 0, 0),
         (
             libc::RLIMIT_CPU,
-            "RLIMIT_CPU",
+            "cannot set RLIMIT_CPU",
             spec.cpu_secs,
             spec.cpu_secs.saturating_add(2),
         ),
         (
             libc::RLIMIT_AS,
-            "RLIMIT_AS",
+            "cannot set RLIMIT_AS",
             spec.address_space,
             spec.address_space,
         ),
         (
             libc::RLIMIT_FSIZE,
-            "RLIMIT_FSIZE",
+            "cannot set RLIMIT_FSIZE",
             spec.max_file_size,
             spec.max_file_size,
         ),
         (
             libc::RLIMIT_NOFILE,
-            "RLIMIT_NOFILE",
+            "cannot set RLIMIT_NOFILE",
             spec.max_open_files,
             spec.max_open_files,
         ),
         (
             libc::RLIMIT_NPROC,
-            "RLIMIT_NPROC",
+            "cannot set RLIMIT_NPROC",
             spec.max_processes,
             spec.max_processes,
         ),
     ];
-    for (resource, name, soft, hard) in limits {
-        let mut current = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit/setrlimit with valid pointers.
-        unsafe {
-            if libc::getrlimit(resource, &mut current) != 0 {
-                return Err(format!(
-                    "cannot read {name}: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            // Never try to raise a limit the daemon itself runs under.
-            let max = hard.min(current.rlim_max);
-            let wanted = libc::rlimit {
+    let empty = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let mut out = [(libc::RLIMIT_CORE, "", empty); 6];
+    for (slot, (resource, name, soft, hard)) in out.iter_mut().zip(wanted) {
+        let mut current = empty;
+        // SAFETY: getrlimit with a valid pointer.
+        if unsafe { libc::getrlimit(resource, &mut current) } != 0 {
+            return Err(format!(
+                "cannot read the daemon's rlimits: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let max = hard.min(current.rlim_max);
+        *slot = (
+            resource,
+            name,
+            libc::rlimit {
                 rlim_cur: soft.min(max),
                 rlim_max: max,
-            };
-            if libc::setrlimit(resource, &wanted) != 0 {
-                return Err(format!(
-                    "cannot set {name}: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-        }
+            },
+        );
     }
-    Ok(())
+    Ok(out)
 }
 
-fn landlock(rules: &Rules, required: bool) -> Result<(), String> {
-    let status = Ruleset::default()
+/// The job's Landlock ruleset with every rule added, not yet enforced.
+/// `None` when the kernel has no Landlock (best effort).
+fn landlock_ruleset(rules: &Rules) -> Result<Option<OwnedFd>, String> {
+    let created = Ruleset::default()
         .handle_access(AccessFs::from_all(ABI_USED))
         .and_then(|r| r.handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp))
         .and_then(|r| r.scope(Scope::AbstractUnixSocket | Scope::Signal))
         .and_then(|r| r.create())
         .and_then(|r| {
-            r.add_rules(path_beneath_rules(
-                &rules.read_exec,
-                AccessFs::from_read(ABI_USED),
-            ))
+            r.add_rules(
+                rules
+                    .read_exec
+                    .0
+                    .iter()
+                    .map(|(fd, access)| Ok::<_, RulesetError>(PathBeneath::new(fd, *access))),
+            )
         })
         .and_then(|r| r.add_rules(path_beneath_rules([&rules.job_dir], JOB_DIR_ACCESS)))
         .and_then(|r| r.add_rules(path_beneath_rules(["/dev/null"], DEV_NULL_ACCESS)))
-        .and_then(|r| r.restrict_self())
         .map_err(|e| format!("cannot set up the Landlock sandbox: {e}"))?;
-    if required && status.ruleset == RulesetStatus::NotEnforced {
-        return Err(NO_LANDLOCK.into());
-    }
-    Ok(())
+    Ok(created.into())
 }
 
 /// Why a required sandbox is impossible, and what to do.
@@ -263,16 +404,16 @@ kernel enforces no Landlock rules (needs Linux 5.13+ with `landlock` in the lsm=
 parameter); refusing to run the compiler. Use --sandbox best-effort to compile unconfined.";
 
 /// A classic-BPF seccomp filter: the listed syscalls fail with `EACCES`, as
-/// does every syscall of a foreign ABI (i386 `int 0x80`, x32).
-fn seccomp() -> Result<(), String> {
+/// does every syscall of a foreign ABI (i386 `int 0x80`, x32). `None` where no
+/// filter is built for the architecture (Landlock still applies).
+fn seccomp_program() -> Option<Vec<libc::sock_filter>> {
     #[cfg(target_arch = "x86_64")]
     const NATIVE_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
     #[cfg(target_arch = "aarch64")]
     const NATIVE_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
-        // No filter built for this architecture; Landlock still applies.
-        return Ok(());
+        return None;
     }
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
@@ -332,26 +473,6 @@ fn seccomp() -> Result<(), String> {
         }
         program.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
         program.push(stmt(libc::BPF_RET | libc::BPF_K, deny));
-        let fprog = libc::sock_fprog {
-            len: program.len() as u16,
-            filter: program.as_mut_ptr(),
-        };
-        // SAFETY: fprog points at `program`, alive for the call; no-new-privs is set.
-        let r = unsafe {
-            libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &fprog as *const libc::sock_fprog,
-                0,
-                0,
-            )
-        };
-        if r != 0 {
-            return Err(format!(
-                "cannot install the seccomp filter: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        Ok(())
+        Some(program)
     }
 }

@@ -1,42 +1,50 @@
 //! The sandbox zygote: a small single-threaded process the daemon forks once,
-//! before its runtime starts, that forks one supervisor per job.
+//! before its runtime starts, that starts and supervises every job's compiler.
 //!
 //! Re-executing the large `dportage` binary as `__sandbox-exec` for every job
 //! cost more server CPU than everything else the daemon does for a job put
 //! together (execve, the dynamic loader relocating the binary, the Rust
-//! runtime starting). A fork of an idle, single-threaded zygote gives the
-//! supervisor the same guarantees the exec gave it:
+//! runtime starting); forking a supervisor per job still cost a page-table
+//! copy and hundreds of page faults per fork. The zygote does neither:
 //!
-//! * it is single-threaded, so the supervisor may allocate between its own
-//!   fork and the compiler's exec (the multi-threaded daemon may not);
+//! * it is single-threaded, so it may allocate while preparing a job and
+//!   start the compiler with [`spawn`] (`clone(CLONE_VM | CLONE_VFORK)`, as
+//!   `posix_spawn` does): the child shares the zygote's memory until it
+//!   execs, and applies only the prepared confinement (rlimits, nice,
+//!   no-new-privs, Landlock, seccomp) — the same [`confine::Prepared`] the
+//!   trampoline applies;
 //! * it holds no client data: the zygote is forked before the first
-//!   connection is accepted, and keeps only descriptors 0–2 and its socket;
-//! * the supervisor then runs exactly the code the trampoline runs
-//!   ([`super::supervise`]): the same confinement, limits, subreaping and
-//!   cancellation.
+//!   connection is accepted, and keeps only descriptors 0–2, its socket and
+//!   the descriptors of the jobs in flight (all close-on-exec);
+//! * it supervises every job in one `poll` loop: a pidfd per compiler, the
+//!   job socket for cancellation, a child subreaper for orphans, the
+//!   compiler's process group killed and drained before the status goes out.
 //!
 //! ```text
 //! daemon ──SCM_RIGHTS(job socket, stdout pipe, stderr pipe)──▶ zygote
-//!                                                        └─fork─▶ supervisor (own process group)
-//! daemon ◀──────── job socket: spec →, ← pid, ← wait status ──────▶   └─fork─▶ confine, exec gcc
+//! daemon ◀── job socket: spec →, ← pid, ← wait status ──▶ zygote ─clone(VM|VFORK)─▶ confine, exec gcc
 //! ```
 //!
 //! The job socket doubles as the control channel: the daemon half-closing it
 //! (or dropping it) stops the job, exactly like closing the trampoline's
 //! control stdin. If the zygote is gone, the daemon falls back to the
-//! trampoline, so a job never fails because of it.
+//! trampoline, so a job never fails because of it. A pid of 0 means the
+//! compiler could not be started; the status (and a reason on the job's
+//! stderr) follows at once.
 
-use std::ffi::{OsStr, OsString};
-use std::io::{self, Read, Write};
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::time::Instant;
 
-use super::{supervise, SandboxSpec};
+use super::{confine, find_program, spawn, SandboxSpec, REAP_GRACE};
 use crate::exitcode;
 
-/// Largest spec a supervisor accepts: argv (bounded by the protocol limits to
+/// Largest spec the zygote accepts: argv (bounded by the protocol limits to
 /// 2 MiB), environment and options, with room to spare.
 pub const MAX_SPEC: usize = 8 << 20;
 
@@ -59,7 +67,7 @@ pub fn get() -> Option<&'static Zygote> {
 
 /// Fork the zygote. Must be called while the process is single-threaded
 /// (before any runtime starts) and after privileges and niceness are final:
-/// every supervisor inherits them. Fails only if the kernel refuses a socket
+/// every compiler inherits them. Fails only if the kernel refuses a socket
 /// or a fork; jobs then use the trampoline.
 pub fn start() -> io::Result<()> {
     let [daemon_end, zygote_end] = socket_pair(libc::SOCK_SEQPACKET)?;
@@ -83,7 +91,7 @@ pub fn start() -> io::Result<()> {
 /// The daemon's ends of one job started through the zygote.
 #[derive(Debug)]
 pub struct Launched {
-    /// Spec goes out; the supervisor's pid and then its wait status come back.
+    /// Spec goes out; the compiler's pid and then its wait status come back.
     /// Shutting down the write side (or closing it) stops the job.
     pub job: UnixStream,
     pub stdout: OwnedFd,
@@ -91,17 +99,17 @@ pub struct Launched {
 }
 
 impl Zygote {
-    /// Ask the zygote for a supervisor. The caller then sends
+    /// Hand the zygote a new job. The caller then sends
     /// [`encode_spec`] on `job`, reads the 4-byte pid, and later the 4-byte
-    /// wait status (both native-endian); EOF instead means the supervisor died.
+    /// wait status (both native-endian); EOF instead means the zygote died.
     pub fn launch(&self) -> io::Result<Launched> {
-        let [job, supervisor_end] = socket_pair(libc::SOCK_STREAM)?;
+        let [job, zygote_end] = socket_pair(libc::SOCK_STREAM)?;
         let (stdout, stdout_w) = pipe()?;
         let (stderr, stderr_w) = pipe()?;
         send_fds(
             &self.socket,
             &[
-                supervisor_end.as_raw_fd(),
+                zygote_end.as_raw_fd(),
                 stdout_w.as_raw_fd(),
                 stderr_w.as_raw_fd(),
             ],
@@ -114,7 +122,7 @@ impl Zygote {
     }
 }
 
-/// The job as the supervisor needs it: working directory, the compiler's
+/// The job as the zygote needs it: working directory, the compiler's
 /// whole environment, and the trampoline's words (`OPTIONS… -- COMPILER ARGS…`).
 /// Length-prefixed (u32, native-endian), NUL-separated words. `None` if a word
 /// contains a NUL byte or the spec is larger than [`MAX_SPEC`].
@@ -168,12 +176,73 @@ fn decode_spec(body: &[u8]) -> Option<DecodedSpec> {
     Some((cwd, env, rest))
 }
 
-/// The zygote's loop: one forked supervisor per message, until the daemon
-/// closes its end.
+/// One job in the zygote.
+struct Job {
+    /// Non-blocking. Spec in; pid and wait status out; EOF or any byte in
+    /// while the compiler runs means "stop".
+    socket: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    state: JobState,
+}
+
+enum JobState {
+    /// Reading the length-prefixed spec.
+    Spec(Vec<u8>),
+    /// The compiler runs; `pidfd` makes its exit wake `poll`.
+    Running {
+        pid: libc::pid_t,
+        pidfd: Option<OwnedFd>,
+        job_dir: PathBuf,
+        cancelled: bool,
+    },
+    /// The compiler was reaped; its process group is being killed and
+    /// drained before the status goes out, so nothing of the job still runs
+    /// when the daemon reads the object or removes the directory.
+    Draining {
+        pid: libc::pid_t,
+        status: u32,
+        since: Instant,
+        job_dir: PathBuf,
+        cancelled: bool,
+    },
+    /// Could not start: this status goes out (after pid 0), then the job ends.
+    Failed(u32),
+    /// Malformed or abandoned before it started: dropped without a word, so
+    /// the daemon (if still there) falls back to the trampoline.
+    Dropped,
+}
+
+impl Job {
+    fn compiler(&self) -> Option<libc::pid_t> {
+        match self.state {
+            JobState::Running { pid, .. } | JobState::Draining { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+}
+
+/// What the zygote keeps from job to job to start compilers cheaply.
+struct Launcher {
+    stack: spawn::ChildStack,
+    toolchains: confine::ToolchainCache,
+}
+
+/// What a `pollfd` entry watches.
+#[derive(Clone, Copy)]
+enum Watch {
+    Daemon,
+    Socket(usize),
+    Exit,
+}
+
+/// The zygote's loop: jobs come in as messages on `socket`; each compiler
+/// is started with [`spawn`] and supervised here (exit, cancellation,
+/// stragglers), until the daemon closes its end and the last job is done.
 fn zygote_main(socket: OwnedFd) -> i32 {
     let socket = socket.as_raw_fd();
     ensure_std_fds();
-    // SAFETY: close_range/prctl/setpgid/open/dup2 only affect this process.
+    // SAFETY: close_range/prctl/setpgid/open/dup2/signal only affect this process.
     unsafe {
         // Keep 0–2 and the socket; drop the listeners, log file and the rest.
         if socket > 3 {
@@ -188,53 +257,481 @@ fn zygote_main(socket: OwnedFd) -> i32 {
         // Out of the daemon's process group: a terminal's ^C or a signal to
         // the daemon's group stops the daemon, which then closes our socket.
         libc::setpgid(0, 0);
-        // Supervisors that die leave their stragglers to us, not to PID 1
-        // (which reaps nothing in some containers).
+        // Compilers' orphans come back to us, not to PID 1 (which reaps
+        // nothing in some containers).
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        // Children must stay waitable; a vanished daemon is an EPIPE, not a signal.
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         // Hold no directory busy: the daemon's work directory is where job
         // directories live, and the zygote outlives every job in it.
         libc::chdir(c"/".as_ptr());
     }
+    let mut launcher = Launcher {
+        stack: spawn::ChildStack::new(),
+        toolchains: confine::ToolchainCache::default(),
+    };
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut daemon_gone = false;
     loop {
-        reap_exited();
-        let mut fds = libc::pollfd {
-            fd: socket,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd. The timeout bounds how long exited
-        // supervisors stay zombies when no job comes in.
-        let ready = unsafe { libc::poll(&mut fds, 1, 1000) };
-        if ready <= 0 {
-            continue;
+        if daemon_gone && jobs.is_empty() {
+            return 0;
         }
-        match receive_fds(socket) {
-            Received::Job(job_fds) => {
-                // SAFETY: single-threaded; the child runs the supervisor and exits.
-                let pid = unsafe { libc::fork() };
-                if pid == 0 {
-                    let code = supervisor_main(job_fds);
-                    // SAFETY: no exit handlers of the daemon's image.
-                    unsafe { libc::_exit(code) };
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(1 + 2 * jobs.len());
+        let mut watches: Vec<Watch> = Vec::with_capacity(fds.capacity());
+        let mut watch = |fd: RawFd, what: Watch| {
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            watches.push(what);
+        };
+        if !daemon_gone {
+            watch(socket, Watch::Daemon);
+        }
+        let mut draining = false;
+        for (i, job) in jobs.iter().enumerate() {
+            match &job.state {
+                JobState::Spec(_) => watch(job.socket.as_raw_fd(), Watch::Socket(i)),
+                JobState::Running {
+                    pidfd, cancelled, ..
+                } => {
+                    if !cancelled {
+                        watch(job.socket.as_raw_fd(), Watch::Socket(i));
+                    }
+                    if let Some(pidfd) = pidfd {
+                        watch(pidfd.as_raw_fd(), Watch::Exit);
+                    }
                 }
-                // Parent (or failed fork): our copies close here; on failure
-                // the daemon sees EOF on the job socket.
-                drop(job_fds);
+                JobState::Draining { .. } => draining = true,
+                JobState::Failed(_) | JobState::Dropped => {}
             }
-            Received::Nothing => {}
-            Received::Closed => return 0,
+        }
+        // Without pidfd (Linux < 5.3) exits are found by polling every 20 ms.
+        let polling = jobs
+            .iter()
+            .any(|j| matches!(j.state, JobState::Running { pidfd: None, .. }));
+        let timeout = if draining {
+            1
+        } else if polling {
+            20
+        } else {
+            1000
+        };
+        // SAFETY: `fds` is a valid array of pollfd entries.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if ready > 0 {
+            for (pollfd, what) in fds.iter().zip(&watches) {
+                if pollfd.revents == 0 {
+                    continue;
+                }
+                match *what {
+                    Watch::Daemon => match receive_fds(socket) {
+                        Received::Job(fds) => {
+                            if let Some(job) = Job::accept(fds) {
+                                jobs.push(job);
+                            }
+                        }
+                        Received::Nothing => {}
+                        Received::Closed => daemon_gone = true,
+                    },
+                    Watch::Socket(i) => jobs[i].on_socket(&mut launcher),
+                    // Handled by `reap` below, which sees every exit.
+                    Watch::Exit => {}
+                }
+            }
+        }
+        reap(&mut jobs);
+        // A job's status goes out only once nothing of its tree runs, not
+        // even a process that left its session (`setsid`): such a process
+        // comes back to us when its parent dies and is killed here first.
+        let draining = jobs
+            .iter()
+            .any(|job| matches!(job.state, JobState::Draining { .. }));
+        let strays = if draining || ready == 0 {
+            kill_strays(&jobs)
+        } else {
+            0
+        };
+        jobs.retain_mut(|job| !job.finished(strays > 0));
+    }
+}
+
+impl Job {
+    fn accept(fds: Vec<OwnedFd>) -> Option<Job> {
+        let mut fds = fds.into_iter();
+        let (Some(socket), Some(stdout), Some(stderr)) = (fds.next(), fds.next(), fds.next())
+        else {
+            return None;
+        };
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(socket.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(socket.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        Some(Job {
+            socket,
+            stdout,
+            stderr,
+            state: JobState::Spec(Vec::new()),
+        })
+    }
+
+    /// The job socket is readable: more spec, or (while running) the daemon
+    /// asking to stop.
+    fn on_socket(&mut self, launcher: &mut Launcher) {
+        match &mut self.state {
+            JobState::Spec(buf) => match read_spec_chunk(self.socket.as_raw_fd(), buf) {
+                SpecRead::More => {}
+                // Without a pid the daemon falls back to the trampoline.
+                SpecRead::Broken => self.state = JobState::Dropped,
+                SpecRead::Done => {
+                    let body = std::mem::take(buf);
+                    self.start(&body[4..], launcher);
+                }
+            },
+            JobState::Running { pid, cancelled, .. } => {
+                let mut byte = 0u8;
+                // SAFETY: reads at most one byte into a valid buffer.
+                let n = unsafe {
+                    libc::read(self.socket.as_raw_fd(), (&mut byte as *mut u8).cast(), 1)
+                };
+                let transient = n < 0
+                    && matches!(
+                        io::Error::last_os_error().kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                    );
+                if !transient {
+                    kill_group(*pid);
+                    *cancelled = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Start the compiler for a complete spec, or tell the daemon why not
+    /// (on the job's stderr, with the exit code the trampoline would have).
+    fn start(&mut self, body: &[u8], launcher: &mut Launcher) {
+        let Some((cwd, env, words)) = decode_spec(body) else {
+            // Malformed: no pid, so the daemon uses the trampoline.
+            self.state = JobState::Dropped;
+            return;
+        };
+        let job_dir = PathBuf::from(&cwd);
+        match self.launch(&cwd, &env, &words, launcher) {
+            Ok(pid) => {
+                // SAFETY: pidfd_open takes a pid and flags, returns a new descriptor.
+                let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
+                // SAFETY: a new descriptor owned by nobody else.
+                let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) });
+                send_word(&self.socket, pid as u32);
+                self.state = JobState::Running {
+                    pid,
+                    pidfd,
+                    job_dir,
+                    cancelled: false,
+                };
+            }
+            Err((message, code)) => {
+                write_fd(&self.stderr, message.as_bytes());
+                send_word(&self.socket, 0);
+                self.state = JobState::Failed(((code as u32) & 0xff) << 8);
+            }
+        }
+    }
+
+    /// Resolve the compiler and its confinement, then [`spawn`] it.
+    fn launch(
+        &self,
+        cwd: &OsStr,
+        env: &[(OsString, OsString)],
+        words: &[OsString],
+        launcher: &mut Launcher,
+    ) -> Result<libc::pid_t, (String, i32)> {
+        let (spec, command) = SandboxSpec::parse(words).map_err(|e| {
+            (
+                format!("dportage {}: {e}\n", super::SUBCOMMAND),
+                exitcode::BAD_ARGUMENTS,
+            )
+        })?;
+        let path = env
+            .iter()
+            .find(|(name, _)| name == "PATH")
+            .map(|(_, value)| value.clone());
+        let name = &command[0];
+        let program = find_program(name, path.as_deref()).ok_or_else(|| {
+            (
+                format!(
+                    "dportage: failed to exec {}: No such file or directory (searched PATH={})\n",
+                    name.to_string_lossy(),
+                    path.unwrap_or_default().to_string_lossy()
+                ),
+                exitcode::COMPILER_MISSING,
+            )
+        })?;
+        let nul = |what: &str| {
+            (
+                format!(
+                    "dportage {}: {what} contains a NUL byte\n",
+                    super::SUBCOMMAND
+                ),
+                exitcode::BAD_ARGUMENTS,
+            )
+        };
+        let argv = command
+            .iter()
+            .map(|a| CString::new(a.as_bytes()).ok())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| nul("an argument"))?;
+        let envp = env
+            .iter()
+            .filter(|(name, _)| !name.is_empty())
+            .map(|(name, value)| {
+                let mut pair = name.as_bytes().to_vec();
+                pair.push(b'=');
+                pair.extend_from_slice(value.as_bytes());
+                CString::new(pair).ok()
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| nul("the environment"))?;
+        let program_c =
+            CString::new(program.as_os_str().as_bytes()).map_err(|_| nul("the compiler path"))?;
+        let job_dir = CString::new(cwd.as_bytes()).map_err(|_| nul("the job directory"))?;
+        let rules = confine::Rules::with_toolchain(&spec, launcher.toolchains.get(&program));
+        let prepared = confine::prepare(&spec, &rules).map_err(|e| {
+            (
+                format!("dportage: sandbox: {e}\n"),
+                exitcode::COMPILER_MISSING,
+            )
+        })?;
+        // SAFETY: the path is a NUL-terminated literal.
+        let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if null < 0 {
+            return Err((
+                format!(
+                    "dportage: sandbox: cannot open /dev/null for stdin: {}\n",
+                    io::Error::last_os_error()
+                ),
+                exitcode::COMPILER_MISSING,
+            ));
+        }
+        // SAFETY: just opened, owned by nobody else.
+        let null = unsafe { OwnedFd::from_raw_fd(null) };
+        let argv_ptrs = spawn::pointers(&argv);
+        let envp_ptrs = spawn::pointers(&envp);
+        let exec_failed = format!("dportage: failed to exec {}: ", name.to_string_lossy());
+        let plan = spawn::Plan {
+            program: &program_c,
+            argv: &argv_ptrs,
+            envp: &envp_ptrs,
+            job_dir: &job_dir,
+            stdin: null.as_raw_fd(),
+            stdout: self.stdout.as_raw_fd(),
+            stderr: self.stderr.as_raw_fd(),
+            prepared: &prepared,
+            exec_failed: exec_failed.as_bytes(),
+        };
+        spawn::spawn(&plan, &mut launcher.stack).map_err(|e| {
+            (
+                format!("dportage: cannot start the compiler: {e}\n"),
+                exitcode::OUT_OF_MEMORY,
+            )
+        })
+    }
+
+    /// Drain a job whose compiler is gone; true once its status went out and
+    /// it can be dropped. `strays` says stray children were just killed and
+    /// are not reaped yet (they may be this job's).
+    fn finished(&mut self, strays: bool) -> bool {
+        match &self.state {
+            JobState::Spec(_) | JobState::Running { .. } => false,
+            JobState::Dropped => true,
+            JobState::Failed(status) => {
+                send_word(&self.socket, *status);
+                true
+            }
+            JobState::Draining {
+                pid,
+                status,
+                since,
+                job_dir,
+                cancelled,
+            } => {
+                kill_group(*pid);
+                // SAFETY: signal 0 only checks whether the group still has members.
+                let alive = unsafe { libc::kill(-*pid, 0) } == 0;
+                if (alive || strays) && since.elapsed() < REAP_GRACE {
+                    return false;
+                }
+                let status = if *cancelled {
+                    (exitcode::IO_ERROR as u32) << 8
+                } else {
+                    *status
+                };
+                send_word(&self.socket, status);
+                if *cancelled {
+                    // The daemon may have dropped the job without waiting for us.
+                    let _ = std::fs::remove_dir_all(job_dir);
+                }
+                true
+            }
         }
     }
 }
 
-fn reap_exited() {
+enum SpecRead {
+    More,
+    Done,
+    Broken,
+}
+
+/// Read what is available of the length-prefixed spec into `buf`, refusing
+/// more than [`MAX_SPEC`].
+fn read_spec_chunk(fd: RawFd, buf: &mut Vec<u8>) -> SpecRead {
     loop {
-        let mut status = 0;
-        // SAFETY: waitpid with a valid status pointer.
-        let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::__WALL) };
-        if r <= 0 {
+        let want = match buf.get(..4) {
+            None => 4,
+            Some(prefix) => {
+                let len = u32::from_ne_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+                if len > MAX_SPEC {
+                    return SpecRead::Broken;
+                }
+                4 + len
+            }
+        };
+        let have = buf.len();
+        if have >= 4 && have == want {
+            return SpecRead::Done;
+        }
+        let chunk = (want - have).min(1 << 20);
+        buf.resize(have + chunk, 0);
+        // SAFETY: reads into the newly resized tail of `buf`.
+        let n = unsafe { libc::read(fd, buf[have..].as_mut_ptr().cast(), chunk) };
+        if n <= 0 {
+            buf.truncate(have);
+            if n < 0
+                && matches!(
+                    io::Error::last_os_error().kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                )
+            {
+                return SpecRead::More;
+            }
+            return SpecRead::Broken;
+        }
+        buf.truncate(have + n as usize);
+    }
+}
+
+/// Reap every exited child: a job's compiler moves the job to draining with
+/// its wait status; anything else is a straggler reparented to us.
+fn reap(jobs: &mut [Job]) {
+    loop {
+        // SAFETY: waitid with a zeroed siginfo; WNOWAIT leaves the child
+        // waitable so the matching waitpid below collects its status.
+        let pid = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            if libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL,
+            ) != 0
+            {
+                return;
+            }
+            info.si_pid()
+        };
+        if pid <= 0 {
             return;
         }
+        let mut status = 0;
+        // SAFETY: waitpid on a child that is known to have exited.
+        unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        for job in jobs.iter_mut() {
+            if let JobState::Running {
+                pid: compiler,
+                job_dir,
+                cancelled,
+                ..
+            } = &mut job.state
+            {
+                if *compiler == pid {
+                    job.state = JobState::Draining {
+                        pid,
+                        status: status as u32,
+                        since: Instant::now(),
+                        job_dir: std::mem::take(job_dir),
+                        cancelled: *cancelled,
+                    };
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Kill every child of ours that is not a job's compiler: an orphan of a
+/// job's process tree that left its process group (`setsid`) and outlived
+/// its parent. Returns how many were signalled (they are reaped later).
+fn kill_strays(jobs: &[Job]) -> usize {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else {
+        return 0;
+    };
+    let mut killed = 0;
+    for child in text
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        if !jobs.iter().any(|job| job.compiler() == Some(child)) {
+            // SAFETY: signalling a child of ours.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// SIGKILL the compiler's process group (its session), and the compiler
+/// itself in case it had not reached `setsid` yet.
+fn kill_group(pid: libc::pid_t) {
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: signals to a process group and a pid we created.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+/// A 4-byte native-endian word to the daemon; never blocks or raises SIGPIPE.
+fn send_word(socket: &OwnedFd, word: u32) {
+    let bytes = word.to_ne_bytes();
+    // SAFETY: sends from a valid 4-byte buffer.
+    unsafe {
+        libc::send(
+            socket.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        );
+    }
+}
+
+/// A short message on the job's stderr pipe (far below the pipe's buffer).
+fn write_fd(fd: &OwnedFd, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: writes from a valid slice.
+        let n = unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+        if n <= 0 {
+            return;
+        }
+        bytes = &bytes[n as usize..];
     }
 }
 
@@ -247,88 +744,6 @@ fn ensure_std_fds() {
             if libc::fcntl(fd, libc::F_GETFD) < 0 {
                 libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
             }
-        }
-    }
-}
-
-/// In the forked supervisor: wire up the job's descriptors, read the spec,
-/// report the pid, supervise, report the wait status.
-fn supervisor_main(fds: Vec<OwnedFd>) -> i32 {
-    // SAFETY: setpgid and dup2 on this process's own descriptors; the
-    // received ones are close-on-exec and above 2 (see `ensure_std_fds`).
-    unsafe {
-        // Own process group, as the daemon gives the trampoline: the daemon's
-        // last-resort kill reaches exactly this group.
-        libc::setpgid(0, 0);
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        for (target, fd) in fds.iter().enumerate() {
-            if libc::dup2(fd.as_raw_fd(), target as RawFd) < 0 {
-                return exitcode::IO_ERROR;
-            }
-        }
-    }
-    drop(fds);
-    // SAFETY: fd 0 is the job socket, owned by this process from here on.
-    let mut job = unsafe { UnixStream::from_raw_fd(0) };
-    let Some(body) = read_spec(&mut job) else {
-        std::mem::forget(job);
-        return exitcode::PROTOCOL_ERROR;
-    };
-    let Some((cwd, env, words)) = decode_spec(&body) else {
-        eprintln!("dportage: sandbox: malformed job spec from the daemon");
-        std::mem::forget(job);
-        return exitcode::PROTOCOL_ERROR;
-    };
-    drop(body);
-    if job.write_all(&std::process::id().to_ne_bytes()).is_err() {
-        std::mem::forget(job);
-        return exitcode::IO_ERROR;
-    }
-    let end = match SandboxSpec::parse(&words) {
-        Err(e) => {
-            eprintln!("dportage {}: {e}", super::SUBCOMMAND);
-            super::End::Exited(exitcode::BAD_ARGUMENTS)
-        }
-        Ok((spec, command)) => {
-            if let Err(e) = std::env::set_current_dir(&cwd) {
-                eprintln!(
-                    "dportage: sandbox: cannot enter the job directory {}: {e}",
-                    cwd.to_string_lossy()
-                );
-                super::End::Exited(exitcode::IO_ERROR)
-            } else {
-                replace_environment(&env);
-                supervise(&spec, &command)
-            }
-        }
-    };
-    let _ = job.write_all(&end.raw_status().to_ne_bytes());
-    std::mem::forget(job);
-    0
-}
-
-/// Read the length-prefixed spec, refusing more than [`MAX_SPEC`].
-fn read_spec(job: &mut UnixStream) -> Option<Vec<u8>> {
-    let mut len = [0u8; 4];
-    job.read_exact(&mut len).ok()?;
-    let len = u32::from_ne_bytes(len) as usize;
-    if len > MAX_SPEC {
-        return None;
-    }
-    let mut body = vec![0u8; len];
-    job.read_exact(&mut body).ok()?;
-    Some(body)
-}
-
-/// The compiler's environment is exactly the spec's (the daemon's, which the
-/// zygote inherited, is dropped). Single-threaded, so changing it is sound.
-fn replace_environment(env: &[(OsString, OsString)]) {
-    for (name, _) in std::env::vars_os() {
-        std::env::remove_var(name);
-    }
-    for (name, value) in env {
-        if !name.is_empty() {
-            std::env::set_var(name, value);
         }
     }
 }
