@@ -752,3 +752,117 @@ fn blacklist_and_identities_survive_kill_9() {
     });
     drop(second);
 }
+
+/// Read until the coordinator closes the connection; `None` if it did not
+/// within `limit` (the test then fails instead of hanging).
+async fn read_until_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    match tokio::time::timeout(limit, s.read_to_end(&mut buf)).await {
+        Ok(_) => Some(buf), // EOF or a reset: closed either way
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_excess_connections_are_cut_and_honest_requests_still_served() {
+    use tokio::io::AsyncWriteExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = CoordinatorConfig::new(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        tmp.path().join("c"),
+    );
+    // Short enough for a test, long enough that the excess connection below
+    // reaches the accept loop while all three slots are still held.
+    cfg.header_timeout = Duration::from_secs(3);
+    cfg.body_timeout = Duration::from_secs(3);
+    cfg.max_connections = 3;
+    let coord = Coordinator::bind(cfg).await.expect("start the coordinator");
+    let addr = coord.local_addr();
+    // Far above the 3 s limits: only a coordinator that never cuts fails.
+    let limit = Duration::from_secs(20);
+
+    // Slowloris: headers that never end, on every connection slot but one.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    // A body that never arrives, on the last slot.
+    let mut stalled_body = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled_body
+        .write_all(b"POST /v1/heartbeat HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"a\":")
+        .await
+        .unwrap();
+    // Over the limit (accepted after the three above, in connection order):
+    // closed at accept, without a byte.
+    let mut excess = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let got = read_until_closed(&mut excess, limit)
+        .await
+        .expect("a connection over the limit must be closed at once");
+    assert!(
+        got.is_empty(),
+        "over the limit: {}",
+        String::from_utf8_lossy(&got)
+    );
+
+    // The stalled body gets a 408 and the connection ends.
+    let got = read_until_closed(&mut stalled_body, limit)
+        .await
+        .expect("a stalled body must be cut off");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "stalled body: {text}");
+    assert!(text.contains("\"timeout\""), "stalled body: {text}");
+
+    // Unfinished headers: the connection is closed (with at most a 408).
+    for s in &mut slow {
+        let got = read_until_closed(s, limit)
+            .await
+            .expect("unfinished headers must be cut off");
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "unfinished headers: {text}"
+        );
+    }
+
+    // The slots are free again: an honest request is served.
+    let deadline = std::time::Instant::now() + limit;
+    let metrics = loop {
+        if let Some(m) = coord_metrics(addr).await {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "honest request never served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let refused: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("dportage_connections_refused_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 1.0, "refusals counted: {metrics}");
+    coord.shutdown();
+}
+
+/// GET /metrics with `Connection: close`; `None` if the coordinator closed
+/// the connection without an answer (no free slot).
+async fn coord_metrics(addr: SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.starts_with("HTTP/1.1 200").then_some(text)
+}
