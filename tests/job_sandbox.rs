@@ -195,6 +195,113 @@ fn a_process_that_left_the_session_is_killed_with(launcher: &str) {
     );
 }
 
+/// Make `command` see a kernel without Landlock: a seccomp filter, installed
+/// just before exec, fails `landlock_create_ruleset` with ENOSYS (what such a
+/// kernel answers). Everything else is allowed.
+fn without_landlock(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    let ret_enosys = libc::SECCOMP_RET_ERRNO | (libc::ENOSYS as u32 & libc::SECCOMP_RET_DATA);
+    let filter = [
+        // seccomp_data.nr
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_landlock_create_ruleset as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: ret_enosys,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    // SAFETY: between fork and exec the closure only makes two prctl calls
+    // on memory captured (and allocated) before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                    0,
+                    0,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+#[test]
+fn required_sandbox_without_landlock_runs_nothing() {
+    for launcher in LAUNCHERS {
+        required_sandbox_without_landlock_runs_nothing_with(launcher);
+    }
+}
+
+fn required_sandbox_without_landlock_runs_nothing_with(launcher: &str) {
+    let run = |mode: &str, job: &Path| {
+        without_landlock(
+            Command::new(env!("CARGO_BIN_EXE_dportage"))
+                .arg(launcher)
+                .arg("--job-dir")
+                .arg(job)
+                .args(["--sandbox", mode, "--"])
+                .args(["/bin/sh", "-c", "echo ran > marker"])
+                .current_dir(job)
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin"),
+        )
+        .output()
+        .unwrap()
+    };
+    // Best effort on the same "kernel": the command runs (unconfined by
+    // Landlock), which shows the filter hides Landlock and nothing else.
+    let job = tempfile::tempdir().unwrap();
+    let out = run("best-effort", job.path());
+    assert!(out.status.success(), "{launcher}: {}", text(&out.stderr));
+    assert!(
+        job.path().join("marker").exists(),
+        "{launcher}: best effort ran nothing"
+    );
+
+    let job = tempfile::tempdir().unwrap();
+    let out = run("required", job.path());
+    assert!(
+        !out.status.success(),
+        "{launcher}: required sandbox ran without Landlock"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--sandbox required") && stderr.contains("Landlock"),
+        "{launcher}: the refusal says why and what to do: {stderr}"
+    );
+    assert!(
+        !job.path().join("marker").exists(),
+        "{launcher}: the command ran although the sandbox was required"
+    );
+}
+
 #[test]
 fn compiler_is_niced() {
     for launcher in LAUNCHERS {
