@@ -89,11 +89,18 @@ fn assert_liar_caught(lie: &str) {
     assert_eq!(excluded[0].evidence, record.id);
 
     // The liar is never asked again: the honest pair agrees at once.
+    // The first job ran on `a` twice (directly and behind the liar) and on
+    // `b` once; distccd logs after replying, so wait for those lines first.
+    a.wait_for_compile_ok(2);
+    b.wait_for_compile_ok(1);
     let before = (a.compile_ok_count(), b.compile_ok_count());
     let out = env.distcc(&["gcc", "-O2", "-c", "x.c", "-o", "x2.o"]);
     assert_success(&out, "second compile");
     assert!(mismatch_lines(&out).is_empty(), "{}", stderr_text(&out));
     assert!(env.read("x2.o") == env.read("ref.o"));
+    // Both lines, or a late one from `a` would be counted against the
+    // liar's upstream below.
+    a.wait_for_compile_ok(before.0 + 1);
     b.wait_for_compile_ok(before.1 + 1);
     assert_eq!(pending_reports(&env.dportage_dir()).unwrap().len(), 1);
 
