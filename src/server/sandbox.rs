@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! daemon ──spawn──▶ dportage __sandbox-exec   (own process group; child subreaper)
-//!                     └─fork─▶ confine, exec ▶ gcc   (own session = process group)
+//!                     └─clone(VM|VFORK)─▶ confine, exec ▶ gcc   (own session = process group)
 //!                                                └─▶ cc1, as …
 //! ```
 //!
@@ -32,6 +32,7 @@ pub mod zygote;
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::job::{JobLimits, SandboxMode};
@@ -274,55 +275,29 @@ enum End {
 /// before the compiler runs are reported on stderr and as an exit code.
 fn supervise(spec: &SandboxSpec, command: &[OsString]) -> End {
     close_inherited_fds();
-    let name = &command[0];
-    let Some(program) = find_program(name, std::env::var_os("PATH").as_deref()) else {
-        eprintln!(
-            "dportage: failed to exec {}: No such file or directory (searched PATH={})",
-            name.to_string_lossy(),
-            std::env::var_os("PATH")
-                .unwrap_or_default()
-                .to_string_lossy()
-        );
-        return End::Exited(exitcode::COMPILER_MISSING);
-    };
-    let Some(argv) = command
-        .iter()
-        .map(|a| CString::new(a.as_bytes()).ok())
-        .collect::<Option<Vec<_>>>()
-    else {
-        eprintln!("dportage {SUBCOMMAND}: an argument contains a NUL byte");
-        return End::Exited(exitcode::BAD_ARGUMENTS);
-    };
-    let Ok(program_c) = CString::new(program.as_os_str().as_bytes()) else {
-        eprintln!("dportage {SUBCOMMAND}: the compiler path contains a NUL byte");
-        return End::Exited(exitcode::BAD_ARGUMENTS);
-    };
-    let rules = confine::Rules::new(spec, &program);
-    let prepared = match confine::prepare(spec, &rules) {
-        Ok(prepared) => prepared,
-        Err(e) => {
-            eprintln!("dportage: sandbox: {e}");
-            return End::Exited(exitcode::COMPILER_MISSING);
+    let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let ready = match spawn::Ready::new(spec, command, &env, |program| {
+        Rc::new(confine::Toolchain::open(program))
+    }) {
+        Ok(ready) => ready,
+        Err(not_started) => {
+            eprint!("{}", not_started.message);
+            return End::Exited(not_started.code);
         }
     };
 
     // SAFETY: plain prctl; the flag only changes who reaps our orphans.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    // SAFETY: the trampoline is single-threaded, so the child may allocate
-    // and run ordinary code before exec.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        eprintln!(
-            "dportage: cannot fork to start the compiler: {}",
-            std::io::Error::last_os_error()
-        );
-        return End::Exited(exitcode::OUT_OF_MEMORY);
-    }
-    if pid == 0 {
-        let code = run_confined(spec, &prepared, &program_c, &argv, name);
-        // SAFETY: leave the child without running the parent's atexit handlers.
-        unsafe { libc::_exit(code) };
-    }
+    // The control pipe on stdin is for us; the compiler then reads /dev/null.
+    let stdin = (!spec.control_stdin).then_some(0);
+    let mut stack = spawn::ChildStack::new();
+    let pid = match ready.start(c".", stdin, 1, 2, &mut stack) {
+        Ok(pid) => pid,
+        Err(not_started) => {
+            eprint!("{}", not_started.message);
+            return End::Exited(not_started.code);
+        }
+    };
 
     let end = wait_compiler(pid, spec.control_stdin);
     // The compiler is gone; anything left in its group is a straggler.
@@ -333,43 +308,6 @@ fn supervise(spec: &SandboxSpec, command: &[OsString]) -> End {
         let _ = std::fs::remove_dir_all(&spec.job_dir);
     }
     end
-}
-
-/// In the forked child: own session, stdin, signals, confinement, exec.
-/// Returns the exit code only if something failed.
-fn run_confined(
-    spec: &SandboxSpec,
-    prepared: &confine::Prepared,
-    program: &CString,
-    argv: &[CString],
-    name: &OsStr,
-) -> i32 {
-    // SAFETY: setsid has no memory effects; it fails only for a group leader,
-    // which a freshly forked child is not.
-    unsafe { libc::setsid() };
-    if spec.control_stdin {
-        // The control pipe is for the supervisor; the compiler reads nothing.
-        if let Err(e) = stdin_from_dev_null() {
-            eprintln!("dportage: sandbox: cannot open /dev/null for stdin: {e}");
-            return exitcode::COMPILER_MISSING;
-        }
-    }
-    reset_signals();
-    if let Err(e) = prepared.apply() {
-        eprintln!("dportage: sandbox: {e}");
-        return exitcode::COMPILER_MISSING;
-    }
-    let mut pointers: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    pointers.push(std::ptr::null());
-    // SAFETY: program and every argv pointer are NUL-terminated and outlive
-    // the call; the array is NULL-terminated.
-    unsafe { libc::execv(program.as_ptr(), pointers.as_ptr()) };
-    eprintln!(
-        "dportage: failed to exec {}: {}",
-        name.to_string_lossy(),
-        std::io::Error::last_os_error()
-    );
-    exitcode::COMPILER_MISSING
 }
 
 /// Resolve the compiler like `execvp`: a name with `/` as is (falling back to
@@ -408,33 +346,6 @@ fn is_executable_file(path: &Path) -> bool {
 fn close_inherited_fds() {
     // SAFETY: close_range only closes descriptors; unsupported kernels return ENOSYS.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-}
-
-fn stdin_from_dev_null() -> std::io::Result<()> {
-    // SAFETY: the path is a NUL-terminated literal; dup2 onto 0 replaces the pipe.
-    unsafe {
-        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if libc::dup2(fd, 0) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        libc::close(fd);
-    }
-    Ok(())
-}
-
-/// The Rust runtime ignores SIGPIPE; the compiler gets default dispositions
-/// (as distccd gives it) and an empty signal mask.
-fn reset_signals() {
-    // SAFETY: resetting dispositions and the mask of this single-threaded process.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-    }
 }
 
 /// Wait for the compiler; with a control pipe, also watch it for EOF.

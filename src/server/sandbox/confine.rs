@@ -171,10 +171,6 @@ pub(super) struct Rules {
 }
 
 impl Rules {
-    pub(super) fn new(spec: &SandboxSpec, program: &Path) -> Self {
-        Self::with_toolchain(spec, Rc::new(Toolchain::open(program)))
-    }
-
     pub(super) fn with_toolchain(spec: &SandboxSpec, toolchain: Rc<Toolchain>) -> Self {
         Self {
             read_exec: toolchain,

@@ -1,6 +1,7 @@
-//! Starting the confined compiler without copying the parent: a child made
-//! with `clone(CLONE_VM | CLONE_VFORK)` on a stack of its own, as
-//! `posix_spawn` does. It shares the zygote's memory until `execve`, so
+//! Starting the confined compiler, for the zygote and the trampoline alike
+//! ([`Ready`]), without copying the parent: a child made with
+//! `clone(CLONE_VM | CLONE_VFORK)` on a stack of its own, as `posix_spawn`
+//! does. It shares its parent's memory until `execve`, so
 //! there is no page-table copy, no copy-on-write fault and no re-faulting of
 //! the daemon's code pages, which a `fork` per job paid for (most of the
 //! server's own CPU per job). The price is discipline: between `clone` and
@@ -8,29 +9,177 @@
 //! parent ([`Plan`], [`confine::Prepared`]); it never allocates, locks or
 //! unwinds. The parent is suspended until the child has exec'd or exited.
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::os::fd::RawFd;
+use std::ffi::{c_char, c_int, c_void, CStr, CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::rc::Rc;
 
-use super::confine;
+use super::{confine, find_program, SandboxSpec};
 use crate::exitcode;
+
+/// Why a compiler was not started: a line for the job's stderr and the exit
+/// code the daemon reads, as for a compiler that failed that way.
+#[derive(Debug)]
+pub(super) struct NotStarted {
+    pub message: String,
+    pub code: i32,
+}
+
+impl NotStarted {
+    fn new(code: i32, message: String) -> Self {
+        NotStarted { message, code }
+    }
+}
+
+/// A compiler ready to start, shared by the zygote and the trampoline: found
+/// in the job's `PATH`, its words converted for `execve`, its confinement
+/// prepared.
+pub(super) struct Ready {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    prepared: confine::Prepared,
+    exec_failed: Vec<u8>,
+}
+
+impl Ready {
+    /// `command` is the compiler and its arguments, `env` its whole
+    /// environment (its `PATH` finds the compiler); `toolchain` opens (or
+    /// recalls) what the found compiler may read.
+    pub(super) fn new(
+        spec: &SandboxSpec,
+        command: &[OsString],
+        env: &[(OsString, OsString)],
+        toolchain: impl FnOnce(&Path) -> Rc<confine::Toolchain>,
+    ) -> Result<Self, NotStarted> {
+        let path = env
+            .iter()
+            .find(|(name, _)| name == "PATH")
+            .map(|(_, value)| value.as_os_str());
+        let name = command.first().map_or(OsStr::new(""), |n| n.as_os_str());
+        let program = find_program(name, path).ok_or_else(|| {
+            NotStarted::new(
+                exitcode::COMPILER_MISSING,
+                format!(
+                    "dportage: failed to exec {}: No such file or directory (searched PATH={})\n",
+                    name.to_string_lossy(),
+                    path.unwrap_or_default().to_string_lossy()
+                ),
+            )
+        })?;
+        let nul = |what: &str| {
+            NotStarted::new(
+                exitcode::BAD_ARGUMENTS,
+                format!(
+                    "dportage {}: {what} contains a NUL byte\n",
+                    super::SUBCOMMAND
+                ),
+            )
+        };
+        let argv = command
+            .iter()
+            .map(|a| CString::new(a.as_bytes()).ok())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| nul("an argument"))?;
+        let envp = env
+            .iter()
+            .filter(|(name, _)| !name.is_empty())
+            .map(|(name, value)| {
+                let mut pair = name.as_bytes().to_vec();
+                pair.push(b'=');
+                pair.extend_from_slice(value.as_bytes());
+                CString::new(pair).ok()
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| nul("the environment"))?;
+        let program_c =
+            CString::new(program.as_os_str().as_bytes()).map_err(|_| nul("the compiler path"))?;
+        let rules = confine::Rules::with_toolchain(spec, toolchain(&program));
+        let prepared = confine::prepare(spec, &rules).map_err(|e| {
+            NotStarted::new(
+                exitcode::COMPILER_MISSING,
+                format!("dportage: sandbox: {e}\n"),
+            )
+        })?;
+        let exec_failed = format!("dportage: failed to exec {}: ", name.to_string_lossy());
+        Ok(Ready {
+            program: program_c,
+            argv,
+            envp,
+            prepared,
+            exec_failed: exec_failed.into_bytes(),
+        })
+    }
+
+    /// Start the compiler in `job_dir` with these descriptors as 0, 1 and 2
+    /// (`None` for stdin: `/dev/null`); returns its pid.
+    pub(super) fn start(
+        &self,
+        job_dir: &CStr,
+        stdin: Option<RawFd>,
+        stdout: RawFd,
+        stderr: RawFd,
+        stack: &mut ChildStack,
+    ) -> Result<libc::pid_t, NotStarted> {
+        let null = match stdin {
+            Some(_) => None,
+            None => Some(open_dev_null().map_err(|e| {
+                NotStarted::new(
+                    exitcode::COMPILER_MISSING,
+                    format!("dportage: sandbox: cannot open /dev/null for stdin: {e}\n"),
+                )
+            })?),
+        };
+        let argv = pointers(&self.argv);
+        let envp = pointers(&self.envp);
+        let plan = Plan {
+            program: &self.program,
+            argv: &argv,
+            envp: &envp,
+            job_dir,
+            stdin: stdin.unwrap_or_else(|| null.as_ref().map_or(0, |fd| fd.as_raw_fd())),
+            stdout,
+            stderr,
+            prepared: &self.prepared,
+            exec_failed: &self.exec_failed,
+        };
+        spawn(&plan, stack).map_err(|e| {
+            NotStarted::new(
+                exitcode::OUT_OF_MEMORY,
+                format!("dportage: cannot start the compiler: {e}\n"),
+            )
+        })
+    }
+}
+
+fn open_dev_null() -> std::io::Result<OwnedFd> {
+    // SAFETY: the path is a NUL-terminated literal.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: just opened, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
 
 /// Room for the child's few frames (system-call wrappers and `Prepared::apply`).
 const CHILD_STACK: usize = 256 * 1024;
 
 /// Everything the child needs, resolved by the parent.
-pub(super) struct Plan<'a> {
-    pub program: &'a CStr,
+struct Plan<'a> {
+    program: &'a CStr,
     /// NULL-terminated.
-    pub argv: &'a [*const c_char],
+    argv: &'a [*const c_char],
     /// NULL-terminated.
-    pub envp: &'a [*const c_char],
-    pub job_dir: &'a CStr,
-    pub stdin: RawFd,
-    pub stdout: RawFd,
-    pub stderr: RawFd,
-    pub prepared: &'a confine::Prepared,
+    envp: &'a [*const c_char],
+    job_dir: &'a CStr,
+    stdin: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+    prepared: &'a confine::Prepared,
     /// `dportage: failed to exec NAME: `
-    pub exec_failed: &'a [u8],
+    exec_failed: &'a [u8],
 }
 
 /// A reusable stack for [`spawn`] (one per zygote: it spawns one child at a time).
@@ -45,7 +194,7 @@ impl ChildStack {
 /// Start the child; returns its pid once it has exec'd the compiler (or
 /// exited after writing why it could not, with its exit code telling the
 /// daemon as the trampoline's would).
-pub(super) fn spawn(plan: &Plan<'_>, stack: &mut ChildStack) -> std::io::Result<libc::pid_t> {
+fn spawn(plan: &Plan<'_>, stack: &mut ChildStack) -> std::io::Result<libc::pid_t> {
     // The stack grows down: hand clone its 16-byte aligned top.
     let top = stack.0.as_mut_ptr_range().end as usize & !15;
     // SAFETY: the child runs `child_main` on its own stack, reads `plan`
@@ -136,7 +285,8 @@ fn write_errno(errno: i32) {
     write_all(2, b"\n");
 }
 
-fn write_all(fd: RawFd, mut bytes: &[u8]) {
+/// Every byte of `bytes` to `fd`, without allocating (stops at an error).
+pub(super) fn write_all(fd: RawFd, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         // SAFETY: writes from a valid slice.
         let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
@@ -148,7 +298,7 @@ fn write_all(fd: RawFd, mut bytes: &[u8]) {
 }
 
 /// NUL-terminated pointer array over `strings` (which must outlive it).
-pub(super) fn pointers(strings: &[CString]) -> Vec<*const c_char> {
+fn pointers(strings: &[CString]) -> Vec<*const c_char> {
     strings
         .iter()
         .map(|s| s.as_ptr())

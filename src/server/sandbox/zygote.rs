@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use super::{confine, find_program, spawn, SandboxSpec, REAP_GRACE};
+use super::{confine, spawn, SandboxSpec, REAP_GRACE};
 use crate::exitcode;
 
 /// Largest spec the zygote accepts: argv (bounded by the protocol limits to
@@ -434,111 +434,42 @@ impl Job {
                     cancelled: false,
                 };
             }
-            Err((message, code)) => {
-                write_fd(&self.stderr, message.as_bytes());
+            Err(spawn::NotStarted { message, code }) => {
+                spawn::write_all(self.stderr.as_raw_fd(), message.as_bytes());
                 send_word(&self.socket, 0);
                 self.state = JobState::Failed(((code as u32) & 0xff) << 8);
             }
         }
     }
 
-    /// Resolve the compiler and its confinement, then [`spawn`] it.
+    /// Resolve the compiler and its confinement, then start it.
     fn launch(
         &self,
         cwd: &OsStr,
         env: &[(OsString, OsString)],
         words: &[OsString],
         launcher: &mut Launcher,
-    ) -> Result<libc::pid_t, (String, i32)> {
-        let (spec, command) = SandboxSpec::parse(words).map_err(|e| {
-            (
-                format!("dportage {}: {e}\n", super::SUBCOMMAND),
-                exitcode::BAD_ARGUMENTS,
-            )
+    ) -> Result<libc::pid_t, spawn::NotStarted> {
+        let (spec, command) = SandboxSpec::parse(words).map_err(|e| spawn::NotStarted {
+            message: format!("dportage {}: {e}\n", super::SUBCOMMAND),
+            code: exitcode::BAD_ARGUMENTS,
         })?;
-        let path = env
-            .iter()
-            .find(|(name, _)| name == "PATH")
-            .map(|(_, value)| value.clone());
-        let name = &command[0];
-        let program = find_program(name, path.as_deref()).ok_or_else(|| {
-            (
-                format!(
-                    "dportage: failed to exec {}: No such file or directory (searched PATH={})\n",
-                    name.to_string_lossy(),
-                    path.unwrap_or_default().to_string_lossy()
-                ),
-                exitcode::COMPILER_MISSING,
-            )
+        let toolchains = &mut launcher.toolchains;
+        let ready = spawn::Ready::new(&spec, &command, env, |program| toolchains.get(program))?;
+        let job_dir = CString::new(cwd.as_bytes()).map_err(|_| spawn::NotStarted {
+            message: format!(
+                "dportage {}: the job directory contains a NUL byte\n",
+                super::SUBCOMMAND
+            ),
+            code: exitcode::BAD_ARGUMENTS,
         })?;
-        let nul = |what: &str| {
-            (
-                format!(
-                    "dportage {}: {what} contains a NUL byte\n",
-                    super::SUBCOMMAND
-                ),
-                exitcode::BAD_ARGUMENTS,
-            )
-        };
-        let argv = command
-            .iter()
-            .map(|a| CString::new(a.as_bytes()).ok())
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| nul("an argument"))?;
-        let envp = env
-            .iter()
-            .filter(|(name, _)| !name.is_empty())
-            .map(|(name, value)| {
-                let mut pair = name.as_bytes().to_vec();
-                pair.push(b'=');
-                pair.extend_from_slice(value.as_bytes());
-                CString::new(pair).ok()
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| nul("the environment"))?;
-        let program_c =
-            CString::new(program.as_os_str().as_bytes()).map_err(|_| nul("the compiler path"))?;
-        let job_dir = CString::new(cwd.as_bytes()).map_err(|_| nul("the job directory"))?;
-        let rules = confine::Rules::with_toolchain(&spec, launcher.toolchains.get(&program));
-        let prepared = confine::prepare(&spec, &rules).map_err(|e| {
-            (
-                format!("dportage: sandbox: {e}\n"),
-                exitcode::COMPILER_MISSING,
-            )
-        })?;
-        // SAFETY: the path is a NUL-terminated literal.
-        let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if null < 0 {
-            return Err((
-                format!(
-                    "dportage: sandbox: cannot open /dev/null for stdin: {}\n",
-                    io::Error::last_os_error()
-                ),
-                exitcode::COMPILER_MISSING,
-            ));
-        }
-        // SAFETY: just opened, owned by nobody else.
-        let null = unsafe { OwnedFd::from_raw_fd(null) };
-        let argv_ptrs = spawn::pointers(&argv);
-        let envp_ptrs = spawn::pointers(&envp);
-        let exec_failed = format!("dportage: failed to exec {}: ", name.to_string_lossy());
-        let plan = spawn::Plan {
-            program: &program_c,
-            argv: &argv_ptrs,
-            envp: &envp_ptrs,
-            job_dir: &job_dir,
-            stdin: null.as_raw_fd(),
-            stdout: self.stdout.as_raw_fd(),
-            stderr: self.stderr.as_raw_fd(),
-            prepared: &prepared,
-            exec_failed: exec_failed.as_bytes(),
-        };
-        spawn::spawn(&plan, &mut launcher.stack).map_err(|e| {
-            (
-                format!("dportage: cannot start the compiler: {e}\n"),
-                exitcode::OUT_OF_MEMORY,
-            )
-        })
+        ready.start(
+            &job_dir,
+            None,
+            self.stdout.as_raw_fd(),
+            self.stderr.as_raw_fd(),
+            &mut launcher.stack,
+        )
     }
 
     /// Drain a job whose compiler is gone; true once its status went out and
@@ -720,18 +651,6 @@ fn send_word(socket: &OwnedFd, word: u32) {
             bytes.len(),
             libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
         );
-    }
-}
-
-/// A short message on the job's stderr pipe (far below the pipe's buffer).
-fn write_fd(fd: &OwnedFd, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: writes from a valid slice.
-        let n = unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
-        if n <= 0 {
-            return;
-        }
-        bytes = &bytes[n as usize..];
     }
 }
 
