@@ -9,7 +9,7 @@
 //!    honest hosts agree), [`verify`] (votes, verdicts and the dual-dispatch
 //!    scheduler), [`fingerprint`] (toolchain identity), [`exitcode`].
 //! 2. **Shared edges**: [`probe`] (runs a compiler to fingerprint it),
-//!    [`logging`].
+//!    [`logging`], [`runtime`] (the one way to start tokio).
 //! 3. **Network contract**: [`network`]: API types, request signing,
 //!    identities, the clock, the host-selection rule, a signed HTTP caller.
 //! 4. **Roles**, which import the layers below and never each other:
@@ -57,6 +57,7 @@ pub mod verify;
 // Shared edges.
 pub mod logging;
 pub mod probe;
+pub mod runtime;
 
 // The network contract.
 pub mod network;

@@ -25,7 +25,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "exitcode",
         ],
     ),
-    ("shared edges", &["logging", "probe"]),
+    (
+        "shared edges",
+        &["logging", "probe", "runtime", "transport"],
+    ),
     ("network contract", &["network"]),
     ("roles", &["client", "server", "coordinator", "member"]),
     ("tools", &["tools"]),

@@ -143,13 +143,10 @@ fn run(args: RunArgs) -> i32 {
     cfg.redundancy = args.redundancy.clamp(1, 8);
     cfg.registrations_per_network_per_hour = args.registrations_per_network;
     cfg.blacklist_rule.min_networks = args.reporter_networks.clamp(1, 8);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime::multi_thread(None) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("dportage coordinator: cannot start the runtime: {e}");
+            eprintln!("dportage coordinator: {e}");
             return exitcode::DISTCC_FAILED;
         }
     };
@@ -260,10 +257,7 @@ fn blacklist_http(action: BlacklistAction, url: &str) -> i32 {
     let result = (|| -> Result<i32, crate::network::NetworkError> {
         let me = Arc::new(Identity::load_or_create(&dir)?);
         let client = CoordinatorClient::new(url, me)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| crate::network::NetworkError::io("starting a runtime".into(), e))?;
+        let rt = crate::runtime::current_thread()?;
         rt.block_on(async {
             match action {
                 BlacklistAction::List => {

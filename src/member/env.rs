@@ -520,13 +520,10 @@ pub fn env_main(args: Vec<OsString>) -> i32 {
         return exitcode::BAD_ARGUMENTS;
     };
     let dir = identity::dportage_dir();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("dportage: cannot start: {e}");
+            eprintln!("dportage: {e}");
             return exitcode::DISTCC_FAILED;
         }
     };

@@ -231,14 +231,10 @@ where
     F: FnOnce(Arc<Shared>) -> Fut,
     Fut: std::future::Future<Output = i32>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("distccd")
-        .build()
-    {
+    let runtime = match crate::runtime::multi_thread(Some("distccd")) {
         Ok(rt) => rt,
         Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
+            tracing::error!("{e}");
             return exitcode::DISTCC_FAILED;
         }
     };

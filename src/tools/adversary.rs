@@ -193,10 +193,7 @@ pub fn liar_main(args: Vec<std::ffi::OsString>) -> i32 {
         eprintln!("dportage __liar: --upstream ADDR:PORT is required");
         return crate::exitcode::BAD_ARGUMENTS;
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dportage __liar: {e}");
