@@ -9,7 +9,8 @@
 //!    honest hosts agree), [`verify`] (votes, verdicts and the dual-dispatch
 //!    scheduler), [`fingerprint`] (toolchain identity), [`exitcode`].
 //! 2. **Shared edges**: [`probe`] (runs a compiler to fingerprint it),
-//!    [`logging`], [`runtime`] (the one way to start tokio).
+//!    [`logging`], [`runtime`] (the one way to start tokio), [`transport`]
+//!    (the one read loop from a socket into the `protocol` decoders).
 //! 3. **Network contract**: [`network`]: API types, request signing,
 //!    identities, the clock, the host-selection rule, a signed HTTP caller.
 //! 4. **Roles**, which import the layers below and never each other:
@@ -23,10 +24,11 @@
 //! 2. `client/compile.rs` (plain dispatch) or `client/dual.rs` (verified:
 //!    `verify/scheduler.rs` decides, the driver executes) → `client/hostsource.rs`,
 //!    `client/slots.rs` (hosts and lock files) → `client/preprocess.rs` →
-//!    `canonical.rs` → `client/remote.rs` + `protocol/` (request out, reply in).
+//!    `canonical.rs` → `client/remote.rs` (request out) → `transport.rs` +
+//!    `protocol/` (reply in, bounded).
 //! 3. On the host: `server/listener.rs` (accept, access via `server/access.rs`)
-//!    → `server/connection.rs` + `protocol/` (bounded request) → `args/policy.rs`
-//!    (compiler and flag shapes) → `server/job.rs` (job dir) →
+//!    → `server/connection.rs` → `transport.rs` + `protocol/` (bounded request)
+//!    → `args/policy.rs` (compiler and flag shapes) → `server/job.rs` (job dir) →
 //!    `server/sandbox/zygote.rs` (confined compiler, `server/limits.rs`) → reply.
 //! 4. Back on the client: `verify/` (digests and the vote) →
 //!    `client/output.rs` (sanitised diagnostics, atomic object write).
@@ -58,6 +60,7 @@ pub mod verify;
 pub mod logging;
 pub mod probe;
 pub mod runtime;
+pub mod transport;
 
 // The network contract.
 pub mod network;
