@@ -70,7 +70,7 @@ impl CoordinatorUrl {
                 None => (authority.to_string(), 80),
             }
         };
-        check_host_name(&host).map_err(|e| bad(&e))?;
+        check_host_name(&host).map_err(|e| bad(&e.to_string()))?;
         Ok(Self {
             host,
             port,

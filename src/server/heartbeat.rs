@@ -140,7 +140,7 @@ fn parse_advertise(s: &str) -> Result<(Option<String>, u16), NetworkError> {
     if host.is_empty() {
         return Ok((None, port));
     }
-    crate::network::api::check_host_name(host).map_err(|e| bad(&e))?;
+    crate::network::api::check_host_name(host).map_err(|e| bad(&e.to_string()))?;
     Ok((Some(host.to_string()), port))
 }
 
