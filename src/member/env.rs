@@ -295,7 +295,8 @@ pub fn rank(
             {
                 return None;
             }
-            Some(((h.tz_offset_secs - my_tz).unsigned_abs(), ms, h))
+            // The coordinator may send any i32: no subtraction to overflow.
+            Some((h.tz_offset_secs.abs_diff(my_tz), ms, h))
         })
         .collect();
     scored.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));

@@ -229,7 +229,9 @@ impl HostsRequest {
 }
 
 fn check_tz(secs: i32) -> Result<(), ApiValidationError> {
-    if secs.abs() > MAX_TZ_SECS {
+    // Not `abs()`: `i32::MIN.abs()` panics in debug builds and stays
+    // negative (so passes) in release ones.
+    if secs.unsigned_abs() > MAX_TZ_SECS.unsigned_abs() {
         return Err(ApiValidationError::TimeZone(secs));
     }
     Ok(())
@@ -476,6 +478,8 @@ mod tests {
         let mut h = heartbeat();
         h.tz_offset_secs = 15 * 3600;
         assert!(h.validate().is_err());
+        h.tz_offset_secs = i32::MIN;
+        assert_eq!(h.validate(), Err(ApiValidationError::TimeZone(i32::MIN)));
         let mut h = heartbeat();
         h.toolchains[0].id = "B".repeat(64);
         assert!(h.validate().is_err());
