@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use self::daemon::DaemonError;
 use self::options::{Mode, Parsed, ServerConfig};
 use self::stats::Stats;
 use crate::exitcode;
@@ -85,9 +86,8 @@ pub fn serve_main(args: Vec<OsString>) -> i32 {
     }
 }
 
-/// Refuse to start when no compiler could ever be allowed (distccd exits 110
-/// when its whitelist directory is missing).
-fn check_whitelist(cfg: &ServerConfig) -> Result<(), String> {
+/// Refuse to start when no compiler could ever be allowed.
+fn check_whitelist(cfg: &ServerConfig) -> Result<(), DaemonError> {
     let job = &cfg.job;
     if job.insecure_compilers
         || !job.extra_compilers.is_empty()
@@ -95,22 +95,13 @@ fn check_whitelist(cfg: &ServerConfig) -> Result<(), String> {
     {
         return Ok(());
     }
-    let dirs: Vec<String> = job
-        .masquerade_dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect();
-    Err(format!(
-        "no compiler can be allowed: the whitelist directory {} does not exist. Install distcc's \
-         masquerade links (update-distcc-symlinks), or use --masquerade-dir DIR / --allow-compiler NAME",
-        dirs.join(", ")
-    ))
+    Err(DaemonError::NoCompilerAllowed(job.masquerade_dirs.clone()))
 }
 
 fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
-    if let Err(msg) = check_whitelist(&cfg) {
-        eprintln!("distccd: {msg}");
-        return exitcode::COMPILER_MISSING;
+    if let Err(e) = check_whitelist(&cfg) {
+        eprintln!("distccd: {e}");
+        return e.code();
     }
     let jobs_listener = match daemon::listen(cfg.listen, cfg.port) {
         Ok(l) => l,
@@ -247,9 +238,9 @@ where
 
 /// `--inetd`: serve the one job on stdin/stdout.
 fn serve_inetd(cfg: ServerConfig) -> i32 {
-    if let Err(msg) = check_whitelist(&cfg) {
-        eprintln!("distccd: {msg}");
-        return exitcode::COMPILER_MISSING;
+    if let Err(e) = check_whitelist(&cfg) {
+        eprintln!("distccd: {e}");
+        return e.code();
     }
     // stdout carries the reply, so the log never goes there.
     let log_warning = log::init(&cfg.log_target, cfg.log_level);
