@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::UsageError;
 use crate::protocol::{Limits, ProtocolVersion, ReplyDecoder, RequestDecoder, RequestEvent};
 use crate::transport::{FrameReader, ReadPolicy, TransportError};
 
@@ -40,8 +41,8 @@ pub enum Lie {
 }
 
 impl std::str::FromStr for Lie {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UsageError;
+    fn from_str(s: &str) -> Result<Self, UsageError> {
         match s {
             "honest" => Ok(Lie::Honest),
             "flip" => Ok(Lie::FlipObjectByte),
@@ -49,15 +50,17 @@ impl std::str::FromStr for Lie {
             "oversize" => Ok(Lie::Oversize(64 << 20)),
             "truncate" => Ok(Lie::Truncate),
             "garbage" => Ok(Lie::Garbage),
-            other => match other.strip_prefix("status=") {
-                Some(v) => v
-                    .parse::<u32>()
-                    .map(Lie::ExitStatus)
-                    .map_err(|e| format!("bad status {v:?}: {e}")),
-                None => Err(format!(
-                    "unknown lie {other:?}: use honest, flip, replace, oversize, truncate, garbage or status=N"
-                )),
-            },
+            other => {
+                match other.strip_prefix("status=") {
+                    Some(v) => v.parse::<u32>().map(Lie::ExitStatus).map_err(|source| {
+                        UsageError::BadStatus {
+                            value: v.to_owned(),
+                            source,
+                        }
+                    }),
+                    None => Err(UsageError::UnknownLie(other.to_owned())),
+                }
+            }
         }
     }
 }
@@ -256,7 +259,13 @@ mod tests {
         assert_eq!(lie.wire_bytes(&r).len(), honest.encode().len() / 2);
         let (r, lie) = lied("garbage");
         assert!(!lie.wire_bytes(&r).starts_with(b"DONE"));
-        assert!("bogus".parse::<Lie>().is_err());
-        assert!("status=x".parse::<Lie>().is_err());
+        assert_eq!(
+            "bogus".parse::<Lie>(),
+            Err(UsageError::UnknownLie("bogus".into()))
+        );
+        assert!(matches!(
+            "status=x".parse::<Lie>(),
+            Err(UsageError::BadStatus { value, .. }) if value == "x"
+        ));
     }
 }
