@@ -148,11 +148,6 @@ where
             self.received += n;
         }
     }
-
-    /// Bytes read from the stream so far.
-    pub fn received(&self) -> usize {
-        self.received
-    }
 }
 
 #[cfg(test)]
@@ -197,7 +192,6 @@ mod tests {
         }
         assert_eq!(events.len(), 3);
         assert_eq!(seen, bytes);
-        assert_eq!(reader.received(), bytes.len());
     }
 
     #[tokio::test]
