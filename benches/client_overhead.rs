@@ -15,7 +15,6 @@
 //! Run: `cargo bench --bench client_overhead` (`DPORTAGE_BENCH_RUNS=N` jobs per
 //! client and scenario, default 60).
 
-#[allow(dead_code, unused_imports)]
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 

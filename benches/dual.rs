@@ -11,7 +11,6 @@
 //!
 //! `cargo bench --bench dual` (runs per side: `DUAL_BENCH_RUNS`, default 21).
 
-#[allow(dead_code, unused_imports)]
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 

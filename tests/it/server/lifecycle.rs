@@ -250,7 +250,7 @@ fn stats_page_has_distccd_layout() {
     };
     assert!(!page.contains('\r'), "the page uses bare LF line ends");
     assert_eq!(layout(&page), layout(&capture), "page:\n{page}");
-    let stats = parse_stats(&page);
+    let stats = crate::support::serve::parse_stats(&page);
     assert_eq!(stats["dcc_compile_ok"], "1");
     assert_eq!(stats["dcc_longest_job"], "x.c");
     assert_eq!(stats["dcc_longest_job_compiler"], "x86_64-linux-gnu-gcc");

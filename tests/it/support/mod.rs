@@ -452,7 +452,7 @@ pub fn count_lines(log: &str, needle: &str) -> usize {
 }
 
 pub use distccd::{Behaviour, Distccd, DistccdOptions};
-pub use serve::{parse_stats, DportageServer};
+pub use serve::DportageServer;
 
 /// The real distcc 3.4 client.
 pub const DISTCC: &str = "/usr/bin/distcc";

@@ -178,7 +178,7 @@ impl DportageServer {
             let stats_port = o.stats.then(|| free_port_on(o.at));
             // Started as root, the server runs jobs as the `distccd` user: it
             // must reach its job root (and the stuck compilers).
-            let (dir, tmpdir) = daemon_dir("dportage-serve-");
+            let (dir, tmpdir) = daemon_dir("dportage-daemon-");
             let log_path = dir.path().join("server.log");
             let mut path = std::env::var_os("PATH").unwrap_or_default();
             if o.behaviour == Behaviour::Stuck {
