@@ -351,18 +351,7 @@ fn many_concurrent_bad_clients_do_not_disturb_an_honest_one() {
 fn client_eof_during_compile_kills_the_compiler() {
     let s = hostile_server();
     let doti = slow_source(100_000); // ~80 s if left alone
-    let req = request(
-        1,
-        &[
-            "x86_64-linux-gnu-g++",
-            NO_CONSTEXPR_LIMIT,
-            "-c",
-            "slow.cc",
-            "-o",
-            "slow.o",
-        ],
-        &doti,
-    );
+    let req = slow_request(&doti);
     let mut c = TcpStream::connect(s.addr()).expect("connect");
     c.write_all(&req).expect("send request");
     s.wait_for_job_processes();
@@ -658,18 +647,7 @@ fn compilers_inside(dir: &std::path::Path) -> usize {
 fn at_most_jobs_compilers_run_at_once() {
     let s = DportageServer::start(&["--jobs", "2"]);
     let doti = slow_source(1500); // about a second each
-    let req = request(
-        1,
-        &[
-            "x86_64-linux-gnu-g++",
-            NO_CONSTEXPR_LIMIT,
-            "-c",
-            "slow.cc",
-            "-o",
-            "slow.o",
-        ],
-        &doti,
-    );
+    let req = slow_request(&doti);
     let addr = s.addr();
     let clients: Vec<_> = (0..5)
         .map(|_| {

@@ -380,18 +380,7 @@ fn metrics_in_prometheus_text_format() {
 fn sigterm_lets_the_running_job_finish() {
     let mut s = DportageServer::start(&["--jobs", "2"]);
     let doti = slow_source(4000); // a few seconds of compiling
-    let req = request(
-        1,
-        &[
-            "x86_64-linux-gnu-g++",
-            NO_CONSTEXPR_LIMIT,
-            "-c",
-            "slow.cc",
-            "-o",
-            "slow.o",
-        ],
-        &doti,
-    );
+    let req = slow_request(&doti);
     let addr = s.addr();
     let client = std::thread::spawn(move || exchange(addr, &req, false, Duration::from_secs(120)));
     s.wait_for_job_processes();

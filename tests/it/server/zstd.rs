@@ -181,7 +181,7 @@ fn real_distccd_gets_lzo_and_a_wrong_zstd_entry_falls_back() {
     // Positive evidence that distccd got the zstd request and refused it
     // (it logs the job summary after closing the connection); only then can
     // its count of compiled jobs say it did not compile it.
-    let log = d.wait_for_log("the refused zstd request", |log| {
+    let log = d.wait_until_logged("the refused zstd request", |log| {
         log.contains("can't handle requested protocol version") && log.contains(" REJ_BAD_REQ ")
     });
     assert_eq!(

@@ -25,18 +25,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 fn compilers_are_children_of_the_zygote_without_a_re_exec_or_supervisor() {
     let mut s = DportageServer::start(&["--jobs", "1"]);
     let daemon = s.pid().expect("server pid");
-    let req = request(
-        1,
-        &[
-            "x86_64-linux-gnu-g++",
-            NO_CONSTEXPR_LIMIT,
-            "-c",
-            "slow.cc",
-            "-o",
-            "slow.o",
-        ],
-        &slow_source(100_000),
-    );
+    let req = slow_request(&slow_source(100_000));
     let mut c = TcpStream::connect(s.addr()).expect("connect");
     c.write_all(&req).expect("send request");
     // The compiler driver: a job process (cwd in the job directory) running g++.

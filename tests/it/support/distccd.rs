@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::{count_lines, daemon_dir, free_port_on, is_listening, poll_until, wait_until};
+use super::dual::CompileHost;
+use super::{count_lines, daemon_dir, free_port_on, is_listening, poll_until};
 
 pub const DISTCCD_BIN: &str = "/usr/bin/distccd";
 
@@ -78,7 +79,7 @@ impl DistccdOptions {
 
 /// A real distccd 3.4 listening on one loopback address.
 pub struct Distccd {
-    child: Option<Child>,
+    pub(super) child: Option<Child>,
     pub addr: SocketAddr,
     pub port: u16,
     pub log: PathBuf,
@@ -180,47 +181,9 @@ impl Distccd {
         panic!("distccd did not start on {}: {last_error}", options.at);
     }
 
-    /// `ADDR:PORT` for `DISTCC_HOSTS`.
-    pub fn hostspec(&self) -> String {
-        self.addr.to_string()
-    }
-
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Jobs distccd compiled successfully so far (it logs after replying).
-    pub fn compile_ok_count(&self) -> usize {
-        count_lines(&self.log_text(), " COMPILE_OK ")
-    }
-
-    /// Wait until distccd's log satisfies `done` (it logs after replying, so
-    /// the client can finish first). Panics after 30 s.
-    pub fn wait_for_log(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        wait_until(
-            Duration::from_secs(30),
-            format!("{} to log {what}", self.addr),
-            || {
-                let text = self.log_text();
-                if done(&text) {
-                    Ok(text)
-                } else {
-                    Err(text)
-                }
-            },
-        )
-    }
-
-    /// Wait until distccd logged at least `n` successful jobs.
-    pub fn wait_for_compile_ok(&self, n: usize) {
-        self.wait_for_log(&format!("{n} COMPILE_OK lines"), |log| {
-            count_lines(log, " COMPILE_OK ") >= n
-        });
-    }
-
     /// Wait until distccd logged `n` successful jobs, and no more.
     pub fn wait_for_exact_compile_ok(&self, n: usize) {
-        let log = self.wait_for_log(&format!("{n} COMPILE_OK lines"), |log| {
+        let log = self.wait_until_logged(&format!("{n} COMPILE_OK lines"), |log| {
             count_lines(log, " COMPILE_OK ") >= n
         });
         assert_eq!(
@@ -230,19 +193,8 @@ impl Distccd {
         );
     }
 
-    /// For a [`Behaviour::Stuck`] host: wait until a compile has started on it.
-    pub fn wait_for_stuck_job(&self) {
-        wait_until(
-            Duration::from_secs(30),
-            format_args!("a job on the stuck host {}", self.addr),
-            || match self.stuck().is_empty() {
-                true => Err(self.log_text()),
-                false => Ok(()),
-            },
-        )
-    }
-
-    fn stuck(&self) -> Vec<i32> {
+    /// PIDs of the compilers a stuck host started.
+    pub(super) fn stuck(&self) -> Vec<i32> {
         fs::read_to_string(&self.stuck_pids)
             .unwrap_or_default()
             .lines()
@@ -251,33 +203,7 @@ impl Distccd {
             .collect()
     }
 
-    /// SIGKILL the daemon, its workers and its stuck compilers: a host dying.
-    pub fn kill_now(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: signals to the process group we created for this child.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-        }
-        self.kill_stuck();
-    }
-
-    /// Wait until none of the compilers a stuck host started still runs.
-    pub fn wait_for_jobs_gone(&self, limit: Duration) {
-        wait_until(limit, format_args!("{}'s jobs to end", self.addr), || {
-            let left: Vec<i32> = self
-                .stuck()
-                .into_iter()
-                .filter(|pid| super::alive(*pid))
-                .collect();
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("still running: {left:?}"))
-            }
-        })
-    }
-
-    fn kill_stuck(&self) {
+    pub(super) fn kill_stuck(&self) {
         for pid in self.stuck() {
             // SAFETY: a PID our own stuck compiler wrote; it is a sleep we started.
             unsafe { libc::kill(pid, libc::SIGKILL) };

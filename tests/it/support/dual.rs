@@ -9,8 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use super::{
-    dportage_bin, require_distcc, require_masquerade_dir, stderr_text, Behaviour, Distccd,
-    DportageServer,
+    alive, count_lines, dportage_bin, require_distcc, require_masquerade_dir, stderr_text,
+    wait_until, Behaviour, Distccd, DportageServer,
 };
 
 /// A compile host the client can list: started on a loopback address,
@@ -38,12 +38,35 @@ pub trait CompileHost: Sized {
 
     fn log_text(&self) -> String;
 
+    /// Wait until the log satisfies `done` (hosts log after replying, so the
+    /// client can finish first). Panics after 30 s.
+    fn wait_until_logged(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        wait_until(
+            Duration::from_secs(30),
+            format_args!("{} to log {what}", self.addr()),
+            || {
+                let text = self.log_text();
+                if done(&text) {
+                    Ok(text)
+                } else {
+                    Err(text)
+                }
+            },
+        )
+    }
+
     /// Jobs compiled and answered (both kinds log ` COMPILE_OK ` after
     /// replying).
-    fn compile_ok_count(&self) -> usize;
+    fn compile_ok_count(&self) -> usize {
+        count_lines(&self.log_text(), " COMPILE_OK ")
+    }
 
     /// Wait until at least `n` jobs were logged as compiled.
-    fn wait_for_compile_ok(&self, n: usize);
+    fn wait_for_compile_ok(&self, n: usize) {
+        self.wait_until_logged(&format!("{n} COMPILE_OK lines"), |log| {
+            count_lines(log, " COMPILE_OK ") >= n
+        });
+    }
 
     /// For a [`Behaviour::Stuck`] host: wait until a compile has started.
     fn wait_for_stuck_job(&self);
@@ -62,29 +85,45 @@ impl CompileHost for Distccd {
     fn require(test: &str) -> bool {
         require_distcc(test)
     }
+
     fn start_as(at: Ipv4Addr, behaviour: Behaviour) -> Self {
         Distccd::at_as(at, behaviour)
     }
+
     fn addr(&self) -> SocketAddr {
         self.addr
     }
+
     fn log_text(&self) -> String {
-        Distccd::log_text(self)
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-    fn compile_ok_count(&self) -> usize {
-        Distccd::compile_ok_count(self)
-    }
-    fn wait_for_compile_ok(&self, n: usize) {
-        Distccd::wait_for_compile_ok(self, n)
-    }
+
+    /// The stuck compiler wrote its PID.
     fn wait_for_stuck_job(&self) {
-        Distccd::wait_for_stuck_job(self)
+        self.wait_until_logged("a stuck job (its compiler started)", |_| {
+            !self.stuck().is_empty()
+        });
     }
+
+    /// The daemon, its workers (its process group) and its stuck compilers.
     fn kill_now(&mut self) {
-        Distccd::kill_now(self)
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signals to the process group we created for this child.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+        }
+        self.kill_stuck();
     }
+
     fn wait_for_jobs_gone(&self, limit: Duration) {
-        Distccd::wait_for_jobs_gone(self, limit)
+        wait_until(limit, format_args!("{}'s jobs to end", self.addr), || {
+            let left: Vec<i32> = self.stuck().into_iter().filter(|p| alive(*p)).collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still running: {left:?}"))
+            }
+        })
     }
 }
 
@@ -94,29 +133,56 @@ impl CompileHost for DportageServer {
     fn require(test: &str) -> bool {
         require_masquerade_dir(test)
     }
+
     fn start_as(at: Ipv4Addr, behaviour: Behaviour) -> Self {
         DportageServer::at_as(at, behaviour)
     }
+
     fn addr(&self) -> SocketAddr {
         self.addr
     }
+
     fn log_text(&self) -> String {
         self.log()
     }
-    fn compile_ok_count(&self) -> usize {
-        DportageServer::compile_ok_count(self)
-    }
-    fn wait_for_compile_ok(&self, n: usize) {
-        DportageServer::wait_for_compile_ok(self, n)
-    }
+
+    /// Its `sleep` runs in a job directory.
     fn wait_for_stuck_job(&self) {
-        DportageServer::wait_for_stuck_job(self)
+        self.wait_until_logged("a stuck job (its compiler started)", |_| {
+            self.processes_in_job_dirs().into_iter().any(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .map(|c| c.trim() == "sleep")
+                    .unwrap_or(false)
+            })
+        });
     }
+
+    /// The server process alone (by PID): its job processes are left to
+    /// notice on their own.
     fn kill_now(&mut self) {
-        DportageServer::kill_now(self)
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: a signal to the process we started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
     }
+
+    /// No process works in a job directory any more, and the job
+    /// directories are gone.
     fn wait_for_jobs_gone(&self, limit: Duration) {
-        DportageServer::wait_for_jobs_gone(self, limit)
+        wait_until(limit, format_args!("{}'s jobs to end", self.addr), || {
+            let procs = self.processes_in_job_dirs();
+            let dirs: Vec<_> = std::fs::read_dir(&self.tmpdir)
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            if procs.is_empty() && dirs.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "job processes {procs:?} or directories {dirs:?} remain"
+                ))
+            }
+        })
     }
 }
 

@@ -23,61 +23,35 @@ pub fn dportage_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_dportage"))
 }
 
-/// Something installed on this machine that a test talks to.
+/// Something installed on this machine that a test talks to: the files
+/// that must all exist, and the Debian package that brings them.
 pub struct Peer {
-    /// What it is, for the messages.
-    pub name: &'static str,
-    /// Files that must all exist.
     pub paths: &'static [&'static str],
-    /// How to install it.
-    pub install: &'static str,
+    pub package: &'static str,
 }
 
 /// The peers the tests use.
 pub mod peer {
     use super::Peer;
 
+    const fn debian(paths: &'static [&'static str], package: &'static str) -> Peer {
+        Peer { paths, package }
+    }
+
     /// The real distcc 3.4 client and daemon.
-    pub const DISTCC_PAIR: Peer = Peer {
-        name: "distcc 3.4 (/usr/bin/distcc, /usr/bin/distccd)",
-        paths: &["/usr/bin/distcc", "/usr/bin/distccd"],
-        install: "apt-get install distcc",
-    };
+    pub const DISTCC_PAIR: Peer = debian(&["/usr/bin/distcc", "/usr/bin/distccd"], "distcc");
     /// The real distcc 3.4 client alone.
-    pub const DISTCC_CLIENT: Peer = Peer {
-        name: "distcc 3.4 (/usr/bin/distcc)",
-        paths: &["/usr/bin/distcc"],
-        install: "apt-get install distcc",
-    };
+    pub const DISTCC_CLIENT: Peer = debian(&["/usr/bin/distcc"], "distcc");
     /// The real distcc 3.4 client and its masquerade directory.
-    pub const DISTCC_WITH_MASQUERADE: Peer = Peer {
-        name: "distcc 3.4 (/usr/bin/distcc, /usr/lib/distcc)",
-        paths: &["/usr/bin/distcc", "/usr/lib/distcc"],
-        install: "apt-get install distcc",
-    };
+    pub const DISTCC_WITH_MASQUERADE: Peer =
+        debian(&["/usr/bin/distcc", "/usr/lib/distcc"], "distcc");
     /// The real distccd 3.4 alone.
-    pub const DISTCCD: Peer = Peer {
-        name: "distccd 3.4 (/usr/bin/distccd)",
-        paths: &["/usr/bin/distccd"],
-        install: "apt-get install distcc",
-    };
+    pub const DISTCCD: Peer = debian(&["/usr/bin/distccd"], "distcc");
     /// distcc's masquerade directory: the compiler whitelist of `dportage
     /// serve` (without it our server runs no compiler).
-    pub const MASQUERADE_DIR: Peer = Peer {
-        name: "the compiler whitelist /usr/lib/distcc/gcc",
-        paths: &["/usr/lib/distcc/gcc"],
-        install: "apt-get install distcc",
-    };
-    pub const CCACHE: Peer = Peer {
-        name: "ccache (/usr/bin/ccache)",
-        paths: &["/usr/bin/ccache"],
-        install: "apt-get install ccache",
-    };
-    pub const CHROMIUM: Peer = Peer {
-        name: "Debian's chromium (/usr/bin/chromium)",
-        paths: &["/usr/bin/chromium"],
-        install: "apt-get install chromium",
-    };
+    pub const MASQUERADE_DIR: Peer = debian(&["/usr/lib/distcc/gcc"], "distcc");
+    pub const CCACHE: Peer = debian(&["/usr/bin/ccache"], "ccache");
+    pub const CHROMIUM: Peer = debian(&["/usr/bin/chromium"], "chromium");
 }
 
 /// True when `peer` is installed. Under CI (`CI` set) its absence FAILS the
@@ -86,16 +60,11 @@ pub fn require_peer(test: &str, peer: &Peer) -> bool {
     if peer.paths.iter().all(|p| Path::new(p).exists()) {
         return true;
     }
+    let (paths, package) = (peer.paths.join(", "), peer.package);
     if std::env::var_os("CI").is_some() {
-        panic!(
-            "{test}: {} is required under CI: {}",
-            peer.name, peer.install
-        );
+        panic!("{test}: {paths} ({package}) required under CI: apt-get install {package}");
     }
-    eprintln!(
-        "note: skipping {test}: {} is not installed ({})",
-        peer.name, peer.install
-    );
+    eprintln!("note: skipping {test}: {paths} missing (apt-get install {package})");
     false
 }
 
@@ -452,6 +421,7 @@ pub fn count_lines(log: &str, needle: &str) -> usize {
 }
 
 pub use distccd::{Behaviour, Distccd, DistccdOptions};
+pub use dual::CompileHost;
 pub use serve::DportageServer;
 
 /// The real distcc 3.4 client.

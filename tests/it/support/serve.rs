@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::distccd::{stuck_compilers, Behaviour};
 use super::{
-    count_lines, daemon_dir, dportage_bin, free_port_on, poll_until, processes_inside, wait_until,
+    daemon_dir, dportage_bin, free_port_on, poll_until, processes_inside, wait_until,
     wait_with_limit, START_TIMEOUT,
 };
 
@@ -110,12 +110,12 @@ impl Default for ServeOptions {
 
 /// A running `dportage serve`.
 pub struct DportageServer {
-    child: Option<Child>,
+    pub(super) child: Option<Child>,
     pub addr: SocketAddr,
     pub port: u16,
     pub stats_port: Option<u16>,
     /// Its TMPDIR, where its job directories live (world-writable).
-    tmpdir: PathBuf,
+    pub(super) tmpdir: PathBuf,
     pub log_path: PathBuf,
     /// Holds the TMPDIR, the log and any stuck compilers.
     _dir: tempfile::TempDir,
@@ -257,15 +257,6 @@ impl DportageServer {
         })
     }
 
-    /// `ADDR:PORT` for `DISTCC_HOSTS`.
-    pub fn hostspec(&self) -> String {
-        self.addr.to_string()
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// Its TMPDIR, where its job directories live.
     pub fn tmpdir(&self) -> &Path {
         &self.tmpdir
@@ -289,28 +280,6 @@ impl DportageServer {
                 Err(log)
             }
         })
-    }
-
-    /// Jobs that compiled and were answered (the server logs after replying,
-    /// with distccd's outcome names).
-    pub fn compile_ok_count(&self) -> usize {
-        count_lines(&self.log(), " COMPILE_OK ")
-    }
-
-    /// Wait until at least `n` jobs compiled.
-    pub fn wait_for_compile_ok(&self, n: usize) {
-        wait_until(
-            Duration::from_secs(30),
-            format_args!("{} to log {n} COMPILE_OK lines", self.addr),
-            || {
-                let log = self.log();
-                if count_lines(&log, " COMPILE_OK ") >= n {
-                    Ok(())
-                } else {
-                    Err(log)
-                }
-            },
-        )
     }
 
     /// Processes working in this server's TMPDIR other than the server
@@ -373,55 +342,6 @@ impl DportageServer {
                     .unwrap_or(false)
             })
             .collect()
-    }
-
-    /// For a [`Behaviour::Stuck`] server: wait until a compile has started
-    /// (its `sleep` runs in a job directory).
-    pub fn wait_for_stuck_job(&self) {
-        wait_until(
-            Duration::from_secs(30),
-            format_args!("a job on the stuck server {}", self.addr),
-            || {
-                let sleeping = self.processes_in_job_dirs().into_iter().any(|pid| {
-                    fs::read_to_string(format!("/proc/{pid}/comm"))
-                        .map(|c| c.trim() == "sleep")
-                        .unwrap_or(false)
-                });
-                if sleeping {
-                    Ok(())
-                } else {
-                    Err(self.log())
-                }
-            },
-        )
-    }
-
-    /// SIGKILL the server process alone (by PID): a host dying mid-job. Its
-    /// job processes are left to notice on their own.
-    pub fn kill_now(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: a signal to the process we started.
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-            let _ = child.wait();
-        }
-    }
-
-    /// Wait until no process works in a job directory any more, and the job
-    /// directories are gone.
-    pub fn wait_for_jobs_gone(&self, limit: Duration) {
-        wait_until(limit, format_args!("{}'s jobs to end", self.addr), || {
-            let procs = self.processes_in_job_dirs();
-            let dirs: Vec<_> = fs::read_dir(&self.tmpdir)
-                .map(|d| d.flatten().map(|e| e.file_name()).collect())
-                .unwrap_or_default();
-            if procs.is_empty() && dirs.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "job processes {procs:?} or directories {dirs:?} remain"
-                ))
-            }
-        })
     }
 
     /// The stats port's answer to `request`, or None when it could not be read.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::serve::DportageServer;
+use super::{CompileHost, DportageServer};
 
 // ---- hand-made protocol bytes (independent of the crate's codec) ----
 
@@ -284,6 +284,22 @@ pub fn run_local(cwd: &Path, compiler: &str, args: &[&str]) -> (std::process::Ex
 /// would end [`slow_source`] with an error within a second); pass it with
 /// every compile of a slow source.
 pub const NO_CONSTEXPR_LIMIT: &str = "-fconstexpr-ops-limit=1000000000000";
+
+/// A protocol-1 request compiling `doti` (a [`slow_source`]) with g++.
+pub fn slow_request(doti: &[u8]) -> Vec<u8> {
+    request(
+        1,
+        &[
+            "x86_64-linux-gnu-g++",
+            NO_CONSTEXPR_LIMIT,
+            "-c",
+            "slow.cc",
+            "-o",
+            "slow.o",
+        ],
+        doti,
+    )
+}
 
 /// A C++ source whose constant evaluation keeps the compiler busy for about
 /// `n / 1200` seconds (with [`NO_CONSTEXPR_LIMIT`]).
