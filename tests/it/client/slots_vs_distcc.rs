@@ -9,7 +9,7 @@
 use crate::support::*;
 use std::io::ErrorKind;
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -17,6 +17,54 @@ use dportage::client::slots::LockDir;
 use dportage::hosts::parse_host_list;
 
 const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The real client, a work directory, and the `DISTCC_DIR` it shares with
+/// our lock directory.
+struct Shared {
+    distcc: PathBuf,
+    work: tempfile::TempDir,
+    state: tempfile::TempDir,
+    lock: LockDir,
+}
+
+impl Shared {
+    fn new() -> Option<Shared> {
+        let distcc = real_distcc(module_path!())?;
+        let state = tempfile::tempdir().unwrap();
+        let lock = LockDir::open(state.path(), Duration::from_secs(60)).unwrap();
+        Some(Shared {
+            distcc,
+            work: tempfile::tempdir().unwrap(),
+            state,
+            lock,
+        })
+    }
+
+    /// distcc on `hosts`.
+    fn run(&self, hosts: &str) -> Distcc {
+        Distcc::start(
+            &self.distcc,
+            self.work.path(),
+            self.state.path(),
+            hosts,
+            &[],
+        )
+    }
+
+    /// distcc on `hosts`, logging verbosely to the file returned.
+    fn run_logged(&self, hosts: &str) -> (Distcc, PathBuf) {
+        let log = self.state.path().join("distcc.log");
+        let log_text = log.to_str().unwrap().to_string();
+        let run = Distcc::start(
+            &self.distcc,
+            self.work.path(),
+            self.state.path(),
+            hosts,
+            &[("DISTCC_VERBOSE", "1"), ("DISTCC_LOG", &log_text)],
+        );
+        (run, log)
+    }
+}
 
 fn listener() -> (TcpListener, u16) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -99,17 +147,15 @@ fn wait_for_file_containing(path: &Path, needle: &str) {
 
 #[test]
 fn a_slot_held_by_distcc_is_busy_for_us_and_its_backoff_counts() {
-    let Some(distcc) = real_distcc(module_path!()) else {
+    let Some(w) = Shared::new() else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
     let (l, port) = listener();
     let hosts_text = format!("127.0.0.1:{port}/1");
     let hosts = parse_host_list(&hosts_text).unwrap();
-    let lock = LockDir::open(state.path(), Duration::from_secs(60)).unwrap();
+    let lock = &w.lock;
 
-    let mut real = Distcc::start(&distcc, work.path(), state.path(), &hosts_text, &[]);
+    let mut real = w.run(&hosts_text);
     let conn = real.connection(&l);
     // distcc named the file as we do, and holds it.
     assert!(lock.slot_path(&format!("tcp_127.0.0.1_{port}"), 0).exists());
@@ -137,20 +183,18 @@ fn a_slot_held_by_distcc_is_busy_for_us_and_its_backoff_counts() {
 
 #[test]
 fn distcc_takes_another_host_while_we_hold_one() {
-    let Some(distcc) = real_distcc(module_path!()) else {
+    let Some(w) = Shared::new() else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
     let (l1, p1) = listener();
     let (l2, p2) = listener();
     let hosts_text = format!("127.0.0.1:{p1}/1 127.0.0.1:{p2}/1");
     let hosts = parse_host_list(&hosts_text).unwrap();
-    let lock = LockDir::open(state.path(), Duration::from_secs(60)).unwrap();
+    let lock = &w.lock;
     let (mine, guard) = lock.try_acquire(&hosts, &[]).unwrap();
     assert_eq!(mine.verbatim, format!("127.0.0.1:{p1}/1"));
 
-    let mut real = Distcc::start(&distcc, work.path(), state.path(), &hosts_text, &[]);
+    let mut real = w.run(&hosts_text);
     let conn = real.connection(&l2);
     assert!(no_connection(&l1), "distcc must not use the slot we hold");
     drop(conn);
@@ -162,26 +206,16 @@ fn distcc_takes_another_host_while_we_hold_one() {
 
 #[test]
 fn distcc_waits_while_we_hold_the_only_slot() {
-    let Some(distcc) = real_distcc(module_path!()) else {
+    let Some(w) = Shared::new() else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
     let (l, port) = listener();
     let hosts_text = format!("127.0.0.1:{port}/1");
     let hosts = parse_host_list(&hosts_text).unwrap();
-    let lock = LockDir::open(state.path(), Duration::from_secs(60)).unwrap();
+    let lock = &w.lock;
     let (_, guard) = lock.try_acquire(&hosts, &[]).unwrap();
 
-    let log = state.path().join("distcc.log");
-    let log_text = log.to_str().unwrap().to_string();
-    let mut real = Distcc::start(
-        &distcc,
-        work.path(),
-        state.path(),
-        &hosts_text,
-        &[("DISTCC_VERBOSE", "1"), ("DISTCC_LOG", &log_text)],
-    );
+    let (mut real, log) = w.run_logged(&hosts_text);
     wait_for_file_containing(&log, "nothing available, sleeping");
     assert!(
         no_connection(&l),
@@ -194,18 +228,16 @@ fn distcc_waits_while_we_hold_the_only_slot() {
 
 #[test]
 fn our_backoff_keeps_distcc_away() {
-    let Some(distcc) = real_distcc(module_path!()) else {
+    let Some(w) = Shared::new() else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
     let (l, port) = listener();
     let hosts_text = format!("127.0.0.1:{port}");
     let hosts = parse_host_list(&hosts_text).unwrap();
-    let lock = LockDir::open(state.path(), Duration::from_secs(60)).unwrap();
+    let lock = &w.lock;
     lock.mark_failed(&hosts.hosts[0]);
 
-    let real = Distcc::start(&distcc, work.path(), state.path(), &hosts_text, &[]);
+    let real = w.run(&hosts_text);
     // Every host backed off and no fallback: "no hosts" at once.
     assert_eq!(real.exit_code(), 116);
     assert!(no_connection(&l));
@@ -213,27 +245,17 @@ fn our_backoff_keeps_distcc_away() {
 
 #[test]
 fn distcc_waits_for_a_local_slot_we_hold() {
-    let Some(distcc) = real_distcc(module_path!()) else {
+    let Some(w) = Shared::new() else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
     let (l, port) = listener();
     // One preprocessor slot; distcc needs it before it connects.
     let hosts_text = format!("--localslots_cpp=1 127.0.0.1:{port}");
-    let lock = LockDir::open(state.path(), Duration::from_secs(60)).unwrap();
+    let lock = &w.lock;
     let local = lock.acquire_local(1, Duration::from_millis(10));
     assert!(local.is_locked());
 
-    let log = state.path().join("distcc.log");
-    let log_text = log.to_str().unwrap().to_string();
-    let mut real = Distcc::start(
-        &distcc,
-        work.path(),
-        state.path(),
-        &hosts_text,
-        &[("DISTCC_VERBOSE", "1"), ("DISTCC_LOG", &log_text)],
-    );
+    let (mut real, log) = w.run_logged(&hosts_text);
     wait_for_file_containing(&log, "cpu_localhost_0 is busy");
     assert!(no_connection(&l), "distcc preprocesses before it connects");
     drop(local);

@@ -111,19 +111,15 @@ fn printed_environment_evals_and_compiles_through_real_distcc() {
     let script = "set -e\neval \"$(cat lines.sh)\"\nfor i in 1 2 3 4; do distcc gcc -O2 -c hello.c -o remote$i.o; done\n";
     fs::write(work.join("lines.sh"), &lines).unwrap();
     fs::create_dir(tmp.path().join("distcc-state")).unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(&work)
-        .env("DISTCC_FALLBACK", "0")
-        .env("DISTCC_DIR", tmp.path().join("distcc-state"))
-        .env_remove("DISTCC_HOSTS")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "distcc: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_checked(
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&work)
+            .env("DISTCC_FALLBACK", "0")
+            .env("DISTCC_DIR", tmp.path().join("distcc-state"))
+            .env_remove("DISTCC_HOSTS"),
+        "distcc",
     );
     let local = Command::new("gcc")
         .args(["-O2", "-c", "hello.c", "-o", "local.o"])

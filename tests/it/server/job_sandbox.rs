@@ -67,7 +67,7 @@ async fn incbin_outside_the_toolchain_fails_in_the_sandbox() {
 const LAUNCHERS: [&str; 2] = ["__sandbox-exec", "__zygote-exec"];
 
 fn trampoline(launcher: &str, job_dir: &Path, command: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dportage"))
+    Command::new(dportage_bin())
         .arg(launcher)
         .arg("--job-dir")
         .arg(job_dir)
@@ -261,7 +261,7 @@ fn required_sandbox_without_landlock_runs_nothing() {
 fn required_sandbox_without_landlock_runs_nothing_with(launcher: &str) {
     let run = |mode: &str, job: &Path| {
         without_landlock(
-            Command::new(env!("CARGO_BIN_EXE_dportage"))
+            Command::new(dportage_bin())
                 .arg(launcher)
                 .arg("--job-dir")
                 .arg(job)
@@ -515,7 +515,7 @@ fn rlimits_reach_the_compiler() {
 
 fn rlimits_reach_the_compiler_with(launcher: &str) {
     let job = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_dportage"))
+    let out = Command::new(dportage_bin())
         .args([launcher, "--job-dir"])
         .arg(job.path())
         .args([

@@ -110,11 +110,11 @@ fn client_speaks_zstd_only_to_zstd_entries() {
     std::fs::write(dir.path().join("x.c"), source).expect("write source");
     let state = dir.path().join("state");
     std::fs::create_dir(&state).expect("state dir");
-    let client = env!("CARGO_BIN_EXE_dportage");
+    let client = dportage_bin();
     let mut bytes_in = Vec::new();
     for option in [",lzo", ",zstd"] {
         let before = request_bytes(&s);
-        let out = std::process::Command::new(client)
+        let out = std::process::Command::new(&client)
             .args(["cc", "gcc", "-O2", "-c", "x.c", "-o", "x.o"])
             .current_dir(dir.path())
             .env(
@@ -158,20 +158,16 @@ fn real_distccd_gets_lzo_and_a_wrong_zstd_entry_falls_back() {
     std::fs::create_dir(&state).expect("state dir");
     let run = |option: &str, fallback: &str| {
         let _ = std::fs::remove_file(dir.path().join("x.o"));
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dportage"))
-            .args(["cc", "gcc", "-c", "x.c", "-o", "x.o"])
-            .current_dir(dir.path())
-            .env("DISTCC_HOSTS", format!("127.0.0.1:{}/1{option}", d.port))
-            .env("DISTCC_DIR", &state)
-            .env("DISTCC_FALLBACK", fallback)
-            .env("DISTCC_BACKOFF_PERIOD", "0")
-            .env_remove("DISTCC_VERBOSE")
-            .output()
-            .expect("run the client");
-        assert!(
-            out.status.success(),
-            "{option}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_checked(
+            std::process::Command::new(dportage_bin())
+                .args(["cc", "gcc", "-c", "x.c", "-o", "x.o"])
+                .current_dir(dir.path())
+                .env("DISTCC_HOSTS", format!("127.0.0.1:{}/1{option}", d.port))
+                .env("DISTCC_DIR", &state)
+                .env("DISTCC_FALLBACK", fallback)
+                .env("DISTCC_BACKOFF_PERIOD", "0")
+                .env_remove("DISTCC_VERBOSE"),
+            option,
         );
         assert!(dir.path().join("x.o").exists());
     };

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::dportage_bin;
+use super::{dportage_bin, run_checked};
 
 /// An isolated client world: our binary linked as `distcc` and as compilers
 /// (`gcc`, `g++`, `cc`, `c++` in a masquerade directory), a private
@@ -176,17 +176,9 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) {
 
 /// Run a local reference command (no distcc) and insist it succeeds.
 pub fn run_ok(program: &str, args: &[&str], cwd: &Path) {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(cwd)
-        .env("LC_ALL", "C")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(cwd).env("LC_ALL", "C");
+    run_checked(&mut cmd, &format!("{program} {args:?}"));
 }
 
 /// Assert two files have identical bytes, with a short message when not.

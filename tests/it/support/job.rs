@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use super::run_checked;
 use dportage::server::job::{
     check_command, run_job, JobConfig, JobLimits, JobOutcome, SandboxMode,
 };
@@ -55,20 +56,9 @@ pub async fn compile(command: &str, source: &[u8], cfg: &JobConfig) -> JobOutcom
 pub fn preprocess(compiler: &str, dir: &Path, name: &str, source: &str, flags: &[&str]) -> Vec<u8> {
     let path = dir.join(name);
     std::fs::write(&path, source).unwrap();
-    let out = Command::new(compiler)
-        .args(flags)
-        .arg("-E")
-        .arg(name)
-        .current_dir(dir)
-        .env("LC_ALL", "C")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    let mut cmd = Command::new(compiler);
+    cmd.args(flags).arg("-E").arg(name).current_dir(dir);
+    run_checked(cmd.env("LC_ALL", "C"), "preprocess").stdout
 }
 
 /// Compile a preprocessed file locally in `dir`, as the client's own compiler
@@ -81,21 +71,9 @@ pub fn local_compile(
     flags: &[&str],
 ) -> Vec<u8> {
     std::fs::write(dir.join(name), pre).unwrap();
-    let out = Command::new(compiler)
-        .args(flags)
-        .arg("-c")
-        .arg(name)
-        .arg("-o")
-        .arg("local.o")
-        .current_dir(dir)
-        .env("LC_ALL", "C")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new(compiler);
+    cmd.args(flags).args(["-c", name, "-o", "local.o"]);
+    run_checked(cmd.current_dir(dir).env("LC_ALL", "C"), "local compile");
     std::fs::read(dir.join("local.o")).unwrap()
 }
 

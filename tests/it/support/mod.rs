@@ -447,3 +447,16 @@ pub fn accept_while_running(
         None
     })
 }
+
+/// Run `cmd` and insist it succeeds (the message names `what` and shows its
+/// stderr); returns its output.
+pub fn run_checked(cmd: &mut std::process::Command, what: &str) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{CompileHost, DportageServer};
+use super::{run_checked, CompileHost, DportageServer};
 
 // ---- hand-made protocol bytes (independent of the crate's codec) ----
 
@@ -184,17 +184,7 @@ pub fn preprocess(source: &str, name: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(name);
     std::fs::write(&path, source).expect("write source");
-    let out = Command::new("gcc")
-        .arg("-E")
-        .arg(&path)
-        .output()
-        .expect("run gcc -E");
-    assert!(
-        out.status.success(),
-        "gcc -E failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    run_checked(Command::new("gcc").arg("-E").arg(&path), "gcc -E").stdout
 }
 
 /// A valid protocol-1 request for `gcc -c x.c -o x.o` on a small source.

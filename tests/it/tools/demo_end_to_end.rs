@@ -4,9 +4,11 @@
 
 use std::process::Command;
 
+use crate::support::dportage_bin;
+
 #[test]
 fn the_demo_catches_and_blacklists_the_liar_and_keeps_every_object_right() {
-    let out = Command::new(env!("CARGO_BIN_EXE_dportage"))
+    let out = Command::new(dportage_bin())
         .args(["demo", "--hosts", "2"])
         .output()
         .expect("run dportage demo");
