@@ -6,6 +6,9 @@
 
 mod support;
 
+/// The import rules of docs/architecture.md, checked on `src/`.
+mod architecture;
+
 /// The wire protocol and its codec.
 mod protocol {
     mod fixtures;

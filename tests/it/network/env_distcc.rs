@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use crate::support::network::*;
 use crate::support::*;
-use dportage::network::{Coordinator, CoordinatorConfig, Identity};
+use dportage::coordinator::{Coordinator, CoordinatorConfig};
+use dportage::network::Identity;
 
 const HELLO: &str =
     "int square(int x) { return x * x; }\nint main(void) { return square(3) - 9; }\n";
