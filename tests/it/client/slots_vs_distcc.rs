@@ -115,6 +115,13 @@ impl Distcc {
         accept_while_running(l, &mut self.child, DEADLINE, "distcc to connect")
     }
 
+    /// The next connection on `l` is refused: distcc backs the host off
+    /// and, without fallback, gives up ("no hosts", 116).
+    fn refused_at(mut self, l: &TcpListener) {
+        drop(self.connection(l));
+        assert_eq!(self.exit_code(), 116);
+    }
+
     fn exit_code(mut self) -> i32 {
         wait_until(DEADLINE, "distcc to exit", || {
             self.child.try_wait().unwrap()
@@ -200,8 +207,7 @@ fn distcc_takes_another_host_while_we_hold_one() {
     drop(conn);
     // distcc backed the second host off and now waits for ours.
     drop(guard);
-    drop(real.connection(&l1));
-    assert_eq!(real.exit_code(), 116);
+    real.refused_at(&l1);
 }
 
 #[test]
@@ -215,15 +221,14 @@ fn distcc_waits_while_we_hold_the_only_slot() {
     let lock = &w.lock;
     let (_, guard) = lock.try_acquire(&hosts, &[]).unwrap();
 
-    let (mut real, log) = w.run_logged(&hosts_text);
+    let (real, log) = w.run_logged(&hosts_text);
     wait_for_file_containing(&log, "nothing available, sleeping");
     assert!(
         no_connection(&l),
         "distcc connected although we hold the slot"
     );
     drop(guard);
-    drop(real.connection(&l));
-    assert_eq!(real.exit_code(), 116);
+    real.refused_at(&l);
 }
 
 #[test]
@@ -255,10 +260,9 @@ fn distcc_waits_for_a_local_slot_we_hold() {
     let local = lock.acquire_local(1, Duration::from_millis(10));
     assert!(local.is_locked());
 
-    let (mut real, log) = w.run_logged(&hosts_text);
+    let (real, log) = w.run_logged(&hosts_text);
     wait_for_file_containing(&log, "cpu_localhost_0 is busy");
     assert!(no_connection(&l), "distcc preprocesses before it connects");
     drop(local);
-    drop(real.connection(&l));
-    assert_eq!(real.exit_code(), 116);
+    real.refused_at(&l);
 }

@@ -82,12 +82,12 @@ async fn member_gets_hosts_non_member_gets_nothing() {
     let l1 = Listening::on(Ipv4Addr::new(127, 0, 0, 11));
     let l2 = Listening::on(Ipv4Addr::new(127, 0, 0, 12));
     let ack = client(&url, &daemon)
-        .heartbeat(&heartbeat(&l1.host(), l1.addr.port()))
+        .heartbeat(&l1.heartbeat())
         .await
         .unwrap();
     assert_eq!(ack.advertised, l1.addr.to_string());
     client(&url, &other)
-        .heartbeat(&heartbeat(&l2.host(), l2.addr.port()))
+        .heartbeat(&l2.heartbeat())
         .await
         .unwrap();
 
@@ -175,7 +175,7 @@ async fn membership_is_shared_through_the_daemons_token() {
     }));
     let other = Arc::new(Identity::generate());
     client(&url, &other)
-        .heartbeat(&heartbeat(&l2.host(), l2.addr.port()))
+        .heartbeat(&l2.heartbeat())
         .await
         .unwrap();
     let token = daemon_dir.join("membership.json");
@@ -251,21 +251,12 @@ async fn silent_hosts_expire_and_take_membership_with_them() {
     );
     let la = Listening::on(Ipv4Addr::new(127, 0, 0, 15));
     let lb = Listening::on(Ipv4Addr::new(127, 0, 0, 16));
-    client(&url, &a)
-        .heartbeat(&heartbeat(&la.host(), la.addr.port()))
-        .await
-        .unwrap();
+    client(&url, &a).heartbeat(&la.heartbeat()).await.unwrap();
     let registered = Instant::now();
-    client(&url, &b)
-        .heartbeat(&heartbeat(&lb.host(), lb.addr.port()))
-        .await
-        .unwrap();
+    client(&url, &b).heartbeat(&lb.heartbeat()).await.unwrap();
     // b keeps heartbeating, a falls silent.
     wait_until_async(Duration::from_secs(20), "a to expire", async || {
-        client(&url, &b)
-            .heartbeat(&heartbeat(&lb.host(), lb.addr.port()))
-            .await
-            .unwrap();
+        client(&url, &b).heartbeat(&lb.heartbeat()).await.unwrap();
         let got = client(&url, &b).hosts(&hosts_request()).await.unwrap();
         !ids(&got.hosts).contains(&la.addr.to_string())
     })
@@ -278,10 +269,7 @@ async fn silent_hosts_expire_and_take_membership_with_them() {
     let e = client(&url, &a).hosts(&hosts_request()).await.unwrap_err();
     assert_eq!(api_code(&e), "403 not_member", "an expired daemon's owner");
     // A heartbeat brings it back.
-    client(&url, &a)
-        .heartbeat(&heartbeat(&la.host(), la.addr.port()))
-        .await
-        .unwrap();
+    client(&url, &a).heartbeat(&la.heartbeat()).await.unwrap();
     let got = client(&url, &a).hosts(&hosts_request()).await.unwrap();
     assert!(ids(&got.hosts).contains(&la.addr.to_string()));
 }
@@ -307,10 +295,7 @@ async fn two_distinct_reporters_blacklist_one_never_does_and_admin_lifts() {
     let l1 = Listening::on(Ipv4Addr::new(127, 0, 0, 18));
     let l2 = Listening::on(Ipv4Addr::new(127, 0, 0, 19));
     for (id, l) in [(&liar, &ll), (&m1, &l1), (&m2, &l2)] {
-        client(&url, id)
-            .heartbeat(&heartbeat(&l.host(), l.addr.port()))
-            .await
-            .unwrap();
+        client(&url, id).heartbeat(&l.heartbeat()).await.unwrap();
     }
     // One member, however many reports (and from several source addresses),
     // counts once.
@@ -360,7 +345,7 @@ async fn two_distinct_reporters_blacklist_one_never_does_and_admin_lifts() {
         "never listed"
     );
     let e = client(&url, &liar)
-        .heartbeat(&heartbeat(&ll.host(), ll.addr.port()))
+        .heartbeat(&ll.heartbeat())
         .await
         .unwrap_err();
     assert_eq!(api_code(&e), "403 blacklisted", "heartbeats refused");
@@ -396,7 +381,7 @@ async fn two_distinct_reporters_blacklist_one_never_does_and_admin_lifts() {
         .entries
         .is_empty());
     client(&url, &liar)
-        .heartbeat(&heartbeat(&ll.host(), ll.addr.port()))
+        .heartbeat(&ll.heartbeat())
         .await
         .expect("lifted: heartbeats accepted again");
     // Old reports no longer count: one new reporter is one.
@@ -418,7 +403,7 @@ async fn forged_replayed_stale_malformed_and_oversized_requests_are_refused() {
     let mallory = Identity::generate();
     let lh = Listening::on(Ipv4Addr::new(127, 0, 0, 20));
     client(&url, &honest)
-        .heartbeat(&heartbeat(&lh.host(), lh.addr.port()))
+        .heartbeat(&lh.heartbeat())
         .await
         .unwrap();
     let now = dportage::network::unix_now();
@@ -584,10 +569,7 @@ async fn status_page_and_metrics_show_the_pool() {
         .map(|i| Listening::on(Ipv4Addr::new(127, 0, 0, 40 + i)))
         .collect();
     for (id, l) in ids_.iter().zip(&ls) {
-        client(&url, id)
-            .heartbeat(&heartbeat(&l.host(), l.addr.port()))
-            .await
-            .unwrap();
+        client(&url, id).heartbeat(&l.heartbeat()).await.unwrap();
     }
     for m in &ids_[1..] {
         client(&url, m)
@@ -651,10 +633,7 @@ fn blacklist_and_identities_survive_kill_9() {
     let url = first.url.clone();
     rt.block_on(async {
         for (id, l) in [(&liar, &ll), (&m1, &l1), (&m2, &l2)] {
-            client(&url, id)
-                .heartbeat(&heartbeat(&l.host(), l.addr.port()))
-                .await
-                .unwrap();
+            client(&url, id).heartbeat(&l.heartbeat()).await.unwrap();
         }
         client(&url, &m1)
             .report(&report_against(&ll.host(), ll.addr.port(), "a"))
@@ -691,7 +670,7 @@ fn blacklist_and_identities_survive_kill_9() {
     let url = second.url.clone();
     rt.block_on(async {
         let e = client(&url, &liar)
-            .heartbeat(&heartbeat(&ll.host(), ll.addr.port()))
+            .heartbeat(&ll.heartbeat())
             .await
             .unwrap_err();
         assert_eq!(
@@ -703,10 +682,7 @@ fn blacklist_and_identities_survive_kill_9() {
         let e = client(&url, &m1).hosts(&hosts_request()).await.unwrap_err();
         assert_eq!(api_code(&e), "403 not_member", "liveness is not persisted");
         for (id, l) in [(&m1, &l1), (&m2, &l2)] {
-            client(&url, id)
-                .heartbeat(&heartbeat(&l.host(), l.addr.port()))
-                .await
-                .unwrap();
+            client(&url, id).heartbeat(&l.heartbeat()).await.unwrap();
         }
         let got = client(&url, &m1).hosts(&hosts_request()).await.unwrap();
         let mut got = ids(&got.hosts);
@@ -735,10 +711,7 @@ fn blacklist_and_identities_survive_kill_9() {
         wait_until_async(
             Duration::from_secs(20),
             "the lift to take effect",
-            async || match client(&url, &liar)
-                .heartbeat(&heartbeat(&ll.host(), ll.addr.port()))
-                .await
-            {
+            async || match client(&url, &liar).heartbeat(&ll.heartbeat()).await {
                 Ok(_) => true,
                 Err(e) => {
                     assert_eq!(api_code(&e), "403 blacklisted");

@@ -198,10 +198,7 @@ fn status_page_renders_the_pool_in_headless_chromium_and_runs_no_peer_markup() {
     let l_hostile = Listening::on(Ipv4Addr::new(127, 0, 0, 64));
     rt.block_on(async {
         for (id, l) in [(&liar, &l_liar), (&m1, &l1), (&m2, &l2)] {
-            client(&url, id)
-                .heartbeat(&heartbeat(&l.host(), l.addr.port()))
-                .await
-                .unwrap();
+            client(&url, id).heartbeat(&l.heartbeat()).await.unwrap();
         }
         // A host name is refused outright unless it is an address or DNS name.
         let mut bad_name = heartbeat(&l_hostile.host(), l_hostile.addr.port());

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::job::*;
 use crate::support::*;
-use dportage::server::job::{check_command, run_job, JobLimits, JobResult, SandboxMode};
+use dportage::args::ServerCommand;
+use dportage::server::job::{check_command, run_job, JobConfig, JobLimits, JobResult, SandboxMode};
 
 /// Processes whose cwd is (or was) under `root`: compilers the job left running.
 fn processes_under(root: &Path) -> Vec<String> {
@@ -83,9 +84,9 @@ fn trampoline(launcher: &str, job_dir: &Path, command: &[&str]) -> std::process:
 
 #[test]
 fn writes_only_inside_the_job_dir() {
-    for launcher in LAUNCHERS {
-        writes_only_inside_the_job_dir_with(launcher);
-    }
+    LAUNCHERS
+        .iter()
+        .for_each(|launcher| writes_only_inside_the_job_dir_with(launcher));
 }
 
 fn writes_only_inside_the_job_dir_with(launcher: &str) {
@@ -113,9 +114,9 @@ fn writes_only_inside_the_job_dir_with(launcher: &str) {
 
 #[test]
 fn reads_nothing_outside_the_toolchain() {
-    for launcher in LAUNCHERS {
-        reads_nothing_outside_the_toolchain_with(launcher);
-    }
+    LAUNCHERS
+        .iter()
+        .for_each(|launcher| reads_nothing_outside_the_toolchain_with(launcher));
 }
 
 fn reads_nothing_outside_the_toolchain_with(launcher: &str) {
@@ -134,9 +135,9 @@ fn reads_nothing_outside_the_toolchain_with(launcher: &str) {
 
 #[test]
 fn no_network() {
-    for launcher in LAUNCHERS {
-        no_network_with(launcher);
-    }
+    LAUNCHERS
+        .iter()
+        .for_each(|launcher| no_network_with(launcher));
 }
 
 fn no_network_with(launcher: &str) {
@@ -160,9 +161,9 @@ fn no_network_with(launcher: &str) {
 
 #[test]
 fn a_process_that_left_the_session_is_killed_before_the_status_goes_out() {
-    for launcher in LAUNCHERS {
-        a_process_that_left_the_session_is_killed_with(launcher);
-    }
+    LAUNCHERS
+        .iter()
+        .for_each(|launcher| a_process_that_left_the_session_is_killed_with(launcher));
 }
 
 fn a_process_that_left_the_session_is_killed_with(launcher: &str) {
@@ -253,9 +254,9 @@ fn without_landlock(command: &mut Command) -> &mut Command {
 
 #[test]
 fn required_sandbox_without_landlock_runs_nothing() {
-    for launcher in LAUNCHERS {
-        required_sandbox_without_landlock_runs_nothing_with(launcher);
-    }
+    LAUNCHERS
+        .iter()
+        .for_each(|launcher| required_sandbox_without_landlock_runs_nothing_with(launcher));
 }
 
 fn required_sandbox_without_landlock_runs_nothing_with(launcher: &str) {
@@ -303,9 +304,9 @@ fn required_sandbox_without_landlock_runs_nothing_with(launcher: &str) {
 
 #[test]
 fn compiler_is_niced() {
-    for launcher in LAUNCHERS {
-        compiler_is_niced_with(launcher);
-    }
+    LAUNCHERS
+        .iter()
+        .for_each(|launcher| compiler_is_niced_with(launcher));
 }
 
 fn compiler_is_niced_with(launcher: &str) {
@@ -347,18 +348,24 @@ const SLOW_CPP: &[u8] = b"constexpr long spin() { long s = 0;\n\
   for (long i = 0; i < 200000; ++i) for (long j = 0; j < 200000; ++j) s += i ^ j;\n\
   return s; }\nconstexpr long value = spin();\nlong get() { return value; }\n";
 
+/// How [`SLOW_CPP`] is compiled (without g++'s cap on constant evaluation).
+const SLOW_COMMAND: &str = "g++ -fconstexpr-ops-limit=2000000000000 -c slow.cc -o slow.o";
+
+/// A job configuration on a fresh work root, and [`SLOW_COMMAND`] checked.
+fn slow_job() -> (tempfile::TempDir, JobConfig, ServerCommand) {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(root.path());
+    let cmd = check_command(&words(SLOW_COMMAND), &cfg).unwrap();
+    (root, cfg, cmd)
+}
+
 #[tokio::test]
 async fn wall_clock_kills_a_long_job() {
     let root = tempfile::tempdir().unwrap();
     let mut cfg = config(root.path());
     cfg.limits.wall = Duration::from_secs(2);
     let started = Instant::now();
-    let out = compile(
-        "g++ -fconstexpr-ops-limit=2000000000000 -c slow.cc -o slow.o",
-        SLOW_CPP,
-        &cfg,
-    )
-    .await;
+    let out = compile(SLOW_COMMAND, SLOW_CPP, &cfg).await;
     let took = started.elapsed();
     assert_eq!(out.result, JobResult::Timeout, "{}", text(&out.stderr));
     assert_eq!(out.status, 118 << 8);
@@ -378,13 +385,7 @@ async fn wall_clock_kills_a_long_job() {
 
 #[tokio::test]
 async fn cancelled_job_is_killed_and_cleaned() {
-    let root = tempfile::tempdir().unwrap();
-    let cfg = config(root.path());
-    let cmd = check_command(
-        &words("g++ -fconstexpr-ops-limit=2000000000000 -c slow.cc -o slow.o"),
-        &cfg,
-    )
-    .unwrap();
+    let (root, cfg, cmd) = slow_job();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let job = tokio::spawn({
         let cfg = cfg.clone();
@@ -412,13 +413,7 @@ async fn cancelled_job_is_killed_and_cleaned() {
 
 #[tokio::test]
 async fn dropped_job_stops_its_compiler_and_removes_its_dir() {
-    let root = tempfile::tempdir().unwrap();
-    let cfg = config(root.path());
-    let cmd = check_command(
-        &words("g++ -fconstexpr-ops-limit=2000000000000 -c slow.cc -o slow.o"),
-        &cfg,
-    )
-    .unwrap();
+    let (root, cfg, cmd) = slow_job();
     // Boxed, so `drop` below really drops the future (a stack pin would not).
     let mut job = Box::pin(run_job(&cmd, SLOW_CPP, &cfg, std::future::pending()));
     // The job runs only while polled: each probe drives it for a while.
@@ -472,12 +467,7 @@ async fn cpu_limit_stops_a_spinning_compiler() {
     let mut cfg = config(root.path());
     cfg.limits.cpu_secs = 1;
     cfg.limits.wall = Duration::from_secs(60);
-    let out = compile(
-        "g++ -fconstexpr-ops-limit=2000000000000 -c slow.cc -o slow.o",
-        SLOW_CPP,
-        &cfg,
-    )
-    .await;
+    let out = compile(SLOW_COMMAND, SLOW_CPP, &cfg).await;
     let stderr = text(&out.stderr);
     assert_eq!(out.result, JobResult::CompileError, "{stderr}");
     assert_ne!(out.status, 0);
@@ -508,9 +498,9 @@ async fn diagnostics_are_capped() {
 
 #[test]
 fn rlimits_reach_the_compiler() {
-    for launcher in LAUNCHERS {
-        rlimits_reach_the_compiler_with(launcher);
-    }
+    LAUNCHERS
+        .iter()
+        .for_each(|launcher| rlimits_reach_the_compiler_with(launcher));
 }
 
 fn rlimits_reach_the_compiler_with(launcher: &str) {

@@ -73,6 +73,11 @@ impl Listening {
     pub fn host(&self) -> String {
         self.addr.ip().to_string()
     }
+
+    /// A heartbeat advertising this listener with this machine's compilers.
+    pub fn heartbeat(&self) -> Heartbeat {
+        heartbeat(&self.host(), self.addr.port())
+    }
 }
 
 /// A `dportage coordinator` process, killed (SIGKILL) when dropped.
