@@ -14,7 +14,6 @@ use super::store;
 use crate::exitcode;
 use crate::network::caller::CoordinatorClient;
 use crate::network::identity::{self, Identity, IdentityId};
-use crate::network::NetworkError;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,7 +42,7 @@ struct RunArgs {
     expiry: u64,
     /// Public key (64 hex digits, from identity.pub) allowed to use /v1/admin/*. Repeatable.
     #[arg(long = "admin-key", value_name = "HEX")]
-    admin_keys: Vec<String>,
+    admin_keys: Vec<IdentityId>,
     /// Hosts each job is sent to, as told to clients.
     #[arg(long, default_value_t = 2)]
     redundancy: u32,
@@ -78,7 +77,7 @@ enum Command {
     /// Show the mismatch reports stored against an identity.
     Reports {
         /// The reported identity (64 hex digits).
-        id: String,
+        id: IdentityId,
     },
 }
 
@@ -89,7 +88,7 @@ enum BlacklistAction {
     /// Remove an identity from the blacklist; its old reports stop counting.
     Lift {
         /// The identity (64 hex digits).
-        id: String,
+        id: IdentityId,
     },
 }
 
@@ -118,7 +117,7 @@ pub fn coordinator_main(args: Vec<OsString>) -> i32 {
             blacklist(action, coordinator, cli.run.data),
         ),
         Some(Command::Reports { id }) => {
-            ("dportage coordinator reports", reports(&id, cli.run.data))
+            ("dportage coordinator reports", reports(id, cli.run.data))
         }
     };
     match result {
@@ -128,11 +127,6 @@ pub fn coordinator_main(args: Vec<OsString>) -> i32 {
             e.exit_code()
         }
     }
-}
-
-fn parse_id(option: &'static str, text: &str) -> Result<IdentityId, CoordinatorError> {
-    text.parse()
-        .map_err(|why| CoordinatorError::Usage { option, why })
 }
 
 fn run(args: RunArgs) -> Result<(), CoordinatorError> {
@@ -148,14 +142,9 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
             why: "must be at least 1 second".into(),
         });
     }
-    let admin_keys = args
-        .admin_keys
-        .iter()
-        .map(|k| parse_id("--admin-key", k))
-        .collect::<Result<Vec<_>, _>>()?;
     let mut cfg = CoordinatorConfig::new(listen, data);
     cfg.expiry = Duration::from_secs(args.expiry);
-    cfg.admin_keys = admin_keys;
+    cfg.admin_keys = args.admin_keys;
     cfg.redundancy = args.redundancy.clamp(1, 8);
     cfg.registrations_per_network_per_hour = args.registrations_per_network;
     cfg.blacklist_rule.min_networks = args.reporter_networks.clamp(1, 8);
@@ -219,7 +208,6 @@ fn blacklist(
             }
         }
         BlacklistAction::Lift { id } => {
-            let id = parse_id("ID", &id)?;
             if !store::lift(&mut conn, &path, &id)? {
                 return Err(CoordinatorError::NotBlacklisted(id));
             }
@@ -245,7 +233,6 @@ fn blacklist_http(action: BlacklistAction, url: &str) -> Result<(), CoordinatorE
                 }
             }
             BlacklistAction::Lift { id } => {
-                let id = id.parse::<IdentityId>().map_err(NetworkError::Usage)?;
                 if !client.admin_lift(id).await?.lifted {
                     return Err(CoordinatorError::NotBlacklisted(id));
                 }
@@ -256,14 +243,13 @@ fn blacklist_http(action: BlacklistAction, url: &str) -> Result<(), CoordinatorE
     })
 }
 
-fn reports(id: &str, data: Option<PathBuf>) -> Result<(), CoordinatorError> {
+fn reports(id: IdentityId, data: Option<PathBuf>) -> Result<(), CoordinatorError> {
     let Some(data) = data else {
         return Err(CoordinatorError::Usage {
             option: "--data DIR",
             why: "required: the coordinator's database directory".into(),
         });
     };
-    let id = parse_id("ID", id)?;
     let path = data.join(store::DB_FILE);
     let conn = store::open_connection(&data)?;
     for r in store::read_reports(&conn, &path, &id)? {

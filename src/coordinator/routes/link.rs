@@ -38,7 +38,9 @@ pub(super) async fn link(
         if pool.is_blacklisted(&person) {
             return Err(ApiError::blacklisted(&person));
         }
-        if !pool.is_known(&daemon) {
+        // Only a daemon's token shares membership: a linked person's key must
+        // not mint tokens the daemon's operator never handed out.
+        if !pool.is_known_daemon(&daemon) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "unknown_daemon",
@@ -103,4 +105,41 @@ pub(super) fn whoami(shared: &Arc<Shared>, id: IdentityId) -> HttpResponse {
         daemons: pool.daemons_of(&id, now, exp),
     };
     json_response(StatusCode::OK, &resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::config::CoordinatorConfig;
+    use crate::coordinator::pool::Pool;
+    use crate::coordinator::store::Store;
+    use crate::network::identity::Identity;
+
+    #[tokio::test]
+    async fn only_a_daemons_token_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CoordinatorConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().into());
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let (daemon, person, stranger) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let mut pool = Pool::new();
+        pool.add_known(daemon.id(), true);
+        let shared = Arc::new(Shared::new(cfg, pool, store));
+        let body = |signer: &Identity| {
+            serde_json::to_vec(&LinkRequest {
+                token: signer.membership_token(unix_now()),
+            })
+            .unwrap()
+        };
+        link(&shared, person.id(), &body(&daemon)).await.unwrap();
+        assert!(shared.pool_read().is_linked(&person.id(), &daemon.id()));
+        let refused = link(&shared, stranger.id(), &body(&person))
+            .await
+            .expect_err("a linked person's own token is not a daemon's");
+        assert_eq!(refused.code, "unknown_daemon");
+        assert!(!shared.pool_read().is_linked(&stranger.id(), &person.id()));
+    }
 }
