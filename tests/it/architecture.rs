@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "verify",
             "fingerprint",
             "exitcode",
+            "metrics",
         ],
     ),
     ("shared edges", &["logging", "probe"]),
