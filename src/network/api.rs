@@ -80,14 +80,6 @@ pub enum ApiValidationError {
     ResultCount(usize),
 }
 
-/// For callers that still collect errors as text (the coordinator's
-/// `register_directly`), so `?` keeps working there until they are typed.
-impl From<ApiValidationError> for String {
-    fn from(e: ApiValidationError) -> String {
-        e.to_string()
-    }
-}
-
 fn check_text(
     field: &str,
     s: &str,

@@ -88,9 +88,9 @@ impl IdentityId {
     }
 }
 
-/// [`IdentityId::from_hex`] with the error as text: the coordinator's store
-/// and CLI put it in `String` fields. Switch them to `from_hex` and this `Err`
-/// to [`IdentityIdError`] together.
+/// [`IdentityId::from_hex`] with the error as text, because the coordinator's
+/// store puts it in a `String` field (`StoreError::BadRow`). Switch that to
+/// `from_hex` and this `Err` to [`IdentityIdError`] together.
 impl FromStr for IdentityId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
