@@ -1,0 +1,229 @@
+//! Verified dispatch (`DPORTAGE_REDUNDANCY=N`, N ≥ 2): one distributable job goes
+//! to N remote hosts with distinct addresses at once, and an object is written
+//! only when N of them agree on it (object bytes and exit status, compared by
+//! blake3) as a strict majority of all votes — or when this machine's compiler,
+//! given the very same preprocessed input, decides.
+//!
+//! The rules live, sans-I/O and tested event by event, in
+//! [`crate::verify::scheduler`] (the README's trust model explains them to
+//! users). This module executes them:
+//! * here, the job is prepared: one preprocessing per job; the argv is
+//!   canonicalised (`crate::canonical`) so honest hosts agree byte for byte;
+//!   jobs that cannot be made deterministic run here;
+//! * [`pool`]: which hosts may vote, and a slot on the next one;
+//! * [`driver`]: the vote, on the network (tokio), as the scheduler directs;
+//! * [`verdict`]: acting on the decision — write the agreed object, show the
+//!   agreed failure, compile here as arbiter or spot check;
+//! * [`report`]: a host that loses a vote is named on stderr, excluded from this
+//!   user's builds for good and recorded in the evidence log
+//!   (`super::evidence`), which goes to the coordinator.
+//!
+//! A remote result is never written unverified: when N hosts cannot be had,
+//! the job is compiled here (`super::fallback`).
+//!
+//! Slots: one distcc slot per host in use, held only while that host works on
+//! the job, so two clients each holding one host's last slot cannot wait for
+//! each other forever.
+
+mod driver;
+mod pool;
+mod report;
+mod verdict;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::args::{server_argv, CompileJob};
+use crate::canonical::{canonicalize, preprocessor_extra_args, Canonical};
+use crate::hosts::DEFAULT_LOCAL_SLOTS;
+use crate::verify::scheduler::Rules;
+use crate::verify::ResultDigest;
+
+use super::evidence::StateDir;
+use super::fallback::Fallback;
+use super::hostsource::{distcc_dir, load_host_list};
+use super::remote::{NetTimeouts, CONNECT_TIMEOUT};
+use super::settings::{Settings, Verification};
+use super::slots::LockDir;
+
+pub use pool::drop_excluded_hosts;
+use pool::Pool;
+
+/// Compile `job` with verified dispatch and return the exit code.
+pub fn distribute(
+    job: CompileJob,
+    settings: &Settings,
+    verification: &Verification,
+    io_timeout: Duration,
+) -> i32 {
+    let input = job.input().to_owned();
+    let hosts = match load_host_list() {
+        Ok(hosts) => hosts,
+        Err(e) => {
+            if !settings.fallback {
+                tracing::error!("{e}; not compiling {input} locally because DISTCC_FALLBACK=0");
+                return crate::exitcode::NO_HOSTS;
+            }
+            tracing::warn!("{e}; compiling {input} locally");
+            return Fallback::new(&job, settings, None, DEFAULT_LOCAL_SLOTS).compile_here();
+        }
+    };
+    let lock = match LockDir::open(&distcc_dir(), settings.backoff_period) {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::warn!(
+                "compiling {input} locally because host slots cannot be locked: {e} (check DISTCC_DIR)"
+            );
+            return Fallback::new(&job, settings, None, DEFAULT_LOCAL_SLOTS).compile_here();
+        }
+    };
+    let mut wire = server_argv(&job);
+    let cwd = std::env::current_dir()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match canonicalize(&wire, &cwd, &input) {
+        Canonical::Local(why) => {
+            tracing::info!(
+                "compiling {input} locally: its result cannot be compared between hosts ({why})"
+            );
+            return Fallback::new(&job, settings, Some(&lock), hosts.local_slots).compile_here();
+        }
+        Canonical::Send { extra_args } => wire.extend(extra_args),
+    }
+    // Only the local preprocessing gets these (the hosts compile a `.i`); the
+    // user's argv is also what a local fallback runs, where they are harmless.
+    let mut job = job;
+    job.argv.extend(preprocessor_extra_args(&job.argv));
+    let state = match &settings.dportage_dir {
+        Some(dir) => match StateDir::open(dir) {
+            Ok(state) => Some(state),
+            Err(e) => {
+                tracing::warn!("{e}; hosts that lose a vote cannot be remembered");
+                None
+            }
+        },
+        None => {
+            tracing::warn!(
+                "no home directory and no DPORTAGE_DIR: hosts that lose a vote cannot be \
+                 remembered (set DPORTAGE_DIR)"
+            );
+            None
+        }
+    };
+    let excluded: Vec<SocketAddr> = match &state {
+        Some(state) => match state.excluded() {
+            Ok(list) => list.into_iter().map(|e| e.address).collect(),
+            Err(e) => {
+                // Refusing to work is better than trusting a known liar again.
+                tracing::error!(
+                    "{e}; cannot tell which hosts are excluded, so compiling {input} locally"
+                );
+                return Fallback::new(&job, settings, Some(&lock), hosts.local_slots)
+                    .compile_here();
+            }
+        },
+        None => Vec::new(),
+    };
+    let pool = Pool::new(&hosts, &excluded);
+    let redundancy = verification.redundancy;
+    let usable = pool.distinct_usable(&lock);
+    if usable < redundancy {
+        let reason = format!(
+            "DPORTAGE_REDUNDANCY={redundancy} needs {redundancy} remote hosts with distinct \
+             addresses, and {usable} {} usable{}",
+            if usable == 1 { "is" } else { "are" },
+            pool.why_not()
+        );
+        return Fallback::new(&job, settings, Some(&lock), hosts.local_slots).unverifiable(&reason);
+    }
+    let spot_check =
+        verification.spot_check > 0.0 && rand::random::<f64>() < verification.spot_check;
+    let wire_bytes = Arc::new(wire.iter().map(|a| a.clone().into_bytes()).collect());
+    let verified = Verified {
+        job,
+        settings,
+        lock,
+        pool,
+        local_slots: hosts.local_slots,
+        local_slots_cpp: hosts.local_slots_cpp,
+        wire,
+        wire_bytes,
+        rules: Rules {
+            redundancy,
+            hedge_min: verification.hedge_min,
+            spot_check,
+            trust_remote_failure: settings.skip_local_retry || !settings.fallback,
+        },
+        timeouts: NetTimeouts {
+            connect: CONNECT_TIMEOUT,
+            io: io_timeout,
+        },
+        state,
+    };
+    verified.run()
+}
+
+/// One job under verified dispatch, and what executing its actions needs.
+struct Verified<'a> {
+    job: CompileJob,
+    settings: &'a Settings,
+    lock: LockDir,
+    pool: Pool,
+    local_slots: u32,
+    local_slots_cpp: u32,
+    /// The argv every host gets.
+    wire: Vec<String>,
+    wire_bytes: Arc<Vec<Vec<u8>>>,
+    rules: Rules,
+    timeouts: NetTimeouts,
+    state: Option<StateDir>,
+}
+
+impl Verified<'_> {
+    fn run(&self) -> i32 {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let reason = format!("cannot start the network runtime: {e}");
+                return self.fallback().unverifiable(&reason);
+            }
+        };
+        let voted = runtime.block_on(driver::vote(self));
+        // Close the sockets of hosts whose votes were not needed, and release
+        // their slots, before anything is compiled here.
+        drop(runtime);
+        verdict::act(self, voted)
+    }
+
+    fn input(&self) -> &str {
+        self.job.input()
+    }
+
+    fn fallback(&self) -> Fallback<'_> {
+        Fallback::new(&self.job, self.settings, Some(&self.lock), self.local_slots)
+    }
+}
+
+/// Digest of a reply or local result: the object counts only on success, so a
+/// partial object next to a failing status never makes honest hosts disagree.
+fn digest_of(status: u32, object: &[u8], stderr: &[u8]) -> ResultDigest {
+    let object: &[u8] = if status == 0 { object } else { &[] };
+    ResultDigest::of(status, object, stderr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_compiles_vote_on_status_only() {
+        let a = digest_of(0x100, b"partial object", b"x.c:1: error\n");
+        let b = digest_of(0x100, b"", b"x.c:1: error\n");
+        assert!(a.same_vote(&b));
+        assert!(!digest_of(0, b"o", b"").same_vote(&digest_of(0, b"p", b"")));
+    }
+}
