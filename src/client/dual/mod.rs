@@ -36,13 +36,12 @@ use std::time::Duration;
 
 use crate::args::{server_argv, CompileJob};
 use crate::canonical::{canonicalize, preprocessor_extra_args, Canonical};
-use crate::hosts::DEFAULT_LOCAL_SLOTS;
 use crate::verify::scheduler::Rules;
 use crate::verify::ResultDigest;
 
 use super::evidence::StateDir;
-use super::fallback::Fallback;
-use super::hostsource::{distcc_dir, load_host_list};
+use super::fallback::{self, open_lock_dir, Fallback};
+use super::hostsource::load_host_list;
 use super::remote::{NetTimeouts, CONNECT_TIMEOUT};
 use super::settings::{Settings, Verification};
 use super::slots::LockDir;
@@ -60,23 +59,10 @@ pub fn distribute(
     let input = job.input().to_owned();
     let hosts = match load_host_list() {
         Ok(hosts) => hosts,
-        Err(e) => {
-            if !settings.fallback {
-                tracing::error!("{e}; not compiling {input} locally because DISTCC_FALLBACK=0");
-                return crate::exitcode::NO_HOSTS;
-            }
-            tracing::warn!("{e}; compiling {input} locally");
-            return Fallback::new(&job, settings, None, DEFAULT_LOCAL_SLOTS).compile_here();
-        }
+        Err(e) => return fallback::without_host_list(&job, settings, &e),
     };
-    let lock = match LockDir::open(&distcc_dir(), settings.backoff_period) {
-        Ok(lock) => lock,
-        Err(e) => {
-            tracing::warn!(
-                "compiling {input} locally because host slots cannot be locked: {e} (check DISTCC_DIR)"
-            );
-            return Fallback::new(&job, settings, None, DEFAULT_LOCAL_SLOTS).compile_here();
-        }
+    let Some(lock) = open_lock_dir(settings) else {
+        return fallback::without_lock_dir(&job, settings);
     };
     let mut wire = server_argv(&job);
     let cwd = std::env::current_dir()
