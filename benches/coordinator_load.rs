@@ -30,11 +30,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
+use dportage::coordinator::{Coordinator, CoordinatorConfig};
 use dportage::fingerprint::Toolchain;
 use dportage::network::api::{Heartbeat, HostsRequest};
 use dportage::network::auth;
-use dportage::network::server::unix_now;
-use dportage::network::{Coordinator, CoordinatorConfig, Identity};
+use dportage::network::unix_now;
+use dportage::network::Identity;
 
 fn knob(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -1,20 +1,71 @@
-//! dportage: a distcc 3.4-compatible client and server in Rust.
+//! dportage: a distcc 3.4-compatible client and server in Rust, grown into a
+//! verified compile network that strangers can share.
 //!
-//! The pure core (`protocol`, `hosts`, `args`) never touches sockets, processes or
-//! files; `client` and `server` own those edges and depend on the core, never on
-//! each other.
+//! # Layers (arrows point down only; `docs/architecture.md`, enforced by `tests/it/architecture.rs`)
+//!
+//! 1. **Pure core**: no tokio, sockets, processes or files. [`protocol`] (the
+//!    distcc wire format), [`hosts`] (`DISTCC_HOSTS`), [`args`] (argument
+//!    scanning, rewriting, the server's flag policy), [`canonical`] (making
+//!    honest hosts agree), [`verify`] (votes, verdicts and the dual-dispatch
+//!    scheduler), [`fingerprint`] (toolchain identity), [`exitcode`].
+//! 2. **Shared edges**: [`probe`] (runs a compiler to fingerprint it),
+//!    [`logging`].
+//! 3. **Network contract**: [`network`]: API types, request signing,
+//!    identities, the clock, the host-selection rule, a signed HTTP caller.
+//! 4. **Roles**, which import the layers below and never each other:
+//!    [`client`], [`server`] (with its heartbeat agent), [`coordinator`],
+//!    [`member`] (`dportage` env printing and `dportage CMD`).
+//! 5. **Tools**: [`tools`] (demo, WAN emulator, lying server), on top.
+//!
+//! # A job's path
+//! 1. `main.rs` → `client/mod.rs` (`client_main`: argv0, masquerading) →
+//!    `client/invocation.rs` (which compiler) → `args/scan.rs` (distributable?).
+//! 2. `client/compile.rs` (plain dispatch) or `client/dual.rs` (verified:
+//!    `verify/scheduler.rs` decides, the driver executes) → `client/hostsource.rs`,
+//!    `client/slots.rs` (hosts and lock files) → `client/preprocess.rs` →
+//!    `canonical.rs` → `client/remote.rs` + `protocol/` (request out, reply in).
+//! 3. On the host: `server/listener.rs` (accept, access via `server/access.rs`)
+//!    → `server/connection.rs` + `protocol/` (bounded request) → `args/policy.rs`
+//!    (compiler and flag shapes) → `server/job.rs` (job dir) →
+//!    `server/sandbox/zygote.rs` (confined compiler, `server/limits.rs`) → reply.
+//! 4. Back on the client: `verify/` (digests and the vote) →
+//!    `client/output.rs` (sanitised diagnostics, atomic object write).
+//!
+//! # A heartbeat's path
+//! `server/options.rs` (`--coordinator`) → `server/heartbeat.rs` (toolchains via
+//! `probe.rs`, facts, signed by `network/identity.rs` + `network/auth.rs`) →
+//! `network/caller.rs` → `coordinator/service.rs` (auth, route) →
+//! `coordinator/pool.rs` (liveness) and `coordinator/store.rs` (first
+//! registration, durable).
+//!
+//! # A report's path
+//! `client/dual.rs` (a host lost a vote) → `client/evidence.rs`
+//! (`evidence.jsonl`, `excluded-hosts`) → `client/upload.rs` (pending records →
+//! `network::api::MismatchReport`) → `network/caller.rs` →
+//! `coordinator/service.rs` (report handler) → `coordinator/store.rs` (durable,
+//! then acknowledged) → `coordinator/pool.rs` (blacklist).
 
-pub mod adversary;
+// Pure core.
 pub mod args;
 pub mod canonical;
-pub mod client;
-pub mod demo;
 pub mod exitcode;
 pub mod fingerprint;
 pub mod hosts;
-pub mod logging;
-pub mod network;
 pub mod protocol;
-pub mod server;
 pub mod verify;
-pub mod wanproxy;
+
+// Shared edges.
+pub mod logging;
+pub mod probe;
+
+// The network contract.
+pub mod network;
+
+// Roles.
+pub mod client;
+pub mod coordinator;
+pub mod member;
+pub mod server;
+
+// Tools.
+pub mod tools;

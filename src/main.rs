@@ -60,11 +60,11 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
         }
         Some("__wanproxy") => {
             args.remove(0);
-            dportage::wanproxy::wanproxy_main(args)
+            dportage::tools::wanproxy::wanproxy_main(args)
         }
         Some("__liar") => {
             args.remove(0);
-            dportage::adversary::liar_main(args)
+            dportage::tools::adversary::liar_main(args)
         }
         Some("cc") => {
             args.remove(0);
@@ -79,18 +79,18 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
         }
         Some("demo") => {
             args.remove(0);
-            dportage::demo::demo_main(args)
+            dportage::tools::demo::demo_main(args)
         }
         Some("coordinator") => {
             args.remove(0);
-            dportage::network::coordinator_main(args)
+            dportage::coordinator::coordinator_main(args)
         }
         Some("--help") | Some("-h") => {
             print!("{}", USAGE);
             0
         }
         // No command, options for the environment printer, or CMD ARGS… to run in it.
-        _ => dportage::network::env_main(args),
+        _ => dportage::member::env_main(args),
     }
 }
 

@@ -9,10 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dportage::coordinator::{Coordinator, CoordinatorConfig};
 use dportage::network::api::{HostResultHash, HostsRequest, MismatchReport};
 use dportage::network::auth;
-use dportage::network::client::{send, CoordinatorUrl};
-use dportage::network::{Coordinator, CoordinatorConfig, Identity, NetworkError};
+use dportage::network::caller::{send, CoordinatorUrl};
+use dportage::network::{Identity, NetworkError};
 use network_support::*;
 
 async fn coordinator(dir: &Path, expiry: Duration, admin: Option<&Identity>) -> Coordinator {
@@ -165,12 +166,12 @@ async fn membership_is_shared_through_the_daemons_token() {
     let l1 = Listening::on(Ipv4Addr::new(127, 0, 0, 13));
     let l2 = Listening::on(Ipv4Addr::new(127, 0, 0, 14));
     // The daemon's side as `dportage serve --coordinator` runs it.
-    let mut cfg = dportage::network::HeartbeatConfig::new(url.clone(), l1.addr.port(), 2);
+    let mut cfg = dportage::server::heartbeat::HeartbeatConfig::new(url.clone(), l1.addr.port(), 2);
     cfg.advertise = l1.addr.to_string();
     cfg.compilers = vec!["cc".into(), "c++".into()];
     cfg.identity_dir = daemon_dir.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(dportage::network::heartbeat::run(cfg, async move {
+    let task = tokio::spawn(dportage::server::heartbeat::run(cfg, async move {
         let _ = stopped.await;
     }));
     let other = Arc::new(Identity::generate());
@@ -227,7 +228,7 @@ async fn membership_is_shared_through_the_daemons_token() {
             .unwrap()
             .parse()
             .unwrap();
-    let mut forged = Identity::generate().membership_token(dportage::network::server::unix_now());
+    let mut forged = Identity::generate().membership_token(dportage::network::unix_now());
     forged.daemon = daemon_id;
     let e = client(&url, &Arc::new(Identity::generate()))
         .link(&forged)
@@ -333,7 +334,7 @@ async fn two_distinct_reporters_blacklist_one_never_does_and_admin_lifts() {
     }
     // A person linked to m1 (same owner) does not make a second reporter.
     let person = Arc::new(Identity::generate());
-    let token = m1.membership_token(dportage::network::server::unix_now());
+    let token = m1.membership_token(dportage::network::unix_now());
     assert!(client(&url, &person).link(&token).await.unwrap().member);
     let ack = client(&url, &person)
         .report(&report_against(&ll.host(), ll.addr.port(), "job p"))
@@ -424,7 +425,7 @@ async fn forged_replayed_stale_malformed_and_oversized_requests_are_refused() {
         .heartbeat(&heartbeat(&lh.host(), lh.addr.port()))
         .await
         .unwrap();
-    let now = dportage::network::server::unix_now();
+    let now = dportage::network::unix_now();
     let body = serde_json::to_vec(&hosts_request()).unwrap();
     let post = |headers: Vec<(&'static str, String)>, body: Vec<u8>| {
         let curl = curl.clone();

@@ -11,7 +11,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dportage::network::{Coordinator, CoordinatorConfig, Identity};
+use dportage::coordinator::{Coordinator, CoordinatorConfig};
+use dportage::network::Identity;
 use network_support::*;
 
 const HELLO: &str =

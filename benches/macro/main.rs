@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dportage::wanproxy::{ByteCounters, RunningProxy, WanLink, WanProxy};
+use dportage::tools::wanproxy::{ByteCounters, RunningProxy, WanLink, WanProxy};
 
 use lua::LuaSource;
 use procs::{CpuTracker, Daemon};

@@ -19,6 +19,7 @@ pub mod preprocess;
 pub mod remote;
 pub mod settings;
 pub mod slots;
+pub mod upload;
 
 use std::ffi::OsString;
 

@@ -27,8 +27,7 @@ pub const HDR_KEY: &str = "x-dportage-key";
 pub const HDR_TIME: &str = "x-dportage-time";
 pub const HDR_NONCE: &str = "x-dportage-nonce";
 pub const HDR_SIG: &str = "x-dportage-signature";
-/// Accepted clock skew either way.
-pub const CLOCK_WINDOW_SECS: u64 = 300;
+pub use super::clock::CLOCK_WINDOW_SECS;
 const CONTEXT: &[u8] = b"dportage-request-v1\n";
 
 /// The bytes a request signature covers.

@@ -286,7 +286,7 @@ impl MembershipToken {
                 self.v
             ));
         }
-        if self.issued > now_unix + super::auth::CLOCK_WINDOW_SECS {
+        if self.issued > now_unix + super::clock::CLOCK_WINDOW_SECS {
             return Err(
                 "membership token is issued in the future; check the daemon's clock".into(),
             );

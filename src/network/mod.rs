@@ -1,6 +1,9 @@
-//! The shared compile network: the coordinator (HTTP, durable store, selection,
-//! blacklist, status page), daemon heartbeats, identity keys, and the
-//! environment printer behind `dportage` / `dportage CMD…`.
+//! The network contract: what the client, the server (its heartbeat agent), the
+//! coordinator and member tooling agree on. API types ([`api`]), request
+//! signing ([`auth`]), identities and membership tokens ([`identity`]), the
+//! clock signatures are stamped with ([`clock`]), the host-selection rule
+//! ([`selection`]) and a signed HTTP caller ([`caller`]). Roles sit above this
+//! module; it imports none of them.
 //!
 //! # The coordinator's HTTP API (full text: `docs/coordinator-api.md`)
 //!
@@ -23,22 +26,6 @@
 //! | `GET /metrics` | anyone | Prometheus text |
 //! | `GET /healthz` | anyone | `ok` |
 //!
-//! # For the other modules
-//!
-//! * The server (`dportage serve --coordinator URL [--advertise HOST:PORT]
-//!   [--heartbeat-interval SECS]`): build a [`heartbeat::HeartbeatConfig`]
-//!   (`HeartbeatConfig::new(url, port, jobs)`, then set `advertise`, `interval`
-//!   and, if wanted, `compilers`) and spawn [`heartbeat::run`]`(cfg, shutdown)`
-//!   inside the tokio runtime; it heartbeats until `shutdown` completes. Or
-//!   keep the handle of [`heartbeat::spawn_heartbeat`] (dropping it stops).
-//! * The client, for its pending mismatch records: [`client::send_reports_blocking`]
-//!   (or the async [`client::send_reports`]) with [`api::MismatchReport`]s, one
-//!   result per report sent; [`api::host_addr_of_entry`] turns a host entry
-//!   (`HOST:PORT/N,lzo`) into the `host_addr` to report. The URL is
-//!   `$DPORTAGE_COORDINATOR`.
-//! * Tests and benchmarks: [`server::Coordinator::bind`] runs a coordinator in
-//!   process; [`client::CoordinatorClient`] speaks to one.
-//!
 //! # Membership across users
 //!
 //! A daemon running as a service user publishes a signed membership token
@@ -49,28 +36,18 @@
 
 pub mod api;
 pub mod auth;
-pub mod cli;
-pub mod client;
-pub mod envprint;
-pub mod heartbeat;
+pub mod caller;
+pub mod clock;
 pub mod identity;
-pub mod pool;
-pub mod server;
-mod status;
-pub mod store;
+pub mod selection;
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 
-pub use client::{
+pub use caller::{
     send_report, send_report_blocking, send_reports, send_reports_blocking, CoordinatorClient,
 };
-pub use heartbeat::{
-    prepare_heartbeat, spawn_heartbeat, spawn_prepared_heartbeat, HeartbeatConfig, HeartbeatHandle,
-    HeartbeatStatus, PreparedHeartbeat,
-};
+pub use clock::unix_now;
 pub use identity::{dportage_dir, Identity, IdentityId};
-pub use server::{Coordinator, CoordinatorConfig};
 
 /// Errors of the network layer's client side (identity files, talking to a
 /// coordinator, probing compilers).
@@ -99,7 +76,7 @@ pub enum NetworkError {
     #[error("coordinator {url} sent an unreadable answer: {why}")]
     BadResponse { url: String, why: String },
     #[error(transparent)]
-    Fingerprint(#[from] crate::fingerprint::FingerprintError),
+    Fingerprint(#[from] crate::probe::FingerprintError),
     #[error("{0}")]
     Usage(String),
 }
@@ -108,15 +85,4 @@ impl NetworkError {
     pub(crate) fn io(what: String, source: std::io::Error) -> Self {
         NetworkError::Io { what, source }
     }
-}
-
-/// `dportage coordinator ARGS…`.
-pub fn coordinator_main(args: Vec<OsString>) -> i32 {
-    cli::coordinator_main(args)
-}
-
-/// `dportage [--coordinator URL] [--shell sh|csh|fish]` (print the environment) and
-/// `dportage [OPTIONS] CMD ARGS…` (run CMD in it).
-pub fn env_main(args: Vec<OsString>) -> i32 {
-    envprint::env_main(args)
 }

@@ -8,7 +8,9 @@
 pub mod access;
 pub mod connection;
 pub mod daemon;
+pub mod heartbeat;
 pub mod job;
+pub mod limits;
 pub mod listener;
 pub mod log;
 pub mod options;
@@ -163,7 +165,7 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
         }
     }
     // The identity key is readable only by its owner: load it before root is gone.
-    let heartbeat = match cfg.heartbeat.clone().map(crate::network::prepare_heartbeat) {
+    let heartbeat = match cfg.heartbeat.clone().map(heartbeat::prepare_heartbeat) {
         None => None,
         Some(Ok(prepared)) => Some(prepared),
         Some(Err(e)) => {
@@ -191,7 +193,7 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
             run_runtime(cfg.clone(), |shared| async move {
                 // The handle stops the heartbeat when dropped, so it lives as
                 // long as the accept loop.
-                let _heartbeat = heartbeat.map(crate::network::spawn_prepared_heartbeat);
+                let _heartbeat = heartbeat.map(heartbeat::spawn_prepared_heartbeat);
                 listener::run(shared, jobs_listener, stats_listener).await
             })
         }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use super::access::{private_networks, AccessList, Network};
-use super::job::{JobConfig, JobLimits, SandboxMode};
+use super::job::JobConfig;
+use super::limits::{JobLimits, SandboxMode};
 use crate::exitcode;
 use crate::protocol::Limits;
 
@@ -238,7 +239,7 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub job: JobConfig,
     /// `--coordinator`: heartbeat to the network's coordinator.
-    pub heartbeat: Option<crate::network::HeartbeatConfig>,
+    pub heartbeat: Option<super::heartbeat::HeartbeatConfig>,
 }
 
 /// What parsing the command line decided.
@@ -438,7 +439,8 @@ impl ServeArgs {
                     ));
                 }
                 let capacity = u32::try_from(jobs).unwrap_or(u32::MAX);
-                let mut hb = crate::network::HeartbeatConfig::new(url.clone(), self.port, capacity);
+                let mut hb =
+                    super::heartbeat::HeartbeatConfig::new(url.clone(), self.port, capacity);
                 if let Some(advertise) = &self.advertise {
                     hb.advertise = advertise.clone();
                 }

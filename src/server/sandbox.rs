@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::job::{JobLimits, SandboxMode};
+use super::limits::{JobLimits, SandboxMode};
 use crate::exitcode;
 
 pub use confine::{toolchain_read_paths, JOB_DIR_ACCESS, NO_LANDLOCK};

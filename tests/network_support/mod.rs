@@ -11,9 +11,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use dportage::fingerprint::{self, Toolchain};
+use dportage::fingerprint::Toolchain;
 use dportage::network::api::Heartbeat;
 use dportage::network::{CoordinatorClient, Identity};
+use dportage::probe;
 use tempfile::TempDir;
 
 pub const DISTCC: &str = "/usr/bin/distcc";
@@ -46,9 +47,9 @@ pub fn local_toolchains() -> Vec<Toolchain> {
             ["cc", "c++"]
                 .iter()
                 .map(|name| {
-                    let path = fingerprint::resolve_compiler(name, None, &[])
+                    let path = probe::resolve_compiler(name, None, &[])
                         .unwrap_or_else(|| panic!("{name} not found in PATH"));
-                    fingerprint::probe(name, &path).expect("probe the local compiler")
+                    probe::probe(name, &path).expect("probe the local compiler")
                 })
                 .collect()
         })
@@ -61,7 +62,7 @@ pub fn heartbeat(host: &str, port: u16) -> Heartbeat {
         host: Some(host.to_string()),
         port,
         toolchains: local_toolchains(),
-        libc: fingerprint::libc_version(),
+        libc: probe::libc_version(),
         arch: std::env::consts::ARCH.to_string(),
         tz_offset_secs: 0,
         capacity: 2,

@@ -107,7 +107,7 @@ impl Verified<'_> {
         if let Some(coordinator) = &self.settings.coordinator {
             // Sends this record and any earlier ones still waiting; what fails
             // stays in the log and goes with the next mismatch.
-            match crate::network::client::send_pending_evidence_blocking(coordinator) {
+            match crate::client::upload::send_pending_evidence_blocking(coordinator) {
                 Ok(sent) => tracing::info!("reported {sent} mismatch record(s) to {coordinator}"),
                 Err(e) => tracing::warn!(
                     "evidence {} waits in the log: cannot report it to {coordinator}: {e}",

@@ -33,7 +33,7 @@ use landlock::{
 };
 
 use super::SandboxSpec;
-use crate::server::job::SandboxMode;
+use crate::server::limits::SandboxMode;
 
 /// The Landlock ABI whose rights are requested (tested on a 6.18 kernel with
 /// ABI 7). Older kernels get the subset they support (best effort).

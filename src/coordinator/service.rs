@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -27,12 +27,13 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::api::*;
-use super::auth::{self, AuthError, Claimed, KeyCache, NonceCache};
-use super::identity::IdentityId;
 use super::pool::{HeartbeatOutcome, NetKey, Pool, PoolError};
 use super::status;
 use super::store::{self, BlacklistRule, Store, StoreError, WriteOp, WriteResult};
+use crate::network::api::*;
+use crate::network::auth::{self, AuthError, Claimed, KeyCache, NonceCache};
+use crate::network::clock::unix_now;
+use crate::network::identity::IdentityId;
 
 /// Everything `dportage coordinator` can be told.
 #[derive(Debug, Clone)]
@@ -292,13 +293,6 @@ pub(crate) struct Shared {
     started: Instant,
     registrations: Mutex<HashMap<NetKey, (u64, u32)>>,
     stopping: AtomicBool,
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Shared {

@@ -19,8 +19,8 @@ use std::sync::mpsc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::api::BlacklistEntry;
-use super::identity::IdentityId;
+use crate::network::api::BlacklistEntry;
+use crate::network::identity::IdentityId;
 
 pub const DB_FILE: &str = "coordinator.db";
 const MAX_BATCH: usize = 512;

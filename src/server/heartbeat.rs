@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::api::{Heartbeat, HeartbeatAck};
-use super::client::CoordinatorClient;
-use super::identity::{self, Identity, IdentityId};
-use super::server::unix_now;
-use super::NetworkError;
-use crate::fingerprint::{self, HostFacts, Toolchain};
+use crate::fingerprint::{HostFacts, Toolchain};
+use crate::network::api::{Heartbeat, HeartbeatAck};
+use crate::network::caller::CoordinatorClient;
+use crate::network::clock::unix_now;
+use crate::network::identity::{self, Identity, IdentityId};
+use crate::network::NetworkError;
+use crate::probe;
 
 /// Compilers advertised when the server names none: those of these found in `PATH`.
 pub const DEFAULT_COMPILERS: &[&str] = &["cc", "c++", "gcc", "g++", "clang", "clang++"];
@@ -139,7 +140,7 @@ fn parse_advertise(s: &str) -> Result<(Option<String>, u16), NetworkError> {
     if host.is_empty() {
         return Ok((None, port));
     }
-    super::api::check_host_name(host).map_err(|e| bad(&e))?;
+    crate::network::api::check_host_name(host).map_err(|e| bad(&e))?;
     Ok((Some(host.to_string()), port))
 }
 
@@ -156,15 +157,15 @@ pub fn build_heartbeat(cfg: &HeartbeatConfig) -> Result<Heartbeat, NetworkError>
     let mut toolchains: Vec<Toolchain> = Vec::new();
     let mut problems = Vec::new();
     for name in &cfg.compilers {
-        let Some(path) = fingerprint::resolve_compiler(name, None, &skip) else {
+        let Some(path) = probe::resolve_compiler(name, None, &skip) else {
             problems.push(format!("{name}: not found in PATH"));
             continue;
         };
-        match fingerprint::probe_cached(name, &path, &cache) {
+        match probe::probe_cached(name, &path, &cache) {
             Ok(t) => toolchains.push(t),
             Err(e) => problems.push(e.to_string()),
         }
-        if toolchains.len() >= super::api::MAX_TOOLCHAINS {
+        if toolchains.len() >= crate::network::api::MAX_TOOLCHAINS {
             break;
         }
     }
@@ -185,7 +186,7 @@ pub fn build_heartbeat(cfg: &HeartbeatConfig) -> Result<Heartbeat, NetworkError>
         libc: facts.libc,
         arch: facts.arch,
         tz_offset_secs: facts.tz_offset_secs,
-        capacity: cfg.capacity.clamp(1, super::api::MAX_CAPACITY),
+        capacity: cfg.capacity.clamp(1, crate::network::api::MAX_CAPACITY),
         lzo: cfg.lzo,
         software: format!("dportage {}", env!("CARGO_PKG_VERSION")),
     })
@@ -271,9 +272,9 @@ pub fn spawn_prepared_heartbeat(prepared: PreparedHeartbeat) -> HeartbeatHandle 
 ///
 /// ```no_run
 /// # async fn daemon(url: String, port: u16, jobs: u32) {
-/// let cfg = dportage::network::HeartbeatConfig::new(url, port, jobs);
+/// let cfg = dportage::server::heartbeat::HeartbeatConfig::new(url, port, jobs);
 /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-/// tokio::spawn(dportage::network::heartbeat::run(cfg, async move {
+/// tokio::spawn(dportage::server::heartbeat::run(cfg, async move {
 ///     let _ = stopped.await;
 /// }));
 /// # drop(stop);

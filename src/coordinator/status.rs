@@ -5,7 +5,8 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use super::server::{unix_now, Endpoint, Shared, AUTH_LABELS, CODES, LATENCY_BUCKETS};
+use super::service::{Endpoint, Shared, AUTH_LABELS, CODES, LATENCY_BUCKETS};
+use crate::network::clock::unix_now;
 
 /// Escape text for HTML element content and double-quoted attributes.
 pub fn html_escape(s: &str) -> String {

@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::api::{check_host_name, HostEntry, HostsRequest};
-use super::client::CoordinatorClient;
-use super::identity::{self, Identity};
-use super::pool::arrange;
-use super::server::unix_now;
-use super::NetworkError;
 use crate::exitcode;
-use crate::fingerprint;
+use crate::network::api::{check_host_name, HostEntry, HostsRequest};
+use crate::network::caller::CoordinatorClient;
+use crate::network::clock::unix_now;
+use crate::network::identity::{self, Identity};
+use crate::network::selection::arrange;
+use crate::network::NetworkError;
+use crate::probe;
 
 /// Hosts put in `DISTCC_HOSTS` at most.
 pub const MAX_LISTED: usize = 10;
@@ -302,7 +302,7 @@ pub fn rank(
     let ordered: Vec<HostEntry> = scored
         .into_iter()
         .map(|(_, _, mut h)| {
-            h.capacity = h.capacity.min(super::api::MAX_CAPACITY);
+            h.capacity = h.capacity.min(crate::network::api::MAX_CAPACITY);
             h
         })
         .collect();
@@ -354,7 +354,7 @@ fn local_compilers(opts: &EnvOptions) -> Result<Vec<(String, PathBuf)>, Failure>
     let mut out = Vec::new();
     if opts.compilers.is_empty() {
         let cc = last_word(std::env::var_os("CC")).unwrap_or_else(|| "cc".into());
-        let path = fingerprint::resolve_compiler(&cc, None, &skip).ok_or_else(|| {
+        let path = probe::resolve_compiler(&cc, None, &skip).ok_or_else(|| {
             Failure::new(
                 exitcode::COMPILER_MISSING,
                 format!("local compiler {cc:?} not found in PATH; install it or name one with --compiler"),
@@ -362,12 +362,12 @@ fn local_compilers(opts: &EnvOptions) -> Result<Vec<(String, PathBuf)>, Failure>
         })?;
         out.push((cc, path));
         let cxx = last_word(std::env::var_os("CXX")).unwrap_or_else(|| "c++".into());
-        if let Some(path) = fingerprint::resolve_compiler(&cxx, None, &skip) {
+        if let Some(path) = probe::resolve_compiler(&cxx, None, &skip) {
             out.push((cxx, path));
         }
     } else {
         for name in &opts.compilers {
-            let path = fingerprint::resolve_compiler(name, None, &skip).ok_or_else(|| {
+            let path = probe::resolve_compiler(name, None, &skip).ok_or_else(|| {
                 Failure::new(
                     exitcode::COMPILER_MISSING,
                     format!("compiler {name:?} (--compiler) not found in PATH"),
@@ -390,7 +390,7 @@ async fn obtain(
     let cache = dir.join("fingerprints.json");
     let mut fingerprints = Vec::new();
     for (name, path) in local_compilers(opts)? {
-        let tc = fingerprint::probe_cached(&name, &path, &cache).map_err(|e| {
+        let tc = probe::probe_cached(&name, &path, &cache).map_err(|e| {
             Failure::new(
                 exitcode::COMPILER_MISSING,
                 format!("fingerprinting {name}: {e}"),
@@ -400,7 +400,7 @@ async fn obtain(
         fingerprints.push(tc.id);
     }
     fingerprints.dedup();
-    let my_tz = fingerprint::timezone_offset_secs();
+    let my_tz = probe::timezone_offset_secs();
     let request = HostsRequest {
         fingerprints,
         tz_offset_secs: my_tz,

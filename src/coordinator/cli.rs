@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::client::CoordinatorClient;
-use super::identity::{self, Identity, IdentityId};
-use super::server::{Coordinator, CoordinatorConfig};
+use super::service::{Coordinator, CoordinatorConfig};
 use super::store;
 use crate::exitcode;
+use crate::network::caller::CoordinatorClient;
+use crate::network::identity::{self, Identity, IdentityId};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -159,7 +159,7 @@ fn run(args: RunArgs) -> i32 {
             Err(e) => {
                 eprintln!("dportage coordinator: {e}");
                 return match e {
-                    super::server::CoordinatorError::Bind { .. } => exitcode::BIND_FAILED,
+                    super::service::CoordinatorError::Bind { .. } => exitcode::BIND_FAILED,
                     _ => exitcode::IO_ERROR,
                 };
             }
@@ -257,13 +257,13 @@ fn blacklist(action: BlacklistAction, coordinator: Option<String>, data: Option<
 
 fn blacklist_http(action: BlacklistAction, url: &str) -> i32 {
     let dir = identity::dportage_dir();
-    let result = (|| -> Result<i32, super::NetworkError> {
+    let result = (|| -> Result<i32, crate::network::NetworkError> {
         let me = Arc::new(Identity::load_or_create(&dir)?);
         let client = CoordinatorClient::new(url, me)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| super::NetworkError::io("starting a runtime".into(), e))?;
+            .map_err(|e| crate::network::NetworkError::io("starting a runtime".into(), e))?;
         rt.block_on(async {
             match action {
                 BlacklistAction::List => {
@@ -275,7 +275,7 @@ fn blacklist_http(action: BlacklistAction, url: &str) -> i32 {
                 BlacklistAction::Lift { id } => {
                     let id = id
                         .parse::<IdentityId>()
-                        .map_err(super::NetworkError::Usage)?;
+                        .map_err(crate::network::NetworkError::Usage)?;
                     let r = client.admin_lift(id).await?;
                     if r.lifted {
                         println!("lifted {id}");
@@ -291,8 +291,10 @@ fn blacklist_http(action: BlacklistAction, url: &str) -> i32 {
     result.unwrap_or_else(|e| {
         eprintln!("dportage coordinator blacklist: {e}");
         match e {
-            super::NetworkError::Api { code, .. } if code == "not_admin" => exitcode::ACCESS_DENIED,
-            super::NetworkError::Unreachable { .. } => exitcode::CONNECT_FAILED,
+            crate::network::NetworkError::Api { code, .. } if code == "not_admin" => {
+                exitcode::ACCESS_DENIED
+            }
+            crate::network::NetworkError::Unreachable { .. } => exitcode::CONNECT_FAILED,
             _ => exitcode::DISTCC_FAILED,
         }
     })
