@@ -10,14 +10,14 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::protocol::Reply;
-use crate::verify::scheduler::{Action, Answer, Await, BackOffReason, Event, HostId, Scheduler};
+use crate::verify::scheduler::{Action, Answer, Await, Event, HostId, Scheduler};
 use crate::verify::{status_is_vote, ResultDigest};
 
 use crate::client::preprocess::{preprocess, PreprocessError, Preprocessed};
 use crate::client::remote::{Connection, NetTimeouts, RemoteError, RemoteHost};
 use crate::client::slots::SlotGuard;
 
-use super::pool::Take;
+use super::voters::Take;
 use super::{digest_of, Verified};
 
 /// The preprocessed source, shared by every dispatch of the job.
@@ -70,7 +70,7 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
     let mut replies: Vec<(ResultDigest, Reply)> = Vec::new();
     while let Some(action) = pending.pop_front() {
         let event = match action {
-            Action::TakeHost => match job.pool.take_host(&job.lock, &used) {
+            Action::TakeHost => match job.voters.take_host(&job.lock, &used) {
                 Take::Got(idx, slot) => {
                     used.push(idx);
                     granted = Some((HostId(idx), slot));
@@ -88,7 +88,7 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
                         job.launch(&mut flights, host, slot, source_rx.clone());
                     }
                     // Cannot happen: the scheduler launches the host just granted.
-                    _ => tracing::error!("no slot was taken for {}", job.pool.label(host.0)),
+                    _ => tracing::error!("no slot was taken for {}", job.voters.label(host.0)),
                 }
                 continue;
             }
@@ -133,7 +133,7 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
             } => {
                 tracing::debug!(
                     "{} is slow on {} (the first vote took {} ms); asking another host too",
-                    job.pool.label(lagging.0),
+                    job.voters.label(lagging.0),
                     job.input(),
                     first_vote_after.as_millis()
                 );
@@ -174,7 +174,7 @@ impl Verified<'_> {
         slot: SlotGuard,
         source: watch::Receiver<Option<Arc<Vec<u8>>>>,
     ) {
-        let remote = self.pool.candidates[host.0].remote.clone();
+        let remote = self.voters.candidates[host.0].remote.clone();
         tracing::debug!(
             "sending {} to {} (protocol {})",
             self.input(),
@@ -233,7 +233,7 @@ impl Verified<'_> {
     ) -> (Event, Option<(ResultDigest, Reply)>) {
         flights.aborts.remove(&host);
         let started = flights.started.remove(&host);
-        let label = self.pool.label(host.0);
+        let label = self.voters.label(host.0);
         let input = self.input();
         match outcome {
             Ok(reply) => {
@@ -265,62 +265,6 @@ impl Verified<'_> {
                 )
             }
         }
-    }
-
-    /// Avoid `hosts` for a while, saying why when nobody did yet.
-    pub(super) fn back_off(&self, hosts: &[HostId], why: BackOffReason) {
-        let input = self.input();
-        match why {
-            // Said when the failure was seen.
-            BackOffReason::Failed => {}
-            BackOffReason::NotAVote { status } => {
-                for host in hosts {
-                    tracing::warn!(
-                        "{} could not compile {input}: {}; asking another host",
-                        self.pool.label(host.0),
-                        describe_status(status)
-                    );
-                }
-            }
-            BackOffReason::FailureNotReproduced { remote, here } => tracing::warn!(
-                "compiling {input} failed on {} (exit code {remote}) but gave exit code {here} \
-                 here; those hosts are backed off",
-                self.labels(hosts)
-            ),
-        }
-        for host in hosts {
-            self.lock.mark_failed(&self.pool.candidates[host.0].spec);
-        }
-    }
-
-    /// These hosts did their job: forget their backoff.
-    pub(super) fn clear_backoff(&self, hosts: &[HostId]) {
-        for host in hosts {
-            self.lock.clear(&self.pool.candidates[host.0].spec);
-        }
-    }
-
-    /// The hosts' entries, as a list for a sentence.
-    pub(super) fn labels(&self, hosts: &[HostId]) -> String {
-        hosts
-            .iter()
-            .map(|h| self.pool.label(h.0))
-            .collect::<Vec<_>>()
-            .join(" and ")
-    }
-}
-
-fn describe_status(status: u32) -> String {
-    let signal = status & 0x7f;
-    if signal == 0 {
-        let code = (status >> 8) & 0xff;
-        if code >= 100 {
-            format!("exit code {code} (a failure of the server, not of the compile)")
-        } else {
-            format!("exit code {code}")
-        }
-    } else {
-        format!("compiler killed by signal {signal}")
     }
 }
 
@@ -358,16 +302,4 @@ async fn dispatch(
     .await;
     drop(slot);
     (idx, result)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statuses_are_described_for_users() {
-        assert_eq!(describe_status(1 << 8), "exit code 1");
-        assert!(describe_status(110 << 8).contains("server"));
-        assert_eq!(describe_status(9), "compiler killed by signal 9");
-    }
 }

@@ -10,7 +10,7 @@
 //! * here, the job is prepared: one preprocessing per job; the argv is
 //!   canonicalised (`crate::canonical`) so honest hosts agree byte for byte;
 //!   jobs that cannot be made deterministic run here;
-//! * [`pool`]: which hosts may vote, and a slot on the next one;
+//! * [`voters`]: which hosts may vote, and a slot on the next one;
 //! * [`driver`]: the vote, on the network (tokio), as the scheduler directs;
 //! * [`verdict`]: acting on the decision — write the agreed object, show the
 //!   agreed failure, compile here as arbiter or spot check;
@@ -26,9 +26,9 @@
 //! each other forever.
 
 mod driver;
-mod pool;
 mod report;
 mod verdict;
+mod voters;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use crate::args::{server_argv, CompileJob};
 use crate::canonical::{canonicalize, preprocessor_extra_args, Canonical};
-use crate::verify::scheduler::Rules;
+use crate::verify::scheduler::{BackOffReason, HostId, Rules};
 use crate::verify::ResultDigest;
 
 use super::evidence::StateDir;
@@ -46,8 +46,8 @@ use super::remote::{NetTimeouts, CONNECT_TIMEOUT};
 use super::settings::{Settings, Verification};
 use super::slots::LockDir;
 
-pub use pool::drop_excluded_hosts;
-use pool::Pool;
+pub use voters::drop_excluded_hosts;
+use voters::Voters;
 
 /// Compile `job` with verified dispatch and return the exit code.
 pub fn distribute(
@@ -111,15 +111,15 @@ pub fn distribute(
         },
         None => Vec::new(),
     };
-    let pool = Pool::new(&hosts, &excluded);
+    let voters = Voters::new(&hosts, &excluded);
     let redundancy = verification.redundancy;
-    let usable = pool.distinct_usable(&lock);
+    let usable = voters.distinct_usable(&lock);
     if usable < redundancy {
         let reason = format!(
             "DPORTAGE_REDUNDANCY={redundancy} needs {redundancy} remote hosts with distinct \
              addresses, and {usable} {} usable{}",
             if usable == 1 { "is" } else { "are" },
-            pool.why_not()
+            voters.why_not()
         );
         return Fallback::new(&job, settings, Some(&lock), hosts.local_slots).unverifiable(&reason);
     }
@@ -130,7 +130,7 @@ pub fn distribute(
         job,
         settings,
         lock,
-        pool,
+        voters,
         local_slots: hosts.local_slots,
         local_slots_cpp: hosts.local_slots_cpp,
         wire,
@@ -155,7 +155,7 @@ struct Verified<'a> {
     job: CompileJob,
     settings: &'a Settings,
     lock: LockDir,
-    pool: Pool,
+    voters: Voters,
     local_slots: u32,
     local_slots_cpp: u32,
     /// The argv every host gets.
@@ -192,6 +192,62 @@ impl Verified<'_> {
     fn fallback(&self) -> Fallback<'_> {
         Fallback::new(&self.job, self.settings, Some(&self.lock), self.local_slots)
     }
+
+    /// Avoid `hosts` for a while, saying why when nobody did yet.
+    fn back_off(&self, hosts: &[HostId], why: BackOffReason) {
+        let input = self.input();
+        match why {
+            // Said when the failure was seen.
+            BackOffReason::Failed => {}
+            BackOffReason::NotAVote { status } => {
+                for host in hosts {
+                    tracing::warn!(
+                        "{} could not compile {input}: {}; asking another host",
+                        self.voters.label(host.0),
+                        describe_status(status)
+                    );
+                }
+            }
+            BackOffReason::FailureNotReproduced { remote, here } => tracing::warn!(
+                "compiling {input} failed on {} (exit code {remote}) but gave exit code {here} \
+                 here; those hosts are backed off",
+                self.labels(hosts)
+            ),
+        }
+        for host in hosts {
+            self.lock.mark_failed(&self.voters.candidates[host.0].spec);
+        }
+    }
+
+    /// These hosts did their job: forget their backoff.
+    fn clear_backoff(&self, hosts: &[HostId]) {
+        for host in hosts {
+            self.lock.clear(&self.voters.candidates[host.0].spec);
+        }
+    }
+
+    /// The hosts' entries, as a list for a sentence.
+    fn labels(&self, hosts: &[HostId]) -> String {
+        hosts
+            .iter()
+            .map(|h| self.voters.label(h.0))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    }
+}
+
+fn describe_status(status: u32) -> String {
+    let signal = status & 0x7f;
+    if signal == 0 {
+        let code = (status >> 8) & 0xff;
+        if code >= 100 {
+            format!("exit code {code} (a failure of the server, not of the compile)")
+        } else {
+            format!("exit code {code}")
+        }
+    } else {
+        format!("compiler killed by signal {signal}")
+    }
 }
 
 /// Digest of a reply or local result: the object counts only on success, so a
@@ -204,6 +260,13 @@ fn digest_of(status: u32, object: &[u8], stderr: &[u8]) -> ResultDigest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_are_described_for_users() {
+        assert_eq!(describe_status(1 << 8), "exit code 1");
+        assert!(describe_status(110 << 8).contains("server"));
+        assert_eq!(describe_status(9), "compiler killed by signal 9");
+    }
 
     #[test]
     fn failed_compiles_vote_on_status_only() {

@@ -23,8 +23,8 @@ impl Verified<'_> {
         let mut results: Vec<HostResult> = received
             .iter()
             .map(|r| HostResult {
-                host: self.pool.label(r.host.0).to_owned(),
-                address: self.pool.candidates[r.host.0].addr.to_string(),
+                host: self.voters.label(r.host.0).to_owned(),
+                address: self.voters.candidates[r.host.0].addr.to_string(),
                 status: r.answer.digest.status,
                 object: r.answer.digest.object_hex(),
                 diagnostics: hex(&r.answer.digest.diagnostics),
@@ -43,7 +43,7 @@ impl Verified<'_> {
         let losers: Vec<String> = report
             .losers
             .iter()
-            .map(|h| self.pool.label(h.0).to_owned())
+            .map(|h| self.voters.label(h.0).to_owned())
             .collect();
         let winners = self.winners(&report.winners);
         let accepted = &report.accepted;
@@ -76,7 +76,7 @@ impl Verified<'_> {
                 .find(|r| r.host == *host)
                 .map(|r| r.answer.digest.to_string())
                 .unwrap_or_default();
-            let candidate = &self.pool.candidates[host.0];
+            let candidate = &self.voters.candidates[host.0];
             let address = candidate.addr.to_string();
             let excluded = match &self.state {
                 Some(state) => {

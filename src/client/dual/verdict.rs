@@ -164,7 +164,7 @@ impl Verified<'_> {
     /// are the reason.
     pub(super) fn shortfall(&self, shortfall: &Shortfall) -> String {
         if shortfall.concerns_the_pool() {
-            format!("{shortfall}{}", self.pool.why_not())
+            format!("{shortfall}{}", self.voters.why_not())
         } else {
             shortfall.to_string()
         }
@@ -188,7 +188,7 @@ impl Verified<'_> {
                 let seen: Vec<String> = scheduler
                     .received()
                     .iter()
-                    .map(|r| format!("{}: {}", self.pool.label(r.host.0), r.answer.digest))
+                    .map(|r| format!("{}: {}", self.voters.label(r.host.0), r.answer.digest))
                     .collect();
                 tracing::info!(
                     "compiling {input} here as arbiter: {} ({})",

@@ -58,7 +58,7 @@ pub(super) struct Candidate {
 
 /// The hosts of the list that may vote, and why the others may not. A
 /// candidate's index is its [`crate::verify::scheduler::HostId`].
-pub(super) struct Pool {
+pub(super) struct Voters {
     /// Only the candidates, for the slot machinery.
     list: HostList,
     pub(super) candidates: Vec<Candidate>,
@@ -74,8 +74,8 @@ pub(super) enum Take {
     NoneLeft,
 }
 
-impl Pool {
-    pub(super) fn new(hosts: &HostList, excluded: &[SocketAddr]) -> Pool {
+impl Voters {
+    pub(super) fn new(hosts: &HostList, excluded: &[SocketAddr]) -> Voters {
         let mut candidates = Vec::new();
         let mut left_out = Vec::new();
         for spec in &hosts.hosts {
@@ -142,7 +142,7 @@ impl Pool {
             hosts: candidates.iter().map(|c| c.spec.clone()).collect(),
             ..hosts.clone()
         };
-        Pool {
+        Voters {
             list,
             candidates,
             left_out,
@@ -262,15 +262,15 @@ mod tests {
         )
         .unwrap();
         let excluded = vec!["127.0.0.3:4000".parse().unwrap()];
-        let pool = Pool::new(&hosts, &excluded);
-        let names: Vec<&str> = pool
+        let voters = Voters::new(&hosts, &excluded);
+        let names: Vec<&str> = voters
             .candidates
             .iter()
             .map(|c| c.spec.verbatim.as_str())
             .collect();
         assert_eq!(names, ["127.0.0.2:4000"]);
-        assert_eq!(pool.list.hosts.len(), 1);
-        let why = pool.why_not();
+        assert_eq!(voters.list.hosts.len(), 1);
+        let why = voters.why_not();
         assert!(
             why.contains("localhost: this machine is the arbiter"),
             "{why}"
