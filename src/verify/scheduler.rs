@@ -76,7 +76,8 @@ pub struct Received {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A slot on a host this job has not used, at an address it has not used
-    /// (answers [`Action::TakeHost`]).
+    /// (answers [`Action::TakeHost`]). A host granted again is taken as
+    /// [`Event::NoHostLeft`], and its slot is not used.
     HostGranted { host: HostId, now: Instant },
     /// Eligible hosts remain, but every slot is taken (answers
     /// [`Action::TakeHost`]).
@@ -370,6 +371,8 @@ pub struct Scheduler {
     rules: Rules,
     phase: Phase,
     flights: Vec<Flight>,
+    /// Every host launched: each may vote once.
+    asked: Vec<HostId>,
     received: Vec<Received>,
     failures: usize,
     /// How long the first vote took from its host's start.
@@ -387,6 +390,7 @@ impl Scheduler {
             rules,
             phase: Phase::Opening,
             flights: Vec::new(),
+            asked: Vec::new(),
             received: Vec::new(),
             failures: 0,
             first_vote_after: None,
@@ -417,6 +421,12 @@ impl Scheduler {
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
         let phase = std::mem::replace(&mut self.phase, Phase::Done);
+        // Asking a host again would let it vote twice: a pool that offers no
+        // other host has none left.
+        let event = match event {
+            Event::HostGranted { host, .. } if self.asked.contains(&host) => Event::NoHostLeft,
+            event => event,
+        };
         match (phase, event) {
             (Phase::Opening, Event::HostGranted { host, now }) => {
                 self.launch(host, now, &mut out);
@@ -543,6 +553,7 @@ impl Scheduler {
     }
 
     fn launch(&mut self, host: HostId, now: Instant, out: &mut Vec<Action>) {
+        self.asked.push(host);
         self.flights.push(Flight {
             host,
             started: now,
@@ -1915,6 +1926,23 @@ mod tests {
         assert_eq!(scheduler.received().len(), 1);
     }
 
+    /// A pool that offers the same host again has no other: one host never
+    /// casts two votes.
+    #[test]
+    fn a_host_granted_again_is_not_asked_twice() {
+        play(
+            rules(2),
+            vec![
+                (granted(0, 0), vec![Launch(h(0)), TakeHost]),
+                (granted(0, 0), vec![Preprocess]),
+                (ready(10), vec![TakeHost]),
+                (granted(0, 10), vec![wait(None)]),
+                (says(0, bad(), 100), vec![TakeHost]),
+                (granted(0, 100), vec![arbiter(no_further_host(1, 2, 0))]),
+            ],
+        );
+    }
+
     #[test]
     fn events_after_the_end_are_ignored() {
         let mut scheduler = play(
@@ -1958,6 +1986,7 @@ mod tests {
         now: u64,
         next_host: usize,
         granted: Option<HostId>,
+        launched: Vec<HostId>,
         in_flight: Vec<HostId>,
         /// Every vote fed: a host asked, answering for the first time, with a
         /// status that is a vote.
@@ -1984,9 +2013,17 @@ mod tests {
                     return Err(TestCaseError::fail("the scheduler stopped without an end"));
                 };
                 let event = match action {
-                    Action::TakeHost => match self.choose(4) {
+                    Action::TakeHost => match self.choose(5) {
                         0 => Event::AllHostsBusy,
                         1 => Event::NoHostLeft,
+                        2 if self.next_host > 0 => {
+                            // A broken pool offering a host already asked.
+                            let host = HostId(self.choose(self.next_host));
+                            Event::HostGranted {
+                                host,
+                                now: self.tick(),
+                            }
+                        }
                         _ => {
                             let host = HostId(self.next_host);
                             self.next_host += 1;
@@ -1999,6 +2036,8 @@ mod tests {
                     },
                     Action::Launch(host) => {
                         prop_assert_eq!(self.granted.take(), Some(host), "launch without a slot");
+                        prop_assert!(!self.launched.contains(&host), "{:?} asked twice", host);
+                        self.launched.push(host);
                         self.in_flight.push(host);
                         continue;
                     }
@@ -2150,6 +2189,7 @@ mod tests {
                 now: 0,
                 next_host: 0,
                 granted: None,
+                launched: Vec::new(),
                 in_flight: Vec::new(),
                 votes: Vec::new(),
             }

@@ -70,18 +70,22 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
     let mut replies: Vec<(ResultDigest, Reply)> = Vec::new();
     while let Some(action) = pending.pop_front() {
         let event = match action {
-            Action::TakeHost => match job.voters.take_host(&job.lock, &used) {
-                Take::Got(idx, slot) => {
-                    used.push(idx);
-                    granted = Some((HostId(idx), slot));
-                    Event::HostGranted {
-                        host: HostId(idx),
-                        now: Instant::now(),
+            Action::TakeHost => {
+                // A slot the scheduler did not launch on is of no use.
+                granted = None;
+                match job.voters.take_host(&job.lock, &used) {
+                    Take::Got(idx, slot) => {
+                        used.push(idx);
+                        granted = Some((HostId(idx), slot));
+                        Event::HostGranted {
+                            host: HostId(idx),
+                            now: Instant::now(),
+                        }
                     }
+                    Take::Busy => Event::AllHostsBusy,
+                    Take::NoneLeft => Event::NoHostLeft,
                 }
-                Take::Busy => Event::AllHostsBusy,
-                Take::NoneLeft => Event::NoHostLeft,
-            },
+            }
             Action::Launch(host) => {
                 match granted.take() {
                     Some((slot_host, slot)) if slot_host == host => {
