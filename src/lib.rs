@@ -7,7 +7,8 @@
 //!    distcc wire format), [`hosts`] (`DISTCC_HOSTS`), [`args`] (argument
 //!    scanning, rewriting, the server's flag policy), [`canonical`] (making
 //!    honest hosts agree), [`verify`] (votes, verdicts and the dual-dispatch
-//!    scheduler), [`fingerprint`] (toolchain identity), [`exitcode`].
+//!    scheduler), [`fingerprint`] (toolchain identity), [`exitcode`],
+//!    [`metrics`] (the Prometheus text format).
 //! 2. **Shared edges**: [`probe`] (runs a compiler to fingerprint it),
 //!    [`logging`].
 //! 3. **Network contract**: [`network`]: API types, request signing,
@@ -34,16 +35,17 @@
 //! # A heartbeat's path
 //! `server/options.rs` (`--coordinator`) → `server/heartbeat.rs` (toolchains via
 //! `probe.rs`, facts, signed by `network/identity.rs` + `network/auth.rs`) →
-//! `network/caller.rs` → `coordinator/service.rs` (auth, route) →
-//! `coordinator/pool.rs` (liveness) and `coordinator/store.rs` (first
+//! `network/caller.rs` → `coordinator/routes/mod.rs` (route) →
+//! `coordinator/http.rs` (bounded body, signature) → `coordinator/routes/heartbeat.rs`
+//! → `coordinator/pool.rs` (liveness) and `coordinator/store.rs` (first
 //! registration, durable).
 //!
 //! # A report's path
 //! `client/dual.rs` (a host lost a vote) → `client/evidence.rs`
 //! (`evidence.jsonl`, `excluded-hosts`) → `client/upload.rs` (pending records →
 //! `network::api::MismatchReport`) → `network/caller.rs` →
-//! `coordinator/service.rs` (report handler) → `coordinator/store.rs` (durable,
-//! then acknowledged) → `coordinator/pool.rs` (blacklist).
+//! `coordinator/routes/report.rs` → `coordinator/store.rs` (durable, then
+//! acknowledged) → `coordinator/pool.rs` (blacklist).
 
 // Pure core.
 pub mod args;
@@ -51,6 +53,7 @@ pub mod canonical;
 pub mod exitcode;
 pub mod fingerprint;
 pub mod hosts;
+pub mod metrics;
 pub mod protocol;
 pub mod verify;
 
