@@ -8,25 +8,23 @@ use std::path::Path;
 
 use crate::args::{scan, server_argv, CompileJob, LocalReason, ScanOutcome};
 use crate::exitcode;
-use crate::hosts::{HostKind, HostList, HostSpec};
+use crate::hosts::{HostKind, HostList, HostSpec, DEFAULT_LOCAL_SLOTS, DEFAULT_LOCAL_SLOTS_CPP};
 use crate::protocol::{ProtocolVersion, Reply};
 
-use super::hostsource::{distcc_dir, load_host_list};
+use super::fallback::{self, open_lock_dir, Fallback};
+use super::hostsource::load_host_list;
 use super::invocation::{check_safeguard, rewrite_compiler_name, Invocation};
-use super::local::run_compiler;
+use super::local::{run_compiler, run_compiler_in_slot};
 use super::log::{write_stderr, write_stdout};
 use super::output::{strip_terminal_controls, write_output_atomically};
 use super::preprocess::{preprocess, PreprocessError, Preprocessed};
 use super::remote::{Connection, NetTimeouts, RemoteError, RemoteHost, CONNECT_TIMEOUT};
-use super::settings::Settings;
+use super::settings::{Dispatch, Settings, SettingsError};
 use super::slots::{LockDir, SlotGuard};
 
 /// Remote attempts per job. Failed hosts are excluded, so this only bounds the
 /// time spent when several hosts die at once (3.4 retries without limit).
 const MAX_REMOTE_ATTEMPTS: usize = 3;
-/// Slot limits when the host list cannot be read (distcc's defaults).
-const DEFAULT_LOCAL_SLOTS: u32 = 4;
-const DEFAULT_LOCAL_SLOTS_CPP: u32 = 8;
 
 /// Compile `invocation` somewhere and return the exit code.
 pub fn compile(invocation: Invocation, settings: &Settings) -> i32 {
@@ -67,11 +65,21 @@ pub fn compile(invocation: Invocation, settings: &Settings) -> i32 {
             };
             LocalRunner::new(settings).run(&argv, kind)
         }
-        Ok(ScanOutcome::Distribute(job)) if settings.verifies() => {
-            super::dual::distribute(job, settings)
-        }
-        Ok(ScanOutcome::Distribute(job)) => distribute(job, settings),
+        Ok(ScanOutcome::Distribute(job)) => match &settings.dispatch {
+            Ok(Dispatch::Plain) => distribute(job, settings),
+            Ok(Dispatch::Verified(verification)) => match &settings.io_timeout {
+                Ok(io_timeout) => super::dual::distribute(job, settings, verification, *io_timeout),
+                Err(e) => bad_setting(e),
+            },
+            Err(e) => bad_setting(e),
+        },
     }
+}
+
+/// A setting a distributable job needs is invalid: stop, as distcc 3.4 does.
+fn bad_setting(error: &SettingsError) -> i32 {
+    tracing::error!("{error}");
+    exitcode::BAD_ARGUMENTS
 }
 
 /// Which local slots a local job counts against (spec §8.5).
@@ -110,27 +118,7 @@ impl<'a> LocalRunner<'a> {
             SlotKind::Compile => self.local_slots,
             SlotKind::Preprocessor => self.local_slots_cpp,
         };
-        let slot = self
-            .lock
-            .as_ref()
-            .map(|lock| lock.acquire_local(limit, self.settings.pause));
-        let code = run_compiler(argv, &self.settings.child_safeguard());
-        drop(slot);
-        code
-    }
-}
-
-fn open_lock_dir(settings: &Settings) -> Option<LockDir> {
-    let dir = distcc_dir();
-    match LockDir::open(&dir, settings.backoff_period) {
-        Ok(lock) => Some(lock),
-        Err(e) => {
-            tracing::warn!(
-                "cannot use the lock directory under {}: {e}; running without slots (check DISTCC_DIR)",
-                dir.display()
-            );
-            None
-        }
+        run_compiler_in_slot(argv, self.settings, self.lock.as_ref(), limit)
     }
 }
 
@@ -203,39 +191,20 @@ struct Distribution<'a> {
 }
 
 fn distribute(job: CompileJob, settings: &Settings) -> i32 {
-    let input = job.input().to_owned();
     let hosts = match load_host_list() {
         Ok(mut hosts) => {
             super::dual::drop_excluded_hosts(&mut hosts, settings);
             hosts
         }
-        Err(e) => {
-            if !settings.fallback {
-                tracing::error!("{e}; not compiling {input} locally because DISTCC_FALLBACK=0");
-                return exitcode::NO_HOSTS;
-            }
-            tracing::warn!("{e}; compiling {input} locally");
-            return LocalRunner::new(settings).run(&job.argv, SlotKind::Compile);
-        }
+        Err(e) => return fallback::without_host_list(&job, settings, &e),
     };
+    // Only now: distcc 3.4 reads the timeout when it first needs the network.
     let io = match &settings.io_timeout {
         Ok(io) => *io,
-        Err(message) => {
-            tracing::error!("{message}");
-            return exitcode::BAD_ARGUMENTS;
-        }
+        Err(e) => return bad_setting(e),
     };
     let Some(lock) = open_lock_dir(settings) else {
-        if !settings.fallback {
-            // distcc 3.4 exits 116 here too rather than compile behind the user's back.
-            tracing::error!(
-                "cannot lock host slots under {} and DISTCC_FALLBACK=0 forbids compiling {input} locally; create the directory or unset DISTCC_FALLBACK",
-                distcc_dir().display()
-            );
-            return exitcode::NO_HOSTS;
-        }
-        tracing::warn!("compiling {input} locally because host slots cannot be locked");
-        return run_compiler(&job.argv, &settings.child_safeguard());
+        return fallback::without_lock_dir(&job, settings);
     };
     let wire_argv = server_argv(&job)
         .into_iter()
@@ -492,24 +461,18 @@ impl Distribution<'_> {
         local
     }
 
+    fn fallback(&self) -> Fallback<'_> {
+        Fallback::new(
+            &self.job,
+            self.settings,
+            Some(&self.lock),
+            self.hosts.local_slots,
+        )
+    }
+
     /// There is no preprocessed source; the local compiler shows why.
-    fn without_source(&mut self, error: PreprocessError) -> i32 {
-        let input = self.job.input().to_owned();
-        if !self.settings.fallback {
-            if let PreprocessError::Failed { status, stderr } = &error {
-                write_stderr(stderr);
-                return super::local::exit_code_of(*status);
-            }
-            tracing::error!("{error}; not compiling {input} locally because DISTCC_FALLBACK=0");
-            return exitcode::DISTCC_FAILED;
-        }
-        match &error {
-            PreprocessError::Failed { .. } => {
-                tracing::info!("{error} for {input}; compiling locally to show the diagnostics")
-            }
-            _ => tracing::warn!("{error}; compiling {input} locally"),
-        }
-        self.local_fallback()
+    fn without_source(&self, error: PreprocessError) -> i32 {
+        self.fallback().without_source(error)
     }
 
     /// No host left to try.
@@ -548,12 +511,7 @@ impl Distribution<'_> {
         // The preprocessed file is of no further use; delete it before the
         // compile, which may take a while.
         self.source = None;
-        let slot = self
-            .lock
-            .acquire_local(self.hosts.local_slots, self.settings.pause);
-        let code = run_compiler(&self.job.argv, &self.settings.child_safeguard());
-        drop(slot);
-        code
+        self.fallback().compile_here()
     }
 }
 

@@ -9,6 +9,7 @@ mod cleanup;
 pub mod compile;
 pub mod dual;
 pub mod evidence;
+mod fallback;
 pub mod hostsource;
 pub mod invocation;
 pub mod local;
