@@ -9,6 +9,7 @@
 mod codec;
 pub mod header;
 pub mod lzo;
+pub mod lzo_stream;
 pub mod reply;
 pub mod request;
 pub mod zstd;

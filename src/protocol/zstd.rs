@@ -63,6 +63,112 @@ pub fn decompress(input: &[u8], max_output: usize) -> Result<Vec<u8>, ZstdError>
     Ok(out)
 }
 
+/// A streaming zstd decoder: compressed chunks in, bounded output chunks out,
+/// with the same window cap and output limit as [`decompress`], so an object
+/// of any size is decoded in constant memory (the window, ≤ 8 MiB, plus
+/// zstd's own buffers).
+pub struct StreamDecoder {
+    inner: zstd::stream::raw::Decoder<'static>,
+    produced: usize,
+    limit: usize,
+    /// zstd reported the end of a frame and has nothing more to flush.
+    frame_done: bool,
+    /// Any input at all was fed (an empty body is not a frame).
+    fed: bool,
+}
+
+impl std::fmt::Debug for StreamDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("zstd::StreamDecoder")
+            .field("produced", &self.produced)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamDecoder {
+    /// A decoder that refuses to produce more than `limit` bytes in all.
+    pub fn new(limit: usize) -> Result<Self, ZstdError> {
+        let mut inner =
+            zstd::stream::raw::Decoder::new().map_err(|e| ZstdError::Corrupt(e.to_string()))?;
+        inner
+            .set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(MAX_WINDOW_LOG))
+            .map_err(|e| ZstdError::Corrupt(e.to_string()))?;
+        Ok(Self {
+            inner,
+            produced: 0,
+            limit,
+            frame_done: false,
+            fed: false,
+        })
+    }
+
+    /// Decode from `input`, appending at most `room` bytes to `out`; returns
+    /// the input bytes consumed (all, unless `room` ran out: call again).
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        room: usize,
+    ) -> Result<usize, ZstdError> {
+        use zstd::stream::raw::Operation;
+        let start = out.len();
+        // One byte past the limit, so that exceeding it is seen, not clipped.
+        let room = room.min((self.limit - self.produced).saturating_add(1));
+        out.resize(start + room, 0);
+        let mut read = 0;
+        let mut written = 0;
+        loop {
+            let status = self
+                .inner
+                .run_on_buffers(&input[read..], &mut out[start + written..])
+                .map_err(|e| ZstdError::Corrupt(e.to_string()));
+            let status = match status {
+                Ok(s) => s,
+                Err(e) => {
+                    out.truncate(start);
+                    return Err(e);
+                }
+            };
+            read += status.bytes_read;
+            written += status.bytes_written;
+            if status.bytes_read > 0 {
+                self.fed = true;
+            }
+            if status.bytes_read > 0 || status.bytes_written > 0 {
+                self.frame_done = status.remaining == 0;
+            }
+            let stuck = status.bytes_read == 0 && status.bytes_written == 0;
+            if stuck || read == input.len() && written < room || written == room {
+                break;
+            }
+        }
+        out.truncate(start + written);
+        self.produced += written;
+        if self.produced > self.limit {
+            out.truncate(start);
+            return Err(ZstdError::OutputLimit { limit: self.limit });
+        }
+        Ok(read)
+    }
+
+    /// Bytes produced so far.
+    pub fn produced(&self) -> usize {
+        self.produced
+    }
+
+    /// The compressed body is complete: did it end a frame, fully flushed?
+    /// (Call [`StreamDecoder::decode`] with empty input until it produces
+    /// nothing first.)
+    pub fn finish(&self) -> Result<(), ZstdError> {
+        if self.fed && self.frame_done {
+            Ok(())
+        } else {
+            Err(ZstdError::Corrupt("the body ends inside a frame".to_owned()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +185,55 @@ mod tests {
         assert!(z.len() < super::super::lzo::compress(&text).len());
         assert_eq!(decompress(&z, usize::MAX).unwrap(), text);
         assert_eq!(decompress(&compress(b""), 10).unwrap(), b"");
+    }
+
+    fn stream(input: &[u8], limit: usize, step: usize, room: usize) -> Result<Vec<u8>, ZstdError> {
+        let mut d = StreamDecoder::new(limit.min(expansion_bound(input.len())))?;
+        let mut out = Vec::new();
+        for chunk in input.chunks(step) {
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let used = d.decode(rest, &mut out, room)?;
+                rest = &rest[used..];
+            }
+        }
+        loop {
+            let before = out.len();
+            d.decode(&[], &mut out, room)?;
+            if out.len() == before {
+                break;
+            }
+        }
+        d.finish()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn streaming_agrees_with_one_shot() {
+        let text: Vec<u8> = (0..5000)
+            .flat_map(|i| format!("int g{i} = {};\n", i * 7).into_bytes())
+            .collect();
+        for input in [&b"x"[..], &text, &vec![0u8; 1 << 20]] {
+            let z = compress(input);
+            for step in [1, 13, 4096, z.len()] {
+                for room in [1, 1000, 1 << 16] {
+                    if step == 1 && room == 1 && input.len() > 100_000 {
+                        continue;
+                    }
+                    assert_eq!(stream(&z, usize::MAX, step, room).unwrap(), input);
+                }
+            }
+        }
+        let bomb = compress(&vec![0u8; 10 << 20]);
+        assert!(matches!(
+            stream(&bomb, usize::MAX, 4096, 1 << 16),
+            Err(ZstdError::OutputLimit { .. })
+        ));
+        let mut truncated = compress(&text);
+        truncated.truncate(truncated.len() - 3);
+        assert!(stream(&truncated, usize::MAX, 100, 1 << 16).is_err());
+        assert!(stream(b"", usize::MAX, 1, 1).is_err());
+        assert!(stream(b"not zstd at all", usize::MAX, 3, 100).is_err());
     }
 
     #[test]
