@@ -52,6 +52,51 @@ impl Patience {
     }
 }
 
+/// The client's rules for a reply on top of [`Patience`]: once its first byte
+/// has arrived, a reply must keep coming at a minimum average rate, and all of
+/// it must be in by a deadline. Each byte restarting a per-read timeout lets a
+/// server dripping one byte a second hold a client forever (distcc 3.4 does).
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Every `window` after the first byte must bring `min_bytes` more (or
+    /// the end of the message): `min_bytes / window` is the minimum rate.
+    pub window: Duration,
+    pub min_bytes: usize,
+    /// Nothing is read after this instant.
+    pub deadline: Instant,
+}
+
+/// How a peer broke a [`Pace`]. Delivered as a [`TransportError::Io`] of kind
+/// `TimedOut` carrying this (see [`PaceError::of`]), so that readers without
+/// a pace (the server) need not know about it.
+#[derive(Debug, thiserror::Error)]
+pub enum PaceError {
+    /// Fewer than [`Pace::min_bytes`] within a [`Pace::window`].
+    #[error("the peer sent {got} bytes in {window:?}, fewer than the {min} required")]
+    TooSlow {
+        got: usize,
+        min: usize,
+        window: Duration,
+    },
+    /// The [`Pace::deadline`] passed.
+    #[error("the peer did not finish by the deadline ({received} bytes received)")]
+    Deadline { received: usize },
+}
+
+impl PaceError {
+    /// The pace failure inside `error`, if it is one.
+    pub fn of(error: &TransportError) -> Option<&PaceError> {
+        match error {
+            TransportError::Io(e) => e.get_ref()?.downcast_ref::<PaceError>(),
+            _ => None,
+        }
+    }
+
+    fn into_transport(self) -> TransportError {
+        TransportError::Io(io::Error::new(io::ErrorKind::TimedOut, self))
+    }
+}
+
 /// Why no event could be read.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -85,6 +130,9 @@ pub struct FrameReader<R, D> {
     deadline: Option<Instant>,
     /// ...unless an event was decoded since the deadline was set.
     progressed: bool,
+    pace: Option<Pace>,
+    /// When the current pace window began, and `received` then.
+    window: Option<(Instant, usize)>,
 }
 
 impl<R, D> FrameReader<R, D>
@@ -108,6 +156,38 @@ where
             target: 0,
             deadline: None,
             progressed: false,
+            pace: None,
+            window: None,
+        }
+    }
+
+    /// Also hold the peer to `pace` (the client reading a reply).
+    pub fn with_pace(mut self, pace: Pace) -> Self {
+        self.pace = Some(pace);
+        self
+    }
+
+    /// The earliest pace limit, and the error it stands for.
+    fn pace_limit(&self) -> Option<(Instant, TransportError)> {
+        let pace = self.pace?;
+        let overall = (
+            pace.deadline,
+            PaceError::Deadline {
+                received: self.received,
+            }
+            .into_transport(),
+        );
+        match self.window {
+            Some((start, base)) if start + pace.window < pace.deadline => Some((
+                start + pace.window,
+                PaceError::TooSlow {
+                    got: self.received - base,
+                    min: pace.min_bytes,
+                    window: pace.window,
+                }
+                .into_transport(),
+            )),
+            _ => Some(overall),
         }
     }
 
@@ -132,12 +212,23 @@ where
             }
             self.buf
                 .reserve(wanted.clamp(self.policy.min_read, self.policy.max_read));
+            let patience = match (self.deadline, self.policy.patience) {
+                (Some(deadline), Some(patience)) => {
+                    Some((deadline, TransportError::Stalled(patience.timeout)))
+                }
+                _ => None,
+            };
+            // Whichever limit comes first decides, and names the failure.
+            let limit = match (patience, self.pace_limit()) {
+                (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+                (a, b) => a.or(b),
+            };
             let read = self.reader.read_buf(&mut self.buf);
-            let n = match (self.deadline, self.policy.patience) {
-                (Some(deadline), Some(patience)) => tokio::time::timeout_at(deadline, read)
+            let n = match limit {
+                Some((at, error)) => tokio::time::timeout_at(at, read)
                     .await
-                    .map_err(|_| TransportError::Stalled(patience.timeout))??,
-                _ => read.await?,
+                    .map_err(|_| error)??,
+                None => read.await?,
             };
             if n == 0 {
                 return Err(TransportError::Closed {
@@ -145,6 +236,14 @@ where
                 });
             }
             on_read(&self.buf[self.buf.len() - n..]);
+            if let Some(pace) = self.pace {
+                // The first bytes open the first window; a window that brought
+                // its quota closes and the next one starts now.
+                let (_, base) = *self.window.get_or_insert((Instant::now(), self.received));
+                if self.received + n - base >= pace.min_bytes {
+                    self.window = Some((Instant::now(), self.received + n));
+                }
+            }
             self.received += n;
         }
     }

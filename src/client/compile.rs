@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::args::{scan, server_argv, CompileJob, LocalReason, ScanOutcome};
 use crate::exitcode;
 use crate::hosts::{HostKind, HostList, HostSpec, DEFAULT_LOCAL_SLOTS, DEFAULT_LOCAL_SLOTS_CPP};
-use crate::protocol::{ProtocolVersion, Reply};
+use crate::protocol::ProtocolVersion;
 
 use super::fallback::{self, open_lock_dir, Fallback};
 use super::hostsource::load_host_list;
@@ -18,7 +18,9 @@ use super::local::{run_compiler, run_compiler_in_slot};
 use super::log::{write_stderr, write_stdout};
 use super::output::{strip_terminal_controls, write_output_atomically};
 use super::preprocess::{preprocess, PreprocessError, Preprocessed};
-use super::remote::{Connection, NetTimeouts, RemoteError, RemoteHost, CONNECT_TIMEOUT};
+use super::remote::{
+    Connection, NetTimeouts, RemoteError, RemoteHost, RemoteReply, CONNECT_TIMEOUT,
+};
 use super::settings::{Dispatch, Settings, SettingsError};
 use super::slots::{LockDir, SlotGuard};
 
@@ -172,7 +174,7 @@ fn classify_status(status: u32) -> RemoteStatus {
 
 /// What one remote attempt produced.
 enum Attempt {
-    Reply(Reply),
+    Reply(RemoteReply),
     Failed(RemoteError),
     NoSource(PreprocessError),
 }
@@ -272,16 +274,23 @@ impl Distribution<'_> {
                     exclude.push(host.verbatim.clone());
                     last_failure = Some((e.exit_code(), Vec::new()));
                 }
-                (Attempt::Reply(reply), slot) => match classify_status(reply.status) {
+                (Attempt::Reply(mut reply), slot) => match classify_status(reply.status) {
                     RemoteStatus::Success => {
-                        match write_output_atomically(Path::new(&self.job.output), &reply.object) {
+                        // The object streamed into a temporary file beside the
+                        // output; a complete, valid reply is renamed into place.
+                        let output = Path::new(&self.job.output);
+                        let written = match reply.object.take() {
+                            Some(object) => object.persist(output),
+                            None => write_output_atomically(output, b""),
+                        };
+                        match written {
                             Ok(()) => {
                                 drop(slot);
                                 self.lock.clear(&host);
                                 tracing::debug!(
                                     "{input} compiled on {}: {} bytes written to {}",
                                     remote.label,
-                                    reply.object.len(),
+                                    reply.object_len(),
                                     self.job.output
                                 );
                                 self.show_remote_output(&reply);
@@ -399,7 +408,10 @@ impl Distribution<'_> {
                 return Attempt::Failed(RemoteError::Unsupported);
             };
             match connection {
-                Ok(connection) => match connection.finish(&preprocessed.source).await {
+                Ok(connection) => match connection
+                    .finish(&preprocessed.source, Path::new(&job.output))
+                    .await
+                {
                     Ok(reply) => Attempt::Reply(reply),
                     Err(e) => Attempt::Failed(e),
                 },
@@ -421,7 +433,7 @@ impl Distribution<'_> {
     }
 
     /// The job counts as done remotely: show what the preprocessor and the server said.
-    fn show_remote_output(&self, reply: &Reply) {
+    fn show_remote_output(&self, reply: &RemoteReply) {
         if let Some(p) = &self.source {
             write_stderr(&p.stderr);
         }
@@ -436,7 +448,7 @@ impl Distribution<'_> {
     }
 
     /// Remote exit code 1–127 (spec §8.9).
-    fn remote_compile_error(&mut self, host: &HostSpec, reply: &Reply, code: i32) -> i32 {
+    fn remote_compile_error(&mut self, host: &HostSpec, reply: &RemoteReply, code: i32) -> i32 {
         let input = self.job.input().to_owned();
         if self.settings.skip_local_retry || !self.settings.fallback {
             self.show_remote_output(reply);

@@ -6,10 +6,79 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// Write `bytes` to `path` so that `path` is either untouched or complete: a
-/// temporary file in the same directory (mode 0666 minus umask, like a compiler's
-/// output) renamed over `path`. Missing parent directories are created.
-pub fn write_output_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// An object being received: a temporary file beside its destination, hashed
+/// as it is written, so that a reply of any size passes through constant
+/// memory. It becomes the output only through [`ObjectFile::persist`], called
+/// once the whole reply was read and found valid; dropped, it is deleted.
+pub struct ObjectFile {
+    tmp: tempfile::NamedTempFile,
+    /// Removes the temporary file if the client is killed meanwhile.
+    _cleanup: super::cleanup::CleanupGuard,
+    hasher: blake3::Hasher,
+    len: u64,
+}
+
+impl std::fmt::Debug for ObjectFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectFile")
+            .field("path", &self.tmp.path())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl ObjectFile {
+    /// A new, empty temporary file in the directory of `path` (created if
+    /// missing), so that the final rename cannot cross file systems.
+    pub fn beside(path: &Path) -> std::io::Result<ObjectFile> {
+        let tmp = temp_file_beside(path)?;
+        let cleanup = super::cleanup::register(tmp.path());
+        Ok(ObjectFile {
+            tmp,
+            _cleanup: cleanup,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+        })
+    }
+
+    /// Append the next piece of the object.
+    pub fn write(&mut self, piece: &[u8]) -> std::io::Result<()> {
+        self.tmp.write_all(piece)?;
+        self.hasher.update(piece);
+        self.len += piece.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// blake3 of everything written (what dual dispatch votes on).
+    pub fn hash(&self) -> [u8; 32] {
+        *self.hasher.finalize().as_bytes()
+    }
+
+    /// Rename the complete object over `path` (which must be in the same
+    /// directory as the one given to [`ObjectFile::beside`]).
+    pub fn persist(self, path: &Path) -> std::io::Result<()> {
+        let ObjectFile {
+            mut tmp, _cleanup, ..
+        } = self;
+        tmp.as_file_mut().flush()?;
+        // On failure the temporary file is removed when the error's handle drops.
+        tmp.persist(path).map_err(|e| e.error)?;
+        // Only now that the temporary name is gone (renamed or deleted).
+        drop(_cleanup);
+        Ok(())
+    }
+}
+
+fn temp_file_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -19,11 +88,18 @@ pub fn write_output_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "output".to_owned());
-    let mut tmp = tempfile::Builder::new()
+    tempfile::Builder::new()
         .prefix(&format!(".{stem}."))
         .suffix(".dportage-tmp")
         .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(&dir)?;
+        .tempfile_in(&dir)
+}
+
+/// Write `bytes` to `path` so that `path` is either untouched or complete: a
+/// temporary file in the same directory (mode 0666 minus umask, like a compiler's
+/// output) renamed over `path`. Missing parent directories are created.
+pub fn write_output_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = temp_file_beside(path)?;
     let cleanup = super::cleanup::register(tmp.path());
     let written = (move || {
         tmp.write_all(bytes)?;
@@ -181,6 +257,30 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("x.o")]);
+    }
+
+    #[test]
+    fn object_file_is_hashed_and_only_appears_when_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("sub/x.o");
+        let mut object = ObjectFile::beside(&target).unwrap();
+        object.write(b"obj").unwrap();
+        object.write(b"ect").unwrap();
+        assert_eq!(object.len(), 6);
+        assert_eq!(object.hash(), *blake3::hash(b"object").as_bytes());
+        assert!(!target.exists());
+        object.persist(&target).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"object");
+        let abandoned = {
+            let mut o = ObjectFile::beside(&target).unwrap();
+            o.write(b"partial").unwrap();
+            o.tmp.path().to_owned()
+        };
+        assert!(
+            !abandoned.exists(),
+            "a dropped object leaves nothing behind"
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"object");
     }
 
     #[test]

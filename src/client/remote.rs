@@ -11,6 +11,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -19,13 +20,30 @@ use tokio::time::timeout;
 
 use crate::exitcode;
 use crate::protocol::request::{encode_doti, encode_request_head};
-use crate::protocol::{Limits, ProtocolError, ProtocolVersion, Reply, ReplyDecoder};
-use crate::transport::{FrameReader, Patience, ReadPolicy, TransportError};
+use crate::protocol::{
+    Limits, ProtocolError, ProtocolVersion, ReplyEvent, ReplyHead, ReplyStreamDecoder,
+};
+use crate::transport::{FrameReader, Pace, PaceError, Patience, ReadPolicy, TransportError};
+
+use super::output::ObjectFile;
 
 /// distcc's connect timeout per address (spec §8.10); not configurable there either.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
-/// Largest object (`DOTO`) the client accepts.
-pub const MAX_OBJECT: usize = 512 * 1024 * 1024;
+/// Largest object (`DOTO`) the client accepts, on the wire and decompressed:
+/// 1 GiB, far above real objects (a debug-info-heavy LTO object is a few
+/// hundred MiB). Objects stream to disk, so this bounds disk use, not memory.
+pub const MAX_OBJECT: usize = 1024 * 1024 * 1024;
+/// Once a reply has started, every `PACE_WINDOW` must bring at least
+/// `PACE_MIN_BYTES` (16 KiB/s on average, a 128 kbit/s link) or the end of the
+/// reply. A distcc server sends its whole reply at once after the compile, so
+/// an honest one is never near this; a dripping one fails within 10 s.
+pub const PACE_WINDOW: Duration = Duration::from_secs(10);
+pub const PACE_MIN_BYTES: usize = 160 * 1024;
+/// The whole reply (compile included) must be in within this many
+/// `DISTCC_IO_TIMEOUT`s of sending the source: 20 minutes by default. The
+/// compile itself is already bounded by one timeout (the first byte must come
+/// within it); the rest leaves a 1 GiB object ~1 MiB/s.
+pub const REPLY_DEADLINE_TIMEOUTS: u32 = 4;
 /// Largest `SERR` or `SOUT` the client accepts: compiler diagnostics, not data.
 pub const MAX_STREAM: usize = 16 * 1024 * 1024;
 /// Writes are split so that `DISTCC_IO_TIMEOUT` bounds the time without progress,
@@ -34,7 +52,7 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// Read sizes: at least this much room per read …
 const READ_MIN: usize = 16 * 1024;
 /// … and never more reserved at once than this, however large a body is announced.
-const READ_MAX: usize = 4 * 1024 * 1024;
+const READ_MAX: usize = 256 * 1024;
 
 /// The limits the client applies to a reply, checked by the decoder against
 /// each announced length before any of the body is buffered.
@@ -92,8 +110,12 @@ pub enum RemoteError {
     },
     #[error("the server closed the connection while {during} without a complete reply (it refused or failed the job; its log says why)")]
     Closed { during: &'static str },
+    #[error("the reply came too slowly: {0} (a host that drips is treated as failed)")]
+    TooSlow(PaceError),
     #[error("bad reply: {0}")]
     Protocol(#[from] ProtocolError),
+    #[error("cannot write the object received to a temporary file beside {path}: {source}")]
+    Output { path: PathBuf, source: io::Error },
     #[error("the preprocessed source is {0} bytes, too large to send")]
     SourceTooLarge(usize),
     #[error("pump mode (protocol 3) is not supported by this client")]
@@ -108,10 +130,41 @@ impl RemoteError {
             | RemoteError::NoAddress { .. }
             | RemoteError::Connect { .. }
             | RemoteError::ConnectTimeout { .. } => exitcode::CONNECT_FAILED,
-            RemoteError::Io { .. } | RemoteError::Timeout { .. } => exitcode::IO_ERROR,
+            RemoteError::Io { .. } | RemoteError::Timeout { .. } | RemoteError::TooSlow(_) => {
+                exitcode::IO_ERROR
+            }
             RemoteError::Closed { .. } => exitcode::TRUNCATED,
             RemoteError::Protocol(_) => exitcode::PROTOCOL_ERROR,
-            RemoteError::SourceTooLarge(_) | RemoteError::Unsupported => exitcode::DISTCC_FAILED,
+            RemoteError::SourceTooLarge(_)
+            | RemoteError::Unsupported
+            | RemoteError::Output { .. } => exitcode::DISTCC_FAILED,
+        }
+    }
+}
+
+/// A reply received whole and valid, its object (when the status is 0) in a
+/// temporary file beside the output, not yet renamed into place.
+#[derive(Debug)]
+pub struct RemoteReply {
+    /// Raw wait status of the compiler (`exit << 8`, or the signal number).
+    pub status: u32,
+    pub stderr: Vec<u8>,
+    pub stdout: Vec<u8>,
+    /// `None` when the status is not 0 (distcc sends no object then).
+    pub object: Option<ObjectFile>,
+}
+
+impl RemoteReply {
+    /// Size of the object (0 without one).
+    pub fn object_len(&self) -> u64 {
+        self.object.as_ref().map_or(0, ObjectFile::len)
+    }
+
+    /// blake3 of the object (of nothing without one), computed as it streamed.
+    pub fn object_hash(&self) -> [u8; 32] {
+        match &self.object {
+            Some(object) => object.hash(),
+            None => *blake3::hash(b"").as_bytes(),
         }
     }
 }
@@ -149,14 +202,19 @@ impl Connection {
         Ok(conn)
     }
 
-    /// Send the source (`DOTI`) and read the whole reply.
-    pub async fn finish(mut self, source: &[u8]) -> Result<Reply, RemoteError> {
+    /// Send the source (`DOTI`) and read the whole reply, streaming its
+    /// object into a temporary file beside `output`.
+    pub async fn finish(
+        mut self,
+        source: &[u8],
+        output: &Path,
+    ) -> Result<RemoteReply, RemoteError> {
         if u32::try_from(source.len()).is_err() {
             return Err(RemoteError::SourceTooLarge(source.len()));
         }
         let doti = encode_doti(self.version, source);
         self.write("sending the source", &doti).await?;
-        self.read_reply().await
+        self.read_reply(output).await
     }
 
     async fn write(&mut self, during: &'static str, bytes: &[u8]) -> Result<(), RemoteError> {
@@ -176,41 +234,98 @@ impl Connection {
         Ok(())
     }
 
-    async fn read_reply(&mut self) -> Result<Reply, RemoteError> {
-        const DURING: &str = "waiting for the reply";
+    async fn read_reply(&mut self, output: &Path) -> Result<RemoteReply, RemoteError> {
         let policy = ReadPolicy {
             min_read: READ_MIN,
             max_read: READ_MAX,
             patience: Some(Patience::per_read(self.io_timeout)),
         };
-        let decoder = ReplyDecoder::new(self.version, reply_limits());
-        let mut frames = FrameReader::new(&mut self.stream, decoder, policy);
-        frames.next_event(|_| {}).await.map_err(|e| match e {
-            TransportError::Protocol(e) => RemoteError::Protocol(e),
-            TransportError::Closed { .. } => RemoteError::Closed { during: DURING },
-            TransportError::Stalled(after) => RemoteError::Timeout {
-                during: DURING,
-                after,
-            },
-            TransportError::Io(e) if is_peer_gone(&e) => RemoteError::Closed { during: DURING },
-            TransportError::Io(source) => RemoteError::Io {
-                during: DURING,
-                source,
-            },
+        let pace = Pace {
+            window: PACE_WINDOW,
+            min_bytes: PACE_MIN_BYTES,
+            deadline: tokio::time::Instant::now() + self.io_timeout * REPLY_DEADLINE_TIMEOUTS,
+        };
+        let decoder = ReplyStreamDecoder::new(self.version, reply_limits());
+        let mut frames = FrameReader::new(&mut self.stream, decoder, policy).with_pace(pace);
+        let ReplyHead {
+            status,
+            stderr,
+            stdout,
+        } = match frames.next_event(|_| {}).await.map_err(reply_error)? {
+            ReplyEvent::Head(head) => head,
+            // The decoder yields the head first; anything else is a bug there.
+            _ => return Err(RemoteError::Protocol(ProtocolError::Incomplete)),
+        };
+        let output_error = |source| RemoteError::Output {
+            path: output.to_owned(),
+            source,
+        };
+        let mut object = if status == 0 {
+            Some(ObjectFile::beside(output).map_err(output_error)?)
+        } else {
+            None
+        };
+        loop {
+            match frames.next_event(|_| {}).await.map_err(reply_error)? {
+                ReplyEvent::Object(piece) => match object.as_mut() {
+                    Some(object) => object.write(&piece).map_err(output_error)?,
+                    None => return Err(RemoteError::Protocol(ProtocolError::Incomplete)),
+                },
+                ReplyEvent::End => break,
+                ReplyEvent::Head(_) => return Err(RemoteError::Protocol(ProtocolError::Finished)),
+            }
+        }
+        Ok(RemoteReply {
+            status,
+            stderr,
+            stdout,
+            object,
         })
     }
 }
 
-/// Run a whole job on `host`: connect, send the request, read the reply.
+fn reply_error(e: TransportError) -> RemoteError {
+    const DURING: &str = "waiting for the reply";
+    if let Some(pace) = PaceError::of(&e) {
+        let pace = match pace {
+            PaceError::TooSlow { got, min, window } => PaceError::TooSlow {
+                got: *got,
+                min: *min,
+                window: *window,
+            },
+            PaceError::Deadline { received } => PaceError::Deadline {
+                received: *received,
+            },
+        };
+        return RemoteError::TooSlow(pace);
+    }
+    match e {
+        TransportError::Protocol(e) => RemoteError::Protocol(e),
+        TransportError::Closed { .. } => RemoteError::Closed { during: DURING },
+        TransportError::Stalled(after) => RemoteError::Timeout {
+            during: DURING,
+            after,
+        },
+        TransportError::Io(e) if is_peer_gone(&e) => RemoteError::Closed { during: DURING },
+        TransportError::Io(source) => RemoteError::Io {
+            during: DURING,
+            source,
+        },
+    }
+}
+
+/// Run a whole job on `host`: connect, send the request, read the reply
+/// (its object into a temporary file beside `output`).
 pub async fn run_remote(
     host: &RemoteHost,
     argv: &[Vec<u8>],
     source: &[u8],
+    output: &Path,
     timeouts: NetTimeouts,
-) -> Result<Reply, RemoteError> {
+) -> Result<RemoteReply, RemoteError> {
     Connection::open(host, argv, timeouts)
         .await?
-        .finish(source)
+        .finish(source, output)
         .await
 }
 
@@ -267,6 +382,7 @@ async fn connect(host: &str, port: u16, per_address: Duration) -> Result<TcpStre
 mod tests {
     use super::*;
     use crate::protocol::header::{encode_header, Token};
+    use crate::protocol::ReplyDecoder;
     use bytes::BytesMut;
 
     fn head(status: u32) -> BytesMut {

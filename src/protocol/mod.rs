@@ -11,11 +11,13 @@ pub mod header;
 pub mod lzo;
 pub mod lzo_stream;
 pub mod reply;
+pub mod reply_stream;
 pub mod request;
 pub mod zstd;
 
 pub use header::{encode_header, parse_header, Token, HEADER_LEN};
 pub use reply::{Reply, ReplyDecoder};
+pub use reply_stream::{ReplyEvent, ReplyHead, ReplyStreamDecoder};
 pub use request::{encode_doti, encode_request_head, Request, RequestDecoder, RequestEvent};
 
 /// A sans-I/O decoder as a read loop drives it (`crate::transport`): the

@@ -9,12 +9,11 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::protocol::Reply;
 use crate::verify::scheduler::{Action, Answer, Await, Event, HostId, Scheduler};
 use crate::verify::{status_is_vote, ResultDigest};
 
 use crate::client::preprocess::{preprocess, PreprocessError, Preprocessed};
-use crate::client::remote::{Connection, NetTimeouts, RemoteError, RemoteHost};
+use crate::client::remote::{Connection, NetTimeouts, RemoteError, RemoteHost, RemoteReply};
 use crate::client::slots::SlotGuard;
 
 use super::voters::Take;
@@ -37,10 +36,10 @@ pub(super) struct Voted {
     pub(super) source: Option<Source>,
     pub(super) preprocess_error: Option<PreprocessError>,
     /// The first reply of each result: the one that may be written.
-    pub(super) replies: Vec<(ResultDigest, Reply)>,
+    pub(super) replies: Vec<(ResultDigest, RemoteReply)>,
 }
 
-type DispatchResult = (usize, Result<Reply, RemoteError>);
+type DispatchResult = (usize, Result<RemoteReply, RemoteError>);
 
 /// Hosts working on the job; dropping it aborts them (closing their sockets
 /// and releasing their slots).
@@ -67,7 +66,7 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
     let mut granted: Option<(HostId, SlotGuard)> = None;
     let mut source: Option<Source> = None;
     let mut preprocess_error = None;
-    let mut replies: Vec<(ResultDigest, Reply)> = Vec::new();
+    let mut replies: Vec<(ResultDigest, RemoteReply)> = Vec::new();
     while let Some(action) = pending.pop_front() {
         let event = match action {
             Action::TakeHost => {
@@ -186,9 +185,15 @@ impl Verified<'_> {
             remote.version.number()
         );
         let argv = Arc::clone(&self.wire_bytes);
-        let handle = flights
-            .set
-            .spawn(dispatch(host.0, remote, argv, source, self.timeouts, slot));
+        let handle = flights.set.spawn(dispatch(
+            host.0,
+            remote,
+            argv,
+            source,
+            self.timeouts,
+            std::path::PathBuf::from(&self.job.output),
+            slot,
+        ));
         flights.hosts.insert(handle.id(), host);
         flights.aborts.insert(host, handle);
         flights.started.insert(host, Instant::now());
@@ -199,7 +204,7 @@ impl Verified<'_> {
         &self,
         flights: &mut Flights,
         wait: Await,
-    ) -> (Event, Option<(ResultDigest, Reply)>) {
+    ) -> (Event, Option<(ResultDigest, RemoteReply)>) {
         let pause = self.settings.pause;
         if flights.set.is_empty() {
             tracing::debug!("every slot of the voting hosts is busy; waiting");
@@ -233,8 +238,8 @@ impl Verified<'_> {
         &self,
         flights: &mut Flights,
         host: HostId,
-        outcome: Result<Reply, RemoteError>,
-    ) -> (Event, Option<(ResultDigest, Reply)>) {
+        outcome: Result<RemoteReply, RemoteError>,
+    ) -> (Event, Option<(ResultDigest, RemoteReply)>) {
         flights.aborts.remove(&host);
         let started = flights.started.remove(&host);
         let label = self.voters.label(host.0);
@@ -242,7 +247,11 @@ impl Verified<'_> {
         match outcome {
             Ok(reply) => {
                 let now = Instant::now();
-                let digest = digest_of(reply.status, &reply.object, &reply.stderr);
+                // The object was hashed as it streamed to its temporary file.
+                let mut digest = digest_of(reply.status, b"", &reply.stderr);
+                if reply.status == 0 {
+                    digest.object = reply.object_hash();
+                }
                 let answer = Answer {
                     digest,
                     stdout: *blake3::hash(&reply.stdout).as_bytes(),
@@ -287,6 +296,7 @@ async fn dispatch(
     argv: Arc<Vec<Vec<u8>>>,
     mut source: watch::Receiver<Option<Arc<Vec<u8>>>>,
     timeouts: NetTimeouts,
+    output: std::path::PathBuf,
     slot: SlotGuard,
 ) -> DispatchResult {
     let result = async {
@@ -301,7 +311,7 @@ async fn dispatch(
                     })?;
             ready.as_ref().map(Arc::clone).unwrap_or_default()
         };
-        connection.finish(&bytes).await
+        connection.finish(&bytes, &output).await
     }
     .await;
     drop(slot);

@@ -8,12 +8,12 @@ use std::process::{Command, Stdio};
 use crate::args::scan::{scan_locating_output, OutputAt};
 use crate::args::{ArgsError, ScanOutcome};
 use crate::exitcode;
-use crate::protocol::Reply;
 use crate::verify::scheduler::{Action, Check, Event, Finish, HostId, Scheduler, Shortfall, Shown};
 use crate::verify::{exit_code_of_status, ResultDigest};
 
 use crate::client::log::{write_stderr, write_stdout};
 use crate::client::output::{strip_terminal_controls, write_output_atomically};
+use crate::client::remote::RemoteReply;
 
 use super::driver::{Source, Voted};
 use super::{digest_of, Verified};
@@ -61,7 +61,7 @@ pub(super) fn act(job: &Verified<'_>, voted: Voted) -> i32 {
         mut next,
         mut source,
         preprocess_error,
-        replies,
+        mut replies,
     } = voted;
     // The evidence names the source even after its file is gone.
     let source_hash = source.as_ref().map(|s| s.hash.clone()).unwrap_or_default();
@@ -127,7 +127,7 @@ pub(super) fn act(job: &Verified<'_>, voted: Voted) -> i32 {
                         digest,
                         agreeing,
                         show,
-                    } => job.write_remote(&digest, &agreeing, show, &replies, source, local),
+                    } => job.write_remote(&digest, &agreeing, show, &mut replies, source, local),
                     Finish::ShowRemoteFailure { digest } => {
                         job.show_remote_failure(&digest, &replies, source.as_ref())
                     }
@@ -222,17 +222,28 @@ impl Verified<'_> {
         digest: &ResultDigest,
         agreeing: &[HostId],
         show: Shown,
-        replies: &[(ResultDigest, Reply)],
+        replies: &mut [(ResultDigest, RemoteReply)],
         source: Option<Source>,
         local: Option<LocalResult>,
     ) -> i32 {
         let input = self.input();
-        let (Some(reply), Some(source)) = (kept_reply(replies, digest), source) else {
+        let kept = replies
+            .iter_mut()
+            .find(|(kept, _)| kept.same_vote(digest))
+            .map(|(_, reply)| reply);
+        let (Some(reply), Some(source)) = (kept, source) else {
             return self
                 .fallback()
                 .unverifiable(&"the agreed result was not kept (a bug)");
         };
-        if let Err(e) = write_output_atomically(Path::new(&self.job.output), &reply.object) {
+        // The agreed object streamed into a temporary file beside the output,
+        // hashed on the way; it is renamed into place only now.
+        let output = Path::new(&self.job.output);
+        let written = match reply.object.take() {
+            Some(object) => object.persist(output),
+            None => write_output_atomically(output, b""),
+        };
+        if let Err(e) = written {
             tracing::error!(
                 "cannot write {}: {e}; compiling {input} locally",
                 self.job.output
@@ -263,7 +274,7 @@ impl Verified<'_> {
     fn show_remote_failure(
         &self,
         digest: &ResultDigest,
-        replies: &[(ResultDigest, Reply)],
+        replies: &[(ResultDigest, RemoteReply)],
         source: Option<&Source>,
     ) -> i32 {
         if let (Some(reply), Some(source)) = (kept_reply(replies, digest), source) {
@@ -357,9 +368,9 @@ impl Verified<'_> {
 
 /// The first reply that returned `digest`'s result.
 fn kept_reply<'r>(
-    replies: &'r [(ResultDigest, Reply)],
+    replies: &'r [(ResultDigest, RemoteReply)],
     digest: &ResultDigest,
-) -> Option<&'r Reply> {
+) -> Option<&'r RemoteReply> {
     replies
         .iter()
         .find(|(kept, _)| kept.same_vote(digest))
