@@ -25,6 +25,7 @@ mod client {
     mod interop;
     mod slots_processes;
     mod slots_vs_distcc;
+    mod stalls_and_bombs;
 }
 
 /// The server, `dportage serve`, and the jobs it runs.

@@ -1,0 +1,169 @@
+//! Our client against servers that drip or bomb (the issue "Holding up under
+//! crowds, stalls and bombs"): a reply sent at one byte a second is abandoned
+//! within 30 s, and a small body that decompresses to 1 GiB (LZO or zstd) is
+//! refused with the client's peak RSS under 64 MiB; either way the job is
+//! compiled locally and the object is right.
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dportage::protocol::{lzo, zstd};
+
+use crate::support::client::*;
+
+/// A server for one connection: reads the request, then sends `reply`,
+/// `per_write` bytes at a time with `pause` between writes, until done or the
+/// client goes away. Returns the bytes it managed to send.
+fn serve_once(reply: Vec<u8>, per_write: usize, pause: Duration) -> (u16, JoinHandle<usize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let thread = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let _ = read_request(&mut stream, |d| request_complete(d));
+        let mut sent = 0;
+        for piece in reply.chunks(per_write) {
+            if stream.write_all(piece).is_err() {
+                break;
+            }
+            sent += piece.len();
+            // The drip is the behaviour under test, not a wait for something.
+            std::thread::sleep(pause);
+        }
+        sent
+    });
+    (port, thread)
+}
+
+/// Whether `data` holds a whole protocol 1/2/zstd request (head + DOTI).
+fn request_complete(data: &[u8]) -> bool {
+    let header = |at: usize| -> Option<usize> {
+        let h = data.get(at..at + 12)?;
+        usize::from_str_radix(std::str::from_utf8(&h[4..]).ok()?, 16).ok()
+    };
+    let Some(argc) = header(12) else {
+        return false;
+    };
+    let mut at = 24;
+    for _ in 0..argc {
+        let Some(len) = header(at) else {
+            return false;
+        };
+        at += 12 + len;
+    }
+    matches!(header(at), Some(doti) if data.len() >= at + 12 + doti)
+}
+
+fn reply(version: u32, doto_body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DONE{version:08x}STAT00000000SERR00000000SOUT00000000DOTO{:08x}",
+        doto_body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(doto_body);
+    out
+}
+
+fn setup(hosts: &str) -> ClientEnv {
+    let mut env = ClientEnv::new(hosts);
+    // Only this run's hosts; a back-off file must not change the next test.
+    env.set("DISTCC_BACKOFF_PERIOD", "0");
+    env.write("x.c", "int answer(void) { return 42; }\n");
+    env.reference(&["gcc", "-c", "x.c", "-o", "reference.o"]);
+    env
+}
+
+/// Run `distcc gcc -c x.c -o x.o`, returning its exit status, stderr and the
+/// peak RSS (KiB) of the client and what it waited for (the local gcc), read
+/// with wait4 so no peak between two samples is missed.
+fn run_client(env: &ClientEnv) -> (i32, String, u64, Duration) {
+    let stderr_path = env.root.path().join("client.stderr");
+    let start = Instant::now();
+    let child = env
+        .command(env.distcc_link(), &["gcc", "-c", "x.c", "-o", "x.o"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain FFI; `usage` is a zeroed out-parameter and `pid` our child,
+    // which std does not reap (the `Child` is dropped without waiting).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    drop(child);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
+    (code, stderr, usage.ru_maxrss as u64, start.elapsed())
+}
+
+fn assert_right_object(env: &ClientEnv, stderr: &str) {
+    assert_same_file(&env.work().join("x.o"), &env.work().join("reference.o"));
+    let leftovers: Vec<String> = fs::read_dir(env.work())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("dportage-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}\n{stderr}");
+}
+
+#[test]
+fn a_dripping_server_is_abandoned_and_the_job_compiled_locally() {
+    // A well-formed reply with a wrong object: waiting it out would write it.
+    let (port, server) = serve_once(reply(1, b"WRONG OBJECT"), 1, Duration::from_secs(1));
+    let env = setup(&format!("127.0.0.1:{port}"));
+    let (code, stderr, _, took) = run_client(&env);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(took < Duration::from_secs(30), "took {took:?}\n{stderr}");
+    assert!(stderr.contains("too slowly"), "{stderr}");
+    assert_right_object(&env, &stderr);
+    let sent = server.join().unwrap();
+    assert!(sent < 40, "the server sent its whole reply ({sent} bytes)");
+}
+
+/// Peak RSS the client may reach on a bomb (KiB).
+const RSS_LIMIT_KIB: u64 = 64 * 1024;
+/// What the bombs decompress to: past the client's 1 GiB object limit.
+const BOMB: usize = (1 << 30) + (1 << 20);
+
+fn bomb_test(hostspec_suffix: &str, version: u32, body: Vec<u8>) {
+    let (port, server) = serve_once(reply(version, &body), 1 << 20, Duration::ZERO);
+    let env = setup(&format!("127.0.0.1:{port}{hostspec_suffix}"));
+    let (code, stderr, peak_kib, took) = run_client(&env);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("DOTO"), "refused as a bad body:\n{stderr}");
+    assert_right_object(&env, &stderr);
+    eprintln!(
+        "{hostspec_suffix} bomb ({} bytes on the wire): client peak RSS {} MiB, {took:?}",
+        body.len(),
+        peak_kib / 1024
+    );
+    assert!(
+        peak_kib < RSS_LIMIT_KIB,
+        "peak RSS {peak_kib} KiB\n{stderr}"
+    );
+    let _ = server.join();
+}
+
+#[test]
+fn an_lzo_bomb_leaves_the_client_small() {
+    let body = lzo::compress(&vec![0u8; BOMB]);
+    assert!(body.len() < 8 << 20, "a small body: {}", body.len());
+    bomb_test(",lzo", 2, body);
+}
+
+#[test]
+fn a_zstd_bomb_leaves_the_client_small() {
+    let body = zstd::compress(&vec![0u8; BOMB]);
+    assert!(body.len() < 1 << 20, "a small body: {}", body.len());
+    bomb_test(",zstd", 0x4450_5a31, body);
+}
