@@ -37,6 +37,13 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], 'proto2-*.bin'))):
                 open(name, 'wb').write(body)
                 i += 1
 PY
-for t in request_decoder reply_decoder lzo_decompress; do
+# lzo_stream: the same bodies behind (piece size, output room) control bytes.
+mkdir -p corpus/lzo_stream
+for f in corpus/lzo_decompress/*; do
+    n=$(basename "$f")
+    { printf '\001\000'; cat "$f"; } > "corpus/lzo_stream/$n-bytewise"
+    { printf '\377\377'; cat "$f"; } > "corpus/lzo_stream/$n-large"
+done
+for t in request_decoder reply_decoder lzo_decompress lzo_stream; do
     echo "$t: $(ls corpus/$t | wc -l) seeds"
 done
