@@ -167,3 +167,31 @@ fn a_zstd_bomb_leaves_the_client_small() {
     assert!(body.len() < 1 << 20, "a small body: {}", body.len());
     bomb_test(",zstd", 0x4450_5a31, body);
 }
+
+/// Under verified dispatch a dripping host is replaced like any failed host:
+/// the vote goes to two honest distccd 3.4 hosts, and the object is right.
+#[test]
+fn a_dripping_host_is_replaced_under_redundancy() {
+    use crate::support::dual::CompileHost;
+    use crate::support::Distccd;
+    use crate::support::{ip, require_distcc};
+    if !require_distcc("a_dripping_host_is_replaced_under_redundancy") {
+        return;
+    }
+    let (port, server) = serve_once(reply(1, b"WRONG OBJECT"), 1, Duration::from_secs(1));
+    let a = Distccd::at(ip("127.0.0.2"));
+    let b = Distccd::at(ip("127.0.0.3"));
+    let mut env = ClientEnv::dual(&[format!("127.0.0.1:{port}"), a.hostspec(), b.hostspec()]);
+    // No hedging: only the drip's failure may bring in the second honest host.
+    env.set("DPORTAGE_HEDGE_MS", "600000");
+    env.write("x.c", "int answer(void) { return 42; }\n");
+    env.reference(&["gcc", "-c", "x.c", "-o", "reference.o"]);
+    let (code, stderr, _, took) = run_client(&env);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(took < Duration::from_secs(30), "took {took:?}\n{stderr}");
+    assert!(stderr.contains("too slowly"), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert_right_object(&env, &stderr);
+    b.wait_for_compile_ok(1);
+    assert!(server.join().unwrap() < 40);
+}
