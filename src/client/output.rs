@@ -14,7 +14,8 @@ pub struct ObjectFile {
     tmp: tempfile::NamedTempFile,
     /// Removes the temporary file if the client is killed meanwhile.
     _cleanup: super::cleanup::CleanupGuard,
-    hasher: blake3::Hasher,
+    /// Boxed: the hasher is ~2 KiB and replies are moved around by value.
+    hasher: Box<blake3::Hasher>,
     len: u64,
 }
 
@@ -36,7 +37,7 @@ impl ObjectFile {
         Ok(ObjectFile {
             tmp,
             _cleanup: cleanup,
-            hasher: blake3::Hasher::new(),
+            hasher: Box::new(blake3::Hasher::new()),
             len: 0,
         })
     }

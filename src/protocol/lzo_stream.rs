@@ -1,9 +1,9 @@
 //! A streaming LZO1X decoder: compressed chunks in, bounded output chunks out,
 //! so that an object of any size (or a bomb) is decoded in constant memory.
 //!
-//! LZO1X back-references reach at most 49 151 bytes back (M4: 16384 + 0x4000
-//! + 0x3fff = 0xbfff), so the decoder keeps only a 64 KiB ring of the latest
-//! output. It accepts exactly the streams [`super::lzo::decompress`] accepts,
+//! LZO1X back-references reach at most 49 151 bytes back (M4: 16384 plus
+//! 0x4000 plus 0x3fff, i.e. 0xbfff), so the decoder keeps only a 64 KiB ring
+//! of the latest output. It accepts exactly the streams [`super::lzo::decompress`] accepts,
 //! with the same bytes and the same output limit; the only state carried
 //! between chunks is the position inside the current instruction.
 
@@ -180,7 +180,7 @@ impl StreamDecoder {
                 got,
             } => {
                 b[got as usize] = byte;
-                let need = if t >= 64 || t < 16 { 1 } else { 2 };
+                let need = if (16..64).contains(&t) { 2 } else { 1 };
                 if got + 1 < need {
                     State::Distance {
                         t,

@@ -23,7 +23,7 @@ fn serve_once(reply: Vec<u8>, per_write: usize, pause: Duration) -> (u16, JoinHa
     let port = listener.local_addr().unwrap().port();
     let thread = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
-        let _ = read_request(&mut stream, |d| request_complete(d));
+        let _ = read_request(&mut stream, request_complete);
         let mut sent = 0;
         for piece in reply.chunks(per_write) {
             if stream.write_all(piece).is_err() {
