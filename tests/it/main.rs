@@ -47,6 +47,7 @@ mod dual;
 mod network {
     mod coordinator;
     mod env_distcc;
+    mod limits;
     mod status_browser;
 }
 
