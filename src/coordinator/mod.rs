@@ -12,7 +12,7 @@
 //! * `routes` holds the route table and one file per endpoint group (heartbeat,
 //!   hosts, link + whoami, report, admin); `status` is the HTML page and
 //!   `metrics` the `/metrics` page.
-//! * `limits` caps connections per client address; [`quota`] holds the
+//! * `per_address` caps connections per client address; [`quota`] holds the
 //!   per-identity token buckets (requests, heartbeats, reports).
 //! * [`pool`] keeps liveness and selects hosts (pure).
 //! * [`store`] keeps the durable state.
@@ -21,8 +21,8 @@
 pub mod cli;
 pub mod config;
 mod http;
-mod limits;
 mod metrics;
+mod per_address;
 pub mod pool;
 pub mod quota;
 mod routes;

@@ -2,7 +2,7 @@
 //! pool, binds and serves (hyper 1.x HTTP/1.1 with keep-alive, timeouts and a
 //! connection limit); two background tasks expire hosts and pick up blacklist
 //! changes made by the admin CLI. [`CoordinatorError`] is the role's error.
-//! Connections are capped in all and per client address (`limits`); signed
+//! Connections are capped in all and per client address (`per_address`); signed
 //! requests per identity (`quota`, checked in `http`).
 //!
 //! Hot paths (heartbeat of a known host, host list) touch only memory: one

@@ -7,7 +7,7 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use super::config::CoordinatorConfig;
-use super::limits::AddressSlots;
+use super::per_address::AddressSlots;
 use super::pool::{NetKey, Pool};
 use super::quota::Quotas;
 use super::store::Store;

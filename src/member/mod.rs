@@ -5,7 +5,7 @@
 //! `dportage status` shows the coordinator's detailed status to a member.
 
 pub mod env;
-pub mod status;
+pub mod network_status;
 
 use std::ffi::OsString;
 
@@ -15,7 +15,7 @@ use std::ffi::OsString;
 pub fn env_main(mut args: Vec<OsString>) -> i32 {
     if args.first().is_some_and(|a| a == "status") {
         args.remove(0);
-        return status::status_main(args);
+        return network_status::status_main(args);
     }
     env::env_main(args)
 }

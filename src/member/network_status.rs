@@ -35,7 +35,9 @@ pub fn status_main(args: Vec<OsString>) -> i32 {
         }
     }
     let Some(url) = coordinator.filter(|s| !s.trim().is_empty()) else {
-        eprintln!("dportage status: no coordinator: pass --coordinator URL or set DPORTAGE_COORDINATOR");
+        eprintln!(
+            "dportage status: no coordinator: pass --coordinator URL or set DPORTAGE_COORDINATOR"
+        );
         return exitcode::BAD_ARGUMENTS;
     };
     match fetch(url.trim()) {
@@ -76,7 +78,11 @@ fn fetch(url: &str) -> Result<Value, NetworkError> {
 fn render(v: &Value) -> String {
     let clean = |v: &Value| -> String {
         v.as_str()
-            .map(|s| s.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect())
+            .map(|s| {
+                s.chars()
+                    .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                    .collect()
+            })
             .unwrap_or_else(|| v.to_string())
     };
     let mut out = format!(
