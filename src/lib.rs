@@ -35,7 +35,7 @@
 //!    `client/output.rs` (sanitised diagnostics, atomic object write).
 //!
 //! # A heartbeat's path
-//! `server/options.rs` (`--coordinator`) → `server/heartbeat.rs` (toolchains via
+//! `server/options.rs` (`--coordinator`) → `server/heartbeat_agent.rs` (toolchains via
 //! `probe.rs`, facts, signed by `network/identity.rs` + `network/auth.rs`) →
 //! `network/caller.rs` → `coordinator/routes/mod.rs` (route) →
 //! `coordinator/http.rs` (bounded body, signature) → `coordinator/routes/heartbeat.rs`
