@@ -210,10 +210,7 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
         (None, n) => defaults::nonces_per_key_for(n),
     };
     cfg.max_report_bytes = args.max_report_bytes;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(CoordinatorError::Runtime)?;
+    let rt = crate::runtime::multi_thread(None)?;
     rt.block_on(async move {
         let coordinator = Coordinator::bind(cfg).await?;
         let addr = coordinator.local_addr();
@@ -283,10 +280,7 @@ fn blacklist_http(action: BlacklistAction, url: &str) -> Result<(), CoordinatorE
     let dir = identity::dportage_dir();
     let me = Arc::new(Identity::load_or_create(&dir)?);
     let client = CoordinatorClient::new(url, me)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(CoordinatorError::Runtime)?;
+    let rt = crate::runtime::current_thread()?;
     rt.block_on(async {
         match action {
             BlacklistAction::List => {

@@ -45,8 +45,8 @@ pub enum CoordinatorError {
         name: &'static str,
         source: std::io::Error,
     },
-    #[error("cannot start the async runtime: {0}; the system is out of threads or memory")]
-    Runtime(std::io::Error),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
     #[error("cannot watch for SIGTERM: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
@@ -54,7 +54,10 @@ pub enum CoordinatorError {
     #[error(transparent)]
     Pool(#[from] PoolError),
     #[error("heartbeat of {id} is invalid: {why}")]
-    InvalidHeartbeat { id: IdentityId, why: String },
+    InvalidHeartbeat {
+        id: IdentityId,
+        why: crate::network::api::ApiValidationError,
+    },
     #[error("{option}: {why} (see --help)")]
     Usage { option: &'static str, why: String },
     #[error("{0} does not exist; is --data the coordinator's directory?")]

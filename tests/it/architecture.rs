@@ -26,7 +26,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "metrics",
         ],
     ),
-    ("shared edges", &["logging", "probe"]),
+    (
+        "shared edges",
+        &["logging", "probe", "runtime", "transport"],
+    ),
     ("network contract", &["network"]),
     ("roles", &["client", "server", "coordinator", "member"]),
     ("tools", &["tools"]),
