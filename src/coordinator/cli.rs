@@ -79,6 +79,11 @@ struct RunArgs {
     /// --requests-per-key sustained.
     #[arg(long, value_name = "N")]
     max_nonces_per_key: Option<usize>,
+    /// Nonces remembered per network (/24, IPv6 /48) within the 300 s window;
+    /// past it, signed requests from that network get 429 (one machine
+    /// minting fresh keys cannot fill the nonce cache).
+    #[arg(long, value_name = "N", default_value_t = defaults::DEFAULT_MAX_NONCES_PER_NETWORK)]
+    max_nonces_per_network: usize,
     /// Largest mismatch report accepted, in bytes (at most 65536); larger get 413.
     #[arg(long, value_name = "BYTES", default_value_t = defaults::DEFAULT_MAX_REPORT_BYTES)]
     max_report_bytes: usize,
@@ -210,6 +215,7 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
         (None, n) => defaults::nonces_per_key_for(n),
     };
     cfg.max_report_bytes = args.max_report_bytes;
+    cfg.max_nonces_per_network = args.max_nonces_per_network.max(1);
     let rt = crate::runtime::multi_thread(None)?;
     rt.block_on(async move {
         let coordinator = Coordinator::bind(cfg).await?;

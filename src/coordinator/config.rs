@@ -42,6 +42,9 @@ pub struct CoordinatorConfig {
     pub reports_per_key: Rate,
     /// Nonces remembered per identity: one key cannot fill the cache.
     pub max_nonces_per_key: usize,
+    /// Nonces remembered per network (/24, IPv6 /48): one machine minting
+    /// fresh keys cannot fill the cache either.
+    pub max_nonces_per_network: usize,
     /// Largest report body accepted (bytes).
     pub max_report_bytes: usize,
 }
@@ -63,6 +66,9 @@ pub const DEFAULT_REPORTS_PER_KEY_PER_HOUR: u32 = 60;
 /// 16 result hashes: a few KiB, rarely more than 8. 16 KiB leaves room for
 /// long include-path lists.
 pub const DEFAULT_MAX_REPORT_BYTES: usize = 16 * 1024;
+/// 64 Ki nonces (about 3 MB) per network within 616 s: about 100 signed
+/// requests a second from one /24, far above a NAT full of members.
+pub const DEFAULT_MAX_NONCES_PER_NETWORK: usize = 65_536;
 
 /// Nonces per key that a key sending at its full request rate needs: its
 /// burst plus its rate over a nonce's lifetime, rounded up generously.
@@ -92,6 +98,7 @@ impl CoordinatorConfig {
             reports_per_key: Rate::per_hour(DEFAULT_REPORTS_PER_KEY_PER_HOUR),
             max_nonces_per_key: nonces_per_key_for(DEFAULT_REQUESTS_PER_KEY_PER_MINUTE),
             max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
+            max_nonces_per_network: DEFAULT_MAX_NONCES_PER_NETWORK,
         }
     }
 }

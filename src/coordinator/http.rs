@@ -1,6 +1,8 @@
 //! The HTTP side of every endpoint: reading a signed request (bounded in size
 //! and time), JSON and text responses, and [`ApiError`], every non-2xx answer.
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -9,7 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::pool::PoolError;
+use super::pool::{NetKey, PoolError};
 use super::quota::{OverQuota, QuotaKind};
 use super::state::{Endpoint, Limit, Shared};
 use super::store::StoreError;
@@ -82,7 +84,7 @@ impl From<AuthError> for ApiError {
                     .retry_after(60)
             }
             // The key's oldest nonces leave the window within minutes.
-            AuthError::KeyBusy(_) => {
+            AuthError::KeyBusy(_) | AuthError::NetworkBusy(_) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
                     .retry_after(60)
             }
@@ -135,6 +137,12 @@ pub(super) fn error_response(e: &ApiError) -> HttpResponse {
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     r
+}
+
+/// The nonce cache's tag for the network (/24, IPv6 /48) a request came from.
+fn network_tag(peer: IpAddr) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(NetKey::of(peer))
 }
 
 /// What a signed request to `ep` spends of its key's quotas.
@@ -202,6 +210,7 @@ pub(super) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 pub(super) async fn read_signed(
     shared: &Shared,
     ep: Endpoint,
+    peer: IpAddr,
     req: Request<Incoming>,
 ) -> Result<(Claimed, Bytes), ApiError> {
     // Reports are stored whole, so they have their own, smaller bound.
@@ -286,10 +295,13 @@ pub(super) async fn read_signed(
     // be new and the key under its caps, then the quotas are spent, and only
     // then is the nonce stored: a refused request leaves nothing behind.
     let mut nonces = shared.nonces.lock().unwrap_or_else(|p| p.into_inner());
-    nonces.check(&claim, now).map_err(|e| {
+    let network = network_tag(peer);
+    nonces.check(&claim, network, now).map_err(|e| {
         shared.counters.auth_failed(&e);
-        if matches!(e, AuthError::KeyBusy(_)) {
-            shared.counters.refused_by(Limit::NoncesPerKey);
+        match e {
+            AuthError::KeyBusy(_) => shared.counters.refused_by(Limit::NoncesPerKey),
+            AuthError::NetworkBusy(_) => shared.counters.refused_by(Limit::NoncesPerNetwork),
+            _ => {}
         }
         ApiError::from(e)
     })?;
@@ -297,7 +309,7 @@ pub(super) async fn read_signed(
         .quotas
         .admit(&claim.key, quota_kinds(ep), shared.now_ms())
         .map_err(|e| over_quota(shared, e))?;
-    nonces.insert(&claim);
+    nonces.insert(&claim, network);
     drop(nonces);
     Ok((claim, body))
 }

@@ -85,7 +85,7 @@ pub(super) const LATENCY_BUCKETS: [f64; 10] = [
 ];
 
 /// Why a signature check failed: the `reason` label, in [`AuthError::label`]'s words.
-pub(super) const AUTH_LABELS: [&str; 7] = [
+pub(super) const AUTH_LABELS: [&str; 8] = [
     "missing",
     "malformed",
     "stale",
@@ -93,6 +93,7 @@ pub(super) const AUTH_LABELS: [&str; 7] = [
     "replay",
     "overloaded",
     "key_busy",
+    "network_busy",
 ];
 
 /// The limits that refuse work, the `limit` label of
@@ -106,9 +107,10 @@ pub(super) enum Limit {
     NoncesPerKey = 4,
     ReportBytes = 5,
     TrackedKeys = 6,
+    NoncesPerNetwork = 7,
 }
 
-pub(super) const LIMIT_LABELS: [&str; 7] = [
+pub(super) const LIMIT_LABELS: [&str; 8] = [
     "connections_per_address",
     "requests_per_key",
     "heartbeats_per_key",
@@ -116,6 +118,7 @@ pub(super) const LIMIT_LABELS: [&str; 7] = [
     "nonces_per_key",
     "report_bytes",
     "tracked_keys",
+    "nonces_per_network",
 ];
 
 /// The counters behind `/metrics`. Lock-free: every request touches them.
@@ -231,9 +234,10 @@ impl Shared {
             }
         }
         Self {
-            nonces: Mutex::new(NonceCache::with_per_key_cap(
+            nonces: Mutex::new(NonceCache::with_caps(
                 cfg.nonce_cache_cap,
                 cfg.max_nonces_per_key,
+                cfg.max_nonces_per_network,
             )),
             quotas: Quotas::new(
                 cfg.requests_per_key,

@@ -111,7 +111,7 @@ async fn signed(
                 .get(hyper::header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("text/html")));
-    let (claim, body) = read_signed(shared, ep, req).await?;
+    let (claim, body) = read_signed(shared, ep, peer.ip(), req).await?;
     let id = claim.key;
     match ep {
         Endpoint::Heartbeat => heartbeat::heartbeat(shared, id, peer.ip(), &body).await,

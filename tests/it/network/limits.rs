@@ -341,3 +341,52 @@ async fn a_request_over_the_key_quota_is_refused_before_its_nonce_is_stored() {
     );
     coord.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_keys_minted_on_one_network_cannot_fill_the_nonce_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(&tmp.path().join("c"));
+    // Without the per-network cap, 30 fresh keys under their per-key cap
+    // would fill this cache and every other key would get 503.
+    cfg.nonce_cache_cap = 64;
+    cfg.max_nonces_per_key = 4;
+    cfg.max_nonces_per_network = 20;
+    let coord = Coordinator::bind(cfg).await.expect("start the coordinator");
+    let (addr, url) = (coord.local_addr(), coord.url());
+    let sybil_net = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1));
+    let (mut ok, mut limited) = (0, 0);
+    for _ in 0..30 {
+        let key = Arc::new(Identity::generate());
+        for _ in 0..3 {
+            match client(&url, &key).with_source_ip(sybil_net).whoami().await {
+                Ok(_) => ok += 1,
+                Err(e) if api_code(&e) == "429 rate_limited" => limited += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert_eq!((ok, limited), (20, 70));
+
+    // Keys on other networks are served, a new daemon registers.
+    let elsewhere = IpAddr::V4(Ipv4Addr::new(127, 0, 2, 1));
+    client(&url, &Arc::new(Identity::generate()))
+        .with_source_ip(elsewhere)
+        .whoami()
+        .await
+        .unwrap();
+    let daemon = Arc::new(Identity::generate());
+    let l = Listening::on(Ipv4Addr::new(127, 0, 3, 1));
+    client(&url, &daemon)
+        .with_source_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 3, 1)))
+        .heartbeat(&l.heartbeat())
+        .await
+        .unwrap();
+
+    let m = metrics(addr).await;
+    assert_eq!(sample(&m, &refusals("nonces_per_network")), 70);
+    assert_eq!(
+        sample(&m, "dportage_auth_failures_total{reason=\"overloaded\"}"),
+        0
+    );
+    coord.shutdown();
+}
