@@ -275,7 +275,7 @@ impl KeyCache {
 pub struct NonceCache {
     seen: HashSet<(u64, u128)>,
     /// Per slot: each nonce with the network it came from.
-    slots: VecDeque<(u64, Vec<((u64, u128), u64)>)>,
+    slots: VecDeque<(u64, Vec<Remembered>)>,
     /// Nonces remembered per key tag.
     per_key: HashMap<u64, usize>,
     /// Nonces remembered per network tag.
@@ -284,6 +284,9 @@ pub struct NonceCache {
     per_key_cap: usize,
     per_network_cap: usize,
 }
+
+/// A remembered nonce: ((key tag, nonce), network tag).
+type Remembered = ((u64, u128), u64);
 
 const SLOT_SECS: u64 = 16;
 
