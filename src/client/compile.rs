@@ -8,10 +8,10 @@ use std::path::Path;
 
 use crate::args::{scan, server_argv, CompileJob, LocalReason, ScanOutcome};
 use crate::exitcode;
-use crate::hosts::{HostKind, HostList, HostSpec};
+use crate::hosts::{HostKind, HostList, HostSpec, HostSpecError};
 use crate::protocol::{ProtocolVersion, Reply};
 
-use super::hostsource::{distcc_dir, load_host_list};
+use super::hostsource::{distcc_dir, load_host_list, HostSourceError};
 use super::invocation::{check_safeguard, rewrite_compiler_name, Invocation};
 use super::local::run_compiler;
 use super::log::{write_stderr, write_stdout};
@@ -210,12 +210,15 @@ fn distribute(job: CompileJob, settings: &Settings) -> i32 {
             hosts
         }
         Err(e) => {
+            log_host_list_error(&e);
             if !settings.fallback {
-                tracing::error!("{e}; not compiling {input} locally because DISTCC_FALLBACK=0");
+                log_fallbacks_disabled();
                 return exitcode::NO_HOSTS;
             }
-            tracing::warn!("{e}; compiling {input} locally");
-            return LocalRunner::new(settings).run(&job.argv, SlotKind::Compile);
+            log_running_locally(None, None);
+            let code = LocalRunner::new(settings).run(&job.argv, SlotKind::Compile);
+            critique(&input, LOCALHOST, code);
+            return code;
         }
     };
     let io = match &settings.io_timeout {
@@ -228,14 +231,13 @@ fn distribute(job: CompileJob, settings: &Settings) -> i32 {
     let Some(lock) = open_lock_dir(settings) else {
         if !settings.fallback {
             // distcc 3.4 exits 116 here too rather than compile behind the user's back.
-            tracing::error!(
-                "cannot lock host slots under {} and DISTCC_FALLBACK=0 forbids compiling {input} locally; create the directory or unset DISTCC_FALLBACK",
-                distcc_dir().display()
-            );
+            log_fallbacks_disabled();
             return exitcode::NO_HOSTS;
         }
-        tracing::warn!("compiling {input} locally because host slots cannot be locked");
-        return run_compiler(&job.argv, &settings.child_safeguard());
+        log_running_locally(None, None);
+        let code = run_compiler(&job.argv, &settings.child_safeguard());
+        critique(&input, LOCALHOST, code);
+        return code;
     };
     let wire_argv = server_argv(&job)
         .into_iter()
@@ -262,6 +264,7 @@ impl Distribution<'_> {
         let input = self.job.input().to_owned();
         let mut exclude: Vec<String> = Vec::new();
         let mut last_failure: Option<(i32, Vec<u8>)> = None;
+        let mut last_host: Option<String> = None;
         let mut attempts = 0;
         while attempts < MAX_REMOTE_ATTEMPTS {
             let Some((host, slot)) = self
@@ -286,6 +289,7 @@ impl Distribution<'_> {
                 }
             };
             attempts += 1;
+            last_host = Some(remote.label.clone());
             tracing::debug!(
                 "compiling {input} on {} (protocol {})",
                 remote.label,
@@ -298,7 +302,7 @@ impl Distribution<'_> {
                 }
                 (Attempt::Failed(e), slot) => {
                     drop(slot);
-                    tracing::warn!("cannot compile {input} on {}: {e}", remote.label);
+                    log_remote_error(&input, &remote.label, &e);
                     self.lock.mark_failed(&host);
                     exclude.push(host.verbatim.clone());
                     last_failure = Some((e.exit_code(), Vec::new()));
@@ -335,10 +339,7 @@ impl Distribution<'_> {
                     }
                     RemoteStatus::Abnormal { description, code } => {
                         drop(slot);
-                        tracing::warn!(
-                            "compiling {input} on {} failed: {description}",
-                            remote.label
-                        );
+                        tracing::error!("compile {input} on {}: {description}", remote.label);
                         self.lock.mark_failed(&host);
                         exclude.push(host.verbatim.clone());
                         last_failure = Some((code, reply.stderr));
@@ -346,7 +347,7 @@ impl Distribution<'_> {
                 },
             }
         }
-        self.out_of_hosts(attempts, last_failure)
+        self.out_of_hosts(last_host, last_failure)
     }
 
     /// Map a host entry to something we can talk to.
@@ -469,16 +470,23 @@ impl Distribution<'_> {
     /// Remote exit code 1–127 (spec §8.9).
     fn remote_compile_error(&mut self, host: &HostSpec, reply: &Reply, code: i32) -> i32 {
         let input = self.job.input().to_owned();
-        if self.settings.skip_local_retry || !self.settings.fallback {
+        critique(&input, &host.verbatim, code);
+        if self.settings.skip_local_retry {
             self.show_remote_output(reply);
             return code;
         }
-        tracing::info!(
-            "compiling {input} on {} failed with exit code {code}; compiling locally to check",
-            host.verbatim
+        tracing::warn!(
+            target: "dcc_build_somewhere",
+            "remote compilation of '{input}' failed, retrying locally"
         );
+        if !self.settings.fallback {
+            log_fallbacks_disabled();
+            self.show_remote_output(reply);
+            return code;
+        }
         // Backed off until the local compile shows the server was right.
         self.lock.mark_failed(host);
+        log_running_locally(Some(&input), Some(&host.verbatim));
         let local = self.local_fallback();
         if local == 0 {
             tracing::warn!(
@@ -500,7 +508,8 @@ impl Distribution<'_> {
                 write_stderr(stderr);
                 return super::local::exit_code_of(*status);
             }
-            tracing::error!("{error}; not compiling {input} locally because DISTCC_FALLBACK=0");
+            tracing::error!("{error}");
+            log_fallbacks_disabled();
             return exitcode::DISTCC_FAILED;
         }
         match &error {
@@ -512,34 +521,24 @@ impl Distribution<'_> {
         self.local_fallback()
     }
 
-    /// No host left to try.
-    fn out_of_hosts(&mut self, attempts: usize, last_failure: Option<(i32, Vec<u8>)>) -> i32 {
+    /// No host left to try; `last_host` is the last one that was.
+    fn out_of_hosts(
+        &mut self,
+        last_host: Option<String>,
+        last_failure: Option<(i32, Vec<u8>)>,
+    ) -> i32 {
         let input = self.job.input().to_owned();
         if !self.settings.fallback {
-            let code = match last_failure {
+            log_fallbacks_disabled();
+            return match last_failure {
                 Some((code, server_stderr)) => {
                     write_stderr(&strip_terminal_controls(&server_stderr));
                     code
                 }
                 None => exitcode::NO_HOSTS,
             };
-            let why = if attempts == 0 {
-                "no host available (all busy, down, unusable or backed off)"
-            } else {
-                "every host tried failed"
-            };
-            tracing::error!(
-                "failed to distribute {input}: {why}; not compiling locally because DISTCC_FALLBACK=0"
-            );
-            return code;
         }
-        if attempts == 0 {
-            tracing::info!(
-                "no host available for {input} (all busy, down or backed off); compiling locally"
-            );
-        } else {
-            tracing::warn!("failed to distribute {input}, running locally instead");
-        }
+        log_running_locally(Some(&input), last_host.as_deref());
         self.local_fallback()
     }
 
@@ -553,7 +552,74 @@ impl Distribution<'_> {
             .acquire_local(self.hosts.local_slots, self.settings.pause);
         let code = run_compiler(&self.job.argv, &self.settings.child_safeguard());
         drop(slot);
+        critique(self.job.input(), LOCALHOST, code);
         code
+    }
+}
+
+/// How distcc names this machine in its messages.
+const LOCALHOST: &str = "localhost";
+
+// distcc 3.4's words for the moments build logs are grepped for ("failed to
+// distribute", "can't distribute work", "fallbacks are disabled"), each with
+// the function name distcc prints, so the lines match distcc's exactly.
+
+fn log_host_list_error(error: &HostSourceError) {
+    match error {
+        HostSourceError::NotSet => tracing::warn!(
+            target: "dcc_get_hostlist",
+            "no hostlist is set; can't distribute work"
+        ),
+        HostSourceError::Parse {
+            origin,
+            source: HostSpecError::Empty,
+        } => tracing::warn!(
+            target: "dcc_parse_hosts",
+            "{origin} contained no hosts; can't distribute work"
+        ),
+        // distcc's parse errors are terser; ours say what to write instead.
+        other => tracing::error!(target: "dcc_parse_hosts", "{other}"),
+    }
+}
+
+fn log_fallbacks_disabled() {
+    tracing::error!(
+        target: "dcc_build_somewhere",
+        "failed to distribute and fallbacks are disabled"
+    );
+}
+
+/// Before a local compile of a job that was to be distributed: with the host
+/// that failed when there was one (distcc prints that line without its
+/// function name), without one when no host was tried.
+fn log_running_locally(input: Option<&str>, host: Option<&str>) {
+    match (input, host) {
+        (Some(input), Some(host)) => {
+            tracing::warn!("failed to distribute {input} to {host}, running locally instead")
+        }
+        _ => tracing::warn!(
+            target: "dcc_build_somewhere",
+            "failed to distribute, running locally instead"
+        ),
+    }
+}
+
+fn log_remote_error(input: &str, host: &str, error: &RemoteError) {
+    match error {
+        RemoteError::Resolve { .. } => tracing::error!(target: "dcc_connect_by_name", "{error}"),
+        RemoteError::Connect { .. } => tracing::error!("{error}"),
+        _ => tracing::warn!("cannot compile {input} on {host}: {error}"),
+    }
+}
+
+/// distcc's verdict on a compile that failed (`dcc_critique_status`): the
+/// user sees where it failed. `code` is an exit code; 128 + signal and above
+/// are left to the shell, which reports signals itself.
+fn critique(input: &str, host: &str, code: i32) {
+    match code {
+        1 => tracing::error!("compile {input} on {host} failed"),
+        2..=127 => tracing::error!("compile {input} on {host} failed with exit code {code}"),
+        _ => {}
     }
 }
 
