@@ -298,7 +298,7 @@ impl Distribution<'_> {
             match self.attempt(&remote, slot) {
                 (Attempt::NoSource(e), slot) => {
                     drop(slot);
-                    return self.without_source(e);
+                    return self.without_source(e, &remote.label);
                 }
                 (Attempt::Failed(e), slot) => {
                     drop(slot);
@@ -475,10 +475,7 @@ impl Distribution<'_> {
             self.show_remote_output(reply);
             return code;
         }
-        tracing::warn!(
-            target: "dcc_build_somewhere",
-            "remote compilation of '{input}' failed, retrying locally"
-        );
+        log_retrying_locally(&input);
         if !self.settings.fallback {
             log_fallbacks_disabled();
             self.show_remote_output(reply);
@@ -501,23 +498,34 @@ impl Distribution<'_> {
     }
 
     /// There is no preprocessed source; the local compiler shows why.
-    fn without_source(&mut self, error: PreprocessError) -> i32 {
+    /// `host` is the host the job was going to.
+    fn without_source(&mut self, error: PreprocessError, host: &str) -> i32 {
         let input = self.job.input().to_owned();
-        if !self.settings.fallback {
-            if let PreprocessError::Failed { status, stderr } = &error {
+        if let PreprocessError::Failed { status, stderr } = &error {
+            // distcc 3.4 reports a failed preprocessor as a failed compile on
+            // the chosen host, in the same words; unlike it, we do not back a
+            // healthy host off for the user's own error.
+            let code = super::local::exit_code_of(*status);
+            critique(&input, host, code);
+            if self.settings.skip_local_retry || !self.settings.fallback {
+                if !self.settings.skip_local_retry {
+                    log_retrying_locally(&input);
+                    log_fallbacks_disabled();
+                }
                 write_stderr(stderr);
-                return super::local::exit_code_of(*status);
+                return code;
             }
+            log_retrying_locally(&input);
+            log_running_locally(Some(&input), Some(host));
+            // The local compile shows the same diagnostics; not twice.
+            return self.local_fallback();
+        }
+        if !self.settings.fallback {
             tracing::error!("{error}");
             log_fallbacks_disabled();
             return exitcode::DISTCC_FAILED;
         }
-        match &error {
-            PreprocessError::Failed { .. } => {
-                tracing::info!("{error} for {input}; compiling locally to show the diagnostics")
-            }
-            _ => tracing::warn!("{error}; compiling {input} locally"),
-        }
+        tracing::warn!("{error}; compiling {input} locally");
         self.local_fallback()
     }
 
@@ -580,6 +588,13 @@ fn log_host_list_error(error: &HostSourceError) {
         // distcc's parse errors are terser; ours say what to write instead.
         other => tracing::error!(target: "dcc_parse_hosts", "{other}"),
     }
+}
+
+fn log_retrying_locally(input: &str) {
+    tracing::warn!(
+        target: "dcc_build_somewhere",
+        "remote compilation of '{input}' failed, retrying locally"
+    );
 }
 
 fn log_fallbacks_disabled() {

@@ -73,7 +73,10 @@ pub struct NetTimeouts {
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     // distcc's words, which build logs are grepped for.
-    #[error("failed to resolve host {host} port {port}: {}", resolver_words(source))]
+    #[error(
+        "failed to resolve host {host} port {port}: {}",
+        resolver_words(source)
+    )]
     Resolve {
         host: String,
         port: u16,
@@ -81,7 +84,10 @@ pub enum RemoteError {
     },
     #[error("{host} resolves to no address")]
     NoAddress { host: String },
-    #[error("nonblocking connect to {addr} failed: {}", crate::logging::strerror(source))]
+    #[error(
+        "nonblocking connect to {addr} failed: {}",
+        crate::logging::strerror(source)
+    )]
     Connect { addr: SocketAddr, source: io::Error },
     #[error("connecting to {addr} timed out after {} s", .after.as_secs())]
     ConnectTimeout { addr: SocketAddr, after: Duration },
