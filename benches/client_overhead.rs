@@ -15,8 +15,8 @@
 //! Run: `cargo bench --bench client_overhead` (`DPORTAGE_BENCH_RUNS=N` jobs per
 //! client and scenario, default 60).
 
-#[path = "../tests/client_support/mod.rs"]
-mod client_support;
+#[path = "../tests/it/support/mod.rs"]
+mod support;
 
 use std::fs;
 use std::io::Write;
@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client_support::*;
+use support::client::*;
+use support::*;
 
 const TINY_TU: &str =
     "static int table[] = {1, 2, 3};\nint answer(int i) { return table[i % 3] * 42; }\n";
@@ -51,7 +52,7 @@ fn main() {
     let real = measure(&env, runs, "tiny.c", || {
         // Every job must really have gone to distccd.
         jobs += 1;
-        server.wait_for_compile_ok(jobs);
+        server.wait_for_exact_compile_ok(jobs);
     });
     report("1. real distccd, tiny.c (whole job)", &real);
 
@@ -89,7 +90,7 @@ fn measure(
     input: &str,
     mut after_each: impl FnMut(),
 ) -> [Vec<f64>; 2] {
-    let clients = [Path::new(DISTCC).to_path_buf(), env.distcc()];
+    let clients = [Path::new(DISTCC).to_path_buf(), env.distcc_link()];
     let mut walls: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..WARMUP + runs {
         // Alternate which client goes first so neither always follows the other.
@@ -100,7 +101,6 @@ fn measure(
                 .command(
                     &clients[which],
                     &["gcc", "-O2", "-c", input, "-o", "tiny.o"],
-                    &env.work(),
                 )
                 .output()
                 .unwrap();

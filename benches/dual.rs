@@ -11,12 +11,14 @@
 //!
 //! `cargo bench --bench dual` (runs per side: `DUAL_BENCH_RUNS`, default 21).
 
-#[path = "../tests/dual_support/mod.rs"]
-mod dual_support;
+#[path = "../tests/it/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
-use dual_support::*;
+use support::client::ClientEnv;
+use support::dual::*;
+use support::*;
 
 const C_SOURCE: &str = "#include <stdio.h>\n#include <string.h>\n#include <stdlib.h>\nstruct item { char name[32]; int value; };\nstatic int cmp(const void *a, const void *b) { return ((const struct item *)a)->value - ((const struct item *)b)->value; }\nint sort_items(struct item *v, size_t n) { qsort(v, n, sizeof *v, cmp); for (size_t i = 0; i < n; i++) printf(\"%s=%d\\n\", v[i].name, v[i].value); return (int)strlen(v[0].name); }\n";
 const CPP_SOURCE: &str = "#include <map>\n#include <string>\n#include <vector>\n#include <algorithm>\n#include <numeric>\nstd::map<std::string, int> count(const std::vector<std::string>& words) { std::map<std::string, int> m; for (auto& w : words) ++m[w]; return m; }\nint total(const std::vector<int>& v) { std::vector<int> s(v); std::sort(s.begin(), s.end()); return std::accumulate(s.begin(), s.end(), 0); }\n";
@@ -47,7 +49,7 @@ fn time_pair(left: &ClientEnv, right: &ClientEnv, args: &[&str]) -> Duration {
     let children: Vec<_> = [left, right]
         .iter()
         .map(|env| {
-            env.command(env.root.path().join("bin/distcc"), args)
+            env.command(env.distcc_link(), args)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -77,14 +79,14 @@ fn main() {
     } else {
         1
     };
-    let a = Distccd::start(ip("127.0.0.2"));
-    let b = Distccd::start(ip("127.0.0.3"));
-    let mut single = ClientEnv::new(&[a.hostspec(), b.hostspec()]);
+    let a = Distccd::at(ip("127.0.0.2"));
+    let b = Distccd::at(ip("127.0.0.3"));
+    let mut single = ClientEnv::dual(&[a.hostspec(), b.hostspec()]);
     single.set("DPORTAGE_REDUNDANCY", "1");
-    let dual = ClientEnv::new(&[a.hostspec(), b.hostspec()]);
-    let mut only_a = ClientEnv::new(&[a.hostspec()]);
+    let dual = ClientEnv::dual(&[a.hostspec(), b.hostspec()]);
+    let mut only_a = ClientEnv::dual(&[a.hostspec()]);
     only_a.set("DPORTAGE_REDUNDANCY", "1");
-    let mut only_b = ClientEnv::new(&[b.hostspec()]);
+    let mut only_b = ClientEnv::dual(&[b.hostspec()]);
     only_b.set("DPORTAGE_REDUNDANCY", "1");
     for env in [&single, &dual, &only_a, &only_b] {
         env.write("job.c", C_SOURCE);

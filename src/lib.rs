@@ -7,9 +7,11 @@
 //!    distcc wire format), [`hosts`] (`DISTCC_HOSTS`), [`args`] (argument
 //!    scanning, rewriting, the server's flag policy), [`canonical`] (making
 //!    honest hosts agree), [`verify`] (votes, verdicts and the dual-dispatch
-//!    scheduler), [`fingerprint`] (toolchain identity), [`exitcode`].
+//!    scheduler), [`fingerprint`] (toolchain identity), [`exitcode`],
+//!    [`metrics`] (the Prometheus text format).
 //! 2. **Shared edges**: [`probe`] (runs a compiler to fingerprint it),
-//!    [`logging`].
+//!    [`logging`], [`runtime`] (the one way to start tokio), [`transport`]
+//!    (the one read loop from a socket into the `protocol` decoders).
 //! 3. **Network contract**: [`network`]: API types, request signing,
 //!    identities, the clock, the host-selection rule, a signed HTTP caller.
 //! 4. **Roles**, which import the layers below and never each other:
@@ -20,30 +22,35 @@
 //! # A job's path
 //! 1. `main.rs` → `client/mod.rs` (`client_main`: argv0, masquerading) →
 //!    `client/invocation.rs` (which compiler) → `args/scan.rs` (distributable?).
-//! 2. `client/compile.rs` (plain dispatch) or `client/dual.rs` (verified:
-//!    `verify/scheduler.rs` decides, the driver executes) → `client/hostsource.rs`,
+//! 2. `client/compile.rs` (plain dispatch) or `client/dual/` (verified:
+//!    `verify/scheduler.rs` decides, `client/dual/driver.rs` executes, over the
+//!    hosts of `client/dual/voters.rs`) → `client/hostsource.rs`,
 //!    `client/slots.rs` (hosts and lock files) → `client/preprocess.rs` →
-//!    `canonical.rs` → `client/remote.rs` + `protocol/` (request out, reply in).
+//!    `canonical.rs` → `client/remote.rs` (request out) → `transport.rs` +
+//!    `protocol/` (reply in, bounded).
 //! 3. On the host: `server/listener.rs` (accept, access via `server/access.rs`)
-//!    → `server/connection.rs` + `protocol/` (bounded request) → `args/policy.rs`
-//!    (compiler and flag shapes) → `server/job.rs` (job dir) →
+//!    → `server/connection.rs` → `transport.rs` + `protocol/` (bounded request)
+//!    → `args/policy.rs` (compiler and flag shapes) → `server/job.rs` (job dir) →
 //!    `server/sandbox/zygote.rs` (confined compiler, `server/limits.rs`) → reply.
 //! 4. Back on the client: `verify/` (digests and the vote) →
-//!    `client/output.rs` (sanitised diagnostics, atomic object write).
+//!    `client/dual/verdict.rs` (acting on it) → `client/output.rs` (sanitised
+//!    diagnostics, atomic object write); any failure → `client/fallback.rs`
+//!    (the one local-compile path).
 //!
 //! # A heartbeat's path
-//! `server/options.rs` (`--coordinator`) → `server/heartbeat.rs` (toolchains via
+//! `server/options.rs` (`--coordinator`) → `server/heartbeat_agent.rs` (toolchains via
 //! `probe.rs`, facts, signed by `network/identity.rs` + `network/auth.rs`) →
-//! `network/caller.rs` → `coordinator/service.rs` (auth, route) →
-//! `coordinator/pool.rs` (liveness) and `coordinator/store.rs` (first
+//! `network/caller.rs` → `coordinator/routes/mod.rs` (route) →
+//! `coordinator/http.rs` (bounded body, signature) → `coordinator/routes/heartbeat.rs`
+//! → `coordinator/pool.rs` (liveness) and `coordinator/store.rs` (first
 //! registration, durable).
 //!
 //! # A report's path
-//! `client/dual.rs` (a host lost a vote) → `client/evidence.rs`
+//! `client/dual/mismatch.rs` (a host lost a vote) → `client/evidence.rs`
 //! (`evidence.jsonl`, `excluded-hosts`) → `client/upload.rs` (pending records →
 //! `network::api::MismatchReport`) → `network/caller.rs` →
-//! `coordinator/service.rs` (report handler) → `coordinator/store.rs` (durable,
-//! then acknowledged) → `coordinator/pool.rs` (blacklist).
+//! `coordinator/routes/report.rs` → `coordinator/store.rs` (durable, then
+//! acknowledged) → `coordinator/pool.rs` (blacklist).
 
 // Pure core.
 pub mod args;
@@ -51,12 +58,15 @@ pub mod canonical;
 pub mod exitcode;
 pub mod fingerprint;
 pub mod hosts;
+pub mod metrics;
 pub mod protocol;
 pub mod verify;
 
 // Shared edges.
 pub mod logging;
 pub mod probe;
+pub mod runtime;
+pub mod transport;
 
 // The network contract.
 pub mod network;

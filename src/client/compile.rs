@@ -8,25 +8,26 @@ use std::path::Path;
 
 use crate::args::{scan, server_argv, CompileJob, LocalReason, ScanOutcome};
 use crate::exitcode;
-use crate::hosts::{HostKind, HostList, HostSpec, HostSpecError};
+use crate::hosts::{HostKind, HostList, HostSpec, DEFAULT_LOCAL_SLOTS, DEFAULT_LOCAL_SLOTS_CPP};
 use crate::protocol::{ProtocolVersion, Reply};
 
-use super::hostsource::{distcc_dir, load_host_list, HostSourceError};
+use super::fallback::{
+    self, critique, log_fallbacks_disabled, log_retrying_locally, log_running_locally,
+    open_lock_dir, Fallback,
+};
+use super::hostsource::load_host_list;
 use super::invocation::{check_safeguard, rewrite_compiler_name, Invocation};
-use super::local::run_compiler;
-use super::log::{write_stderr, write_stdout};
+use super::local::{run_compiler, run_compiler_in_slot};
 use super::output::{strip_terminal_controls, write_output_atomically};
 use super::preprocess::{preprocess, PreprocessError, Preprocessed};
 use super::remote::{Connection, NetTimeouts, RemoteError, RemoteHost, CONNECT_TIMEOUT};
-use super::settings::Settings;
+use super::settings::{Dispatch, Settings, SettingsError};
 use super::slots::{LockDir, SlotGuard};
+use super::trace::{write_stderr, write_stdout};
 
 /// Remote attempts per job. Failed hosts are excluded, so this only bounds the
 /// time spent when several hosts die at once (3.4 retries without limit).
 const MAX_REMOTE_ATTEMPTS: usize = 3;
-/// Slot limits when the host list cannot be read (distcc's defaults).
-const DEFAULT_LOCAL_SLOTS: u32 = 4;
-const DEFAULT_LOCAL_SLOTS_CPP: u32 = 8;
 
 /// Compile `invocation` somewhere and return the exit code.
 pub fn compile(invocation: Invocation, settings: &Settings) -> i32 {
@@ -67,11 +68,21 @@ pub fn compile(invocation: Invocation, settings: &Settings) -> i32 {
             };
             LocalRunner::new(settings).run(&argv, kind)
         }
-        Ok(ScanOutcome::Distribute(job)) if settings.verifies() => {
-            super::dual::distribute(job, settings)
-        }
-        Ok(ScanOutcome::Distribute(job)) => distribute(job, settings),
+        Ok(ScanOutcome::Distribute(job)) => match &settings.dispatch {
+            Ok(Dispatch::Plain) => distribute(job, settings),
+            Ok(Dispatch::Verified(verification)) => match &settings.io_timeout {
+                Ok(io_timeout) => super::dual::distribute(job, settings, verification, *io_timeout),
+                Err(e) => bad_setting(e),
+            },
+            Err(e) => bad_setting(e),
+        },
     }
+}
+
+/// A setting a distributable job needs is invalid: stop, as distcc 3.4 does.
+fn bad_setting(error: &SettingsError) -> i32 {
+    tracing::error!("{error}");
+    exitcode::BAD_ARGUMENTS
 }
 
 /// Which local slots a local job counts against (spec §8.5).
@@ -110,27 +121,7 @@ impl<'a> LocalRunner<'a> {
             SlotKind::Compile => self.local_slots,
             SlotKind::Preprocessor => self.local_slots_cpp,
         };
-        let slot = self
-            .lock
-            .as_ref()
-            .map(|lock| lock.acquire_local(limit, self.settings.pause));
-        let code = run_compiler(argv, &self.settings.child_safeguard());
-        drop(slot);
-        code
-    }
-}
-
-fn open_lock_dir(settings: &Settings) -> Option<LockDir> {
-    let dir = distcc_dir();
-    match LockDir::open(&dir, settings.backoff_period) {
-        Ok(lock) => Some(lock),
-        Err(e) => {
-            tracing::warn!(
-                "cannot use the lock directory under {}: {e}; running without slots (check DISTCC_DIR)",
-                dir.display()
-            );
-            None
-        }
+        run_compiler_in_slot(argv, self.settings, self.lock.as_ref(), limit)
     }
 }
 
@@ -203,41 +194,20 @@ struct Distribution<'a> {
 }
 
 fn distribute(job: CompileJob, settings: &Settings) -> i32 {
-    let input = job.input().to_owned();
     let hosts = match load_host_list() {
         Ok(mut hosts) => {
             super::dual::drop_excluded_hosts(&mut hosts, settings);
             hosts
         }
-        Err(e) => {
-            log_host_list_error(&e);
-            if !settings.fallback {
-                log_fallbacks_disabled();
-                return exitcode::NO_HOSTS;
-            }
-            log_running_locally(None, None);
-            let code = LocalRunner::new(settings).run(&job.argv, SlotKind::Compile);
-            critique(&input, LOCALHOST, code);
-            return code;
-        }
+        Err(e) => return fallback::without_host_list(&job, settings, &e),
     };
+    // Only now: distcc 3.4 reads the timeout when it first needs the network.
     let io = match &settings.io_timeout {
         Ok(io) => *io,
-        Err(message) => {
-            tracing::error!("{message}");
-            return exitcode::BAD_ARGUMENTS;
-        }
+        Err(e) => return bad_setting(e),
     };
     let Some(lock) = open_lock_dir(settings) else {
-        if !settings.fallback {
-            // distcc 3.4 exits 116 here too rather than compile behind the user's back.
-            log_fallbacks_disabled();
-            return exitcode::NO_HOSTS;
-        }
-        log_running_locally(None, None);
-        let code = run_compiler(&job.argv, &settings.child_safeguard());
-        critique(&input, LOCALHOST, code);
-        return code;
+        return fallback::without_lock_dir(&job, settings);
     };
     let wire_argv = server_argv(&job)
         .into_iter()
@@ -280,6 +250,7 @@ impl Distribution<'_> {
                     self.source = None;
                     let code = run_compiler(&self.job.argv, &self.settings.child_safeguard());
                     drop(slot);
+                    critique(&input, fallback::LOCALHOST, code);
                     return code;
                 }
                 HostChoice::Unusable(why) => {
@@ -298,7 +269,7 @@ impl Distribution<'_> {
             match self.attempt(&remote, slot) {
                 (Attempt::NoSource(e), slot) => {
                     drop(slot);
-                    return self.without_source(e, &remote.label);
+                    return self.fallback().preprocessor_failed(e, &remote.label);
                 }
                 (Attempt::Failed(e), slot) => {
                     drop(slot);
@@ -401,7 +372,8 @@ impl Distribution<'_> {
         };
         if let Err(e) = self.ensure_runtime() {
             let during = "starting the network runtime";
-            return (Attempt::Failed(RemoteError::Io { during, source: e }), slot);
+            let source = std::io::Error::other(e);
+            return (Attempt::Failed(RemoteError::Io { during, source }), slot);
         }
         let Some(runtime) = self.runtime.as_ref() else {
             return (Attempt::Failed(RemoteError::Unsupported), slot);
@@ -441,13 +413,9 @@ impl Distribution<'_> {
         (outcome, slot)
     }
 
-    fn ensure_runtime(&mut self) -> std::io::Result<()> {
+    fn ensure_runtime(&mut self) -> Result<(), crate::runtime::RuntimeError> {
         if self.runtime.is_none() {
-            self.runtime = Some(
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?,
-            );
+            self.runtime = Some(crate::runtime::current_thread()?);
         }
         Ok(())
     }
@@ -483,7 +451,7 @@ impl Distribution<'_> {
         }
         // Backed off until the local compile shows the server was right.
         self.lock.mark_failed(host);
-        log_running_locally(Some(&input), Some(&host.verbatim));
+        log_running_locally(Some((&input, &host.verbatim)));
         let local = self.local_fallback();
         if local == 0 {
             tracing::warn!(
@@ -497,36 +465,13 @@ impl Distribution<'_> {
         local
     }
 
-    /// There is no preprocessed source; the local compiler shows why.
-    /// `host` is the host the job was going to.
-    fn without_source(&mut self, error: PreprocessError, host: &str) -> i32 {
-        let input = self.job.input().to_owned();
-        if let PreprocessError::Failed { status, stderr } = &error {
-            // distcc 3.4 reports a failed preprocessor as a failed compile on
-            // the chosen host, in the same words; unlike it, we do not back a
-            // healthy host off for the user's own error.
-            let code = super::local::exit_code_of(*status);
-            critique(&input, host, code);
-            if self.settings.skip_local_retry || !self.settings.fallback {
-                if !self.settings.skip_local_retry {
-                    log_retrying_locally(&input);
-                    log_fallbacks_disabled();
-                }
-                write_stderr(stderr);
-                return code;
-            }
-            log_retrying_locally(&input);
-            log_running_locally(Some(&input), Some(host));
-            // The local compile shows the same diagnostics; not twice.
-            return self.local_fallback();
-        }
-        if !self.settings.fallback {
-            tracing::error!("{error}");
-            log_fallbacks_disabled();
-            return exitcode::DISTCC_FAILED;
-        }
-        tracing::warn!("{error}; compiling {input} locally");
-        self.local_fallback()
+    fn fallback(&self) -> Fallback<'_> {
+        Fallback::new(
+            &self.job,
+            self.settings,
+            Some(&self.lock),
+            self.hosts.local_slots,
+        )
     }
 
     /// No host left to try; `last_host` is the last one that was.
@@ -546,7 +491,7 @@ impl Distribution<'_> {
                 None => exitcode::NO_HOSTS,
             };
         }
-        log_running_locally(Some(&input), last_host.as_deref());
+        log_running_locally(last_host.as_deref().map(|host| (input.as_str(), host)));
         self.local_fallback()
     }
 
@@ -555,86 +500,17 @@ impl Distribution<'_> {
         // The preprocessed file is of no further use; delete it before the
         // compile, which may take a while.
         self.source = None;
-        let slot = self
-            .lock
-            .acquire_local(self.hosts.local_slots, self.settings.pause);
-        let code = run_compiler(&self.job.argv, &self.settings.child_safeguard());
-        drop(slot);
-        critique(self.job.input(), LOCALHOST, code);
-        code
+        self.fallback().compile_here()
     }
 }
 
-/// How distcc names this machine in its messages.
-const LOCALHOST: &str = "localhost";
-
-// distcc 3.4's words for the moments build logs are grepped for ("failed to
-// distribute", "can't distribute work", "fallbacks are disabled"), each with
-// the function name distcc prints, so the lines match distcc's exactly.
-
-fn log_host_list_error(error: &HostSourceError) {
-    match error {
-        HostSourceError::NotSet => tracing::warn!(
-            target: "dcc_get_hostlist",
-            "no hostlist is set; can't distribute work"
-        ),
-        HostSourceError::Parse {
-            origin,
-            source: HostSpecError::Empty,
-        } => tracing::warn!(
-            target: "dcc_parse_hosts",
-            "{origin} contained no hosts; can't distribute work"
-        ),
-        // distcc's parse errors are terser; ours say what to write instead.
-        other => tracing::error!(target: "dcc_parse_hosts", "{other}"),
-    }
-}
-
-fn log_retrying_locally(input: &str) {
-    tracing::warn!(
-        target: "dcc_build_somewhere",
-        "remote compilation of '{input}' failed, retrying locally"
-    );
-}
-
-fn log_fallbacks_disabled() {
-    tracing::error!(
-        target: "dcc_build_somewhere",
-        "failed to distribute and fallbacks are disabled"
-    );
-}
-
-/// Before a local compile of a job that was to be distributed: with the host
-/// that failed when there was one (distcc prints that line without its
-/// function name), without one when no host was tried.
-fn log_running_locally(input: Option<&str>, host: Option<&str>) {
-    match (input, host) {
-        (Some(input), Some(host)) => {
-            tracing::warn!("failed to distribute {input} to {host}, running locally instead")
-        }
-        _ => tracing::warn!(
-            target: "dcc_build_somewhere",
-            "failed to distribute, running locally instead"
-        ),
-    }
-}
-
+/// A host failed before replying: distcc's words for the failures it names
+/// (a refused connection, an unknown host name), ours for the rest.
 fn log_remote_error(input: &str, host: &str, error: &RemoteError) {
     match error {
         RemoteError::Resolve { .. } => tracing::error!(target: "dcc_connect_by_name", "{error}"),
         RemoteError::Connect { .. } => tracing::error!("{error}"),
         _ => tracing::warn!("cannot compile {input} on {host}: {error}"),
-    }
-}
-
-/// distcc's verdict on a compile that failed (`dcc_critique_status`): the
-/// user sees where it failed. `code` is an exit code; 128 + signal and above
-/// are left to the shell, which reports signals itself.
-fn critique(input: &str, host: &str, code: i32) {
-    match code {
-        1 => tracing::error!("compile {input} on {host} failed"),
-        2..=127 => tracing::error!("compile {input} on {host} failed with exit code {code}"),
-        _ => {}
     }
 }
 

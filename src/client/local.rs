@@ -6,6 +6,9 @@ use std::process::{Command, ExitStatus};
 
 use crate::exitcode;
 
+use super::settings::Settings;
+use super::slots::LockDir;
+
 /// Run `argv` here and return the exit code the client should exit with.
 pub fn run_compiler(argv: &[String], child_safeguard: &str) -> i32 {
     let Some(compiler) = argv.first() else {
@@ -28,6 +31,20 @@ pub fn run_compiler(argv: &[String], child_safeguard: &str) -> i32 {
             exitcode::COMPILER_MISSING
         }
     }
+}
+
+/// Run `argv` here holding one of `limit` local slots, or none when there is no
+/// usable lock directory (as distcc 3.4, rather than not compiling at all).
+pub fn run_compiler_in_slot(
+    argv: &[String],
+    settings: &Settings,
+    lock: Option<&LockDir>,
+    limit: u32,
+) -> i32 {
+    let slot = lock.map(|lock| lock.acquire_local(limit, settings.pause));
+    let code = run_compiler(argv, &settings.child_safeguard());
+    drop(slot);
+    code
 }
 
 /// A process's exit code as a shell reports it: the code, or 128 + signal.

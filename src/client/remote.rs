@@ -13,14 +13,14 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::exitcode;
 use crate::protocol::request::{encode_doti, encode_request_head};
 use crate::protocol::{Limits, ProtocolError, ProtocolVersion, Reply, ReplyDecoder};
+use crate::transport::{FrameReader, Patience, ReadPolicy, TransportError};
 
 /// distcc's connect timeout per address (spec §8.10); not configurable there either.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
@@ -189,34 +189,26 @@ impl Connection {
 
     async fn read_reply(&mut self) -> Result<Reply, RemoteError> {
         const DURING: &str = "waiting for the reply";
-        let mut decoder = ReplyDecoder::new(self.version, reply_limits());
-        let mut buf = BytesMut::with_capacity(READ_MIN);
-        loop {
-            if let Some(reply) = decoder.decode(&mut buf)? {
-                return Ok(reply);
-            }
-            let room = decoder.wanted(buf.len()).clamp(READ_MIN, READ_MAX);
-            buf.reserve(room);
-            match timeout(self.io_timeout, self.stream.read_buf(&mut buf)).await {
-                Err(_) => {
-                    return Err(RemoteError::Timeout {
-                        during: DURING,
-                        after: self.io_timeout,
-                    })
-                }
-                Ok(Ok(0)) => return Err(RemoteError::Closed { during: DURING }),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if is_peer_gone(&e) => {
-                    return Err(RemoteError::Closed { during: DURING })
-                }
-                Ok(Err(source)) => {
-                    return Err(RemoteError::Io {
-                        during: DURING,
-                        source,
-                    })
-                }
-            }
-        }
+        let policy = ReadPolicy {
+            min_read: READ_MIN,
+            max_read: READ_MAX,
+            patience: Some(Patience::per_read(self.io_timeout)),
+        };
+        let decoder = ReplyDecoder::new(self.version, reply_limits());
+        let mut frames = FrameReader::new(&mut self.stream, decoder, policy);
+        frames.next_event(|_| {}).await.map_err(|e| match e {
+            TransportError::Protocol(e) => RemoteError::Protocol(e),
+            TransportError::Closed { .. } => RemoteError::Closed { during: DURING },
+            TransportError::Stalled(after) => RemoteError::Timeout {
+                during: DURING,
+                after,
+            },
+            TransportError::Io(e) if is_peer_gone(&e) => RemoteError::Closed { during: DURING },
+            TransportError::Io(source) => RemoteError::Io {
+                during: DURING,
+                source,
+            },
+        })
     }
 }
 
@@ -298,6 +290,7 @@ async fn connect(host: &str, port: u16, per_address: Duration) -> Result<TcpStre
 mod tests {
     use super::*;
     use crate::protocol::header::{encode_header, Token};
+    use bytes::BytesMut;
 
     fn head(status: u32) -> BytesMut {
         let mut out = Vec::new();

@@ -16,6 +16,53 @@ pub const MAX_REDUNDANCY: usize = 9;
 /// Default `DPORTAGE_HEDGE_MS`: the least extra wait for a lagging host.
 const DEFAULT_HEDGE_MSEC: u64 = 1000;
 
+/// How a distributable job is sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Dispatch {
+    /// To one host, as distcc does (`DPORTAGE_REDUNDANCY` unset or 1).
+    Plain,
+    /// To several hosts that must agree.
+    Verified(Verification),
+}
+
+/// The settings of verified dispatch, validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verification {
+    /// `DPORTAGE_REDUNDANCY`: distinct hosts that must agree on each job, 2 to
+    /// [`MAX_REDUNDANCY`].
+    pub redundancy: usize,
+    /// `DPORTAGE_SPOTCHECK` (default 0; `DPORTAGE_SPOT_CHECK` is accepted too):
+    /// the fraction of verified jobs also compiled here and compared, 0 to 1.
+    pub spot_check: f64,
+    /// `DPORTAGE_HEDGE_MS` (default 1000): a host still busy
+    /// max(2 × first, first + this) after the first result is hedged.
+    pub hedge_min: Duration,
+}
+
+/// An environment variable whose value cannot be used. The message names the
+/// variable and the value, and says what to do.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SettingsError {
+    #[error(
+        "bad DISTCC_IO_TIMEOUT value {value:?}: it must be a whole number of seconds greater \
+         than 0 (unset it for the default of {DEFAULT_IO_TIMEOUT_SECS})"
+    )]
+    IoTimeout { value: String },
+    #[error(
+        "bad DPORTAGE_REDUNDANCY value {value:?}: it must be a whole number from 1 \
+         (plain distcc) to {MAX_REDUNDANCY}; 2 sends every job to two hosts and compares"
+    )]
+    Redundancy { value: String },
+    #[error(
+        "bad {variable} value {value:?}: it must be a number from 0 to 1 \
+         (the fraction of jobs also compiled locally, e.g. 0.05)"
+    )]
+    SpotCheck {
+        variable: &'static str,
+        value: String,
+    },
+}
+
 /// Everything the compile path reads from the environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -31,9 +78,10 @@ pub struct Settings {
     pub skip_local_retry: bool,
     /// `DISTCC_BACKOFF_PERIOD`.
     pub backoff_period: Duration,
-    /// `DISTCC_IO_TIMEOUT`, or the message for an invalid value (exit 101 when it
-    /// is needed; a job that never touches the network does not care).
-    pub io_timeout: Result<Duration, String>,
+    /// `DISTCC_IO_TIMEOUT`. An invalid value stops a job only once it needs the
+    /// network (exit 101, as distcc 3.4 exits on its first network wait), so a
+    /// job compiled here, or one whose host list cannot be read, is unaffected.
+    pub io_timeout: Result<Duration, SettingsError>,
     /// `DISTCC_PAUSE_TIME_MSEC`.
     pub pause: Duration,
     /// `DISTCC_SAVE_TEMPS=1`.
@@ -44,16 +92,10 @@ pub struct Settings {
     pub tmpdir: PathBuf,
     /// `_DISTCC_SAFEGUARD` as found.
     pub safeguard: Option<String>,
-    /// `DPORTAGE_REDUNDANCY` (default 1): distinct hosts that must agree on each
-    /// distributable job, or the message for an invalid value.
-    pub redundancy: Result<usize, String>,
-    /// `DPORTAGE_SPOTCHECK` (default 0; `DPORTAGE_SPOT_CHECK` is accepted too):
-    /// the fraction of verified jobs also compiled here and compared, or the
-    /// message for an invalid value.
-    pub spot_check: Result<f64, String>,
-    /// `DPORTAGE_HEDGE_MS` (default 1000): a host still busy
-    /// max(2 × first, first + this) after the first result is hedged.
-    pub hedge_min: Duration,
+    /// How distributable jobs are sent (`DPORTAGE_REDUNDANCY` and the settings
+    /// of verified dispatch). An invalid value stops every distributable job
+    /// (exit 101) rather than silently turning verification off.
+    pub dispatch: Result<Dispatch, SettingsError>,
     /// `DPORTAGE_DIR` (default `~/.dportage`): exclusions and evidence.
     pub dportage_dir: Option<PathBuf>,
     /// `DPORTAGE_COORDINATOR`: where evidence is reported (by the network layer).
@@ -96,17 +138,7 @@ impl Settings {
             no_rewrite_cross: lookup("DISTCC_NO_REWRITE_CROSS").is_some(),
             tmpdir,
             safeguard: text("_DISTCC_SAFEGUARD"),
-            redundancy: parse_redundancy(text("DPORTAGE_REDUNDANCY").as_deref()),
-            spot_check: parse_spot_check(
-                text("DPORTAGE_SPOTCHECK")
-                    .or_else(|| text("DPORTAGE_SPOT_CHECK"))
-                    .as_deref(),
-            ),
-            hedge_min: Duration::from_millis(
-                text("DPORTAGE_HEDGE_MS")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(DEFAULT_HEDGE_MSEC),
-            ),
+            dispatch: parse_dispatch(&text),
             dportage_dir: lookup("DPORTAGE_DIR")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
@@ -117,13 +149,6 @@ impl Settings {
                 }),
             coordinator: text("DPORTAGE_COORDINATOR").filter(|v| !v.trim().is_empty()),
         }
-    }
-
-    /// Does a distributable job go through verified (redundant) dispatch? Also
-    /// true for an invalid `DPORTAGE_REDUNDANCY`, so that path reports it: a
-    /// typo must not silently turn verification off.
-    pub fn verifies(&self) -> bool {
-        self.redundancy != Ok(1)
     }
 
     /// The recursion level this process runs at (0 at top level).
@@ -151,44 +176,70 @@ fn env_bool(value: Option<&str>, default: bool) -> bool {
 }
 
 /// `DISTCC_IO_TIMEOUT`: a positive number of seconds (spec §8.10).
-fn parse_io_timeout(value: Option<&str>) -> Result<Duration, String> {
+fn parse_io_timeout(value: Option<&str>) -> Result<Duration, SettingsError> {
     let Some(value) = value else {
         return Ok(Duration::from_secs(DEFAULT_IO_TIMEOUT_SECS));
     };
     match value.trim().parse::<i64>() {
         Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs as u64)),
-        _ => Err(format!(
-            "bad DISTCC_IO_TIMEOUT value {value:?}: it must be a whole number of seconds greater than 0 \
-             (unset it for the default of {DEFAULT_IO_TIMEOUT_SECS})"
-        )),
+        _ => Err(SettingsError::IoTimeout {
+            value: value.to_owned(),
+        }),
     }
 }
 
+/// `DPORTAGE_REDUNDANCY`, and with 2 or more the other settings of verified
+/// dispatch. A bad redundancy is reported before a bad spot check; a spot
+/// check is not looked at without verification.
+fn parse_dispatch(text: &impl Fn(&str) -> Option<String>) -> Result<Dispatch, SettingsError> {
+    let redundancy = parse_redundancy(text("DPORTAGE_REDUNDANCY").as_deref())?;
+    if redundancy == 1 {
+        return Ok(Dispatch::Plain);
+    }
+    let spot_check = match text("DPORTAGE_SPOTCHECK") {
+        Some(value) => parse_spot_check("DPORTAGE_SPOTCHECK", &value)?,
+        None => match text("DPORTAGE_SPOT_CHECK") {
+            Some(value) => parse_spot_check("DPORTAGE_SPOT_CHECK", &value)?,
+            None => 0.0,
+        },
+    };
+    // Like distcc's own timing variables, an unreadable value is the default.
+    let hedge_min = Duration::from_millis(
+        text("DPORTAGE_HEDGE_MS")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(DEFAULT_HEDGE_MSEC),
+    );
+    Ok(Dispatch::Verified(Verification {
+        redundancy,
+        spot_check,
+        hedge_min,
+    }))
+}
+
 /// `DPORTAGE_REDUNDANCY`: 1 (plain distcc) to [`MAX_REDUNDANCY`].
-fn parse_redundancy(value: Option<&str>) -> Result<usize, String> {
+fn parse_redundancy(value: Option<&str>) -> Result<usize, SettingsError> {
     let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
         return Ok(1);
     };
     match value.trim().parse::<usize>() {
         Ok(n) if (1..=MAX_REDUNDANCY).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "bad DPORTAGE_REDUNDANCY value {value:?}: it must be a whole number from 1 \
-             (plain distcc) to {MAX_REDUNDANCY}; 2 sends every job to two hosts and compares"
-        )),
+        _ => Err(SettingsError::Redundancy {
+            value: value.to_owned(),
+        }),
     }
 }
 
-/// `DPORTAGE_SPOTCHECK`: a probability, 0 to 1.
-fn parse_spot_check(value: Option<&str>) -> Result<f64, String> {
-    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+/// `DPORTAGE_SPOTCHECK`: a probability, 0 to 1 (empty is 0).
+fn parse_spot_check(variable: &'static str, value: &str) -> Result<f64, SettingsError> {
+    if value.trim().is_empty() {
         return Ok(0.0);
-    };
+    }
     match value.trim().parse::<f64>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
-        _ => Err(format!(
-            "bad DPORTAGE_SPOTCHECK value {value:?}: it must be a number from 0 to 1 \
-             (the fraction of jobs also compiled locally, e.g. 0.05)"
-        )),
+        _ => Err(SettingsError::SpotCheck {
+            variable,
+            value: value.to_owned(),
+        }),
     }
 }
 
@@ -243,13 +294,17 @@ mod tests {
         assert!(settings(&[("DISTCC_NO_REWRITE_CROSS", "0")]).no_rewrite_cross);
     }
 
+    fn verified(vars: &[(&str, &str)]) -> Verification {
+        match settings(vars).dispatch {
+            Ok(Dispatch::Verified(v)) => v,
+            other => panic!("{vars:?}: {other:?}"),
+        }
+    }
+
     #[test]
     fn verification_settings() {
         let s = settings(&[("HOME", "/home/u")]);
-        assert_eq!(s.redundancy, Ok(1));
-        assert!(!s.verifies());
-        assert_eq!(s.spot_check, Ok(0.0));
-        assert_eq!(s.hedge_min, Duration::from_millis(1000));
+        assert_eq!(s.dispatch, Ok(Dispatch::Plain));
         assert_eq!(s.dportage_dir, Some(PathBuf::from("/home/u/.dportage")));
         assert_eq!(s.coordinator, None);
         let s = settings(&[
@@ -259,39 +314,88 @@ mod tests {
             ("DPORTAGE_DIR", "/state"),
             ("DPORTAGE_COORDINATOR", "https://c.example"),
         ]);
-        assert_eq!(s.redundancy, Ok(2));
-        assert!(s.verifies());
-        assert_eq!(s.spot_check, Ok(0.25));
-        assert_eq!(s.hedge_min, Duration::from_millis(50));
+        assert_eq!(
+            s.dispatch,
+            Ok(Dispatch::Verified(Verification {
+                redundancy: 2,
+                spot_check: 0.25,
+                hedge_min: Duration::from_millis(50),
+            }))
+        );
         assert_eq!(s.dportage_dir, Some(PathBuf::from("/state")));
         assert_eq!(s.coordinator.as_deref(), Some("https://c.example"));
+        let defaults = verified(&[("DPORTAGE_REDUNDANCY", "3")]);
+        assert_eq!(defaults.spot_check, 0.0);
+        assert_eq!(defaults.hedge_min, Duration::from_millis(1000));
+        assert_eq!(
+            verified(&[("DPORTAGE_REDUNDANCY", "2"), ("DPORTAGE_HEDGE_MS", "soon")]).hedge_min,
+            Duration::from_millis(1000),
+            "like distcc's timing variables, an unreadable value is the default"
+        );
         for bad in ["0", "-1", "two", "10", "1.5"] {
-            let s = settings(&[("DPORTAGE_REDUNDANCY", bad)]);
-            assert!(s.redundancy.is_err(), "{bad:?}");
-            assert!(
-                s.verifies(),
-                "an invalid value must reach the verified path"
+            assert_eq!(
+                settings(&[("DPORTAGE_REDUNDANCY", bad)]).dispatch,
+                Err(SettingsError::Redundancy { value: bad.into() }),
+                "an invalid value must stop distributable jobs, not turn verification off"
             );
         }
         for bad in ["-0.1", "1.5", "half", "NaN"] {
-            assert!(
-                settings(&[("DPORTAGE_SPOT_CHECK", bad)])
-                    .spot_check
-                    .is_err(),
-                "{bad:?}"
+            assert_eq!(
+                settings(&[("DPORTAGE_REDUNDANCY", "2"), ("DPORTAGE_SPOT_CHECK", bad)]).dispatch,
+                Err(SettingsError::SpotCheck {
+                    variable: "DPORTAGE_SPOT_CHECK",
+                    value: bad.into()
+                }),
             );
         }
-        assert_eq!(settings(&[("DPORTAGE_REDUNDANCY", "")]).redundancy, Ok(1));
         assert_eq!(
-            settings(&[("DPORTAGE_SPOTCHECK", "1.0")]).spot_check,
-            Ok(1.0),
+            settings(&[("DPORTAGE_REDUNDANCY", "x"), ("DPORTAGE_SPOTCHECK", "y")]).dispatch,
+            Err(SettingsError::Redundancy { value: "x".into() }),
+            "the redundancy is reported first"
+        );
+        assert_eq!(
+            settings(&[("DPORTAGE_SPOTCHECK", "half")]).dispatch,
+            Ok(Dispatch::Plain),
+            "a spot check means nothing without verification"
+        );
+        assert_eq!(
+            settings(&[("DPORTAGE_REDUNDANCY", "")]).dispatch,
+            Ok(Dispatch::Plain)
+        );
+        assert_eq!(
+            verified(&[("DPORTAGE_REDUNDANCY", "2"), ("DPORTAGE_SPOTCHECK", "1.0")]).spot_check,
+            1.0,
             "the documented spelling"
         );
         assert_eq!(
-            settings(&[("DPORTAGE_SPOTCHECK", "1"), ("DPORTAGE_SPOT_CHECK", "0")]).spot_check,
-            Ok(1.0),
+            verified(&[
+                ("DPORTAGE_REDUNDANCY", "2"),
+                ("DPORTAGE_SPOTCHECK", "1"),
+                ("DPORTAGE_SPOT_CHECK", "0")
+            ])
+            .spot_check,
+            1.0,
             "the documented spelling wins"
         );
+    }
+
+    #[test]
+    fn errors_name_the_variable_the_value_and_the_remedy() {
+        let text = SettingsError::IoTimeout { value: "0".into() }.to_string();
+        assert!(text.contains("DISTCC_IO_TIMEOUT value \"0\""), "{text}");
+        assert!(text.contains("default of 300"), "{text}");
+        let text = SettingsError::Redundancy {
+            value: "two".into(),
+        }
+        .to_string();
+        assert!(text.contains("DPORTAGE_REDUNDANCY value \"two\""), "{text}");
+        assert!(text.contains("from 1 (plain distcc) to 9"), "{text}");
+        let text = settings(&[("DPORTAGE_REDUNDANCY", "2"), ("DPORTAGE_SPOTCHECK", "5%")])
+            .dispatch
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("DPORTAGE_SPOTCHECK value \"5%\""), "{text}");
+        assert!(text.contains("e.g. 0.05"), "{text}");
     }
 
     #[test]

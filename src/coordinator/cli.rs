@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::service::{Coordinator, CoordinatorConfig};
+use super::config::CoordinatorConfig;
+use super::service::{Coordinator, CoordinatorError};
 use super::store;
 use crate::exitcode;
 use crate::network::caller::CoordinatorClient;
@@ -41,7 +42,7 @@ struct RunArgs {
     expiry: u64,
     /// Public key (64 hex digits, from identity.pub) allowed to use /v1/admin/*. Repeatable.
     #[arg(long = "admin-key", value_name = "HEX")]
-    admin_keys: Vec<String>,
+    admin_keys: Vec<IdentityId>,
     /// Hosts each job is sent to, as told to clients.
     #[arg(long, default_value_t = 2)]
     redundancy: u32,
@@ -76,7 +77,7 @@ enum Command {
     /// Show the mismatch reports stored against an identity.
     Reports {
         /// The reported identity (64 hex digits).
-        id: String,
+        id: IdentityId,
     },
 }
 
@@ -87,7 +88,7 @@ enum BlacklistAction {
     /// Remove an identity from the blacklist; its old reports stop counting.
     Lift {
         /// The identity (64 hex digits).
-        id: String,
+        id: IdentityId,
     },
 }
 
@@ -106,64 +107,50 @@ pub fn coordinator_main(args: Vec<OsString>) -> i32 {
         }
     };
     crate::logging::init(cli.run.verbose, "warn");
-    match cli.command {
-        None => run(cli.run),
+    let (command, result) = match cli.command {
+        None => ("dportage coordinator", run(cli.run)),
         Some(Command::Blacklist {
             action,
             coordinator,
-        }) => blacklist(action, coordinator, cli.run.data),
-        Some(Command::Reports { id }) => reports(&id, cli.run.data),
+        }) => (
+            "dportage coordinator blacklist",
+            blacklist(action, coordinator, cli.run.data),
+        ),
+        Some(Command::Reports { id }) => {
+            ("dportage coordinator reports", reports(id, cli.run.data))
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{command}: {e}");
+            e.exit_code()
+        }
     }
 }
 
-fn run(args: RunArgs) -> i32 {
+fn run(args: RunArgs) -> Result<(), CoordinatorError> {
     let (Some(listen), Some(data)) = (args.listen, args.data) else {
-        eprintln!(
-            "dportage coordinator: --listen ADDR:PORT and --data DIR are required (see --help)"
-        );
-        return exitcode::BAD_ARGUMENTS;
+        return Err(CoordinatorError::Usage {
+            option: "--listen ADDR:PORT and --data DIR",
+            why: "both are required".into(),
+        });
     };
     if args.expiry == 0 {
-        eprintln!("dportage coordinator: --expiry must be at least 1 second");
-        return exitcode::BAD_ARGUMENTS;
-    }
-    let mut admin_keys = Vec::new();
-    for k in &args.admin_keys {
-        match k.parse::<IdentityId>() {
-            Ok(id) => admin_keys.push(id),
-            Err(e) => {
-                eprintln!("dportage coordinator: --admin-key: {e}");
-                return exitcode::BAD_ARGUMENTS;
-            }
-        }
+        return Err(CoordinatorError::Usage {
+            option: "--expiry",
+            why: "must be at least 1 second".into(),
+        });
     }
     let mut cfg = CoordinatorConfig::new(listen, data);
     cfg.expiry = Duration::from_secs(args.expiry);
-    cfg.admin_keys = admin_keys;
+    cfg.admin_keys = args.admin_keys;
     cfg.redundancy = args.redundancy.clamp(1, 8);
     cfg.registrations_per_network_per_hour = args.registrations_per_network;
     cfg.blacklist_rule.min_networks = args.reporter_networks.clamp(1, 8);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("dportage coordinator: cannot start the runtime: {e}");
-            return exitcode::DISTCC_FAILED;
-        }
-    };
+    let rt = crate::runtime::multi_thread(None)?;
     rt.block_on(async move {
-        let coordinator = match Coordinator::bind(cfg).await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("dportage coordinator: {e}");
-                return match e {
-                    super::service::CoordinatorError::Bind { .. } => exitcode::BIND_FAILED,
-                    _ => exitcode::IO_ERROR,
-                };
-            }
-        };
+        let coordinator = Coordinator::bind(cfg).await?;
         let addr = coordinator.local_addr();
         {
             use std::io::Write;
@@ -172,6 +159,8 @@ fn run(args: RunArgs) -> i32 {
             let _ = out.flush();
         }
         if let Some(path) = args.address_file {
+            // Written whole under another name, then renamed: a reader never
+            // sees half an address.
             let tmp = path.with_extension("tmp");
             if let Err(e) =
                 std::fs::write(&tmp, format!("{addr}\n")).and_then(|_| std::fs::rename(&tmp, &path))
@@ -179,158 +168,93 @@ fn run(args: RunArgs) -> i32 {
                 eprintln!("dportage coordinator: cannot write {}: {e}", path.display());
             }
         }
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("dportage coordinator: cannot watch SIGTERM: {e}");
-                    return exitcode::DISTCC_FAILED;
-                }
-            };
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(CoordinatorError::Signals)?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
         coordinator.shutdown();
-        0
+        Ok(())
     })
 }
 
-fn blacklist(action: BlacklistAction, coordinator: Option<String>, data: Option<PathBuf>) -> i32 {
+fn blacklist(
+    action: BlacklistAction,
+    coordinator: Option<String>,
+    data: Option<PathBuf>,
+) -> Result<(), CoordinatorError> {
     if let Some(url) = coordinator {
         return blacklist_http(action, &url);
     }
     let Some(data) = data else {
-        eprintln!("dportage coordinator blacklist: give --data DIR (the coordinator's database) or --coordinator URL");
-        return exitcode::BAD_ARGUMENTS;
+        return Err(CoordinatorError::Usage {
+            option: "--data DIR or --coordinator URL",
+            why: "give the coordinator's database directory or its address".into(),
+        });
     };
     let path = data.join(store::DB_FILE);
     if !path.exists() {
-        eprintln!("dportage coordinator blacklist: {} does not exist; is --data the coordinator's directory?", path.display());
-        return exitcode::NO_SUCH_FILE;
+        return Err(CoordinatorError::NoDatabase(path));
     }
-    let mut conn = match store::open_connection(&data) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("dportage coordinator blacklist: {e}");
-            return exitcode::IO_ERROR;
-        }
-    };
+    let mut conn = store::open_connection(&data)?;
     match action {
-        BlacklistAction::List => match store::read_blacklist(&conn, &path) {
-            Ok(entries) => {
-                for e in entries {
-                    println!("{}\t{}\t{}", e.id, e.since, e.reason);
-                }
-                0
-            }
-            Err(e) => {
-                eprintln!("dportage coordinator blacklist: {e}");
-                exitcode::IO_ERROR
-            }
-        },
-        BlacklistAction::Lift { id } => {
-            let id = match id.parse::<IdentityId>() {
-                Ok(id) => id,
-                Err(e) => {
-                    eprintln!("dportage coordinator blacklist lift: {e}");
-                    return exitcode::BAD_ARGUMENTS;
-                }
-            };
-            match store::lift(&mut conn, &path, &id) {
-                Ok(true) => {
-                    println!("lifted {id}");
-                    0
-                }
-                Ok(false) => {
-                    eprintln!("dportage coordinator blacklist lift: {id} is not blacklisted");
-                    exitcode::NO_SUCH_FILE
-                }
-                Err(e) => {
-                    eprintln!("dportage coordinator blacklist lift: {e}");
-                    exitcode::IO_ERROR
-                }
+        BlacklistAction::List => {
+            for e in store::read_blacklist(&conn, &path)? {
+                println!("{}\t{}\t{}", e.id, e.since, e.reason);
             }
         }
+        BlacklistAction::Lift { id } => {
+            if !store::lift(&mut conn, &path, &id)? {
+                return Err(CoordinatorError::NotBlacklisted(id));
+            }
+            println!("lifted {id}");
+        }
     }
+    Ok(())
 }
 
-fn blacklist_http(action: BlacklistAction, url: &str) -> i32 {
+fn blacklist_http(action: BlacklistAction, url: &str) -> Result<(), CoordinatorError> {
     let dir = identity::dportage_dir();
-    let result = (|| -> Result<i32, crate::network::NetworkError> {
-        let me = Arc::new(Identity::load_or_create(&dir)?);
-        let client = CoordinatorClient::new(url, me)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| crate::network::NetworkError::io("starting a runtime".into(), e))?;
-        rt.block_on(async {
-            match action {
-                BlacklistAction::List => {
-                    for e in client.admin_blacklist().await?.entries {
-                        println!("{}\t{}\t{}", e.id, e.since, e.reason);
-                    }
-                    Ok(0)
-                }
-                BlacklistAction::Lift { id } => {
-                    let id = id
-                        .parse::<IdentityId>()
-                        .map_err(crate::network::NetworkError::Usage)?;
-                    let r = client.admin_lift(id).await?;
-                    if r.lifted {
-                        println!("lifted {id}");
-                        Ok(0)
-                    } else {
-                        eprintln!("dportage coordinator blacklist lift: {id} is not blacklisted");
-                        Ok(exitcode::NO_SUCH_FILE)
-                    }
+    let me = Arc::new(Identity::load_or_create(&dir)?);
+    let client = CoordinatorClient::new(url, me)?;
+    let rt = crate::runtime::current_thread()?;
+    rt.block_on(async {
+        match action {
+            BlacklistAction::List => {
+                for e in client.admin_blacklist().await?.entries {
+                    println!("{}\t{}\t{}", e.id, e.since, e.reason);
                 }
             }
-        })
-    })();
-    result.unwrap_or_else(|e| {
-        eprintln!("dportage coordinator blacklist: {e}");
-        match e {
-            crate::network::NetworkError::Api { code, .. } if code == "not_admin" => {
-                exitcode::ACCESS_DENIED
+            BlacklistAction::Lift { id } => {
+                if !client.admin_lift(id).await?.lifted {
+                    return Err(CoordinatorError::NotBlacklisted(id));
+                }
+                println!("lifted {id}");
             }
-            crate::network::NetworkError::Unreachable { .. } => exitcode::CONNECT_FAILED,
-            _ => exitcode::DISTCC_FAILED,
         }
+        Ok(())
     })
 }
 
-fn reports(id: &str, data: Option<PathBuf>) -> i32 {
+fn reports(id: IdentityId, data: Option<PathBuf>) -> Result<(), CoordinatorError> {
     let Some(data) = data else {
-        eprintln!("dportage coordinator reports: give --data DIR");
-        return exitcode::BAD_ARGUMENTS;
-    };
-    let id = match id.parse::<IdentityId>() {
-        Ok(id) => id,
-        Err(e) => {
-            eprintln!("dportage coordinator reports: {e}");
-            return exitcode::BAD_ARGUMENTS;
-        }
+        return Err(CoordinatorError::Usage {
+            option: "--data DIR",
+            why: "required: the coordinator's database directory".into(),
+        });
     };
     let path = data.join(store::DB_FILE);
-    let result = store::open_connection(&data).and_then(|c| store::read_reports(&c, &path, &id));
-    match result {
-        Ok(rows) => {
-            for r in rows {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    r.received,
-                    r.reporter,
-                    r.network,
-                    if r.cleared { "cleared" } else { "counts" },
-                    r.body
-                );
-            }
-            0
-        }
-        Err(e) => {
-            eprintln!("dportage coordinator reports: {e}");
-            exitcode::IO_ERROR
-        }
+    let conn = store::open_connection(&data)?;
+    for r in store::read_reports(&conn, &path, &id)? {
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            r.received,
+            r.reporter,
+            r.network,
+            if r.cleared { "cleared" } else { "counts" },
+            r.body
+        );
     }
+    Ok(())
 }

@@ -5,21 +5,32 @@
 //! network contract (`crate::network`); nothing outside this folder imports it
 //! except `main.rs`, the demo and tests.
 //!
-//! * [`service`]: configuration, the accept loop, routing and the handlers.
-//! * [`pool`]: liveness and host selection (pure).
-//! * [`store`]: the durable state.
-//! * [`status`]: the HTML status page and `/metrics`.
-//! * [`cli`]: `dportage coordinator …` and its admin commands.
+//! * [`service`] runs it: [`Coordinator`] (bind, accept loop, sweeper, store
+//!   watcher) and [`CoordinatorError`]; [`config`] says how ([`CoordinatorConfig`]).
+//! * `state` is what every request shares: pool, store, auth caches, counters, events.
+//! * `http` reads signed requests and writes responses and `ApiError`s.
+//! * `routes` holds the route table and one file per endpoint group (heartbeat,
+//!   hosts, link + whoami, report, admin); `status` is the HTML page and
+//!   `metrics_page` the `/metrics` page.
+//! * [`pool`] keeps liveness and selects hosts (pure).
+//! * [`store`] keeps the durable state.
+//! * [`cli`] is `dportage coordinator …` and its admin commands.
 
 pub mod cli;
+pub mod config;
+mod http;
+mod metrics_page;
 pub mod pool;
+mod routes;
 pub mod service;
+mod state;
 mod status;
 pub mod store;
 
 use std::ffi::OsString;
 
-pub use service::{Coordinator, CoordinatorConfig};
+pub use config::CoordinatorConfig;
+pub use service::{Coordinator, CoordinatorError};
 
 /// `dportage coordinator ARGS…`.
 pub fn coordinator_main(args: Vec<OsString>) -> i32 {

@@ -133,8 +133,8 @@ pub enum HeartbeatOutcome {
 pub enum PoolError {
     #[error("identity {0} is blacklisted after mismatch reports from two members; it will not be listed. Ask the coordinator's operator to review and lift it (`dportage coordinator blacklist lift ID`)")]
     Blacklisted(IdentityId),
-    #[error("{0}")]
-    Refused(String),
+    #[error("internal error: the pool's index names an empty slot for {0}; please report this bug, restarting the coordinator clears it")]
+    DanglingSlot(IdentityId),
 }
 
 /// Everything the coordinator keeps in memory.
@@ -386,7 +386,7 @@ impl Pool {
         if let Some(&idx) = self.by_id.get(&id) {
             let same_index = {
                 let Some(h) = self.hosts[idx as usize].as_ref() else {
-                    return Err(PoolError::Refused("internal: dangling host slot".into()));
+                    return Err(PoolError::DanglingSlot(id));
                 };
                 // The candidates copy what the entry shows: any change to it
                 // re-indexes (rare; a steady heartbeat only refreshes times).

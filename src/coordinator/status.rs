@@ -1,15 +1,13 @@
-//! `GET /` (a small self-contained HTML page) and `GET /metrics` (Prometheus
-//! text format). Every string that came from a peer is HTML-escaped: toolchain
-//! versions, architectures and addresses are hostile input.
+//! `GET /`: a small self-contained HTML page. Every string that came from a
+//! peer is HTML-escaped: toolchain versions, architectures and addresses are hostile input.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
 
-use super::service::{Endpoint, Shared, AUTH_LABELS, CODES, LATENCY_BUCKETS};
+use super::state::Shared;
 use crate::network::clock::unix_now;
 
 /// Escape text for HTML element content and double-quoted attributes.
-pub fn html_escape(s: &str) -> String {
+fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -52,25 +50,18 @@ li time{color:#8a93a6;display:inline-block;min-width:90px}
 ";
 
 /// The status page.
-pub(crate) fn render_page(shared: &Shared) -> String {
+pub(super) fn render_page(shared: &Shared) -> String {
     let (now_ms, exp) = (shared.now_ms(), shared.expiry_ms());
     let now = unix_now();
     let (summary, blacklist, identities) = {
-        let pool = shared.pool.read().unwrap_or_else(|p| p.into_inner());
+        let pool = shared.pool_read();
         (
             pool.summary(now_ms, exp),
             pool.blacklist_entries(),
             pool.known_count(),
         )
     };
-    let events: Vec<_> = shared
-        .events
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .rev()
-        .cloned()
-        .collect();
+    let events = shared.recent_events_newest_first();
     let mut h = String::with_capacity(8192);
     let _ = write!(
         h,
@@ -168,138 +159,6 @@ pub(crate) fn render_page(shared: &Shared) -> String {
     }
     h.push_str("</section></main></body></html>\n");
     h
-}
-
-/// Prometheus text exposition format 0.0.4.
-pub(crate) fn render_metrics(shared: &Shared) -> String {
-    let (now_ms, exp) = (shared.now_ms(), shared.expiry_ms());
-    let (live, held, known, blacklisted) = {
-        let pool = shared.pool.read().unwrap_or_else(|p| p.into_inner());
-        (
-            pool.live_count(now_ms, exp),
-            pool.held_count(),
-            pool.known_count(),
-            pool.blacklist_entries().len(),
-        )
-    };
-    let m = &shared.metrics;
-    let mut o = String::with_capacity(4096);
-    let gauge = |o: &mut String, name: &str, help: &str, v: u64| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-    };
-    let counter = |o: &mut String, name: &str, help: &str, v: u64| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-    };
-    gauge(
-        &mut o,
-        "dportage_pool_live_hosts",
-        "Hosts heard from within the expiry.",
-        live as u64,
-    );
-    gauge(
-        &mut o,
-        "dportage_pool_held_hosts",
-        "Host entries in memory (live or awaiting the sweeper).",
-        held as u64,
-    );
-    gauge(
-        &mut o,
-        "dportage_identities",
-        "Identities in the durable store.",
-        known as u64,
-    );
-    gauge(
-        &mut o,
-        "dportage_blacklisted",
-        "Blacklisted identities.",
-        blacklisted as u64,
-    );
-    gauge(
-        &mut o,
-        "dportage_connections_open",
-        "HTTP connections open.",
-        m.connections_open.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut o,
-        "dportage_connections_refused_total",
-        "Connections closed at accept because the connection limit was reached.",
-        m.connections_refused.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut o,
-        "dportage_reports_total",
-        "Mismatch reports stored.",
-        m.reports.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut o,
-        "dportage_blacklistings_total",
-        "Hosts blacklisted.",
-        m.blacklistings.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut o,
-        "dportage_hosts_expired_total",
-        "Hosts that left the pool by expiry.",
-        m.expired.load(Ordering::Relaxed),
-    );
-    let _ = writeln!(
-        o,
-        "# HELP dportage_http_requests_total HTTP requests by endpoint and status.\n# TYPE dportage_http_requests_total counter"
-    );
-    for ep in Endpoint::ALL {
-        for (ci, code) in CODES.iter().enumerate() {
-            let v = m.request_count(ep, ci);
-            if v > 0 {
-                let code = if *code == 0 {
-                    "other".to_string()
-                } else {
-                    code.to_string()
-                };
-                let _ = writeln!(
-                    o,
-                    "dportage_http_requests_total{{endpoint=\"{}\",code=\"{code}\"}} {v}",
-                    ep.label()
-                );
-            }
-        }
-    }
-    let _ = writeln!(
-        o,
-        "# HELP dportage_auth_failures_total Requests refused by signature checks.\n# TYPE dportage_auth_failures_total counter"
-    );
-    for (i, label) in AUTH_LABELS.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "dportage_auth_failures_total{{reason=\"{label}\"}} {}",
-            m.auth_failures[i].load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(
-        o,
-        "# HELP dportage_http_request_duration_seconds Time to answer a request.\n# TYPE dportage_http_request_duration_seconds histogram"
-    );
-    let mut cum = 0u64;
-    for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-        cum += m.latency[i].load(Ordering::Relaxed);
-        let _ = writeln!(
-            o,
-            "dportage_http_request_duration_seconds_bucket{{le=\"{b}\"}} {cum}"
-        );
-    }
-    cum += m.latency[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
-    let _ = writeln!(
-        o,
-        "dportage_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {cum}"
-    );
-    let _ = writeln!(
-        o,
-        "dportage_http_request_duration_seconds_sum {}",
-        m.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
-    );
-    let _ = writeln!(o, "dportage_http_request_duration_seconds_count {cum}");
-    o
 }
 
 #[cfg(test)]

@@ -15,12 +15,12 @@
 //! fsync; alone, a write waits for exactly one.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::network::api::BlacklistEntry;
-use crate::network::identity::IdentityId;
+use crate::network::identity::{IdentityId, IdentityIdError};
 
 pub const DB_FILE: &str = "coordinator.db";
 const MAX_BATCH: usize = 512;
@@ -40,10 +40,25 @@ pub enum StoreError {
     },
     #[error("database {0} was written by a newer dportage (schema {1}); upgrade dportage")]
     NewerSchema(PathBuf, i64),
+    #[error("cannot start the writer thread of {path}: {source}; the system is out of threads or memory")]
+    WriterThread {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the store's writer thread has stopped; the change was not saved")]
     WriterGone,
-    #[error("bad row in {table}: {why}")]
-    BadRow { table: &'static str, why: String },
+    /// One failure answers every write of a batch, hence the shared source.
+    #[error("could not save the change to {path} ({source}); it was not applied, retry later")]
+    NotSaved {
+        path: PathBuf,
+        source: Arc<rusqlite::Error>,
+    },
+    #[error("bad row in table {table} of {path}: {why}; fix or delete it with sqlite3")]
+    BadRow {
+        path: PathBuf,
+        table: &'static str,
+        why: String,
+    },
 }
 
 /// How a blacklisting is decided from the reports against one host.
@@ -124,7 +139,7 @@ pub enum WriteResult {
     Lifted(bool),
 }
 
-type Reply = tokio::sync::oneshot::Sender<Result<WriteResult, String>>;
+type Reply = tokio::sync::oneshot::Sender<Result<WriteResult, StoreError>>;
 
 /// What the coordinator loads at start.
 #[derive(Debug, Default)]
@@ -202,8 +217,13 @@ pub fn open_connection(dir: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn parse_id(table: &'static str, s: &str) -> Result<IdentityId, StoreError> {
-    s.parse().map_err(|why| StoreError::BadRow { table, why })
+fn parse_id(path: &Path, table: &'static str, s: &str) -> Result<IdentityId, StoreError> {
+    s.parse()
+        .map_err(|why: IdentityIdError| StoreError::BadRow {
+            path: path.to_path_buf(),
+            table,
+            why: why.to_string(),
+        })
 }
 
 /// The blacklist as stored, newest first.
@@ -225,7 +245,7 @@ pub fn read_blacklist(conn: &Connection, path: &Path) -> Result<Vec<BlacklistEnt
     for row in rows {
         let (id, since, reason) = row.map_err(&e)?;
         out.push(BlacklistEntry {
-            id: parse_id("blacklist", &id)?,
+            id: parse_id(path, "blacklist", &id)?,
             since: since.max(0) as u64,
             reason,
         });
@@ -301,8 +321,8 @@ impl Store {
         std::thread::Builder::new()
             .name("dportage-store".into())
             .spawn(move || writer(conn, wpath, rx))
-            .map_err(|source| StoreError::Dir {
-                path: dir.to_path_buf(),
+            .map_err(|source| StoreError::WriterThread {
+                path: path.clone(),
                 source,
             })?;
         Ok((Store { tx, path }, snapshot))
@@ -313,12 +333,12 @@ impl Store {
     }
 
     /// Queue a write; resolves once it is committed (durable) or failed.
-    pub async fn write(&self, op: WriteOp) -> Result<WriteResult, String> {
+    pub async fn write(&self, op: WriteOp) -> Result<WriteResult, StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send((op, reply))
-            .map_err(|_| StoreError::WriterGone.to_string())?;
-        rx.await.map_err(|_| StoreError::WriterGone.to_string())?
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
     }
 }
 
@@ -335,7 +355,7 @@ fn load(conn: &Connection, path: &Path) -> Result<Snapshot, StoreError> {
         for row in rows {
             let (id, daemon) = row.map_err(&e)?;
             snap.identities
-                .push((parse_id("identities", &id)?, daemon != 0));
+                .push((parse_id(path, "identities", &id)?, daemon != 0));
         }
     }
     {
@@ -348,7 +368,7 @@ fn load(conn: &Connection, path: &Path) -> Result<Snapshot, StoreError> {
         for row in rows {
             let (p, d) = row.map_err(&e)?;
             snap.links
-                .push((parse_id("links", &p)?, parse_id("links", &d)?));
+                .push((parse_id(path, "links", &p)?, parse_id(path, "links", &d)?));
         }
     }
     snap.blacklist = read_blacklist(conn, path)?;
@@ -364,7 +384,11 @@ fn writer(mut conn: Connection, path: PathBuf, rx: mpsc::Receiver<(WriteOp, Repl
                 Err(_) => break,
             }
         }
-        let mut results: Vec<Result<WriteResult, String>> = Vec::with_capacity(batch.len());
+        let not_saved = |source| StoreError::NotSaved {
+            path: path.clone(),
+            source,
+        };
+        let mut results: Vec<Result<WriteResult, StoreError>> = Vec::with_capacity(batch.len());
         let committed = (|| -> Result<(), rusqlite::Error> {
             let tx = conn.transaction()?;
             for (op, _) in &batch {
@@ -374,7 +398,7 @@ fn writer(mut conn: Connection, path: PathBuf, rx: mpsc::Receiver<(WriteOp, Repl
                     sp.commit()?;
                     Ok::<_, rusqlite::Error>(r)
                 })();
-                results.push(sp_result.map_err(|e| format!("store write failed: {e}")));
+                results.push(sp_result.map_err(|e| not_saved(Arc::new(e))));
             }
             tx.commit()
         })();
@@ -386,10 +410,9 @@ fn writer(mut conn: Connection, path: PathBuf, rx: mpsc::Receiver<(WriteOp, Repl
             }
             Err(err) => {
                 tracing::error!("commit to {} failed: {err}", path.display());
+                let err = Arc::new(err);
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(format!(
-                        "the coordinator could not save this change ({err}); it was not applied, retry later"
-                    )));
+                    let _ = reply.send(Err(not_saved(err.clone())));
                 }
             }
         }

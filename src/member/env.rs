@@ -42,14 +42,27 @@ pub enum Shell {
 }
 
 impl Shell {
-    fn parse(s: &str) -> Result<Self, String> {
+    fn parse(s: &str) -> Result<Self, UsageError> {
         match s {
             "sh" | "bash" | "zsh" | "dash" | "ksh" => Ok(Shell::Sh),
             "csh" | "tcsh" => Ok(Shell::Csh),
             "fish" => Ok(Shell::Fish),
-            _ => Err(format!("unknown shell {s:?}: use sh, csh or fish")),
+            _ => Err(UsageError::UnknownShell(s.to_owned())),
         }
     }
+}
+
+/// A command line `dportage` cannot use (exit code `BAD_ARGUMENTS`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    #[error("unknown shell {0:?}: use sh, csh or fish")]
+    UnknownShell(String),
+    #[error("{0} needs a value")]
+    MissingValue(&'static str),
+    #[error("--max-hosts {0:?}: use 1 to 64")]
+    MaxHosts(String),
+    #[error("unknown option {0:?}; see `dportage --help`")]
+    UnknownOption(String),
 }
 
 /// Parsed command line of the environment printer.
@@ -64,7 +77,7 @@ pub struct EnvOptions {
     pub command: Vec<OsString>,
 }
 
-pub fn parse_args(args: &[OsString]) -> Result<EnvOptions, String> {
+pub fn parse_args(args: &[OsString]) -> Result<EnvOptions, UsageError> {
     let mut o = EnvOptions {
         coordinator: None,
         shell: Shell::Sh,
@@ -75,14 +88,14 @@ pub fn parse_args(args: &[OsString]) -> Result<EnvOptions, String> {
     let mut i = 0;
     while i < args.len() {
         let a = args[i].to_string_lossy().into_owned();
-        let mut value = |name: &str| -> Result<String, String> {
+        let mut value = |name: &'static str| -> Result<String, UsageError> {
             if let Some(v) = a.strip_prefix(&format!("{name}=")) {
                 return Ok(v.to_string());
             }
             i += 1;
             args.get(i)
                 .map(|v| v.to_string_lossy().into_owned())
-                .ok_or_else(|| format!("{name} needs a value"))
+                .ok_or(UsageError::MissingValue(name))
         };
         if a == "--" {
             o.command = args[i + 1..].to_vec();
@@ -99,13 +112,13 @@ pub fn parse_args(args: &[OsString]) -> Result<EnvOptions, String> {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| (1..=64).contains(n))
-                .ok_or_else(|| format!("--max-hosts {v:?}: use 1 to 64"))?;
+                .ok_or(UsageError::MaxHosts(v))?;
         } else if a == "-s" {
             o.shell = Shell::Sh;
         } else if a == "-c" {
             o.shell = Shell::Csh;
         } else if a.starts_with('-') {
-            return Err(format!("unknown option {a:?}; see `dportage --help`"));
+            return Err(UsageError::UnknownOption(a));
         } else {
             o.command = args[i..].to_vec();
             break;
@@ -295,7 +308,8 @@ pub fn rank(
             {
                 return None;
             }
-            Some(((h.tz_offset_secs - my_tz).unsigned_abs(), ms, h))
+            // The coordinator may send any i32: no subtraction to overflow.
+            Some((h.tz_offset_secs.abs_diff(my_tz), ms, h))
         })
         .collect();
     scored.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
@@ -520,13 +534,10 @@ pub fn env_main(args: Vec<OsString>) -> i32 {
         return exitcode::BAD_ARGUMENTS;
     };
     let dir = identity::dportage_dir();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("dportage: cannot start: {e}");
+            eprintln!("dportage: {e}");
             return exitcode::DISTCC_FAILED;
         }
     };
@@ -610,9 +621,22 @@ mod tests {
         let o = parse_args(&os(&["-c", "--", "--weird"])).unwrap();
         assert_eq!(o.shell, Shell::Csh);
         assert_eq!(o.command, os(&["--weird"]));
-        assert!(parse_args(&os(&["--shell", "pwsh"])).is_err());
-        assert!(parse_args(&os(&["--bogus"])).is_err());
-        assert!(parse_args(&os(&["--coordinator"])).is_err());
+        assert_eq!(
+            parse_args(&os(&["--shell", "pwsh"])),
+            Err(UsageError::UnknownShell("pwsh".into()))
+        );
+        assert_eq!(
+            parse_args(&os(&["--bogus"])),
+            Err(UsageError::UnknownOption("--bogus".into()))
+        );
+        assert_eq!(
+            parse_args(&os(&["--coordinator"])),
+            Err(UsageError::MissingValue("--coordinator"))
+        );
+        assert_eq!(
+            parse_args(&os(&["--max-hosts=0"])),
+            Err(UsageError::MaxHosts("0".into()))
+        );
     }
 
     #[test]

@@ -37,26 +37,79 @@ pub struct Heartbeat {
     pub software: String,
 }
 
-fn check_text(field: &str, s: &str, max: usize, allow_empty: bool) -> Result<(), String> {
+/// Why a message from a peer is refused. The coordinator sends the text back
+/// as a 400, so it names the field (and the value, where it is short) the
+/// sender has to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiValidationError {
+    #[error("{field} is {len} bytes long; the limit is {max}")]
+    TooLong {
+        field: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("{field} is empty")]
+    Empty { field: String },
+    #[error("{field} contains control characters")]
+    ControlCharacters { field: String },
+    #[error("host {host:?} must be 1 to 253 characters")]
+    HostLength { host: String },
+    #[error("host {host:?} is neither an IP address nor a DNS name")]
+    NotAHost { host: String },
+    #[error("port must not be 0")]
+    PortZero,
+    #[error("toolchains is empty: a host must serve at least one compiler")]
+    NoToolchains,
+    #[error("fingerprints is empty: name the toolchain(s) you compile with")]
+    NoFingerprints,
+    #[error("{count} {what}; the limit is {max}")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error("{field} is not 64 lowercase hex digits")]
+    NotFingerprint { field: String },
+    #[error("{field} must be 1 to 128 hex digits")]
+    NotHash { field: String },
+    #[error("tz_offset_secs {0} is beyond ±14 h")]
+    TimeZone(i32),
+    #[error("capacity {0} must be 1..={MAX_CAPACITY}")]
+    Capacity(u32),
+    #[error("results must have 1 to {MAX_REPORT_RESULTS} entries, not {0}")]
+    ResultCount(usize),
+}
+
+fn check_text(
+    field: &str,
+    s: &str,
+    max: usize,
+    allow_empty: bool,
+) -> Result<(), ApiValidationError> {
     if s.len() > max {
-        return Err(format!(
-            "{field} is {} bytes long; the limit is {max}",
-            s.len()
-        ));
+        return Err(ApiValidationError::TooLong {
+            field: field.to_owned(),
+            len: s.len(),
+            max,
+        });
     }
     if !allow_empty && s.trim().is_empty() {
-        return Err(format!("{field} is empty"));
+        return Err(ApiValidationError::Empty {
+            field: field.to_owned(),
+        });
     }
     if s.chars().any(char::is_control) {
-        return Err(format!("{field} contains control characters"));
+        return Err(ApiValidationError::ControlCharacters {
+            field: field.to_owned(),
+        });
     }
     Ok(())
 }
 
 /// A host name or IP literal as distcc's host list can carry it.
-pub fn check_host_name(s: &str) -> Result<(), String> {
+pub fn check_host_name(s: &str) -> Result<(), ApiValidationError> {
     if s.is_empty() || s.len() > 253 {
-        return Err(format!("host {s:?} must be 1 to 253 characters"));
+        return Err(ApiValidationError::HostLength { host: s.to_owned() });
     }
     if s.parse::<std::net::IpAddr>().is_ok() {
         return Ok(());
@@ -72,56 +125,49 @@ pub fn check_host_name(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "host {s:?} is neither an IP address nor a DNS name"
-        ))
+        Err(ApiValidationError::NotAHost { host: s.to_owned() })
     }
 }
 
 impl Heartbeat {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ApiValidationError> {
         if let Some(h) = self.host.as_deref().filter(|h| !h.is_empty()) {
             check_host_name(h)?;
         }
         if self.port == 0 {
-            return Err("port must not be 0".into());
+            return Err(ApiValidationError::PortZero);
         }
         if self.toolchains.is_empty() {
-            return Err("toolchains is empty: a host must serve at least one compiler".into());
+            return Err(ApiValidationError::NoToolchains);
         }
         if self.toolchains.len() > MAX_TOOLCHAINS {
-            return Err(format!(
-                "{} toolchains; the limit is {MAX_TOOLCHAINS}",
-                self.toolchains.len()
-            ));
+            return Err(ApiValidationError::TooMany {
+                what: "toolchains",
+                count: self.toolchains.len(),
+                max: MAX_TOOLCHAINS,
+            });
         }
         for (i, t) in self.toolchains.iter().enumerate() {
             check_text(&format!("toolchains[{i}].name"), &t.name, 128, false)?;
             check_text(&format!("toolchains[{i}].version"), &t.version, 256, false)?;
             check_text(&format!("toolchains[{i}].target"), &t.target, 128, false)?;
             if !is_fingerprint_id(&t.id) {
-                return Err(format!("toolchains[{i}].id is not 64 lowercase hex digits"));
+                return Err(ApiValidationError::NotFingerprint {
+                    field: format!("toolchains[{i}].id"),
+                });
             }
             if !is_fingerprint_id(&t.probe_hash) {
-                return Err(format!(
-                    "toolchains[{i}].probe_hash is not 64 lowercase hex digits"
-                ));
+                return Err(ApiValidationError::NotFingerprint {
+                    field: format!("toolchains[{i}].probe_hash"),
+                });
             }
         }
         check_text("libc", &self.libc, 64, true)?;
         check_text("arch", &self.arch, 32, false)?;
         check_text("software", &self.software, 128, true)?;
-        if self.tz_offset_secs.abs() > MAX_TZ_SECS {
-            return Err(format!(
-                "tz_offset_secs {} is beyond ±14 h",
-                self.tz_offset_secs
-            ));
-        }
+        check_tz(self.tz_offset_secs)?;
         if self.capacity == 0 || self.capacity > MAX_CAPACITY {
-            return Err(format!(
-                "capacity {} must be 1..={MAX_CAPACITY}",
-                self.capacity
-            ));
+            return Err(ApiValidationError::Capacity(self.capacity));
         }
         Ok(())
     }
@@ -153,27 +199,34 @@ pub struct HostsRequest {
 }
 
 impl HostsRequest {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ApiValidationError> {
         if self.fingerprints.is_empty() {
-            return Err("fingerprints is empty: name the toolchain(s) you compile with".into());
+            return Err(ApiValidationError::NoFingerprints);
         }
         if self.fingerprints.len() > MAX_FINGERPRINTS_PER_REQUEST {
-            return Err(format!(
-                "{} fingerprints; the limit is {MAX_FINGERPRINTS_PER_REQUEST}",
-                self.fingerprints.len()
-            ));
+            return Err(ApiValidationError::TooMany {
+                what: "fingerprints",
+                count: self.fingerprints.len(),
+                max: MAX_FINGERPRINTS_PER_REQUEST,
+            });
         }
         if let Some(f) = self.fingerprints.iter().find(|f| !is_fingerprint_id(f)) {
-            return Err(format!("fingerprint {f:?} is not 64 lowercase hex digits"));
+            // Bounded: at most 8 fingerprints in a 64 KiB body.
+            return Err(ApiValidationError::NotFingerprint {
+                field: format!("fingerprint {f:?}"),
+            });
         }
-        if self.tz_offset_secs.abs() > MAX_TZ_SECS {
-            return Err(format!(
-                "tz_offset_secs {} is beyond ±14 h",
-                self.tz_offset_secs
-            ));
-        }
-        Ok(())
+        check_tz(self.tz_offset_secs)
     }
+}
+
+fn check_tz(secs: i32) -> Result<(), ApiValidationError> {
+    // Not `abs()`: `i32::MIN.abs()` panics in debug builds and stays
+    // negative (so passes) in release ones.
+    if secs.unsigned_abs() > MAX_TZ_SECS.unsigned_abs() {
+        return Err(ApiValidationError::TimeZone(secs));
+    }
+    Ok(())
 }
 
 /// One host handed to a client.
@@ -285,30 +338,31 @@ pub fn host_addr_of_entry(entry: &str) -> String {
     }
 }
 
-fn check_hash(field: &str, s: &str) -> Result<(), String> {
+fn check_hash(field: &str, s: &str) -> Result<(), ApiValidationError> {
     if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{field} must be 1 to 128 hex digits"));
+        return Err(ApiValidationError::NotHash {
+            field: field.to_owned(),
+        });
     }
     Ok(())
 }
 
 impl MismatchReport {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ApiValidationError> {
         check_text("host_addr", &self.host_addr, 300, self.host_id.is_some())?;
         if let Some(e) = &self.evidence_id {
             check_text("evidence_id", e, 64, false)?;
         }
         check_hash("input_hash", &self.input_hash)?;
         if self.args.len() > MAX_REPORT_ARGS {
-            return Err(format!(
-                "{} args; the limit is {MAX_REPORT_ARGS}",
-                self.args.len()
-            ));
+            return Err(ApiValidationError::TooMany {
+                what: "args",
+                count: self.args.len(),
+                max: MAX_REPORT_ARGS,
+            });
         }
         if self.results.is_empty() || self.results.len() > MAX_REPORT_RESULTS {
-            return Err(format!(
-                "results must have 1 to {MAX_REPORT_RESULTS} entries"
-            ));
+            return Err(ApiValidationError::ResultCount(self.results.len()));
         }
         for (i, r) in self.results.iter().enumerate() {
             check_text(&format!("results[{i}].host"), &r.host, 300, false)?;
@@ -399,13 +453,14 @@ mod tests {
         assert!(heartbeat().validate().is_ok());
         let mut h = heartbeat();
         h.capacity = 0;
-        assert!(h.validate().unwrap_err().contains("capacity"));
+        assert_eq!(h.validate(), Err(ApiValidationError::Capacity(0)));
+        assert!(h.validate().unwrap_err().to_string().contains("capacity 0"));
         let mut h = heartbeat();
         h.toolchains.clear();
         assert!(h.validate().is_err());
         let mut h = heartbeat();
         h.toolchains[0].version = "x\u{1b}[31m".into();
-        assert!(h.validate().unwrap_err().contains("control"));
+        assert!(h.validate().unwrap_err().to_string().contains("control"));
         let mut h = heartbeat();
         h.host = Some("bad host".into());
         assert!(h.validate().is_err());
@@ -415,6 +470,8 @@ mod tests {
         let mut h = heartbeat();
         h.tz_offset_secs = 15 * 3600;
         assert!(h.validate().is_err());
+        h.tz_offset_secs = i32::MIN;
+        assert_eq!(h.validate(), Err(ApiValidationError::TimeZone(i32::MIN)));
         let mut h = heartbeat();
         h.toolchains[0].id = "B".repeat(64);
         assert!(h.validate().is_err());

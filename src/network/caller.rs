@@ -70,7 +70,7 @@ impl CoordinatorUrl {
                 None => (authority.to_string(), 80),
             }
         };
-        check_host_name(&host).map_err(|e| bad(&e))?;
+        check_host_name(&host).map_err(|e| bad(&e.to_string()))?;
         Ok(Self {
             host,
             port,
@@ -318,10 +318,7 @@ pub fn send_report_blocking(
 ) -> Result<ReportAck, NetworkError> {
     let identity = Arc::new(Identity::load_or_create(&super::identity::dportage_dir())?);
     let client = CoordinatorClient::new(coordinator, identity)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| NetworkError::io("starting a runtime".into(), e))?;
+    let rt = crate::runtime::current_thread()?;
     rt.block_on(client.report(report))
 }
 
@@ -373,12 +370,9 @@ pub fn send_reports_blocking(
         Ok(i) => Arc::new(i),
         Err(e) => return vec![Err(e)],
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime::current_thread() {
         Ok(rt) => rt,
-        Err(e) => return vec![Err(NetworkError::io("starting a runtime".into(), e))],
+        Err(e) => return vec![Err(e.into())],
     };
     rt.block_on(send_reports(coordinator, identity, reports))
 }

@@ -56,19 +56,45 @@ impl fmt::Debug for IdentityId {
     }
 }
 
-impl FromStr for IdentityId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+/// Why text is not an identity id (as `identity.pub`, `--admin-key` and the
+/// `X-Dportage-Key` header carry it).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IdentityIdError {
+    #[error("identity {value:?} is not 64 hex digits (it is {len} characters)")]
+    Length { value: String, len: usize },
+    #[error("identity {value:?} is not hex: {source}")]
+    NotHex {
+        value: String,
+        source: hex::FromHexError,
+    },
+}
+
+impl IdentityId {
+    /// Parse the 64 hex digits of an id (surrounding whitespace ignored).
+    pub fn from_hex(s: &str) -> Result<Self, IdentityIdError> {
         let s = s.trim();
         if s.len() != 64 {
-            return Err(format!(
-                "identity {s:?} is not 64 hex digits (it is {} characters)",
-                s.len()
-            ));
+            return Err(IdentityIdError::Length {
+                value: s.to_owned(),
+                len: s.len(),
+            });
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|e| format!("identity {s:?} is not hex: {e}"))?;
+        hex::decode_to_slice(s, &mut out).map_err(|source| IdentityIdError::NotHex {
+            value: s.to_owned(),
+            source,
+        })?;
         Ok(IdentityId(out))
+    }
+}
+
+/// [`IdentityId::from_hex`] with the error as text, because the coordinator's
+/// store puts it in a `String` field (`StoreError::BadRow`). Switch that to
+/// `from_hex` and this `Err` to [`IdentityIdError`] together.
+impl FromStr for IdentityId {
+    type Err = IdentityIdError;
+    fn from_str(s: &str) -> Result<Self, IdentityIdError> {
+        Self::from_hex(s)
     }
 }
 
@@ -81,7 +107,7 @@ impl Serialize for IdentityId {
 impl<'de> Deserialize<'de> for IdentityId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        IdentityId::from_hex(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -257,6 +283,32 @@ pub fn dportage_dir() -> PathBuf {
     home.join(".dportage")
 }
 
+/// Why a membership token is refused; the coordinator sends the text back
+/// to the person who presented it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipTokenError {
+    #[error("membership token version {0} is not supported (expected 1)")]
+    Version(u32),
+    #[error(
+        "membership token is issued in the future (at {issued}, {} s ahead of this clock); \
+         check the daemon's clock",
+        .issued.saturating_sub(*.now)
+    )]
+    FromTheFuture { issued: u64, now: u64 },
+    #[error(
+        "membership token is older than {} days (issued at {issued}); the daemon rewrites it \
+         while it runs",
+        MEMBERSHIP_TOKEN_LIFETIME_SECS / 86400
+    )]
+    Expired { issued: u64 },
+    #[error("membership token signature is not 128 hex digits")]
+    SignatureEncoding,
+    #[error("membership token names an invalid public key ({0})")]
+    BadKey(IdentityId),
+    #[error("membership token signature does not verify for daemon {0}")]
+    BadSignature(IdentityId),
+}
+
 /// A daemon's statement "whoever holds this may use my membership". The daemon
 /// writes it group-readable; a person's `dportage` presents it once
 /// (`POST /v1/link`) and is then linked to that daemon (same owner).
@@ -279,34 +331,31 @@ impl MembershipToken {
     }
 
     /// Check the signature and the age. Returns the daemon's id.
-    pub fn verify(&self, now_unix: u64) -> Result<IdentityId, String> {
+    pub fn verify(&self, now_unix: u64) -> Result<IdentityId, MembershipTokenError> {
         if self.v != 1 {
-            return Err(format!(
-                "membership token version {} is not supported (expected 1)",
-                self.v
-            ));
+            return Err(MembershipTokenError::Version(self.v));
         }
         if self.issued > now_unix + super::clock::CLOCK_WINDOW_SECS {
-            return Err(
-                "membership token is issued in the future; check the daemon's clock".into(),
-            );
+            return Err(MembershipTokenError::FromTheFuture {
+                issued: self.issued,
+                now: now_unix,
+            });
         }
         if now_unix.saturating_sub(self.issued) > MEMBERSHIP_TOKEN_LIFETIME_SECS {
-            return Err(format!(
-                "membership token is older than {} days; the daemon rewrites it while it runs",
-                MEMBERSHIP_TOKEN_LIFETIME_SECS / 86400
-            ));
+            return Err(MembershipTokenError::Expired {
+                issued: self.issued,
+            });
         }
         let mut sig = [0u8; 64];
         hex::decode_to_slice(&self.sig, &mut sig)
-            .map_err(|_| "membership token signature is not 128 hex digits".to_string())?;
+            .map_err(|_| MembershipTokenError::SignatureEncoding)?;
         let key = VerifyingKey::from_bytes(&self.daemon.0)
-            .map_err(|_| "membership token names an invalid public key".to_string())?;
+            .map_err(|_| MembershipTokenError::BadKey(self.daemon))?;
         key.verify_strict(
             &Self::signed_bytes(self.daemon, self.issued),
             &ed25519_dalek::Signature::from_bytes(&sig),
         )
-        .map_err(|_| "membership token signature does not verify".to_string())?;
+        .map_err(|_| MembershipTokenError::BadSignature(self.daemon))?;
         Ok(self.daemon)
     }
 }
@@ -422,8 +471,16 @@ mod tests {
         let id = Identity::generate().id();
         let s = id.to_string();
         assert_eq!(s.parse::<IdentityId>().unwrap(), id);
-        assert!("abc".parse::<IdentityId>().is_err());
-        assert!("zz".repeat(32).parse::<IdentityId>().is_err());
+        assert!(matches!(
+            IdentityId::from_hex("abc"),
+            Err(IdentityIdError::Length { len: 3, .. })
+        ));
+        assert!(matches!(
+            IdentityId::from_hex(&"zz".repeat(32)),
+            Err(IdentityIdError::NotHex { .. })
+        ));
+        let e = "zz".repeat(32).parse::<IdentityId>().unwrap_err();
+        assert!(e.to_string().contains(&"zz".repeat(32)), "{e}");
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(serde_json::from_str::<IdentityId>(&json).unwrap(), id);
     }
@@ -433,11 +490,14 @@ mod tests {
         let d = Identity::generate();
         let t = d.membership_token(1_000_000);
         assert_eq!(t.verify(1_000_100).unwrap(), d.id());
-        assert!(
-            t.verify(1_000_000 + MEMBERSHIP_TOKEN_LIFETIME_SECS + 1)
-                .is_err(),
-            "expired"
+        assert_eq!(
+            t.verify(1_000_000 + MEMBERSHIP_TOKEN_LIFETIME_SECS + 1),
+            Err(MembershipTokenError::Expired { issued: 1_000_000 }),
         );
+        assert!(matches!(
+            t.verify(0),
+            Err(MembershipTokenError::FromTheFuture { .. })
+        ));
         let mut forged = t.clone();
         forged.issued += 1;
         assert!(forged.verify(1_000_100).is_err(), "issued time is signed");

@@ -77,6 +77,8 @@ pub enum NetworkError {
     BadResponse { url: String, why: String },
     #[error(transparent)]
     Fingerprint(#[from] crate::probe::FingerprintError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
     #[error("{0}")]
     Usage(String),
 }

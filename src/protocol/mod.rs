@@ -17,6 +17,23 @@ pub use header::{encode_header, parse_header, Token, HEADER_LEN};
 pub use reply::{Reply, ReplyDecoder};
 pub use request::{encode_doti, encode_request_head, Request, RequestDecoder, RequestEvent};
 
+/// A sans-I/O decoder as a read loop drives it (`crate::transport`): the
+/// request and reply decoders differ in what they yield, not in how they are fed.
+pub trait Decoder {
+    /// One step of the message ([`RequestEvent`]) or all of it ([`Reply`]).
+    type Event;
+
+    /// Take the next event from the front of `buf`, consuming its bytes.
+    /// `Ok(None)`: more bytes are needed.
+    fn decode(&mut self, buf: &mut bytes::BytesMut) -> Result<Option<Self::Event>, ProtocolError>;
+
+    /// At least how many more bytes the decoder needs before it can make
+    /// progress, given `buffered` unconsumed bytes (always ≥ 1; never more
+    /// than the rest of the current packet, so a hostile length cannot size a
+    /// read).
+    fn wanted(&self, buffered: usize) -> usize;
+}
+
 /// The protocol version a job is spoken in (`DIST`/`DONE` value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProtocolVersion {

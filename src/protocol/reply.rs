@@ -182,6 +182,18 @@ impl ReplyDecoder {
     }
 }
 
+impl super::Decoder for ReplyDecoder {
+    type Event = Reply;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Reply>, ProtocolError> {
+        ReplyDecoder::decode(self, buf)
+    }
+
+    fn wanted(&self, buffered: usize) -> usize {
+        ReplyDecoder::wanted(self, buffered)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

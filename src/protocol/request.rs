@@ -211,6 +211,18 @@ impl RequestDecoder {
     }
 }
 
+impl super::Decoder for RequestDecoder {
+    type Event = RequestEvent;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<RequestEvent>, ProtocolError> {
+        RequestDecoder::decode(self, buf)
+    }
+
+    fn wanted(&self, buffered: usize) -> usize {
+        RequestDecoder::wanted(self, buffered)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,6 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
@@ -14,7 +13,10 @@ use super::stats::Outcome;
 use super::Shared;
 use crate::args::Refusal;
 use crate::exitcode;
-use crate::protocol::{ProtocolError, ProtocolVersion, Reply, RequestDecoder, RequestEvent};
+use crate::protocol::{
+    ProtocolError, ProtocolVersion, Reply, Request, RequestDecoder, RequestEvent,
+};
+use crate::transport::{FrameReader, Patience, ReadPolicy, TransportError};
 
 /// Read sizes: at least this much per read (fewer syscalls on big bodies)…
 const MIN_READ: usize = 16 * 1024;
@@ -24,13 +26,6 @@ const MAX_READ: usize = 256 * 1024;
 const STALL_UNIT: usize = 64 * 1024;
 /// Bytes a client may send after its request before we call it a violation.
 const MAX_TRAILING_BYTES: usize = 64 * 1024;
-
-/// A complete, decoded request.
-struct Request {
-    version: ProtocolVersion,
-    argv: Vec<Vec<u8>>,
-    source: Vec<u8>,
-}
 
 /// Why reading the request stopped.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +42,17 @@ enum ReadError {
     Deadline(Duration),
     #[error("reading from the client failed: {0}")]
     Io(#[from] io::Error),
+}
+
+impl From<TransportError> for ReadError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Protocol(e) => ReadError::Protocol(e),
+            TransportError::Closed { received } => ReadError::Eof(received),
+            TransportError::Stalled(after) => ReadError::Stalled(after),
+            TransportError::Io(e) => ReadError::Io(e),
+        }
+    }
 }
 
 impl ReadError {
@@ -161,7 +167,7 @@ where
     let Request {
         version,
         argv,
-        source,
+        doti: source,
     } = request;
     let job_names = Some((
         printable(argv.first().map(Vec::as_slice).unwrap_or(b"")),
@@ -288,55 +294,39 @@ async fn read_request<R>(
 where
     R: AsyncRead + Unpin,
 {
-    let mut decoder = RequestDecoder::new(shared.cfg.limits);
-    let mut buf = BytesMut::with_capacity(MIN_READ);
+    let policy = ReadPolicy {
+        min_read: MIN_READ,
+        max_read: MAX_READ,
+        patience: Some(Patience {
+            timeout: io_timeout,
+            unit: STALL_UNIT,
+        }),
+    };
+    let mut frames = FrameReader::new(reader, RequestDecoder::new(shared.cfg.limits), policy);
     let mut version = None;
     let mut argv = None;
-    let mut total = 0usize;
-    // The next piece the decoder waits for (the rest of a header, or up to
-    // STALL_UNIT of a body) must arrive within one --io-timeout: a client
-    // trickling a byte a second is as stuck as one that sends nothing. Progress
-    // is counted in bytes received, or any decoded packet.
-    let mut target = 0usize;
-    let mut deadline = tokio::time::Instant::now();
     loop {
-        let mut progressed = false;
-        while let Some(event) = decoder.decode(&mut buf)? {
-            progressed = true;
-            match event {
-                RequestEvent::Version(ProtocolVersion::V3) => return Err(ReadError::Pump),
-                RequestEvent::Version(v) => version = Some(v),
-                RequestEvent::Argv(a) => argv = Some(a),
-                RequestEvent::Doti(source) => {
-                    let (Some(version), Some(argv)) = (version, argv) else {
-                        return Err(ReadError::Protocol(ProtocolError::UnexpectedToken {
-                            expected: "DIST and ARGV before DOTI",
-                            got: "DOTI".into(),
-                        }));
-                    };
-                    return Ok(Request {
-                        version,
-                        argv,
-                        source,
-                    });
-                }
+        match frames
+            .next_event(|chunk| shared.stats.add_bytes_in(chunk.len()))
+            .await?
+        {
+            RequestEvent::Version(ProtocolVersion::V3) => return Err(ReadError::Pump),
+            RequestEvent::Version(v) => version = Some(v),
+            RequestEvent::Argv(a) => argv = Some(a),
+            RequestEvent::Doti(doti) => {
+                let (Some(version), Some(argv)) = (version, argv) else {
+                    return Err(ReadError::Protocol(ProtocolError::UnexpectedToken {
+                        expected: "DIST and ARGV before DOTI",
+                        got: "DOTI".into(),
+                    }));
+                };
+                return Ok(Request {
+                    version,
+                    argv,
+                    doti,
+                });
             }
         }
-        let wanted = decoder.wanted(buf.len());
-        if progressed || total >= target {
-            target = total + wanted.clamp(1, STALL_UNIT);
-            deadline = tokio::time::Instant::now() + io_timeout;
-        }
-        buf.reserve(wanted.clamp(MIN_READ, MAX_READ));
-        let n = match tokio::time::timeout_at(deadline, reader.read_buf(&mut buf)).await {
-            Err(_) => return Err(ReadError::Stalled(io_timeout)),
-            Ok(r) => r?,
-        };
-        if n == 0 {
-            return Err(ReadError::Eof(total));
-        }
-        total += n;
-        shared.stats.add_bytes_in(n);
     }
 }
 

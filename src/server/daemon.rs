@@ -34,6 +34,18 @@ pub enum DaemonError {
         "cannot use {path} as the working directory (set TMPDIR to a writable directory): {source}"
     )]
     WorkDir { path: PathBuf, source: io::Error },
+    #[error(
+        "no compiler can be allowed: the whitelist directory {} does not exist. Install \
+         distcc's masquerade links (update-distcc-symlinks), or use --masquerade-dir DIR / \
+         --allow-compiler NAME",
+        display_paths(.0)
+    )]
+    NoCompilerAllowed(Vec<PathBuf>),
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    shown.join(", ")
 }
 
 impl DaemonError {
@@ -45,6 +57,8 @@ impl DaemonError {
             DaemonError::NoSuchUser(_) | DaemonError::Setuid { .. } | DaemonError::StillRoot(_) => {
                 exitcode::SETUID_FAILED
             }
+            // distccd exits 110 when its whitelist directory is missing.
+            DaemonError::NoCompilerAllowed(_) => exitcode::COMPILER_MISSING,
         }
     }
 }

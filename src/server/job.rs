@@ -667,31 +667,42 @@ async fn finish(
     }
 }
 
+/// Why a successful compile's object cannot be sent; the client is told in
+/// `SERR` and compiles locally.
+#[derive(Debug, thiserror::Error)]
+enum ObjectError {
+    #[error(
+        "the compiler reported success but its output {} cannot be opened: {0}",
+        OUTPUT_NAME
+    )]
+    Open(std::io::Error),
+    #[error("cannot inspect the output {}: {0}", OUTPUT_NAME)]
+    Inspect(std::io::Error),
+    #[error(
+        "the compiler's output is {size} bytes, more than this server's limit of {limit} \
+         bytes (--max-object-size); compile this file locally"
+    )]
+    TooLarge { size: u64, limit: u64 },
+    #[error("cannot read the output {}: {0}", OUTPUT_NAME)]
+    Read(std::io::Error),
+    #[error("the compiler's output grew beyond this server's limit of {0} bytes while being read")]
+    Grew(u64),
+}
+
 /// Read the object, refusing (without reading) one larger than `limit`.
-fn read_object(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+fn read_object(path: &Path, limit: u64) -> Result<Vec<u8>, ObjectError> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| {
-        format!("the compiler reported success but its output {OUTPUT_NAME} cannot be opened: {e}")
-    })?;
-    let size = file
-        .metadata()
-        .map_err(|e| format!("cannot inspect the output {OUTPUT_NAME}: {e}"))?
-        .len();
+    let file = std::fs::File::open(path).map_err(ObjectError::Open)?;
+    let size = file.metadata().map_err(ObjectError::Inspect)?.len();
     if size > limit {
-        return Err(format!(
-            "the compiler's output is {size} bytes, more than this server's limit of {limit} \
-             bytes (--max-object-size); compile this file locally"
-        ));
+        return Err(ObjectError::TooLarge { size, limit });
     }
     let mut object = Vec::with_capacity(size as usize);
     file.take(limit + 1)
         .read_to_end(&mut object)
-        .map_err(|e| format!("cannot read the output {OUTPUT_NAME}: {e}"))?;
+        .map_err(ObjectError::Read)?;
     if object.len() as u64 > limit {
-        return Err(format!(
-            "the compiler's output grew beyond this server's limit of {limit} bytes while \
-             being read"
-        ));
+        return Err(ObjectError::Grew(limit));
     }
     Ok(object)
 }
@@ -815,12 +826,13 @@ mod tests {
         let file = std::fs::File::create(&path).unwrap();
         // Sparse: 1 GiB on paper, nothing on disk.
         file.set_len(1 << 30).unwrap();
-        let e = read_object(&path, 1 << 20).unwrap_err();
+        let e = read_object(&path, 1 << 20).unwrap_err().to_string();
         assert!(e.contains("1073741824 bytes"), "{e}");
         std::fs::write(&path, b"\x7fELF").unwrap();
         assert_eq!(read_object(&path, 4).unwrap(), b"\x7fELF");
-        assert!(read_object(&dir.path().join("missing"), 4)
+        let e = read_object(&dir.path().join("missing"), 4)
             .unwrap_err()
-            .contains("cannot be opened"));
+            .to_string();
+        assert!(e.contains("dportage-job.o cannot be opened: "), "{e}");
     }
 }

@@ -8,11 +8,11 @@
 pub mod access;
 pub mod connection;
 pub mod daemon;
-pub mod heartbeat;
+pub mod daemon_log;
+pub mod heartbeat_agent;
 pub mod job;
 pub mod limits;
 pub mod listener;
-pub mod log;
 pub mod options;
 pub mod sandbox;
 pub mod stats;
@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use self::daemon::DaemonError;
 use self::options::{Mode, Parsed, ServerConfig};
 use self::stats::Stats;
 use crate::exitcode;
@@ -85,9 +86,8 @@ pub fn serve_main(args: Vec<OsString>) -> i32 {
     }
 }
 
-/// Refuse to start when no compiler could ever be allowed (distccd exits 110
-/// when its whitelist directory is missing).
-fn check_whitelist(cfg: &ServerConfig) -> Result<(), String> {
+/// Refuse to start when no compiler could ever be allowed.
+fn check_whitelist(cfg: &ServerConfig) -> Result<(), DaemonError> {
     let job = &cfg.job;
     if job.insecure_compilers
         || !job.extra_compilers.is_empty()
@@ -95,22 +95,13 @@ fn check_whitelist(cfg: &ServerConfig) -> Result<(), String> {
     {
         return Ok(());
     }
-    let dirs: Vec<String> = job
-        .masquerade_dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect();
-    Err(format!(
-        "no compiler can be allowed: the whitelist directory {} does not exist. Install distcc's \
-         masquerade links (update-distcc-symlinks), or use --masquerade-dir DIR / --allow-compiler NAME",
-        dirs.join(", ")
-    ))
+    Err(DaemonError::NoCompilerAllowed(job.masquerade_dirs.clone()))
 }
 
 fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
-    if let Err(msg) = check_whitelist(&cfg) {
-        eprintln!("distccd: {msg}");
-        return exitcode::COMPILER_MISSING;
+    if let Err(e) = check_whitelist(&cfg) {
+        eprintln!("distccd: {e}");
+        return e.code();
     }
     let jobs_listener = match daemon::listen(cfg.listen, cfg.port) {
         Ok(l) => l,
@@ -141,7 +132,7 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
     } else {
         None
     };
-    let log_warning = log::init(&cfg.log_target, cfg.log_level);
+    let log_warning = daemon_log::init(&cfg.log_target, cfg.log_level);
     if let Some(w) = log_warning {
         tracing::warn!("{w}");
     }
@@ -165,7 +156,11 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
         }
     }
     // The identity key is readable only by its owner: load it before root is gone.
-    let heartbeat = match cfg.heartbeat.clone().map(heartbeat::prepare_heartbeat) {
+    let heartbeat = match cfg
+        .heartbeat
+        .clone()
+        .map(heartbeat_agent::prepare_heartbeat)
+    {
         None => None,
         Some(Ok(prepared)) => Some(prepared),
         Some(Err(e)) => {
@@ -193,7 +188,7 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
             run_runtime(cfg.clone(), |shared| async move {
                 // The handle stops the heartbeat when dropped, so it lives as
                 // long as the accept loop.
-                let _heartbeat = heartbeat.map(heartbeat::spawn_prepared_heartbeat);
+                let _heartbeat = heartbeat.map(heartbeat_agent::spawn_prepared_heartbeat);
                 listener::run(shared, jobs_listener, stats_listener).await
             })
         }
@@ -231,14 +226,10 @@ where
     F: FnOnce(Arc<Shared>) -> Fut,
     Fut: std::future::Future<Output = i32>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("distccd")
-        .build()
-    {
+    let runtime = match crate::runtime::multi_thread(Some("distccd")) {
         Ok(rt) => rt,
         Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
+            tracing::error!("{e}");
             return exitcode::DISTCC_FAILED;
         }
     };
@@ -251,12 +242,12 @@ where
 
 /// `--inetd`: serve the one job on stdin/stdout.
 fn serve_inetd(cfg: ServerConfig) -> i32 {
-    if let Err(msg) = check_whitelist(&cfg) {
-        eprintln!("distccd: {msg}");
-        return exitcode::COMPILER_MISSING;
+    if let Err(e) = check_whitelist(&cfg) {
+        eprintln!("distccd: {e}");
+        return e.code();
     }
     // stdout carries the reply, so the log never goes there.
-    let log_warning = log::init(&cfg.log_target, cfg.log_level);
+    let log_warning = daemon_log::init(&cfg.log_target, cfg.log_level);
     if let Some(w) = log_warning {
         tracing::warn!("{w}");
     }

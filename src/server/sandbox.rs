@@ -47,6 +47,32 @@ pub const SUBCOMMAND: &str = "__sandbox-exec";
 /// stragglers after the compiler ended before it gives up on them.
 const REAP_GRACE: Duration = Duration::from_secs(3);
 
+/// A trampoline or zygote command line that cannot be run. The daemon writes
+/// these itself, so one means a bug or a hand-made `dportage __sandbox-exec`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("missing `-- COMPILER ARGS…`")]
+    NoSeparator,
+    #[error("option {0:?} is not UTF-8")]
+    NotUtf8(OsString),
+    #[error("option {0} needs a value")]
+    MissingValue(String),
+    #[error("option {option} needs a number, not {value:?}")]
+    NotANumber { option: String, value: OsString },
+    #[error("--min-nice needs a number from -20 to 19, not {0:?}")]
+    Nice(OsString),
+    #[error("--sandbox takes required, best-effort or off, not {0:?}")]
+    Mode(OsString),
+    #[error("unknown option {0}")]
+    UnknownOption(String),
+    #[error("no compiler given after `--`")]
+    NoCompiler,
+    #[error("--job-dir must be absolute, not {0:?}")]
+    RelativeJobDir(PathBuf),
+    #[error("--job-dir is required")]
+    NoJobDir,
+}
+
 /// What the trampoline is told on its command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxSpec {
@@ -111,7 +137,7 @@ impl SandboxSpec {
 
     /// Parse `OPTIONS… -- COMPILER ARGS…`. Options not given take the
     /// defaults of [`JobLimits`] and `--sandbox required`; `--job-dir` is mandatory.
-    pub fn parse(args: &[OsString]) -> Result<(Self, Vec<OsString>), String> {
+    pub fn parse(args: &[OsString]) -> Result<(Self, Vec<OsString>), SpecError> {
         let defaults = JobLimits::default();
         let mut job_dir = None;
         let mut spec = Self {
@@ -128,11 +154,11 @@ impl SandboxSpec {
         let mut words = args.iter();
         loop {
             let Some(word) = words.next() else {
-                return Err("missing `-- COMPILER ARGS…`".into());
+                return Err(SpecError::NoSeparator);
             };
             let word = word
                 .to_str()
-                .ok_or_else(|| format!("option {word:?} is not UTF-8"))?;
+                .ok_or_else(|| SpecError::NotUtf8(word.clone()))?;
             if word == "--" {
                 break;
             }
@@ -142,12 +168,15 @@ impl SandboxSpec {
             }
             let value = words
                 .next()
-                .ok_or_else(|| format!("option {word} needs a value"))?;
-            let number = || -> Result<u64, String> {
+                .ok_or_else(|| SpecError::MissingValue(word.to_owned()))?;
+            let number = || -> Result<u64, SpecError> {
                 value
                     .to_str()
                     .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| format!("option {word} needs a number, not {value:?}"))
+                    .ok_or_else(|| SpecError::NotANumber {
+                        option: word.to_owned(),
+                        value: value.clone(),
+                    })
             };
             match word {
                 "--job-dir" => job_dir = Some(PathBuf::from(value)),
@@ -161,26 +190,25 @@ impl SandboxSpec {
                         .to_str()
                         .and_then(|v| v.parse().ok())
                         .filter(|n| (-20..=19).contains(n))
-                        .ok_or_else(|| {
-                            format!("--min-nice needs a number from -20 to 19, not {value:?}")
-                        })?
+                        .ok_or_else(|| SpecError::Nice(value.clone()))?
                 }
                 "--sandbox" => {
-                    spec.mode = value.to_str().and_then(SandboxMode::parse).ok_or_else(|| {
-                        format!("--sandbox takes required, best-effort or off, not {value:?}")
-                    })?
+                    spec.mode = value
+                        .to_str()
+                        .and_then(SandboxMode::parse)
+                        .ok_or_else(|| SpecError::Mode(value.clone()))?
                 }
-                other => return Err(format!("unknown option {other}")),
+                other => return Err(SpecError::UnknownOption(other.to_owned())),
             }
         }
         let command: Vec<OsString> = words.cloned().collect();
         if command.is_empty() {
-            return Err("no compiler given after `--`".into());
+            return Err(SpecError::NoCompiler);
         }
         match job_dir {
             Some(dir) if dir.is_absolute() => spec.job_dir = dir,
-            Some(dir) => return Err(format!("--job-dir must be absolute, not {dir:?}")),
-            None => return Err("--job-dir is required".into()),
+            Some(dir) => return Err(SpecError::RelativeJobDir(dir)),
+            None => return Err(SpecError::NoJobDir),
         }
         Ok((spec, command))
     }
@@ -564,7 +592,7 @@ mod tests {
             ("--job-dir /j --frobnicate 1 -- cc", "unknown option"),
             ("--job-dir", "needs a value"),
         ] {
-            let e = SandboxSpec::parse(&words(bad)).unwrap_err();
+            let e = SandboxSpec::parse(&words(bad)).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::metrics::{Exposition, Histogram};
+
 /// How one accepted connection ended: distccd's `STATS_*` categories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -133,9 +135,10 @@ impl History {
     }
 }
 
+/// Job durations; each bucket counts the jobs at or below its bound (cumulative, as exported).
 #[derive(Debug)]
-struct Histogram {
-    counts: [u64; DURATION_BUCKETS.len()],
+struct JobDurations {
+    cumulative: [u64; DURATION_BUCKETS.len()],
     total: u64,
     sum_secs: f64,
 }
@@ -159,7 +162,7 @@ pub struct Stats {
     bytes_out: AtomicU64,
     longest: Mutex<Option<Longest>>,
     history: Mutex<History>,
-    histogram: Mutex<Histogram>,
+    histogram: Mutex<JobDurations>,
     io: Mutex<(Option<IoSample>, i64)>,
 }
 
@@ -176,8 +179,8 @@ impl Stats {
             bytes_out: AtomicU64::new(0),
             longest: Mutex::new(None),
             history: Mutex::new(History::default()),
-            histogram: Mutex::new(Histogram {
-                counts: [0; DURATION_BUCKETS.len()],
+            histogram: Mutex::new(JobDurations {
+                cumulative: [0; DURATION_BUCKETS.len()],
                 total: 0,
                 sum_secs: 0.0,
             }),
@@ -254,7 +257,7 @@ impl Stats {
         if let Ok(mut hist) = self.histogram.lock() {
             for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
                 if secs <= *bound {
-                    hist.counts[i] += 1;
+                    hist.cumulative[i] += 1;
                 }
             }
             hist.total += 1;
@@ -554,83 +557,56 @@ fn one_word(s: &str) -> String {
     }
 }
 
-/// Prometheus text exposition (format 0.0.4) of the counters.
+/// Prometheus text exposition of the counters.
 pub fn render_metrics(stats: &Stats) -> String {
-    let mut s = String::with_capacity(2048);
-    let _ = writeln!(
-        s,
-        "# HELP dportage_connections_total Connections accepted on the job port.\n\
-         # TYPE dportage_connections_total counter\n\
-         dportage_connections_total {}",
-        stats.tcp_accepts()
-    );
-    s.push_str(
-        "# HELP dportage_jobs_total Connections finished, by result (distccd's dcc_* counters).\n\
-         # TYPE dportage_jobs_total counter\n",
+    let mut page = Exposition::new();
+    page.counter(
+        "dportage_connections_total",
+        "Connections accepted on the job port.",
+    )
+    .sample(&[], stats.tcp_accepts());
+    let mut jobs = page.counter(
+        "dportage_jobs_total",
+        "Connections finished, by result (distccd's dcc_* counters).",
     );
     for outcome in Outcome::ALL {
-        let _ = writeln!(
-            s,
-            "dportage_jobs_total{{result=\"{}\"}} {}",
-            outcome.metric_label(),
-            stats.count(outcome)
-        );
+        jobs.sample(&[("result", outcome.metric_label())], stats.count(outcome));
     }
-    let _ = writeln!(
-        s,
-        "# HELP dportage_jobs_running Compiles running now.\n\
-         # TYPE dportage_jobs_running gauge\n\
-         dportage_jobs_running {}",
-        stats.running()
-    );
-    let _ = writeln!(
-        s,
-        "# HELP dportage_job_slots Compiles allowed at once (--jobs).\n\
-         # TYPE dportage_job_slots gauge\n\
-         dportage_job_slots {}",
-        stats.max_kids
-    );
-    let _ = writeln!(
-        s,
-        "# HELP dportage_queue_depth Connections open but not compiling (reading the request or waiting for a job slot).\n\
-         # TYPE dportage_queue_depth gauge\n\
-         dportage_queue_depth {}",
-        stats.queue_depth()
-    );
-    s.push_str(
-        "# HELP dportage_job_duration_seconds Time from accept to reply of jobs that ran the compiler.\n\
-         # TYPE dportage_job_duration_seconds histogram\n",
+    page.gauge("dportage_jobs_running", "Compiles running now.")
+        .sample(&[], stats.running());
+    page.gauge("dportage_job_slots", "Compiles allowed at once (--jobs).")
+        .sample(&[], stats.max_kids);
+    page.gauge(
+        "dportage_queue_depth",
+        "Connections open but not compiling (reading the request or waiting for a job slot).",
+    )
+    .sample(&[], stats.queue_depth());
+    let mut durations = page.histogram(
+        "dportage_job_duration_seconds",
+        "Time from accept to reply of jobs that ran the compiler.",
     );
     if let Ok(h) = stats.histogram.lock() {
-        for (bound, count) in DURATION_BUCKETS.iter().zip(h.counts.iter()) {
-            let _ = writeln!(
-                s,
-                "dportage_job_duration_seconds_bucket{{le=\"{bound}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
-            s,
-            "dportage_job_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-            h.total
+        durations.sample(
+            &[],
+            &Histogram {
+                bounds: &DURATION_BUCKETS,
+                cumulative: h.cumulative.to_vec(),
+                count: h.total,
+                sum: h.sum_secs,
+            },
         );
-        let _ = writeln!(s, "dportage_job_duration_seconds_sum {}", h.sum_secs);
-        let _ = writeln!(s, "dportage_job_duration_seconds_count {}", h.total);
     }
-    let _ = writeln!(
-        s,
-        "# HELP dportage_request_bytes_total Bytes read from clients on the job port.\n\
-         # TYPE dportage_request_bytes_total counter\n\
-         dportage_request_bytes_total {}",
-        stats.bytes_in.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        s,
-        "# HELP dportage_reply_bytes_total Bytes of replies written to clients.\n\
-         # TYPE dportage_reply_bytes_total counter\n\
-         dportage_reply_bytes_total {}",
-        stats.bytes_out.load(Ordering::Relaxed)
-    );
-    s
+    page.counter(
+        "dportage_request_bytes_total",
+        "Bytes read from clients on the job port.",
+    )
+    .sample(&[], stats.bytes_in.load(Ordering::Relaxed));
+    page.counter(
+        "dportage_reply_bytes_total",
+        "Bytes of replies written to clients.",
+    )
+    .sample(&[], stats.bytes_out.load(Ordering::Relaxed));
+    page.finish()
 }
 
 #[cfg(test)]

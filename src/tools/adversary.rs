@@ -5,11 +5,20 @@
 
 use std::net::SocketAddr;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::UsageError;
 use crate::protocol::{Limits, ProtocolVersion, ReplyDecoder, RequestDecoder, RequestEvent};
+use crate::transport::{FrameReader, ReadPolicy, TransportError};
+
+/// The proxy's reads. No patience: it sits between a test's own client and
+/// server, and the client's timeouts are what a test exercises.
+const READS: ReadPolicy = ReadPolicy {
+    min_read: 64 * 1024,
+    max_read: 4 * 1024 * 1024,
+    patience: None,
+};
 
 /// What the proxy does to each successful reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +41,8 @@ pub enum Lie {
 }
 
 impl std::str::FromStr for Lie {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UsageError;
+    fn from_str(s: &str) -> Result<Self, UsageError> {
         match s {
             "honest" => Ok(Lie::Honest),
             "flip" => Ok(Lie::FlipObjectByte),
@@ -41,15 +50,17 @@ impl std::str::FromStr for Lie {
             "oversize" => Ok(Lie::Oversize(64 << 20)),
             "truncate" => Ok(Lie::Truncate),
             "garbage" => Ok(Lie::Garbage),
-            other => match other.strip_prefix("status=") {
-                Some(v) => v
-                    .parse::<u32>()
-                    .map(Lie::ExitStatus)
-                    .map_err(|e| format!("bad status {v:?}: {e}")),
-                None => Err(format!(
-                    "unknown lie {other:?}: use honest, flip, replace, oversize, truncate, garbage or status=N"
-                )),
-            },
+            other => {
+                match other.strip_prefix("status=") {
+                    Some(v) => v.parse::<u32>().map(Lie::ExitStatus).map_err(|source| {
+                        UsageError::BadStatus {
+                            value: v.to_owned(),
+                            source,
+                        }
+                    }),
+                    None => Err(UsageError::UnknownLie(other.to_owned())),
+                }
+            }
         }
     }
 }
@@ -101,40 +112,36 @@ pub async fn run_lying_proxy(listener: TcpListener, upstream: SocketAddr, lie: L
     }
 }
 
-async fn proxy_one(mut client: TcpStream, upstream: SocketAddr, lie: &Lie) -> std::io::Result<()> {
+async fn proxy_one(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    lie: &Lie,
+) -> Result<(), TransportError> {
     let limits = Limits::default();
-    let mut request_bytes = BytesMut::new();
-    let mut decoder = RequestDecoder::new(limits);
-    let mut version = ProtocolVersion::V1;
-    let mut scratch = BytesMut::new();
     // Read the whole request, remembering its raw bytes to forward verbatim.
-    'request: loop {
-        while let Some(event) = decoder.decode(&mut scratch).map_err(invalid)? {
-            match event {
-                RequestEvent::Version(v) => version = v,
-                RequestEvent::Doti(_) => break 'request,
-                RequestEvent::Argv(_) => {}
-            }
+    let mut request_bytes = Vec::new();
+    let mut version = ProtocolVersion::V1;
+    let mut requests = FrameReader::new(&mut client, RequestDecoder::new(limits), READS);
+    loop {
+        match requests
+            .next_event(|chunk| request_bytes.extend_from_slice(chunk))
+            .await
+        {
+            Ok(RequestEvent::Version(v)) => version = v,
+            Ok(RequestEvent::Argv(_)) => {}
+            Ok(RequestEvent::Doti(_)) => break,
+            // A client that gives up is not worth a log line.
+            Err(TransportError::Closed { .. }) => return Ok(()),
+            Err(e) => return Err(e),
         }
-        let mut chunk = [0u8; 64 * 1024];
-        let n = client.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        request_bytes.extend_from_slice(&chunk[..n]);
-        scratch.extend_from_slice(&chunk[..n]);
     }
     let mut server = TcpStream::connect(upstream).await?;
     server.write_all(&request_bytes).await?;
-    let mut reply_decoder = ReplyDecoder::new(version, limits);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut reply = loop {
-        if let Some(reply) = reply_decoder.decode(&mut buf).map_err(invalid)? {
-            break reply;
-        }
-        if server.read_buf(&mut buf).await? == 0 {
-            return Ok(());
-        }
+    let mut replies = FrameReader::new(&mut server, ReplyDecoder::new(version, limits), READS);
+    let mut reply = match replies.next_event(|_| {}).await {
+        Ok(reply) => reply,
+        Err(TransportError::Closed { .. }) => return Ok(()),
+        Err(e) => return Err(e),
     };
     lie.apply(&mut reply);
     client.write_all(&lie.wire_bytes(&reply)).await?;
@@ -154,10 +161,6 @@ impl Lie {
             _ => reply.encode(),
         }
     }
-}
-
-fn invalid(e: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
 }
 
 /// `dportage __liar --listen ADDR --upstream ADDR --lie KIND`: a stand-alone lying
@@ -193,10 +196,7 @@ pub fn liar_main(args: Vec<std::ffi::OsString>) -> i32 {
         eprintln!("dportage __liar: --upstream ADDR:PORT is required");
         return crate::exitcode::BAD_ARGUMENTS;
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dportage __liar: {e}");
@@ -259,7 +259,13 @@ mod tests {
         assert_eq!(lie.wire_bytes(&r).len(), honest.encode().len() / 2);
         let (r, lie) = lied("garbage");
         assert!(!lie.wire_bytes(&r).starts_with(b"DONE"));
-        assert!("bogus".parse::<Lie>().is_err());
-        assert!("status=x".parse::<Lie>().is_err());
+        assert_eq!(
+            "bogus".parse::<Lie>(),
+            Err(UsageError::UnknownLie("bogus".into()))
+        );
+        assert!(matches!(
+            "status=x".parse::<Lie>(),
+            Err(UsageError::BadStatus { value, .. }) if value == "x"
+        ));
     }
 }

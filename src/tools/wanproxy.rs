@@ -468,13 +468,10 @@ pub fn wanproxy_main(args: Vec<std::ffi::OsString>) -> i32 {
         eprintln!("dportage __wanproxy: --upstream ADDR:PORT is required\n{WANPROXY_USAGE}");
         return crate::exitcode::BAD_ARGUMENTS;
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("dportage __wanproxy: cannot start the runtime: {e}");
+            eprintln!("dportage __wanproxy: {e}");
             return crate::exitcode::DISTCC_FAILED;
         }
     };

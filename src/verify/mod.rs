@@ -17,6 +17,8 @@
 
 use std::fmt;
 
+pub mod scheduler;
+
 /// What one host (or the local arbiter) produced for a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ResultDigest {
@@ -40,6 +42,11 @@ impl ResultDigest {
     /// The part that votes: exit status and object.
     fn ballot_key(&self) -> BallotKey {
         (self.status, self.object)
+    }
+
+    /// Would these two results count as the same vote?
+    pub fn same_vote(&self, other: &ResultDigest) -> bool {
+        self.ballot_key() == other.ballot_key()
     }
 
     /// Short hex of the object hash, for messages.
@@ -71,6 +78,16 @@ pub fn status_is_vote(status: u32) -> bool {
     let signal = status & 0x7f;
     let code = (status >> 8) & 0xff;
     signal == 0 && code < 100
+}
+
+/// The shell's exit code for a raw wait status.
+pub fn exit_code_of_status(status: u32) -> i32 {
+    let signal = (status & 0x7f) as i32;
+    if signal == 0 {
+        ((status >> 8) & 0xff) as i32
+    } else {
+        128 + signal
+    }
 }
 
 /// Normalise diagnostics so honest hosts' stderr compares equal: drop server log
@@ -144,30 +161,31 @@ fn temp_file_len(s: &str) -> Option<usize> {
     plausible.then_some(end)
 }
 
-/// One vote: which host said what.
+/// One vote: which host said what. Hosts are named by whatever the caller uses
+/// to tell them apart (their entries as written, or the scheduler's ids).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vote {
-    pub host: String,
+pub struct Vote<H = String> {
+    pub host: H,
     pub digest: ResultDigest,
 }
 
 /// The outcome of counting the votes so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Verdict<H = String> {
     /// `digest` has the required agreement; `dissenters` returned something else.
     Agreed {
         digest: ResultDigest,
-        agreeing: Vec<String>,
-        dissenters: Vec<String>,
+        agreeing: Vec<H>,
+        dissenters: Vec<H>,
     },
     /// Not decided yet: ask `more` further hosts (at least).
     Undecided { more: usize },
 }
 
 /// Count `votes` for a job that needs `required` agreeing hosts.
-pub fn tally(votes: &[Vote], required: usize) -> Verdict {
+pub fn tally<H: Clone>(votes: &[Vote<H>], required: usize) -> Verdict<H> {
     let required = required.max(1);
-    let mut groups: Vec<(BallotKey, Vec<&Vote>)> = Vec::new();
+    let mut groups: Vec<(BallotKey, Vec<&Vote<H>>)> = Vec::new();
     for vote in votes {
         let key = vote.digest.ballot_key();
         match groups.iter_mut().find(|(k, _)| *k == key) {
@@ -206,25 +224,25 @@ pub fn tally(votes: &[Vote], required: usize) -> Verdict {
 
 /// The local arbiter's judgement over the remote votes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Arbitration {
+pub struct Arbitration<H = String> {
     /// Remote hosts that disagree with the arbiter and may be called liars
     /// (empty when no remote host agreed with the arbiter).
-    pub liars: Vec<String>,
+    pub liars: Vec<H>,
     /// Remote hosts that agree with the arbiter.
-    pub honest: Vec<String>,
+    pub honest: Vec<H>,
     /// No remote host agreed: the local toolchain may differ from the pool's.
     pub local_toolchain_suspect: bool,
 }
 
 /// Judge remote `votes` against the local arbiter's `local` result.
-pub fn arbitrate(votes: &[Vote], local: &ResultDigest) -> Arbitration {
+pub fn arbitrate<H: Clone>(votes: &[Vote<H>], local: &ResultDigest) -> Arbitration<H> {
     let key = local.ballot_key();
-    let honest: Vec<String> = votes
+    let honest: Vec<H> = votes
         .iter()
         .filter(|v| v.digest.ballot_key() == key)
         .map(|v| v.host.clone())
         .collect();
-    let disagreeing: Vec<String> = votes
+    let disagreeing: Vec<H> = votes
         .iter()
         .filter(|v| v.digest.ballot_key() != key)
         .map(|v| v.host.clone())

@@ -212,9 +212,21 @@ impl std::fmt::Display for ApplyError {
     }
 }
 
+/// Why the restrictions of a job could not be prepared: the compiler is not
+/// started, and the client is told why.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PrepareError {
+    #[error("cannot read the daemon's rlimits: {0}")]
+    Rlimits(std::io::Error),
+    #[error("cannot set up the Landlock sandbox: {0}")]
+    Landlock(RulesetError),
+    #[error("{}", NO_LANDLOCK)]
+    NoLandlock,
+}
+
 /// Resolve every restriction of `spec` (in the parent: may allocate, open
-/// files and fail with a sentence).
-pub(super) fn prepare(spec: &SandboxSpec, rules: &Rules) -> Result<Prepared, String> {
+/// files and fail).
+pub(super) fn prepare(spec: &SandboxSpec, rules: &Rules) -> Result<Prepared, PrepareError> {
     let limits = rlimits(spec)?;
     let (landlock, seccomp) = if spec.mode == SandboxMode::Off {
         (None, None)
@@ -223,7 +235,7 @@ pub(super) fn prepare(spec: &SandboxSpec, rules: &Rules) -> Result<Prepared, Str
     };
     let required = spec.mode == SandboxMode::Required;
     if required && landlock.is_none() {
-        return Err(NO_LANDLOCK.into());
+        return Err(PrepareError::NoLandlock);
     }
     Ok(Prepared {
         limits,
@@ -310,7 +322,7 @@ impl Prepared {
 #[allow(clippy::type_complexity)]
 fn rlimits(
     spec: &SandboxSpec,
-) -> Result<[(libc::__rlimit_resource_t, &'static str, libc::rlimit); 6], String> {
+) -> Result<[(libc::__rlimit_resource_t, &'static str, libc::rlimit); 6], PrepareError> {
     let wanted = [
         (libc::RLIMIT_CORE, "cannot set RLIMIT_CORE", 0, 0),
         (
@@ -353,10 +365,7 @@ fn rlimits(
         let mut current = empty;
         // SAFETY: getrlimit with a valid pointer.
         if unsafe { libc::getrlimit(resource, &mut current) } != 0 {
-            return Err(format!(
-                "cannot read the daemon's rlimits: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(PrepareError::Rlimits(std::io::Error::last_os_error()));
         }
         let max = hard.min(current.rlim_max);
         *slot = (
@@ -373,7 +382,7 @@ fn rlimits(
 
 /// The job's Landlock ruleset with every rule added, not yet enforced.
 /// `None` when the kernel has no Landlock (best effort).
-fn landlock_ruleset(rules: &Rules) -> Result<Option<OwnedFd>, String> {
+fn landlock_ruleset(rules: &Rules) -> Result<Option<OwnedFd>, PrepareError> {
     let created = Ruleset::default()
         .handle_access(AccessFs::from_all(ABI_USED))
         .and_then(|r| r.handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp))
@@ -390,7 +399,7 @@ fn landlock_ruleset(rules: &Rules) -> Result<Option<OwnedFd>, String> {
         })
         .and_then(|r| r.add_rules(path_beneath_rules([&rules.job_dir], JOB_DIR_ACCESS)))
         .and_then(|r| r.add_rules(path_beneath_rules(["/dev/null"], DEV_NULL_ACCESS)))
-        .map_err(|e| format!("cannot set up the Landlock sandbox: {e}"))?;
+        .map_err(PrepareError::Landlock)?;
     Ok(created.into())
 }
 

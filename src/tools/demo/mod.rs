@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use self::procs::{wait_for_address_file, wait_for_port, Children};
+use super::UsageError;
 
 /// The bundled sample: a small expression calculator, ten translation units.
 const SAMPLE: &[(&str, &str)] = &[
@@ -71,7 +72,7 @@ pub fn demo_main(args: Vec<OsString>) -> i32 {
     }
 }
 
-fn parse_args(args: &[OsString]) -> Result<DemoOptions, String> {
+fn parse_args(args: &[OsString]) -> Result<DemoOptions, UsageError> {
     let mut options = DemoOptions {
         honest_hosts: 3,
         keep: false,
@@ -81,16 +82,21 @@ fn parse_args(args: &[OsString]) -> Result<DemoOptions, String> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--hosts" => {
-                let v = it.next().ok_or("--hosts needs a number")?;
-                options.honest_hosts = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (2..=8).contains(n))
-                    .ok_or(format!("--hosts {v:?}: use 2 to 8"))?;
+                let v = it.next().ok_or(UsageError::MissingValue {
+                    option: "--hosts",
+                    what: "a number",
+                })?;
+                options.honest_hosts = v.parse().ok().filter(|n| (2..=8).contains(n)).ok_or(
+                    UsageError::OutOfRange {
+                        option: "--hosts",
+                        value: v,
+                        range: "2 to 8",
+                    },
+                )?;
             }
             "--keep" => options.keep = true,
             "-v" | "--verbose" => options.verbose = true,
-            other => return Err(format!("unknown argument {other:?}")),
+            other => return Err(UsageError::UnknownArgument(other.to_owned())),
         }
     }
     Ok(options)

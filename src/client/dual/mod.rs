@@ -1,0 +1,272 @@
+//! Verified dispatch (`DPORTAGE_REDUNDANCY=N`, N ≥ 2): one distributable job goes
+//! to N remote hosts with distinct addresses at once, and an object is written
+//! only when N of them agree on it (object bytes and exit status, compared by
+//! blake3) as a strict majority of all votes — or when this machine's compiler,
+//! given the very same preprocessed input, decides.
+//!
+//! The rules live, sans-I/O and tested event by event, in
+//! [`crate::verify::scheduler`] (the README's trust model explains them to
+//! users). This module executes them:
+//! * here, the job is prepared: one preprocessing per job; the argv is
+//!   canonicalised (`crate::canonical`) so honest hosts agree byte for byte;
+//!   jobs that cannot be made deterministic run here;
+//! * [`voters`]: which hosts may vote, and a slot on the next one;
+//! * [`driver`]: the vote, on the network (tokio), as the scheduler directs;
+//! * [`verdict`]: acting on the decision — write the agreed object, show the
+//!   agreed failure, compile here as arbiter or spot check;
+//! * [`mismatch`]: a host that loses a vote is named on stderr, excluded from this
+//!   user's builds for good and recorded in the evidence log
+//!   (`super::evidence`), which goes to the coordinator.
+//!
+//! A remote result is never written unverified: when N hosts cannot be had,
+//! the job is compiled here (`super::fallback`).
+//!
+//! Slots: one distcc slot per host in use, held only while that host works on
+//! the job, so two clients each holding one host's last slot cannot wait for
+//! each other forever.
+
+mod driver;
+mod mismatch;
+mod verdict;
+mod voters;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::args::{server_argv, CompileJob};
+use crate::canonical::{canonicalize, preprocessor_extra_args, Canonical};
+use crate::verify::scheduler::{BackOffReason, HostId, Rules};
+use crate::verify::ResultDigest;
+
+use super::evidence::StateDir;
+use super::fallback::{self, open_lock_dir, Fallback};
+use super::hostsource::load_host_list;
+use super::remote::{NetTimeouts, CONNECT_TIMEOUT};
+use super::settings::{Settings, Verification};
+use super::slots::LockDir;
+
+pub use voters::drop_excluded_hosts;
+use voters::Voters;
+
+/// Compile `job` with verified dispatch and return the exit code.
+pub fn distribute(
+    job: CompileJob,
+    settings: &Settings,
+    verification: &Verification,
+    io_timeout: Duration,
+) -> i32 {
+    let input = job.input().to_owned();
+    let hosts = match load_host_list() {
+        Ok(hosts) => hosts,
+        Err(e) => return fallback::without_host_list(&job, settings, &e),
+    };
+    let Some(lock) = open_lock_dir(settings) else {
+        return fallback::without_lock_dir(&job, settings);
+    };
+    let mut wire = server_argv(&job);
+    let cwd = std::env::current_dir()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match canonicalize(&wire, &cwd, &input) {
+        Canonical::Local(why) => {
+            tracing::info!(
+                "compiling {input} locally: its result cannot be compared between hosts ({why})"
+            );
+            return Fallback::new(&job, settings, Some(&lock), hosts.local_slots).compile_here();
+        }
+        Canonical::Send { extra_args } => wire.extend(extra_args),
+    }
+    // Only the local preprocessing gets these (the hosts compile a `.i`); the
+    // user's argv is also what a local fallback runs, where they are harmless.
+    let mut job = job;
+    job.argv.extend(preprocessor_extra_args(&job.argv));
+    let state = match &settings.dportage_dir {
+        Some(dir) => match StateDir::open(dir) {
+            Ok(state) => Some(state),
+            Err(e) => {
+                tracing::warn!("{e}; hosts that lose a vote cannot be remembered");
+                None
+            }
+        },
+        None => {
+            tracing::warn!(
+                "no home directory and no DPORTAGE_DIR: hosts that lose a vote cannot be \
+                 remembered (set DPORTAGE_DIR)"
+            );
+            None
+        }
+    };
+    let excluded: Vec<SocketAddr> = match &state {
+        Some(state) => match state.excluded() {
+            Ok(list) => list.into_iter().map(|e| e.address).collect(),
+            Err(e) => {
+                // Refusing to work is better than trusting a known liar again.
+                tracing::error!(
+                    "{e}; cannot tell which hosts are excluded, so compiling {input} locally"
+                );
+                return Fallback::new(&job, settings, Some(&lock), hosts.local_slots)
+                    .compile_here();
+            }
+        },
+        None => Vec::new(),
+    };
+    let voters = Voters::new(&hosts, &excluded);
+    let redundancy = verification.redundancy;
+    let usable = voters.distinct_usable(&lock);
+    if usable < redundancy {
+        let reason = format!(
+            "DPORTAGE_REDUNDANCY={redundancy} needs {redundancy} remote hosts with distinct \
+             addresses, and {usable} {} usable{}",
+            if usable == 1 { "is" } else { "are" },
+            voters.why_not()
+        );
+        return Fallback::new(&job, settings, Some(&lock), hosts.local_slots).unverifiable(&reason);
+    }
+    let spot_check =
+        verification.spot_check > 0.0 && rand::random::<f64>() < verification.spot_check;
+    let wire_bytes = Arc::new(wire.iter().map(|a| a.clone().into_bytes()).collect());
+    let verified = Verified {
+        job,
+        settings,
+        lock,
+        voters,
+        local_slots: hosts.local_slots,
+        local_slots_cpp: hosts.local_slots_cpp,
+        wire,
+        wire_bytes,
+        rules: Rules {
+            redundancy,
+            hedge_min: verification.hedge_min,
+            spot_check,
+            trust_remote_failure: settings.skip_local_retry || !settings.fallback,
+        },
+        timeouts: NetTimeouts {
+            connect: CONNECT_TIMEOUT,
+            io: io_timeout,
+        },
+        state,
+    };
+    verified.run()
+}
+
+/// One job under verified dispatch, and what executing its actions needs.
+struct Verified<'a> {
+    job: CompileJob,
+    settings: &'a Settings,
+    lock: LockDir,
+    voters: Voters,
+    local_slots: u32,
+    local_slots_cpp: u32,
+    /// The argv every host gets.
+    wire: Vec<String>,
+    wire_bytes: Arc<Vec<Vec<u8>>>,
+    rules: Rules,
+    timeouts: NetTimeouts,
+    state: Option<StateDir>,
+}
+
+impl Verified<'_> {
+    fn run(&self) -> i32 {
+        let runtime = match crate::runtime::current_thread() {
+            Ok(rt) => rt,
+            Err(e) => return self.fallback().unverifiable(&e.to_string()),
+        };
+        let voted = runtime.block_on(driver::vote(self));
+        // Close the sockets of hosts whose votes were not needed, and release
+        // their slots, before anything is compiled here.
+        drop(runtime);
+        verdict::act(self, voted)
+    }
+
+    fn input(&self) -> &str {
+        self.job.input()
+    }
+
+    fn fallback(&self) -> Fallback<'_> {
+        Fallback::new(&self.job, self.settings, Some(&self.lock), self.local_slots)
+    }
+
+    /// Avoid `hosts` for a while, saying why when nobody did yet.
+    fn back_off(&self, hosts: &[HostId], why: BackOffReason) {
+        let input = self.input();
+        match why {
+            // Said when the failure was seen.
+            BackOffReason::Failed => {}
+            BackOffReason::NotAVote { status } => {
+                for host in hosts {
+                    tracing::warn!(
+                        "{} could not compile {input}: {}; asking another host",
+                        self.voters.label(host.0),
+                        describe_status(status)
+                    );
+                }
+            }
+            BackOffReason::FailureNotReproduced { remote, here } => tracing::warn!(
+                "compiling {input} failed on {} (exit code {remote}) but gave exit code {here} \
+                 here; those hosts are backed off",
+                self.labels(hosts)
+            ),
+        }
+        for host in hosts {
+            self.lock.mark_failed(&self.voters.candidates[host.0].spec);
+        }
+    }
+
+    /// These hosts did their job: forget their backoff.
+    fn clear_backoff(&self, hosts: &[HostId]) {
+        for host in hosts {
+            self.lock.clear(&self.voters.candidates[host.0].spec);
+        }
+    }
+
+    /// The hosts' entries, as a list for a sentence.
+    fn labels(&self, hosts: &[HostId]) -> String {
+        hosts
+            .iter()
+            .map(|h| self.voters.label(h.0))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    }
+}
+
+fn describe_status(status: u32) -> String {
+    let signal = status & 0x7f;
+    if signal == 0 {
+        let code = (status >> 8) & 0xff;
+        if code >= 100 {
+            format!("exit code {code} (a failure of the server, not of the compile)")
+        } else {
+            format!("exit code {code}")
+        }
+    } else {
+        format!("compiler killed by signal {signal}")
+    }
+}
+
+/// Digest of a reply or local result: the object counts only on success, so a
+/// partial object next to a failing status never makes honest hosts disagree.
+fn digest_of(status: u32, object: &[u8], stderr: &[u8]) -> ResultDigest {
+    let object: &[u8] = if status == 0 { object } else { &[] };
+    ResultDigest::of(status, object, stderr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_described_for_users() {
+        assert_eq!(describe_status(1 << 8), "exit code 1");
+        assert!(describe_status(110 << 8).contains("server"));
+        assert_eq!(describe_status(9), "compiler killed by signal 9");
+    }
+
+    #[test]
+    fn failed_compiles_vote_on_status_only() {
+        let a = digest_of(0x100, b"partial object", b"x.c:1: error\n");
+        let b = digest_of(0x100, b"", b"x.c:1: error\n");
+        assert!(a.same_vote(&b));
+        assert!(!digest_of(0, b"o", b"").same_vote(&digest_of(0, b"p", b"")));
+    }
+}

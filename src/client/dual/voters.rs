@@ -1,0 +1,280 @@
+//! The hosts that may vote on a job, and a slot on the next one to ask.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use crate::hosts::{HostKind, HostList, HostSpec};
+use crate::protocol::ProtocolVersion;
+
+use crate::client::evidence::{StateDir, EXCLUDED_FILE};
+use crate::client::remote::RemoteHost;
+use crate::client::settings::Settings;
+use crate::client::slots::{LockDir, SlotGuard};
+
+/// Plain dispatch (redundancy 1) never sends to a host that lost a vote
+/// either: the exclusion is for all of this user's builds. Costs one failed
+/// `stat` when nothing was ever excluded; an unreadable list keeps distcc's
+/// behaviour (nothing is excluded) with a warning.
+pub fn drop_excluded_hosts(hosts: &mut HostList, settings: &Settings) {
+    let Some(dir) = &settings.dportage_dir else {
+        return;
+    };
+    if !dir.join(EXCLUDED_FILE).exists() {
+        return;
+    }
+    let excluded: Vec<SocketAddr> = match StateDir::open(dir).and_then(|s| s.excluded()) {
+        Ok(list) => list.into_iter().map(|e| e.address).collect(),
+        Err(e) => {
+            tracing::warn!("{e}; hosts excluded after losing a vote may be used");
+            return;
+        }
+    };
+    if excluded.is_empty() {
+        return;
+    }
+    hosts.hosts.retain(|spec| {
+        let HostKind::Tcp { host, port } = &spec.kind else {
+            return true;
+        };
+        let keep = resolve(host, *port).is_none_or(|addr| !excluded.contains(&addr));
+        if !keep {
+            tracing::debug!(
+                "not using {}: excluded after losing a vote (see {} in {})",
+                spec.verbatim,
+                EXCLUDED_FILE,
+                dir.display()
+            );
+        }
+        keep
+    });
+}
+
+/// A host that may vote on this job.
+#[derive(Debug, Clone)]
+pub(super) struct Candidate {
+    pub(super) spec: HostSpec,
+    pub(super) remote: RemoteHost,
+    pub(super) addr: SocketAddr,
+}
+
+/// The hosts of the list that may vote, and why the others may not. A
+/// candidate's index is its [`crate::verify::scheduler::HostId`].
+pub(super) struct Voters {
+    /// Only the candidates, for the slot machinery.
+    list: HostList,
+    pub(super) candidates: Vec<Candidate>,
+    left_out: Vec<String>,
+}
+
+/// The answer to "a slot on a host this job has not used".
+pub(super) enum Take {
+    Got(usize, SlotGuard),
+    /// Eligible hosts exist, but every slot is taken.
+    Busy,
+    /// No eligible host is left for this job.
+    NoneLeft,
+}
+
+impl Voters {
+    pub(super) fn new(hosts: &HostList, excluded: &[SocketAddr]) -> Voters {
+        let mut candidates = Vec::new();
+        let mut left_out = Vec::new();
+        for spec in &hosts.hosts {
+            if spec.down {
+                continue;
+            }
+            let (name, port) = match &spec.kind {
+                HostKind::Local => {
+                    left_out.push(format!(
+                        "{}: this machine is the arbiter, not a remote vote",
+                        spec.verbatim
+                    ));
+                    continue;
+                }
+                HostKind::Ssh { .. } => {
+                    left_out.push(format!(
+                        "{}: SSH hosts are not supported by dportage",
+                        spec.verbatim
+                    ));
+                    continue;
+                }
+                HostKind::Tcp { host, port } => (host, *port),
+            };
+            if spec.auth.is_some() {
+                left_out.push(format!(
+                    "{}: GSS-API authentication is not supported by dportage",
+                    spec.verbatim
+                ));
+                continue;
+            }
+            let Some(addr) = resolve(name, port) else {
+                left_out.push(format!("{}: cannot resolve {name}", spec.verbatim));
+                continue;
+            };
+            if excluded.contains(&addr) {
+                left_out.push(format!(
+                    "{}: excluded after losing a vote (see excluded-hosts in DPORTAGE_DIR)",
+                    spec.verbatim
+                ));
+                continue;
+            }
+            let version = match spec.protocol() {
+                // Pump mode is served by preprocessing here and speaking protocol 2.
+                ProtocolVersion::V3 => ProtocolVersion::V2,
+                other => other,
+            };
+            candidates.push(Candidate {
+                spec: spec.clone(),
+                remote: RemoteHost {
+                    label: spec.verbatim.clone(),
+                    // The resolved address, so every connection of the job goes
+                    // to the address whose distinctness was checked.
+                    host: addr.ip().to_string(),
+                    port,
+                    version,
+                },
+                addr,
+            });
+        }
+        for note in &left_out {
+            tracing::debug!("not a voting host: {note}");
+        }
+        let list = HostList {
+            hosts: candidates.iter().map(|c| c.spec.clone()).collect(),
+            ..hosts.clone()
+        };
+        Voters {
+            list,
+            candidates,
+            left_out,
+        }
+    }
+
+    /// Distinct addresses among candidates that are not backed off.
+    pub(super) fn distinct_usable(&self, lock: &LockDir) -> usize {
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for c in &self.candidates {
+            if !lock.is_backed_off(&c.spec) && !ips.contains(&c.addr.ip()) {
+                ips.push(c.addr.ip());
+            }
+        }
+        ips.len()
+    }
+
+    pub(super) fn why_not(&self) -> String {
+        if self.left_out.is_empty() {
+            String::new()
+        } else {
+            format!(" (not voting: {})", self.left_out.join("; "))
+        }
+    }
+
+    pub(super) fn label(&self, idx: usize) -> &str {
+        &self.candidates[idx].spec.verbatim
+    }
+
+    /// A slot on a host this job has not used, at an address it has not used,
+    /// preferring networks it has not used.
+    pub(super) fn take_host(&self, lock: &LockDir, used: &[usize]) -> Take {
+        let candidates = &self.candidates;
+        let used_ips: Vec<IpAddr> = used.iter().map(|&i| candidates[i].addr.ip()).collect();
+        let used_nets: Vec<Vec<u8>> = used_ips.iter().map(|ip| network(*ip)).collect();
+        let mut same_address = Vec::new();
+        let mut same_network = Vec::new();
+        for (i, c) in candidates.iter().enumerate() {
+            if used.contains(&i) || used_ips.contains(&c.addr.ip()) {
+                same_address.push(c.spec.verbatim.clone());
+                same_network.push(c.spec.verbatim.clone());
+            } else if used_nets.contains(&network(c.addr.ip())) {
+                same_network.push(c.spec.verbatim.clone());
+            }
+        }
+        let any_eligible = |exclude: &[String]| {
+            candidates
+                .iter()
+                .any(|c| !exclude.contains(&c.spec.verbatim) && !lock.is_backed_off(&c.spec))
+        };
+        let found = |spec: &HostSpec| {
+            candidates
+                .iter()
+                .enumerate()
+                .position(|(i, c)| c.spec.verbatim == spec.verbatim && !used.contains(&i))
+        };
+        if any_eligible(&same_network) {
+            if let Some((spec, slot)) = lock.try_acquire(&self.list, &same_network) {
+                if let Some(idx) = found(&spec) {
+                    return Take::Got(idx, slot);
+                }
+            }
+        }
+        if !any_eligible(&same_address) {
+            return Take::NoneLeft;
+        }
+        match lock.try_acquire(&self.list, &same_address) {
+            Some((spec, slot)) => match found(&spec) {
+                Some(idx) => Take::Got(idx, slot),
+                None => Take::NoneLeft,
+            },
+            None => Take::Busy,
+        }
+    }
+}
+
+fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    (host, port).to_socket_addrs().ok()?.next()
+}
+
+/// The network an address belongs to, for preferring hosts of different
+/// networks: IPv4 /24, IPv6 /48.
+fn network(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets()[..3].to_vec(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.octets()[..3].to_vec(),
+            None => v6.octets()[..6].to_vec(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_group_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(network(ip("10.1.2.3")), network(ip("10.1.2.200")));
+        assert_ne!(network(ip("10.1.2.3")), network(ip("10.1.3.3")));
+        assert_eq!(
+            network(ip("2001:db8:1::1")),
+            network(ip("2001:db8:1:ff::2"))
+        );
+        assert_ne!(network(ip("2001:db8:1::1")), network(ip("2001:db8:2::1")));
+        assert_eq!(network(ip("::ffff:10.1.2.3")), network(ip("10.1.2.9")));
+    }
+
+    #[test]
+    fn pool_leaves_out_local_and_excluded_hosts() {
+        let hosts = crate::hosts::parse_host_list(
+            "localhost 127.0.0.2:4000 127.0.0.3:4000,lzo 127.0.0.9:1,down",
+        )
+        .unwrap();
+        let excluded = vec!["127.0.0.3:4000".parse().unwrap()];
+        let voters = Voters::new(&hosts, &excluded);
+        let names: Vec<&str> = voters
+            .candidates
+            .iter()
+            .map(|c| c.spec.verbatim.as_str())
+            .collect();
+        assert_eq!(names, ["127.0.0.2:4000"]);
+        assert_eq!(voters.list.hosts.len(), 1);
+        let why = voters.why_not();
+        assert!(
+            why.contains("localhost: this machine is the arbiter"),
+            "{why}"
+        );
+        assert!(why.contains("127.0.0.3:4000,lzo: excluded"), "{why}");
+    }
+}

@@ -1,0 +1,92 @@
+//! `GET /metrics`: the pool, the counters of [`Counters`](super::state::Counters)
+//! and the request latency, in the Prometheus text format.
+
+use std::sync::atomic::Ordering;
+
+use super::state::{Endpoint, Shared, AUTH_LABELS, CODES, LATENCY_BUCKETS};
+use crate::metrics::{Exposition, Histogram};
+
+pub(super) fn render(shared: &Shared) -> String {
+    let (now_ms, exp) = (shared.now_ms(), shared.expiry_ms());
+    let (live, held, known, blacklisted) = {
+        let pool = shared.pool_read();
+        (
+            pool.live_count(now_ms, exp),
+            pool.held_count(),
+            pool.known_count(),
+            pool.blacklist_entries().len(),
+        )
+    };
+    let c = &shared.counters;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut page = Exposition::new();
+    page.gauge(
+        "dportage_pool_live_hosts",
+        "Hosts heard from within the expiry.",
+    )
+    .sample(&[], live);
+    page.gauge(
+        "dportage_pool_held_hosts",
+        "Host entries in memory (live or awaiting the sweeper).",
+    )
+    .sample(&[], held);
+    page.gauge("dportage_identities", "Identities in the durable store.")
+        .sample(&[], known);
+    page.gauge("dportage_blacklisted", "Blacklisted identities.")
+        .sample(&[], blacklisted);
+    page.gauge("dportage_connections_open", "HTTP connections open.")
+        .sample(&[], load(&c.connections_open));
+    page.counter(
+        "dportage_connections_refused_total",
+        "Connections closed at accept because the connection limit was reached.",
+    )
+    .sample(&[], load(&c.connections_refused));
+    page.counter("dportage_reports_total", "Mismatch reports stored.")
+        .sample(&[], load(&c.reports));
+    page.counter("dportage_blacklistings_total", "Hosts blacklisted.")
+        .sample(&[], load(&c.blacklistings));
+    page.counter(
+        "dportage_hosts_expired_total",
+        "Hosts that left the pool by expiry.",
+    )
+    .sample(&[], load(&c.expired));
+
+    let mut requests = page.counter(
+        "dportage_http_requests_total",
+        "HTTP requests by endpoint and status.",
+    );
+    // Only the (endpoint, code) pairs seen: most of the 132 never happen.
+    for ep in Endpoint::ALL {
+        for (ci, code) in CODES.iter().enumerate() {
+            let n = c.request_count(ep, ci);
+            if n > 0 {
+                let code = match code {
+                    0 => "other".to_string(),
+                    code => code.to_string(),
+                };
+                requests.sample(&[("endpoint", ep.label()), ("code", &code)], n);
+            }
+        }
+    }
+
+    let mut auth = page.counter(
+        "dportage_auth_failures_total",
+        "Requests refused by signature checks.",
+    );
+    for (label, n) in AUTH_LABELS.iter().zip(&c.auth_failures) {
+        auth.sample(&[("reason", label)], load(n));
+    }
+
+    let per_bucket: Vec<u64> = c.latency.iter().map(load).collect();
+    let latency = Histogram::from_bucket_counts(
+        &LATENCY_BUCKETS,
+        &per_bucket,
+        load(&c.latency_sum_us) as f64 / 1e6,
+    );
+    page.histogram(
+        "dportage_http_request_duration_seconds",
+        "Time to answer a request.",
+    )
+    .sample(&[], &latency);
+    page.finish()
+}

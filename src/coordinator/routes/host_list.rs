@@ -1,0 +1,112 @@
+//! `POST /v1/hosts`: a member asks for hosts with its toolchain. The hot path:
+//! one read lock, and host entries serialised once per heartbeat, not per request.
+
+use std::sync::Arc;
+
+use crate::coordinator::http::{json_bytes_response, parse_json, ApiError, HttpResponse};
+use crate::coordinator::state::Shared;
+use crate::network::api::{HostsRequest, MAX_HOSTS_PER_RESPONSE};
+use crate::network::identity::IdentityId;
+
+pub(super) fn hosts(
+    shared: &Arc<Shared>,
+    id: IdentityId,
+    body: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    let req: HostsRequest = parse_json(body)?;
+    req.validate()
+        .map_err(|e| ApiError::bad_request(format!("invalid host request: {e}")))?;
+    let max = req
+        .max
+        .unwrap_or(32)
+        .clamp(1, MAX_HOSTS_PER_RESPONSE as u32) as usize;
+    let (now, exp) = (shared.now_ms(), shared.expiry_ms());
+    let body = {
+        let pool = shared.pool_read();
+        if pool.is_blacklisted(&id) {
+            return Err(ApiError::blacklisted(&id));
+        }
+        let via = pool
+            .member_via(&id, now, exp)
+            .ok_or_else(|| ApiError::not_member(&id))?;
+        let hosts = pool.select_json(
+            &req.fingerprints,
+            req.tz_offset_secs,
+            max,
+            now,
+            exp,
+            &mut rand::thread_rng(),
+        );
+        hosts_response_json(hosts.into_iter(), shared.cfg.redundancy, &via)
+    };
+    Ok(json_bytes_response(body))
+}
+
+/// A [`HostsResponse`](crate::network::api::HostsResponse) serialised from
+/// hosts' cached entry JSON: the same bytes `serde_json` makes of the struct,
+/// without rebuilding and re-serialising every entry per request.
+fn hosts_response_json<'a>(
+    entries: impl ExactSizeIterator<Item = &'a [u8]>,
+    redundancy: u32,
+    member_via: &IdentityId,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + entries.len() * 320);
+    out.extend_from_slice(b"{\"hosts\":[");
+    for (i, e) in entries.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(e);
+    }
+    out.extend_from_slice(b"],\"redundancy\":");
+    out.extend_from_slice(redundancy.to_string().as_bytes());
+    out.extend_from_slice(b",\"member_via\":\"");
+    let mut hex = [0u8; 64];
+    // Infallible: the buffer is exactly twice the key's length.
+    let _ = hex::encode_to_slice(member_via.0, &mut hex);
+    out.extend_from_slice(&hex);
+    out.extend_from_slice(b"\"}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::api::{HostEntry, HostsResponse};
+    use crate::network::identity::Identity;
+
+    #[test]
+    fn cached_host_list_json_is_what_serde_makes_of_the_response() {
+        let entries: Vec<HostEntry> = (0..3u8)
+            .map(|i| HostEntry {
+                id: Identity::generate().id(),
+                host: format!("10.0.{i}.1"),
+                port: 3632 + u16::from(i),
+                capacity: u32::from(i) + 1,
+                lzo: i % 2 == 0,
+                tz_offset_secs: -3600 * i32::from(i),
+                owner: Identity::generate().id(),
+                network: format!("10.0.{i}.0/24"),
+                arch: "x86_64 \"<odd>\"".into(),
+            })
+            .collect();
+        let via = Identity::generate().id();
+        for n in [0, 1, 3] {
+            let cached: Vec<Vec<u8>> = entries[..n]
+                .iter()
+                .map(|e| serde_json::to_vec(e).unwrap())
+                .collect();
+            let fast = hosts_response_json(cached.iter().map(Vec::as_slice), 2, &via);
+            let want = serde_json::to_vec(&HostsResponse {
+                hosts: entries[..n].to_vec(),
+                redundancy: 2,
+                member_via: via,
+            })
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+        }
+    }
+}

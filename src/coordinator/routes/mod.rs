@@ -1,0 +1,114 @@
+//! Which handler answers a request: the route table, the method check, the
+//! unsigned pages (`/`, `/metrics`, `/healthz`) and the signed `/v1/*`
+//! endpoints, one file per group. `docs/coordinator-api.md` is the contract.
+
+mod admin;
+mod heartbeat;
+mod host_list;
+mod link;
+mod report;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW};
+use hyper::{Method, Request, StatusCode};
+
+use super::http::{error_response, read_signed, text_response, ApiError, HttpResponse};
+use super::state::{Endpoint, Shared};
+use super::{metrics_page, status};
+
+/// The endpoint at `path` and the one method it takes.
+fn route(path: &str) -> (Endpoint, Method) {
+    match path {
+        "/" => (Endpoint::Status, Method::GET),
+        "/metrics" => (Endpoint::Metrics, Method::GET),
+        "/healthz" => (Endpoint::Health, Method::GET),
+        "/v1/heartbeat" => (Endpoint::Heartbeat, Method::POST),
+        "/v1/hosts" => (Endpoint::Hosts, Method::POST),
+        "/v1/link" => (Endpoint::Link, Method::POST),
+        "/v1/whoami" => (Endpoint::Whoami, Method::POST),
+        "/v1/report" => (Endpoint::Report, Method::POST),
+        "/v1/admin/blacklist" => (Endpoint::AdminBlacklist, Method::GET),
+        "/v1/admin/blacklist/lift" => (Endpoint::AdminLift, Method::POST),
+        _ => (Endpoint::Other, Method::GET),
+    }
+}
+
+/// Answer one request; every request is counted, whatever the answer.
+pub(super) async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, Infallible> {
+    let start = Instant::now();
+    let (ep, method) = route(req.uri().path());
+    let resp = if ep == Endpoint::Other {
+        error_response(&ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no such endpoint {:?}; see docs/coordinator-api.md",
+                req.uri().path()
+            ),
+        ))
+    } else if req.method() != method {
+        let mut r = error_response(&ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} takes {method}, not {}", req.uri().path(), req.method()),
+        ));
+        if let Ok(v) = HeaderValue::from_str(method.as_str()) {
+            r.headers_mut().insert(ALLOW, v);
+        }
+        r
+    } else {
+        match ep {
+            Endpoint::Status => {
+                text_response("text/html; charset=utf-8", status::render_page(&shared))
+            }
+            Endpoint::Metrics => text_response(
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics_page::render(&shared),
+            ),
+            Endpoint::Health => text_response("text/plain; charset=utf-8", "ok\n".into()),
+            _ => match signed(&shared, ep, peer, req).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!("{} from {peer}: {} {}", ep.label(), e.status, e.message);
+                    error_response(&e)
+                }
+            },
+        }
+    };
+    shared
+        .counters
+        .record(ep, resp.status().as_u16(), start.elapsed());
+    Ok(resp)
+}
+
+/// The `/v1/*` endpoints: authenticate, then hand the body to the handler.
+async fn signed(
+    shared: &Arc<Shared>,
+    ep: Endpoint,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let (claim, body) = read_signed(shared, req).await?;
+    let id = claim.key;
+    match ep {
+        Endpoint::Heartbeat => heartbeat::heartbeat(shared, id, peer.ip(), &body).await,
+        Endpoint::Hosts => host_list::hosts(shared, id, &body),
+        Endpoint::Link => link::link(shared, id, &body).await,
+        Endpoint::Whoami => Ok(link::whoami(shared, id)),
+        Endpoint::Report => report::report(shared, id, peer.ip(), &body).await,
+        Endpoint::AdminBlacklist => admin::blacklist(shared, id),
+        Endpoint::AdminLift => admin::lift(shared, id, &body).await,
+        Endpoint::Status | Endpoint::Metrics | Endpoint::Health | Endpoint::Other => {
+            Err(ApiError::internal("unrouted endpoint"))
+        }
+    }
+}

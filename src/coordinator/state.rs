@@ -1,0 +1,232 @@
+//! What every request shares ([`Shared`]): the pool, the store, the caches of
+//! the signature check, the counters behind `/metrics` and the recent events.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use super::config::CoordinatorConfig;
+use super::pool::{NetKey, Pool};
+use super::store::Store;
+use crate::network::auth::{AuthError, KeyCache, NonceCache};
+use crate::network::clock::unix_now;
+
+/// Which handler a request went to (the `endpoint` label of the request counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Endpoint {
+    Status,
+    Metrics,
+    Health,
+    Heartbeat,
+    Hosts,
+    Link,
+    Whoami,
+    Report,
+    AdminBlacklist,
+    AdminLift,
+    Other,
+}
+
+impl Endpoint {
+    pub(super) const ALL: [Endpoint; 11] = [
+        Endpoint::Status,
+        Endpoint::Metrics,
+        Endpoint::Health,
+        Endpoint::Heartbeat,
+        Endpoint::Hosts,
+        Endpoint::Link,
+        Endpoint::Whoami,
+        Endpoint::Report,
+        Endpoint::AdminBlacklist,
+        Endpoint::AdminLift,
+        Endpoint::Other,
+    ];
+
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Endpoint::Status => "status",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Health => "healthz",
+            Endpoint::Heartbeat => "heartbeat",
+            Endpoint::Hosts => "hosts",
+            Endpoint::Link => "link",
+            Endpoint::Whoami => "whoami",
+            Endpoint::Report => "report",
+            Endpoint::AdminBlacklist => "admin_blacklist",
+            Endpoint::AdminLift => "admin_lift",
+            Endpoint::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        Endpoint::ALL.iter().position(|e| *e == self).unwrap_or(0)
+    }
+}
+
+/// Status codes counted per endpoint; 0 stands for any other.
+pub(super) const CODES: [u16; 12] = [200, 400, 401, 403, 404, 405, 408, 413, 429, 500, 503, 0];
+
+fn code_index(status: u16) -> usize {
+    CODES
+        .iter()
+        .position(|c| *c == status)
+        .unwrap_or(CODES.len() - 1)
+}
+
+/// Upper bounds (seconds) of the request latency histogram's buckets.
+pub(super) const LATENCY_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
+];
+
+/// Why a signature check failed: the `reason` label, in [`AuthError::label`]'s words.
+pub(super) const AUTH_LABELS: [&str; 6] = [
+    "missing",
+    "malformed",
+    "stale",
+    "bad_signature",
+    "replay",
+    "overloaded",
+];
+
+/// The counters behind `/metrics`. Lock-free: every request touches them.
+pub(super) struct Counters {
+    /// Per endpoint, then per [`CODES`] entry.
+    requests: Vec<AtomicU64>,
+    /// Per [`LATENCY_BUCKETS`] bucket (not cumulative), then one for slower requests.
+    pub(super) latency: Vec<AtomicU64>,
+    pub(super) latency_sum_us: AtomicU64,
+    /// Per [`AUTH_LABELS`] entry.
+    pub(super) auth_failures: Vec<AtomicU64>,
+    pub(super) connections_refused: AtomicU64,
+    pub(super) connections_open: AtomicU64,
+    pub(super) blacklistings: AtomicU64,
+    pub(super) reports: AtomicU64,
+    pub(super) expired: AtomicU64,
+}
+
+impl Counters {
+    fn new() -> Self {
+        let n = |k: usize| (0..k).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            requests: n(Endpoint::ALL.len() * CODES.len()),
+            latency: n(LATENCY_BUCKETS.len() + 1),
+            latency_sum_us: AtomicU64::new(0),
+            auth_failures: n(AUTH_LABELS.len()),
+            connections_refused: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            blacklistings: AtomicU64::new(0),
+            reports: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+        }
+    }
+
+    /// A request answered.
+    pub(super) fn record(&self, ep: Endpoint, status: u16, elapsed: Duration) {
+        self.requests[ep.index() * CODES.len() + code_index(status)]
+            .fetch_add(1, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let b = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency[b].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Requests to `ep` answered with `CODES[code_idx]`.
+    pub(super) fn request_count(&self, ep: Endpoint, code_idx: usize) -> u64 {
+        self.requests[ep.index() * CODES.len() + code_idx].load(Ordering::Relaxed)
+    }
+
+    pub(super) fn auth_failed(&self, e: &AuthError) {
+        if let Some(i) = AUTH_LABELS.iter().position(|l| *l == e.label()) {
+            self.auth_failures[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A line of "recent activity" on the status page.
+#[derive(Debug, Clone)]
+pub(super) struct Event {
+    pub(super) unix: u64,
+    pub(super) text: String,
+}
+
+/// Events kept for the status page; older ones are only in the log.
+const MAX_EVENTS: usize = 100;
+
+pub(super) struct Shared {
+    pub(super) cfg: CoordinatorConfig,
+    pool: RwLock<Pool>,
+    pub(super) nonces: Mutex<NonceCache>,
+    pub(super) keys: Mutex<KeyCache>,
+    pub(super) store: Store,
+    pub(super) counters: Counters,
+    events: Mutex<VecDeque<Event>>,
+    started: Instant,
+    /// New identities per network: (unix hour, count in that hour).
+    pub(super) registrations: Mutex<HashMap<NetKey, (u64, u32)>>,
+    /// Set on shutdown; the background tasks end on their next tick.
+    pub(super) stopping: AtomicBool,
+}
+
+impl Shared {
+    pub(super) fn new(cfg: CoordinatorConfig, pool: Pool, store: Store) -> Self {
+        Self {
+            nonces: Mutex::new(NonceCache::new(cfg.nonce_cache_cap)),
+            cfg,
+            pool: RwLock::new(pool),
+            keys: Mutex::new(KeyCache::default()),
+            store,
+            counters: Counters::new(),
+            events: Mutex::new(VecDeque::new()),
+            started: Instant::now(),
+            registrations: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// Milliseconds since start: the pool's clock (monotonic, unlike wall time).
+    pub(super) fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub(super) fn expiry_ms(&self) -> u64 {
+        self.cfg.expiry.as_millis() as u64
+    }
+
+    /// Log `text` and keep it for the status page.
+    pub(super) fn event(&self, text: String) {
+        tracing::info!("{text}");
+        let mut ev = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if ev.len() >= MAX_EVENTS {
+            ev.pop_front();
+        }
+        ev.push_back(Event {
+            unix: unix_now(),
+            text,
+        });
+    }
+
+    pub(super) fn recent_events_newest_first(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .rev()
+            .cloned()
+            .collect()
+    }
+
+    // Poisoning is ignored: one panicking request must not take every later
+    // request down with it.
+    pub(super) fn pool_read(&self) -> RwLockReadGuard<'_, Pool> {
+        self.pool.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn pool_write(&self) -> RwLockWriteGuard<'_, Pool> {
+        self.pool.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
