@@ -108,6 +108,7 @@ Usage:
   dportage demo [--hosts N] [-v]     a whole network on 127.0.0.x, one host lying
   dportage                           print the network environment (like ssh-agent)
   dportage CMD ARGS...               run CMD with the network environment
+  dportage status [--json]           what the coordinator says of the network (members only)
   distcc COMPILER ARGS...            (through a link named distcc or dportage-cc)
   gcc ARGS...                        (through a masquerade link named like a compiler)
 ";
