@@ -13,12 +13,12 @@ mod fallback;
 pub mod hostsource;
 pub mod invocation;
 pub mod local;
-mod log;
 pub mod output;
 pub mod preprocess;
 pub mod remote;
 pub mod settings;
 pub mod slots;
+mod trace;
 pub mod upload;
 
 use std::ffi::OsString;
@@ -32,7 +32,7 @@ use settings::Settings;
 /// masquerade links (`gcc`, `cc`, …). Returns the process exit code.
 pub fn client_main(argv0: OsString, args: Vec<OsString>, explicit: bool) -> i32 {
     let settings = Settings::from_env();
-    log::init(&settings);
+    trace::init(&settings);
     let path = std::env::var_os("PATH");
     match parse_invocation(&argv0, &args, explicit, path.as_ref()) {
         ClientCommand::Compile(invocation) => compile::compile(invocation, &settings),
@@ -84,10 +84,7 @@ fn show_jobs() -> i32 {
 }
 
 fn version_text() -> String {
-    format!(
-        "dportage {} (distcc 3.4 compatible client)\n  (protocols 1 and 2) (default port 3632)\n",
-        env!("CARGO_PKG_VERSION")
-    )
+    crate::logging::distcc_version_text("distcc")
 }
 
 const HELP: &str = "

@@ -239,7 +239,7 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub job: JobConfig,
     /// `--coordinator`: heartbeat to the network's coordinator.
-    pub heartbeat: Option<super::heartbeat::HeartbeatConfig>,
+    pub heartbeat: Option<super::heartbeat_agent::HeartbeatConfig>,
 }
 
 /// What parsing the command line decided.
@@ -268,10 +268,7 @@ impl OptionError {
 }
 
 pub fn version_text() -> String {
-    format!(
-        "distccd 3.4 compatible: dportage {} (protocols 1 and 2) (default port 3632)\n",
-        env!("CARGO_PKG_VERSION")
-    )
+    crate::logging::distcc_version_text("distccd")
 }
 
 /// Parse distccd's arguments (without the program name).
@@ -440,7 +437,7 @@ impl ServeArgs {
                 }
                 let capacity = u32::try_from(jobs).unwrap_or(u32::MAX);
                 let mut hb =
-                    super::heartbeat::HeartbeatConfig::new(url.clone(), self.port, capacity);
+                    super::heartbeat_agent::HeartbeatConfig::new(url.clone(), self.port, capacity);
                 if let Some(advertise) = &self.advertise {
                     hb.advertise = advertise.clone();
                 }
