@@ -29,6 +29,7 @@ mod client {
 
 /// The server, `dportage serve`, and the jobs it runs.
 mod server {
+    mod admission;
     mod fixtures;
     mod hostile;
     mod interop;
