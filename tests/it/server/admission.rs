@@ -308,7 +308,8 @@ fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 /// (b) 200 real distcc 3.4 clients at once against --jobs 2, with no local
-/// fallback (DISTCC_FALLBACK=0): every one succeeds, each object equals a
+/// fallback (DISTCC_FALLBACK=0), each allowed 200 connections to the host:
+/// every one succeeds, each object equals a
 /// local compile of its source, the server counts 200 COMPILE_OK, and its
 /// peak memory stays bounded.
 #[test]
@@ -317,7 +318,17 @@ fn two_hundred_concurrent_distcc_clients_against_two_slots() {
     if !require_distcc("two_hundred_concurrent_distcc_clients_against_two_slots") {
         return;
     }
-    let s = DportageServer::start(&["--jobs", "2", "--io-timeout", "120"]);
+    // All 200 come from 127.0.0.1, standing in for the many machines of a
+    // farm: the per-address cap (default 32) is lifted so it does not count
+    // them as one client.
+    let s = DportageServer::start(&[
+        "--jobs",
+        "2",
+        "--io-timeout",
+        "120",
+        "--max-per-client",
+        "256",
+    ]);
     let pid = s.pid().expect("server pid");
     let rss_before = peak_rss_kib(pid);
     let work = shared_tempdir();
@@ -393,7 +404,7 @@ fn two_hundred_concurrent_distcc_clients_against_two_slots() {
          server VmHWM {peak} KiB (at start {rss_before} KiB)"
     );
     assert!(
-        peak < 128 * 1024,
+        peak < 64 * 1024,
         "server peak RSS {peak} KiB for {CLIENTS} tiny jobs"
     );
 }
