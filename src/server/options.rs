@@ -866,6 +866,55 @@ mod tests {
     }
 
     #[test]
+    fn admission_defaults_and_checks() {
+        let c = cfg(&["--jobs", "2"]).unwrap();
+        // The open-file limit of 1024 leaves room for the rest of the daemon.
+        assert_eq!(
+            c.admission,
+            AdmissionLimits {
+                max_connections: 1024 - 128,
+                max_per_client: 32,
+                max_queued: 1024 - 128,
+                max_bytes: 256 << 20,
+            }
+        );
+        assert_eq!(c.header_timeout, Duration::from_secs(20));
+        assert_eq!(c.min_body_rate, 4096);
+        let c = cfg(&[
+            "--max-connections=5000",
+            "--max-per-client",
+            "8",
+            "--queue",
+            "100",
+            "--queue-bytes",
+            "64M",
+            "--header-timeout",
+            "5",
+            "--min-body-rate",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(c.admission.max_connections, 5000);
+        assert_eq!(c.admission.max_per_client, 8);
+        assert_eq!(c.admission.max_queued, 100);
+        assert_eq!(c.admission.max_bytes, 64 << 20);
+        assert_eq!(c.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.min_body_rate, 100);
+        // A larger --max-source-size raises the default budget to hold one.
+        let c = cfg(&["--max-source-size", "1G"]).unwrap();
+        assert_eq!(c.admission.max_bytes, 1 << 30);
+        for bad in [
+            &["--max-connections", "0"][..],
+            &["--max-per-client", "0"],
+            &["--header-timeout", "0"],
+            &["--min-body-rate", "0"],
+            &["--queue-bytes", "0"],
+        ] {
+            assert!(cfg(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("x", "10").unwrap(), 10);
         assert_eq!(parse_size("x", "2k").unwrap(), 2048);
