@@ -3,7 +3,7 @@
 //!
 //! Where distcc 3.4 accepts nonsense we are stricter and say why, so a typo is
 //! reported instead of silently changing which hosts are used. Every such case is
-//! listed in `tests/hosts_vs_distcc.rs` next to what the real binary does:
+//! listed in `tests/it/client/hosts_vs_distcc.rs` next to what the real binary does:
 //! ports must be 1–65535 and plain digits; slot limits must be plain digits ≥ 1;
 //! `--localslots…` must be followed by nothing or `/N`/`=N`; entries may not hold
 //! control characters. distcc also reads some fields past the end of an entry

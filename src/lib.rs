@@ -22,8 +22,9 @@
 //! # A job's path
 //! 1. `main.rs` → `client/mod.rs` (`client_main`: argv0, masquerading) →
 //!    `client/invocation.rs` (which compiler) → `args/scan.rs` (distributable?).
-//! 2. `client/compile.rs` (plain dispatch) or `client/dual.rs` (verified:
-//!    `verify/scheduler.rs` decides, the driver executes) → `client/hostsource.rs`,
+//! 2. `client/compile.rs` (plain dispatch) or `client/dual/` (verified:
+//!    `verify/scheduler.rs` decides, `client/dual/driver.rs` executes, over the
+//!    hosts of `client/dual/voters.rs`) → `client/hostsource.rs`,
 //!    `client/slots.rs` (hosts and lock files) → `client/preprocess.rs` →
 //!    `canonical.rs` → `client/remote.rs` (request out) → `transport.rs` +
 //!    `protocol/` (reply in, bounded).
@@ -32,10 +33,12 @@
 //!    → `args/policy.rs` (compiler and flag shapes) → `server/job.rs` (job dir) →
 //!    `server/sandbox/zygote.rs` (confined compiler, `server/limits.rs`) → reply.
 //! 4. Back on the client: `verify/` (digests and the vote) →
-//!    `client/output.rs` (sanitised diagnostics, atomic object write).
+//!    `client/dual/verdict.rs` (acting on it) → `client/output.rs` (sanitised
+//!    diagnostics, atomic object write); any failure → `client/fallback.rs`
+//!    (the one local-compile path).
 //!
 //! # A heartbeat's path
-//! `server/options.rs` (`--coordinator`) → `server/heartbeat.rs` (toolchains via
+//! `server/options.rs` (`--coordinator`) → `server/heartbeat_agent.rs` (toolchains via
 //! `probe.rs`, facts, signed by `network/identity.rs` + `network/auth.rs`) →
 //! `network/caller.rs` → `coordinator/routes/mod.rs` (route) →
 //! `coordinator/http.rs` (bounded body, signature) → `coordinator/routes/heartbeat.rs`
@@ -43,7 +46,7 @@
 //! registration, durable).
 //!
 //! # A report's path
-//! `client/dual.rs` (a host lost a vote) → `client/evidence.rs`
+//! `client/dual/mismatch.rs` (a host lost a vote) → `client/evidence.rs`
 //! (`evidence.jsonl`, `excluded-hosts`) → `client/upload.rs` (pending records →
 //! `network::api::MismatchReport`) → `network/caller.rs` →
 //! `coordinator/routes/report.rs` → `coordinator/store.rs` (durable, then

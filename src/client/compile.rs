@@ -15,12 +15,12 @@ use super::fallback::{self, open_lock_dir, Fallback};
 use super::hostsource::load_host_list;
 use super::invocation::{check_safeguard, rewrite_compiler_name, Invocation};
 use super::local::{run_compiler, run_compiler_in_slot};
-use super::log::{write_stderr, write_stdout};
 use super::output::{strip_terminal_controls, write_output_atomically};
 use super::preprocess::{preprocess, PreprocessError, Preprocessed};
 use super::remote::{Connection, NetTimeouts, RemoteError, RemoteHost, CONNECT_TIMEOUT};
 use super::settings::{Dispatch, Settings, SettingsError};
 use super::slots::{LockDir, SlotGuard};
+use super::trace::{write_stderr, write_stdout};
 
 /// Remote attempts per job. Failed hosts are excluded, so this only bounds the
 /// time spent when several hosts die at once (3.4 retries without limit).
@@ -369,7 +369,8 @@ impl Distribution<'_> {
         };
         if let Err(e) = self.ensure_runtime() {
             let during = "starting the network runtime";
-            return (Attempt::Failed(RemoteError::Io { during, source: e }), slot);
+            let source = std::io::Error::other(e);
+            return (Attempt::Failed(RemoteError::Io { during, source }), slot);
         }
         let Some(runtime) = self.runtime.as_ref() else {
             return (Attempt::Failed(RemoteError::Unsupported), slot);
@@ -409,13 +410,9 @@ impl Distribution<'_> {
         (outcome, slot)
     }
 
-    fn ensure_runtime(&mut self) -> std::io::Result<()> {
+    fn ensure_runtime(&mut self) -> Result<(), crate::runtime::RuntimeError> {
         if self.runtime.is_none() {
-            self.runtime = Some(
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?,
-            );
+            self.runtime = Some(crate::runtime::current_thread()?);
         }
         Ok(())
     }

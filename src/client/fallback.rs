@@ -10,10 +10,10 @@ use crate::hosts::DEFAULT_LOCAL_SLOTS;
 
 use super::hostsource::distcc_dir;
 use super::local::run_compiler_in_slot;
-use super::log::write_stderr;
 use super::preprocess::PreprocessError;
 use super::settings::Settings;
 use super::slots::LockDir;
+use super::trace::write_stderr;
 
 /// The lock directory for host and local slots, or `None` (with a warning)
 /// when it cannot be used.

@@ -223,9 +223,18 @@ fn is_executable(path: &Path) -> bool {
     }
 }
 
-/// Recursion guard (`_DISTCC_SAFEGUARD`): `Err(exit code 111 message)` when distcc
-/// invoked itself; `Ok(true)` when this process must compile locally at once.
-pub fn check_safeguard(level: Option<&str>, path_was_trimmed: bool) -> Result<bool, String> {
+/// distcc found itself where it looked for the real compiler (exit code 111).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "distcc seems to have invoked itself recursively! A compiler found in PATH is \
+     a link back to distcc/dportage: put the masquerade directory in PATH only once, \
+     before the real compiler's, or call the real compiler by its full path"
+)]
+pub struct Recursion;
+
+/// Recursion guard (`_DISTCC_SAFEGUARD`): `Err(Recursion)` when distcc invoked
+/// itself; `Ok(true)` when this process must compile locally at once.
+pub fn check_safeguard(level: Option<&str>, path_was_trimmed: bool) -> Result<bool, Recursion> {
     let level = match level {
         None => 0,
         // distcc: atoi(), and any value that reads as 0 counts as 1.
@@ -235,12 +244,7 @@ pub fn check_safeguard(level: Option<&str>, path_was_trimmed: bool) -> Result<bo
         },
     };
     if level - i64::from(path_was_trimmed) > 0 {
-        return Err(
-            "distcc seems to have invoked itself recursively! A compiler found in PATH is \
-             a link back to distcc/dportage: put the masquerade directory in PATH only once, \
-             before the real compiler's, or call the real compiler by its full path"
-                .to_string(),
-        );
+        return Err(Recursion);
     }
     Ok(level > 0)
 }
@@ -607,7 +611,7 @@ mod tests {
         assert_eq!(check_safeguard(Some(" 1x"), true), Ok(true));
         assert_eq!(check_safeguard(Some("-1"), false), Ok(false));
         let e = check_safeguard(Some("1"), false).unwrap_err();
-        assert!(e.contains("invoked itself recursively"), "{e}");
+        assert!(e.to_string().contains("invoked itself recursively"), "{e}");
     }
 
     const CLANG_T: &str = "x86_64-pc-linux-gnu";

@@ -13,12 +13,12 @@ mod fallback;
 pub mod hostsource;
 pub mod invocation;
 pub mod local;
-mod log;
 pub mod output;
 pub mod preprocess;
 pub mod remote;
 pub mod settings;
 pub mod slots;
+mod trace;
 pub mod upload;
 
 use std::ffi::OsString;
@@ -32,7 +32,7 @@ use settings::Settings;
 /// masquerade links (`gcc`, `cc`, …). Returns the process exit code.
 pub fn client_main(argv0: OsString, args: Vec<OsString>, explicit: bool) -> i32 {
     let settings = Settings::from_env();
-    log::init(&settings);
+    trace::init(&settings);
     let path = std::env::var_os("PATH");
     match parse_invocation(&argv0, &args, explicit, path.as_ref()) {
         ClientCommand::Compile(invocation) => compile::compile(invocation, &settings),

@@ -11,7 +11,7 @@
 //! * `http` reads signed requests and writes responses and `ApiError`s.
 //! * `routes` holds the route table and one file per endpoint group (heartbeat,
 //!   hosts, link + whoami, report, admin); `status` is the HTML page and
-//!   `metrics` the `/metrics` page.
+//!   `metrics_page` the `/metrics` page.
 //! * [`pool`] keeps liveness and selects hosts (pure).
 //! * [`store`] keeps the durable state.
 //! * [`cli`] is `dportage coordinator …` and its admin commands.
@@ -19,7 +19,7 @@
 pub mod cli;
 pub mod config;
 mod http;
-mod metrics;
+mod metrics_page;
 pub mod pool;
 mod routes;
 pub mod service;

@@ -20,7 +20,7 @@ use std::sync::{mpsc, Arc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::network::api::BlacklistEntry;
-use crate::network::identity::IdentityId;
+use crate::network::identity::{IdentityId, IdentityIdError};
 
 pub const DB_FILE: &str = "coordinator.db";
 const MAX_BATCH: usize = 512;
@@ -218,11 +218,12 @@ pub fn open_connection(dir: &Path) -> Result<Connection, StoreError> {
 }
 
 fn parse_id(path: &Path, table: &'static str, s: &str) -> Result<IdentityId, StoreError> {
-    s.parse().map_err(|why| StoreError::BadRow {
-        path: path.to_path_buf(),
-        table,
-        why,
-    })
+    s.parse()
+        .map_err(|why: IdentityIdError| StoreError::BadRow {
+            path: path.to_path_buf(),
+            table,
+            why: why.to_string(),
+        })
 }
 
 /// The blacklist as stored, newest first.

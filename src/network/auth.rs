@@ -162,7 +162,7 @@ pub fn parse_claim<'a>(
         .parse::<IdentityId>()
         .map_err(|why| AuthError::Malformed {
             header: HDR_KEY,
-            why,
+            why: why.to_string(),
         })?;
     let time_s = need(HDR_TIME)?;
     if time_s.is_empty() || time_s.len() > 20 || !time_s.bytes().all(|b| b.is_ascii_digit()) {

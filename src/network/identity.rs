@@ -92,9 +92,9 @@ impl IdentityId {
 /// store puts it in a `String` field (`StoreError::BadRow`). Switch that to
 /// `from_hex` and this `Err` to [`IdentityIdError`] together.
 impl FromStr for IdentityId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::from_hex(s).map_err(|e| e.to_string())
+    type Err = IdentityIdError;
+    fn from_str(s: &str) -> Result<Self, IdentityIdError> {
+        Self::from_hex(s)
     }
 }
 
@@ -480,7 +480,7 @@ mod tests {
             Err(IdentityIdError::NotHex { .. })
         ));
         let e = "zz".repeat(32).parse::<IdentityId>().unwrap_err();
-        assert!(e.contains(&"zz".repeat(32)), "{e}");
+        assert!(e.to_string().contains(&"zz".repeat(32)), "{e}");
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(serde_json::from_str::<IdentityId>(&json).unwrap(), id);
     }

@@ -642,28 +642,21 @@ async fn finish(
             object,
             result: JobResult::CompileOk,
         },
-        Ok(Err(message)) => {
-            stderr.extend_from_slice(format!("dportage: {message}\n").as_bytes());
-            JobOutcome {
-                status: (exitcode::DISTCC_FAILED as u32) << 8,
-                stderr,
-                stdout,
-                object: Vec::new(),
-                result: JobResult::Internal,
-            }
-        }
-        Err(e) => {
-            stderr.extend_from_slice(
-                format!("dportage: reading the object failed: {e}\n").as_bytes(),
-            );
-            JobOutcome {
-                status: (exitcode::DISTCC_FAILED as u32) << 8,
-                stderr,
-                stdout,
-                object: Vec::new(),
-                result: JobResult::Internal,
-            }
-        }
+        Ok(Err(e)) => internal_failure(stderr, stdout, &e.to_string()),
+        Err(e) => internal_failure(stderr, stdout, &format!("reading the object failed: {e}")),
+    }
+}
+
+/// The job ran, but the daemon could not collect its result: distcc's own
+/// failure status, with the reason after the compiler's diagnostics.
+fn internal_failure(mut stderr: Vec<u8>, stdout: Vec<u8>, why: &str) -> JobOutcome {
+    stderr.extend_from_slice(format!("dportage: {why}\n").as_bytes());
+    JobOutcome {
+        status: (exitcode::DISTCC_FAILED as u32) << 8,
+        stderr,
+        stdout,
+        object: Vec::new(),
+        result: JobResult::Internal,
     }
 }
 

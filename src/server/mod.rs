@@ -9,11 +9,11 @@ pub mod access;
 pub mod admission;
 pub mod connection;
 pub mod daemon;
-pub mod heartbeat;
+pub mod daemon_log;
+pub mod heartbeat_agent;
 pub mod job;
 pub mod limits;
 pub mod listener;
-pub mod log;
 pub mod options;
 pub mod sandbox;
 pub mod stats;
@@ -127,7 +127,7 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
     } else {
         None
     };
-    let log_warning = log::init(&cfg.log_target, cfg.log_level);
+    let log_warning = daemon_log::init(&cfg.log_target, cfg.log_level);
     if let Some(w) = log_warning {
         tracing::warn!("{w}");
     }
@@ -151,7 +151,11 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
         }
     }
     // The identity key is readable only by its owner: load it before root is gone.
-    let heartbeat = match cfg.heartbeat.clone().map(heartbeat::prepare_heartbeat) {
+    let heartbeat = match cfg
+        .heartbeat
+        .clone()
+        .map(heartbeat_agent::prepare_heartbeat)
+    {
         None => None,
         Some(Ok(prepared)) => Some(prepared),
         Some(Err(e)) => {
@@ -179,7 +183,7 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
             run_runtime(cfg.clone(), |shared| async move {
                 // The handle stops the heartbeat when dropped, so it lives as
                 // long as the accept loop.
-                let _heartbeat = heartbeat.map(heartbeat::spawn_prepared_heartbeat);
+                let _heartbeat = heartbeat.map(heartbeat_agent::spawn_prepared_heartbeat);
                 listener::run(shared, jobs_listener, stats_listener).await
             })
         }
@@ -238,7 +242,7 @@ fn serve_inetd(cfg: ServerConfig) -> i32 {
         return e.code();
     }
     // stdout carries the reply, so the log never goes there.
-    let log_warning = log::init(&cfg.log_target, cfg.log_level);
+    let log_warning = daemon_log::init(&cfg.log_target, cfg.log_level);
     if let Some(w) = log_warning {
         tracing::warn!("{w}");
     }

@@ -273,7 +273,7 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub job: JobConfig,
     /// `--coordinator`: heartbeat to the network's coordinator.
-    pub heartbeat: Option<super::heartbeat::HeartbeatConfig>,
+    pub heartbeat: Option<super::heartbeat_agent::HeartbeatConfig>,
 }
 
 /// What parsing the command line decided.
@@ -519,7 +519,7 @@ impl ServeArgs {
                 }
                 let capacity = u32::try_from(jobs).unwrap_or(u32::MAX);
                 let mut hb =
-                    super::heartbeat::HeartbeatConfig::new(url.clone(), self.port, capacity);
+                    super::heartbeat_agent::HeartbeatConfig::new(url.clone(), self.port, capacity);
                 if let Some(advertise) = &self.advertise {
                     hb.advertise = advertise.clone();
                 }

@@ -14,7 +14,7 @@
 //! * [`driver`]: the vote, on the network (tokio), as the scheduler directs;
 //! * [`verdict`]: acting on the decision — write the agreed object, show the
 //!   agreed failure, compile here as arbiter or spot check;
-//! * [`report`]: a host that loses a vote is named on stderr, excluded from this
+//! * [`mismatch`]: a host that loses a vote is named on stderr, excluded from this
 //!   user's builds for good and recorded in the evidence log
 //!   (`super::evidence`), which goes to the coordinator.
 //!
@@ -26,7 +26,7 @@
 //! each other forever.
 
 mod driver;
-mod report;
+mod mismatch;
 mod verdict;
 mod voters;
 
@@ -168,15 +168,9 @@ struct Verified<'a> {
 
 impl Verified<'_> {
     fn run(&self) -> i32 {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        let runtime = match crate::runtime::current_thread() {
             Ok(rt) => rt,
-            Err(e) => {
-                let reason = format!("cannot start the network runtime: {e}");
-                return self.fallback().unverifiable(&reason);
-            }
+            Err(e) => return self.fallback().unverifiable(&e.to_string()),
         };
         let voted = runtime.block_on(driver::vote(self));
         // Close the sockets of hosts whose votes were not needed, and release

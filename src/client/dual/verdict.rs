@@ -12,8 +12,8 @@ use crate::protocol::Reply;
 use crate::verify::scheduler::{Action, Check, Event, Finish, HostId, Scheduler, Shortfall, Shown};
 use crate::verify::{exit_code_of_status, ResultDigest};
 
-use crate::client::log::{write_stderr, write_stdout};
 use crate::client::output::{strip_terminal_controls, write_output_atomically};
+use crate::client::trace::{write_stderr, write_stdout};
 
 use super::driver::{Source, Voted};
 use super::{digest_of, Verified};

@@ -4,7 +4,7 @@
 
 mod admin;
 mod heartbeat;
-mod hosts;
+mod host_list;
 mod link;
 mod report;
 
@@ -19,7 +19,7 @@ use hyper::{Method, Request, StatusCode};
 
 use super::http::{error_response, read_signed, text_response, ApiError, HttpResponse};
 use super::state::{Endpoint, Shared};
-use super::{metrics, status};
+use super::{metrics_page, status};
 
 /// The endpoint at `path` and the one method it takes.
 fn route(path: &str) -> (Endpoint, Method) {
@@ -72,7 +72,7 @@ pub(super) async fn handle(
             }
             Endpoint::Metrics => text_response(
                 "text/plain; version=0.0.4; charset=utf-8",
-                metrics::render(&shared),
+                metrics_page::render(&shared),
             ),
             Endpoint::Health => text_response("text/plain; charset=utf-8", "ok\n".into()),
             _ => match signed(&shared, ep, peer, req).await {
@@ -101,7 +101,7 @@ async fn signed(
     let id = claim.key;
     match ep {
         Endpoint::Heartbeat => heartbeat::heartbeat(shared, id, peer.ip(), &body).await,
-        Endpoint::Hosts => hosts::hosts(shared, id, &body),
+        Endpoint::Hosts => host_list::hosts(shared, id, &body),
         Endpoint::Link => link::link(shared, id, &body).await,
         Endpoint::Whoami => Ok(link::whoami(shared, id)),
         Endpoint::Report => report::report(shared, id, peer.ip(), &body).await,

@@ -165,12 +165,13 @@ async fn membership_is_shared_through_the_daemons_token() {
     let l1 = Listening::on(Ipv4Addr::new(127, 0, 0, 13));
     let l2 = Listening::on(Ipv4Addr::new(127, 0, 0, 14));
     // The daemon's side as `dportage serve --coordinator` runs it.
-    let mut cfg = dportage::server::heartbeat::HeartbeatConfig::new(url.clone(), l1.addr.port(), 2);
+    let mut cfg =
+        dportage::server::heartbeat_agent::HeartbeatConfig::new(url.clone(), l1.addr.port(), 2);
     cfg.advertise = l1.addr.to_string();
     cfg.compilers = vec!["cc".into(), "c++".into()];
     cfg.identity_dir = daemon_dir.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(dportage::server::heartbeat::run(cfg, async move {
+    let task = tokio::spawn(dportage::server::heartbeat_agent::run(cfg, async move {
         let _ = stopped.await;
     }));
     let other = Arc::new(Identity::generate());

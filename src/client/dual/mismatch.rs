@@ -5,7 +5,7 @@
 use crate::verify::scheduler::{Received, Report, Winners};
 
 use crate::client::evidence::{now_secs, Evidence, Exclusion, HostResult};
-use crate::client::log::write_stderr;
+use crate::client::trace::write_stderr;
 
 use super::verdict::LocalResult;
 use super::Verified;

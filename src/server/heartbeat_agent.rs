@@ -272,9 +272,9 @@ pub fn spawn_prepared_heartbeat(prepared: PreparedHeartbeat) -> HeartbeatHandle 
 ///
 /// ```no_run
 /// # async fn daemon(url: String, port: u16, jobs: u32) {
-/// let cfg = dportage::server::heartbeat::HeartbeatConfig::new(url, port, jobs);
+/// let cfg = dportage::server::heartbeat_agent::HeartbeatConfig::new(url, port, jobs);
 /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-/// tokio::spawn(dportage::server::heartbeat::run(cfg, async move {
+/// tokio::spawn(dportage::server::heartbeat_agent::run(cfg, async move {
 ///     let _ = stopped.await;
 /// }));
 /// # drop(stop);
