@@ -11,6 +11,12 @@
 //!   how long (the client's own `DISTCC_IO_TIMEOUT` is 20 s).
 //!
 //! Run: `cargo bench --bench crowd` (`DPORTAGE_BENCH_CROWD=N` clients).
+//!
+//! One run on 2 shared cores (release build): distccd 3.4 served 200/200 in
+//! 8.7 s but not the honest job beside 64 stalled connections (the client gave
+//! up after 20 s); dportage with its defaults served 71/200 of the one-address
+//! crowd (--max-per-client 32 at a time) and the honest job in 55 ms; with
+//! --max-per-client 256, 200/200 in 7.6 s, peak RSS 8 MiB, honest job in 79 ms.
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;
