@@ -71,9 +71,13 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
             dportage::client::client_main(argv0, args, true)
         }
         Some("--version") | Some("-V") => {
+            // distcc's shape (name, version, platform; protocols and port), so
+            // a script that reads `distcc --version` can read this one too.
             println!(
-                "dportage {} (distcc 3.4 protocols 1 and 2; zstd with `,zstd` dportage hosts)",
-                env!("CARGO_PKG_VERSION")
+                "dportage {} {}\n  (protocols 1 and 2) (default port 3632)\n  \
+                 distcc 3.4's client and server; zstd with `,zstd` dportage hosts",
+                env!("CARGO_PKG_VERSION"),
+                dportage::logging::host_triple()
             );
             0
         }
@@ -104,6 +108,7 @@ Usage:
   dportage demo [--hosts N] [-v]     a whole network on 127.0.0.x, one host lying
   dportage                           print the network environment (like ssh-agent)
   dportage CMD ARGS...               run CMD with the network environment
+  dportage status [--json]           what the coordinator says of the network (members only)
   distcc COMPILER ARGS...            (through a link named distcc or dportage-cc)
   gcc ARGS...                        (through a masquerade link named like a compiler)
 ";

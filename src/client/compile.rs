@@ -11,7 +11,10 @@ use crate::exitcode;
 use crate::hosts::{HostKind, HostList, HostSpec, DEFAULT_LOCAL_SLOTS, DEFAULT_LOCAL_SLOTS_CPP};
 use crate::protocol::{ProtocolVersion, Reply};
 
-use super::fallback::{self, open_lock_dir, Fallback};
+use super::fallback::{
+    self, critique, log_fallbacks_disabled, log_retrying_locally, log_running_locally,
+    open_lock_dir, Fallback,
+};
 use super::hostsource::load_host_list;
 use super::invocation::{check_safeguard, rewrite_compiler_name, Invocation};
 use super::local::{run_compiler, run_compiler_in_slot};
@@ -231,6 +234,7 @@ impl Distribution<'_> {
         let input = self.job.input().to_owned();
         let mut exclude: Vec<String> = Vec::new();
         let mut last_failure: Option<(i32, Vec<u8>)> = None;
+        let mut last_host: Option<String> = None;
         let mut attempts = 0;
         while attempts < MAX_REMOTE_ATTEMPTS {
             let Some((host, slot)) = self
@@ -246,6 +250,7 @@ impl Distribution<'_> {
                     self.source = None;
                     let code = run_compiler(&self.job.argv, &self.settings.child_safeguard());
                     drop(slot);
+                    critique(&input, fallback::LOCALHOST, code);
                     return code;
                 }
                 HostChoice::Unusable(why) => {
@@ -255,6 +260,7 @@ impl Distribution<'_> {
                 }
             };
             attempts += 1;
+            last_host = Some(remote.label.clone());
             tracing::debug!(
                 "compiling {input} on {} (protocol {})",
                 remote.label,
@@ -263,11 +269,11 @@ impl Distribution<'_> {
             match self.attempt(&remote, slot) {
                 (Attempt::NoSource(e), slot) => {
                     drop(slot);
-                    return self.without_source(e);
+                    return self.fallback().preprocessor_failed(e, &remote.label);
                 }
                 (Attempt::Failed(e), slot) => {
                     drop(slot);
-                    tracing::warn!("cannot compile {input} on {}: {e}", remote.label);
+                    log_remote_error(&input, &remote.label, &e);
                     self.lock.mark_failed(&host);
                     exclude.push(host.verbatim.clone());
                     last_failure = Some((e.exit_code(), Vec::new()));
@@ -304,10 +310,7 @@ impl Distribution<'_> {
                     }
                     RemoteStatus::Abnormal { description, code } => {
                         drop(slot);
-                        tracing::warn!(
-                            "compiling {input} on {} failed: {description}",
-                            remote.label
-                        );
+                        tracing::error!("compile {input} on {}: {description}", remote.label);
                         self.lock.mark_failed(&host);
                         exclude.push(host.verbatim.clone());
                         last_failure = Some((code, reply.stderr));
@@ -315,7 +318,7 @@ impl Distribution<'_> {
                 },
             }
         }
-        self.out_of_hosts(attempts, last_failure)
+        self.out_of_hosts(last_host, last_failure)
     }
 
     /// Map a host entry to something we can talk to.
@@ -435,16 +438,20 @@ impl Distribution<'_> {
     /// Remote exit code 1–127 (spec §8.9).
     fn remote_compile_error(&mut self, host: &HostSpec, reply: &Reply, code: i32) -> i32 {
         let input = self.job.input().to_owned();
-        if self.settings.skip_local_retry || !self.settings.fallback {
+        critique(&input, &host.verbatim, code);
+        if self.settings.skip_local_retry {
             self.show_remote_output(reply);
             return code;
         }
-        tracing::info!(
-            "compiling {input} on {} failed with exit code {code}; compiling locally to check",
-            host.verbatim
-        );
+        log_retrying_locally(&input);
+        if !self.settings.fallback {
+            log_fallbacks_disabled();
+            self.show_remote_output(reply);
+            return code;
+        }
         // Backed off until the local compile shows the server was right.
         self.lock.mark_failed(host);
+        log_running_locally(Some((&input, &host.verbatim)));
         let local = self.local_fallback();
         if local == 0 {
             tracing::warn!(
@@ -467,39 +474,24 @@ impl Distribution<'_> {
         )
     }
 
-    /// There is no preprocessed source; the local compiler shows why.
-    fn without_source(&self, error: PreprocessError) -> i32 {
-        self.fallback().without_source(error)
-    }
-
-    /// No host left to try.
-    fn out_of_hosts(&mut self, attempts: usize, last_failure: Option<(i32, Vec<u8>)>) -> i32 {
+    /// No host left to try; `last_host` is the last one that was.
+    fn out_of_hosts(
+        &mut self,
+        last_host: Option<String>,
+        last_failure: Option<(i32, Vec<u8>)>,
+    ) -> i32 {
         let input = self.job.input().to_owned();
         if !self.settings.fallback {
-            let code = match last_failure {
+            log_fallbacks_disabled();
+            return match last_failure {
                 Some((code, server_stderr)) => {
                     write_stderr(&strip_terminal_controls(&server_stderr));
                     code
                 }
                 None => exitcode::NO_HOSTS,
             };
-            let why = if attempts == 0 {
-                "no host available (all busy, down, unusable or backed off)"
-            } else {
-                "every host tried failed"
-            };
-            tracing::error!(
-                "failed to distribute {input}: {why}; not compiling locally because DISTCC_FALLBACK=0"
-            );
-            return code;
         }
-        if attempts == 0 {
-            tracing::info!(
-                "no host available for {input} (all busy, down or backed off); compiling locally"
-            );
-        } else {
-            tracing::warn!("failed to distribute {input}, running locally instead");
-        }
+        log_running_locally(last_host.as_deref().map(|host| (input.as_str(), host)));
         self.local_fallback()
     }
 
@@ -509,6 +501,16 @@ impl Distribution<'_> {
         // compile, which may take a while.
         self.source = None;
         self.fallback().compile_here()
+    }
+}
+
+/// A host failed before replying: distcc's words for the failures it names
+/// (a refused connection, an unknown host name), ours for the rest.
+fn log_remote_error(input: &str, host: &str, error: &RemoteError) {
+    match error {
+        RemoteError::Resolve { .. } => tracing::error!(target: "dcc_connect_by_name", "{error}"),
+        RemoteError::Connect { .. } => tracing::error!("{error}"),
+        _ => tracing::warn!("cannot compile {input} on {host}: {error}"),
     }
 }
 

@@ -84,10 +84,7 @@ fn show_jobs() -> i32 {
 }
 
 fn version_text() -> String {
-    format!(
-        "dportage {} (distcc 3.4 compatible client)\n  (protocols 1 and 2) (default port 3632)\n",
-        env!("CARGO_PKG_VERSION")
-    )
+    crate::logging::distcc_version_text("distcc")
 }
 
 const HELP: &str = "

@@ -72,11 +72,22 @@ pub struct NetTimeouts {
 /// to distribute" (spec §8.9): the host is backed off and another one is tried.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("cannot resolve {host}: {source}")]
-    Resolve { host: String, source: io::Error },
+    // distcc's words, which build logs are grepped for.
+    #[error(
+        "failed to resolve host {host} port {port}: {}",
+        resolver_words(source)
+    )]
+    Resolve {
+        host: String,
+        port: u16,
+        source: io::Error,
+    },
     #[error("{host} resolves to no address")]
     NoAddress { host: String },
-    #[error("cannot connect to {addr}: {source}")]
+    #[error(
+        "nonblocking connect to {addr} failed: {}",
+        crate::logging::strerror(source)
+    )]
     Connect { addr: SocketAddr, source: io::Error },
     #[error("connecting to {addr} timed out after {} s", .after.as_secs())]
     ConnectTimeout { addr: SocketAddr, after: Duration },
@@ -224,6 +235,16 @@ fn is_peer_gone(e: &io::Error) -> bool {
     )
 }
 
+/// The resolver's own message ("Name or service not known", gai_strerror's
+/// words, as distcc prints them) without the standard library's preamble.
+fn resolver_words(e: &io::Error) -> String {
+    let text = crate::logging::strerror(e);
+    match text.strip_prefix("failed to lookup address information: ") {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    }
+}
+
 /// Connect to the first address of `host` that answers within `per_address`.
 async fn connect(host: &str, port: u16, per_address: Duration) -> Result<TcpStream, RemoteError> {
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
@@ -233,12 +254,14 @@ async fn connect(host: &str, port: u16, per_address: Duration) -> Result<TcpStre
             Err(_) => {
                 return Err(RemoteError::Resolve {
                     host: host.to_owned(),
+                    port,
                     source: io::Error::new(io::ErrorKind::TimedOut, "name lookup timed out"),
                 })
             }
             Ok(Err(source)) => {
                 return Err(RemoteError::Resolve {
                     host: host.to_owned(),
+                    port,
                     source,
                 })
             }

@@ -20,8 +20,16 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::settings::Settings;
 
-/// `dportage[PID] warning: message` — one line per event, no timestamps (the
-/// user reads these interleaved with compiler diagnostics).
+/// distcc's own line format, `distcc[PID] (function) Warning: message`,
+/// because build logs are grepped for it (`distcc\[`, `Warning:`, `ERROR:`,
+/// "failed to distribute"). The program name is always `distcc`, as distcc's
+/// is whatever name it was invoked under. No timestamps: the user reads these
+/// interleaved with compiler diagnostics.
+///
+/// An event whose target is a distcc function name (`dcc_…`, set with
+/// `tracing::warn!(target: "dcc_parse_hosts", …)`) gets it in parentheses,
+/// like distcc's messages that tools match word for word; other events go
+/// without, like distcc's `RS_LOG_NONAME` lines.
 struct ClientFormat;
 
 impl<S, N> FormatEvent<S, N> for ClientFormat
@@ -35,14 +43,18 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        // distcc's rs_severities: only errors and warnings are labelled.
         let level = match *event.metadata().level() {
-            Level::ERROR => "error: ",
-            Level::WARN => "warning: ",
-            Level::INFO => "",
-            Level::DEBUG => "debug: ",
-            Level::TRACE => "trace: ",
+            Level::ERROR => "ERROR: ",
+            Level::WARN => "Warning: ",
+            Level::INFO | Level::DEBUG | Level::TRACE => "",
         };
-        write!(writer, "dportage[{}] {level}", std::process::id())?;
+        write!(writer, "distcc[{}] ", std::process::id())?;
+        let target = event.metadata().target();
+        if target.starts_with("dcc_") {
+            write!(writer, "({target}) ")?;
+        }
+        write!(writer, "{level}")?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
@@ -69,9 +81,11 @@ pub fn init(settings: &Settings) {
             Ok(file) => return install(Mutex::new(file), file_level),
             Err(e) => {
                 install(std::io::stderr, stderr_level);
-                tracing::warn!(
-                    "cannot open DISTCC_LOG file {}: {e}; logging to stderr instead",
-                    path.display()
+                tracing::error!(
+                    target: "dcc_set_trace_from_env",
+                    "failed to open logfile {}: {}",
+                    path.display(),
+                    crate::logging::strerror(&e)
                 );
                 return;
             }

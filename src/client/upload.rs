@@ -62,9 +62,11 @@ pub fn send_pending_evidence_blocking(coordinator: &str) -> Result<usize, Networ
         for result in send_reports_blocking(coordinator, &reports_of_evidence(record)) {
             match result {
                 Ok(_) => {}
-                // Refused for good (not a member right now, unknown host…): keep
-                // the record pending only when retrying can help.
-                Err(NetworkError::Api { status, .. }) if status != 403 && status < 500 => {}
+                // Refused for good (unknown host, malformed…): drop it. Not a
+                // member right now (403), over the coordinator's quota (429) or
+                // timed out (408): retrying later can help, so it stays pending.
+                Err(NetworkError::Api { status, .. })
+                    if status < 500 && !matches!(status, 403 | 408 | 429) => {}
                 Err(e) => return Err(e),
             }
         }

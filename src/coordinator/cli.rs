@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::config::CoordinatorConfig;
+use super::config::{self as defaults, CoordinatorConfig};
+use super::quota::Rate;
 use super::service::{Coordinator, CoordinatorError};
 use super::store;
 use crate::exitcode;
@@ -56,6 +57,36 @@ struct RunArgs {
     /// two reporters; with fewer, a third reporter is needed.
     #[arg(long, value_name = "N", default_value_t = 1)]
     reporter_networks: u32,
+    /// Connections served at once; more are closed at accept.
+    #[arg(long, value_name = "N", default_value_t = defaults::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Connections one client address (IPv4 address, IPv6 /64) may hold at
+    /// once; more are closed at accept.
+    #[arg(long, value_name = "N", default_value_t = defaults::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    max_connections_per_address: usize,
+    /// Signed requests per identity per minute (also the burst); more get 429
+    /// with Retry-After. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = defaults::DEFAULT_REQUESTS_PER_KEY_PER_MINUTE)]
+    requests_per_key: u32,
+    /// Heartbeats per identity per minute (also the burst). 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = defaults::DEFAULT_HEARTBEATS_PER_KEY_PER_MINUTE)]
+    heartbeats_per_key: u32,
+    /// Mismatch reports per identity per hour (also the burst). 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = defaults::DEFAULT_REPORTS_PER_KEY_PER_HOUR)]
+    reports_per_key: u32,
+    /// Nonces remembered per identity (replay protection); a key at the cap
+    /// gets 429 until its oldest leave the 300 s window. Default: enough for
+    /// --requests-per-key sustained.
+    #[arg(long, value_name = "N")]
+    max_nonces_per_key: Option<usize>,
+    /// Nonces remembered per network (/24, IPv6 /48) within the 300 s window;
+    /// past it, signed requests from that network get 429 (one machine
+    /// minting fresh keys cannot fill the nonce cache).
+    #[arg(long, value_name = "N", default_value_t = defaults::DEFAULT_MAX_NONCES_PER_NETWORK)]
+    max_nonces_per_network: usize,
+    /// Largest mismatch report accepted, in bytes (at most 65536); larger get 413.
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::DEFAULT_MAX_REPORT_BYTES)]
+    max_report_bytes: usize,
     /// More log output (RUST_LOG overrides).
     #[arg(short, long)]
     verbose: bool,
@@ -148,6 +179,43 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
     cfg.redundancy = args.redundancy.clamp(1, 8);
     cfg.registrations_per_network_per_hour = args.registrations_per_network;
     cfg.blacklist_rule.min_networks = args.reporter_networks.clamp(1, 8);
+    for (option, v) in [
+        ("--max-connections", args.max_connections),
+        (
+            "--max-connections-per-address",
+            args.max_connections_per_address,
+        ),
+        ("--max-report-bytes", args.max_report_bytes),
+    ] {
+        if v == 0 {
+            return Err(CoordinatorError::Usage {
+                option,
+                why: "must be at least 1".into(),
+            });
+        }
+    }
+    if args.max_report_bytes > crate::network::api::MAX_BODY {
+        return Err(CoordinatorError::Usage {
+            option: "--max-report-bytes",
+            why: format!(
+                "at most {} (the limit of every request body)",
+                crate::network::api::MAX_BODY
+            ),
+        });
+    }
+    cfg.max_connections = args.max_connections;
+    cfg.max_connections_per_address = args.max_connections_per_address;
+    cfg.requests_per_key = Rate::per_minute(args.requests_per_key);
+    cfg.heartbeats_per_key = Rate::per_minute(args.heartbeats_per_key);
+    cfg.reports_per_key = Rate::per_hour(args.reports_per_key);
+    cfg.max_nonces_per_key = match (args.max_nonces_per_key, args.requests_per_key) {
+        (Some(n), _) => n.max(1),
+        // No request limit: only the global cap bounds a key.
+        (None, 0) => cfg.nonce_cache_cap,
+        (None, n) => defaults::nonces_per_key_for(n),
+    };
+    cfg.max_report_bytes = args.max_report_bytes;
+    cfg.max_nonces_per_network = args.max_nonces_per_network.max(1);
     let rt = crate::runtime::multi_thread(None)?;
     rt.block_on(async move {
         let coordinator = Coordinator::bind(cfg).await?;

@@ -1,16 +1,19 @@
 //! The HTTP side of every endpoint: reading a signed request (bounded in size
 //! and time), JSON and text responses, and [`ApiError`], every non-2xx answer.
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::pool::PoolError;
-use super::state::Shared;
+use super::pool::{NetKey, PoolError};
+use super::quota::{OverQuota, QuotaKind};
+use super::state::{Endpoint, Limit, Shared};
 use super::store::StoreError;
 use crate::network::api::{ErrorBody, MAX_BODY};
 use crate::network::auth::{self, AuthError, Claimed};
@@ -25,6 +28,8 @@ pub(super) struct ApiError {
     pub(super) status: StatusCode,
     pub(super) code: &'static str,
     pub(super) message: String,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub(super) retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -33,7 +38,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub(super) fn bad_request(message: impl Into<String>) -> Self {
@@ -67,11 +78,18 @@ impl ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        let (status, code) = match e {
-            AuthError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            _ => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-        };
-        ApiError::new(status, code, e.to_string())
+        match e {
+            AuthError::Overloaded => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+                    .retry_after(60)
+            }
+            // The key's oldest nonces leave the window within minutes.
+            AuthError::KeyBusy(_) | AuthError::NetworkBusy(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
+                    .retry_after(60)
+            }
+            _ => ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()),
+        }
     }
 }
 
@@ -108,13 +126,70 @@ pub(super) fn json_bytes_response(body: Vec<u8>) -> HttpResponse {
 }
 
 pub(super) fn error_response(e: &ApiError) -> HttpResponse {
-    json_response(
+    let mut r = json_response(
         e.status,
         &ErrorBody {
             error: e.message.clone(),
             code: e.code.to_string(),
         },
+    );
+    if let Some(secs) = e.retry_after {
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+/// The nonce cache's tag for the network (/24, IPv6 /48) a request came from.
+fn network_tag(peer: IpAddr) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(NetKey::of(peer))
+}
+
+/// What a signed request to `ep` spends of its key's quotas.
+fn quota_kinds(ep: Endpoint) -> &'static [QuotaKind] {
+    match ep {
+        Endpoint::Heartbeat => &[QuotaKind::Request, QuotaKind::Heartbeat],
+        Endpoint::Report => &[QuotaKind::Request, QuotaKind::Report],
+        _ => &[QuotaKind::Request],
+    }
+}
+
+fn over_quota(shared: &Shared, e: OverQuota) -> ApiError {
+    let Some(kind) = e.kind else {
+        shared.counters.refused_by(Limit::TrackedKeys);
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many identities are sending requests right now; retry later",
+        )
+        .retry_after(e.retry_after_secs);
+    };
+    let (limit, what, rate) = match kind {
+        QuotaKind::Request => (
+            Limit::RequestsPerKey,
+            "requests",
+            shared.cfg.requests_per_key,
+        ),
+        QuotaKind::Heartbeat => (
+            Limit::HeartbeatsPerKey,
+            "heartbeats",
+            shared.cfg.heartbeats_per_key,
+        ),
+        QuotaKind::Report => (Limit::ReportsPerKey, "reports", shared.cfg.reports_per_key),
+    };
+    shared.counters.refused_by(limit);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "this key sent more than {} {what} per {} s (--{}); retry in {} s",
+            rate.n,
+            rate.per.as_secs(),
+            kind.label().replace('_', "-"),
+            e.retry_after_secs
+        ),
     )
+    .retry_after(e.retry_after_secs)
 }
 
 pub(super) fn text_response(content_type: &'static str, body: String) -> HttpResponse {
@@ -134,14 +209,30 @@ pub(super) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 /// Read the body (bounded in size and time) and authenticate the request.
 pub(super) async fn read_signed(
     shared: &Shared,
+    ep: Endpoint,
+    peer: IpAddr,
     req: Request<Incoming>,
 ) -> Result<(Claimed, Bytes), ApiError> {
+    // Reports are stored whole, so they have their own, smaller bound.
+    let max = match ep {
+        Endpoint::Report => shared.cfg.max_report_bytes.min(MAX_BODY),
+        _ => MAX_BODY,
+    };
     let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("request body larger than {MAX_BODY} bytes"),
-        )
+        if ep == Endpoint::Report {
+            shared.counters.refused_by(Limit::ReportBytes);
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("report larger than {max} bytes (--max-report-bytes)"),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request body larger than {max} bytes"),
+            )
+        }
     };
     // A declared length over the limit is refused before reading a byte of it.
     if let Some(len) = req.headers().get(CONTENT_LENGTH) {
@@ -150,7 +241,7 @@ pub(super) async fn read_signed(
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .ok_or_else(|| ApiError::bad_request("Content-Length is not a number"))?;
-        if len > MAX_BODY as u64 {
+        if len > max as u64 {
             return Err(too_large());
         }
     }
@@ -162,11 +253,8 @@ pub(super) async fn read_signed(
         .unwrap_or_else(|| "/".into());
     let (parts, body) = req.into_parts();
     let claim = auth::parse_claim(|name| parts.headers.get(name).and_then(|v| v.to_str().ok()));
-    let collected = tokio::time::timeout(
-        shared.cfg.body_timeout,
-        Limited::new(body, MAX_BODY).collect(),
-    )
-    .await;
+    let collected =
+        tokio::time::timeout(shared.cfg.body_timeout, Limited::new(body, max).collect()).await;
     let body = match collected {
         Err(_) => {
             return Err(ApiError::new(
@@ -191,22 +279,37 @@ pub(super) async fn read_signed(
         Ok(Ok(c)) => c.to_bytes(),
     };
     let claim = claim.inspect_err(|e| shared.counters.auth_failed(e))?;
-    let result = (|| {
-        auth::check_time(&claim, unix_now())?;
+    let now = unix_now();
+    let verified = (|| {
+        auth::check_time(&claim, now)?;
         let key = shared
             .keys
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&claim.key)?;
-        auth::verify_claim(&key, &claim, &method, &path, &body)?;
-        // The nonce is remembered only once the signature is good, so forged
-        // requests cannot fill the cache.
-        shared
-            .nonces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .check_and_insert(&claim, unix_now())
+        auth::verify_claim(&key, &claim, &method, &path, &body)
     })();
-    result.inspect_err(|e| shared.counters.auth_failed(e))?;
+    verified.inspect_err(|e| shared.counters.auth_failed(e))?;
+    // Only a good signature reaches the nonce cache and the quotas, so forged
+    // requests can fill neither. Within one critical section: the nonce must
+    // be new and the key under its caps, then the quotas are spent, and only
+    // then is the nonce stored: a refused request leaves nothing behind.
+    let mut nonces = shared.nonces.lock().unwrap_or_else(|p| p.into_inner());
+    let network = network_tag(peer);
+    nonces.check(&claim, network, now).map_err(|e| {
+        shared.counters.auth_failed(&e);
+        match e {
+            AuthError::KeyBusy(_) => shared.counters.refused_by(Limit::NoncesPerKey),
+            AuthError::NetworkBusy(_) => shared.counters.refused_by(Limit::NoncesPerNetwork),
+            _ => {}
+        }
+        ApiError::from(e)
+    })?;
+    shared
+        .quotas
+        .admit(&claim.key, quota_kinds(ep), shared.now_ms())
+        .map_err(|e| over_quota(shared, e))?;
+    nonces.insert(&claim, network);
+    drop(nonces);
     Ok((claim, body))
 }

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::state::{Endpoint, Shared, AUTH_LABELS, CODES, LATENCY_BUCKETS};
+use super::state::{Endpoint, Shared, AUTH_LABELS, CODES, LATENCY_BUCKETS, LIMIT_LABELS};
 use crate::metrics::{Exposition, Histogram};
 
 pub(super) fn render(shared: &Shared) -> String {
@@ -17,6 +17,11 @@ pub(super) fn render(shared: &Shared) -> String {
             pool.blacklist_entries().len(),
         )
     };
+    let nonces = shared
+        .nonces
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .len();
     let c = &shared.counters;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut page = Exposition::new();
@@ -38,9 +43,28 @@ pub(super) fn render(shared: &Shared) -> String {
         .sample(&[], load(&c.connections_open));
     page.counter(
         "dportage_connections_refused_total",
-        "Connections closed at accept because the connection limit was reached.",
+        "Connections closed at accept because the global connection limit was reached.",
     )
     .sample(&[], load(&c.connections_refused));
+    let mut limits = page.counter(
+        "dportage_limit_refusals_total",
+        "Connections and requests refused by a configured limit (each a command-line flag).",
+    );
+    for (label, n) in LIMIT_LABELS.iter().zip(&c.limit_refusals) {
+        limits.sample(&[("limit", label)], load(n));
+    }
+    page.gauge(
+        "dportage_connection_addresses",
+        "Client addresses (IPv4, IPv6 /64) holding a connection.",
+    )
+    .sample(&[], shared.address_slots.addresses());
+    page.gauge(
+        "dportage_quota_keys",
+        "Identities whose request quotas are being tracked.",
+    )
+    .sample(&[], shared.quotas.tracked_keys());
+    page.gauge("dportage_nonces", "Nonces remembered against replay.")
+        .sample(&[], nonces);
     page.counter("dportage_reports_total", "Mismatch reports stored.")
         .sample(&[], load(&c.reports));
     page.counter("dportage_blacklistings_total", "Hosts blacklisted.")

@@ -12,6 +12,8 @@
 //! * `routes` holds the route table and one file per endpoint group (heartbeat,
 //!   hosts, link + whoami, report, admin); `status` is the HTML page and
 //!   `metrics_page` the `/metrics` page.
+//! * `per_address` caps connections per client address; [`quota`] holds the
+//!   per-identity token buckets (requests, heartbeats, reports).
 //! * [`pool`] keeps liveness and selects hosts (pure).
 //! * [`store`] keeps the durable state.
 //! * [`cli`] is `dportage coordinator …` and its admin commands.
@@ -20,7 +22,9 @@ pub mod cli;
 pub mod config;
 mod http;
 mod metrics_page;
+mod per_address;
 pub mod pool;
+pub mod quota;
 mod routes;
 pub mod service;
 mod state;

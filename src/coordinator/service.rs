@@ -2,6 +2,8 @@
 //! pool, binds and serves (hyper 1.x HTTP/1.1 with keep-alive, timeouts and a
 //! connection limit); two background tasks expire hosts and pick up blacklist
 //! changes made by the admin CLI. [`CoordinatorError`] is the role's error.
+//! Connections are capped in all and per client address (`per_address`); signed
+//! requests per identity (`quota`, checked in `http`).
 //!
 //! Hot paths (heartbeat of a known host, host list) touch only memory: one
 //! signature verification, one nonce-cache insert and a short critical section
@@ -22,7 +24,7 @@ use tokio::sync::Semaphore;
 use super::config::CoordinatorConfig;
 use super::pool::{NetKey, Pool, PoolError};
 use super::routes;
-use super::state::Shared;
+use super::state::{Limit, Shared};
 use super::store::{self, Store, StoreError, WriteOp};
 use crate::exitcode;
 use crate::network::api::{Heartbeat, MAX_BODY};
@@ -213,6 +215,7 @@ fn spawn_sweeper(weak: Weak<Shared>) {
                     s.cfg.expiry.as_secs_f64()
                 ));
             }
+            s.quotas.prune(now);
             let hour = unix_now() / 3600;
             s.registrations
                 .lock()
@@ -284,6 +287,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             drop(stream);
             continue;
         };
+        // One address may not take every slot: honest clients elsewhere keep theirs.
+        let Some(address_slot) = shared.address_slots.try_acquire(peer.ip()) else {
+            shared.counters.refused_by(Limit::ConnectionsPerAddress);
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -308,6 +317,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 .counters
                 .connections_open
                 .fetch_sub(1, Ordering::Relaxed);
+            drop(address_slot);
             drop(permit);
         });
     }

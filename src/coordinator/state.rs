@@ -7,7 +7,9 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use super::config::CoordinatorConfig;
+use super::per_address::AddressSlots;
 use super::pool::{NetKey, Pool};
+use super::quota::Quotas;
 use super::store::Store;
 use crate::network::auth::{AuthError, KeyCache, NonceCache};
 use crate::network::clock::unix_now;
@@ -23,13 +25,14 @@ pub(super) enum Endpoint {
     Link,
     Whoami,
     Report,
+    Detail,
     AdminBlacklist,
     AdminLift,
     Other,
 }
 
 impl Endpoint {
-    pub(super) const ALL: [Endpoint; 11] = [
+    pub(super) const ALL: [Endpoint; 12] = [
         Endpoint::Status,
         Endpoint::Metrics,
         Endpoint::Health,
@@ -38,6 +41,7 @@ impl Endpoint {
         Endpoint::Link,
         Endpoint::Whoami,
         Endpoint::Report,
+        Endpoint::Detail,
         Endpoint::AdminBlacklist,
         Endpoint::AdminLift,
         Endpoint::Other,
@@ -53,6 +57,7 @@ impl Endpoint {
             Endpoint::Link => "link",
             Endpoint::Whoami => "whoami",
             Endpoint::Report => "report",
+            Endpoint::Detail => "status_detail",
             Endpoint::AdminBlacklist => "admin_blacklist",
             Endpoint::AdminLift => "admin_lift",
             Endpoint::Other => "other",
@@ -80,13 +85,40 @@ pub(super) const LATENCY_BUCKETS: [f64; 10] = [
 ];
 
 /// Why a signature check failed: the `reason` label, in [`AuthError::label`]'s words.
-pub(super) const AUTH_LABELS: [&str; 6] = [
+pub(super) const AUTH_LABELS: [&str; 8] = [
     "missing",
     "malformed",
     "stale",
     "bad_signature",
     "replay",
     "overloaded",
+    "key_busy",
+    "network_busy",
+];
+
+/// The limits that refuse work, the `limit` label of
+/// `dportage_limit_refusals_total`; each is a command-line flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Limit {
+    ConnectionsPerAddress = 0,
+    RequestsPerKey = 1,
+    HeartbeatsPerKey = 2,
+    ReportsPerKey = 3,
+    NoncesPerKey = 4,
+    ReportBytes = 5,
+    TrackedKeys = 6,
+    NoncesPerNetwork = 7,
+}
+
+pub(super) const LIMIT_LABELS: [&str; 8] = [
+    "connections_per_address",
+    "requests_per_key",
+    "heartbeats_per_key",
+    "reports_per_key",
+    "nonces_per_key",
+    "report_bytes",
+    "tracked_keys",
+    "nonces_per_network",
 ];
 
 /// The counters behind `/metrics`. Lock-free: every request touches them.
@@ -100,6 +132,8 @@ pub(super) struct Counters {
     pub(super) auth_failures: Vec<AtomicU64>,
     pub(super) connections_refused: AtomicU64,
     pub(super) connections_open: AtomicU64,
+    /// Per [`LIMIT_LABELS`] entry.
+    pub(super) limit_refusals: Vec<AtomicU64>,
     pub(super) blacklistings: AtomicU64,
     pub(super) reports: AtomicU64,
     pub(super) expired: AtomicU64,
@@ -115,6 +149,7 @@ impl Counters {
             auth_failures: n(AUTH_LABELS.len()),
             connections_refused: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
+            limit_refusals: n(LIMIT_LABELS.len()),
             blacklistings: AtomicU64::new(0),
             reports: AtomicU64::new(0),
             expired: AtomicU64::new(0),
@@ -140,6 +175,18 @@ impl Counters {
         self.requests[ep.index() * CODES.len() + code_idx].load(Ordering::Relaxed)
     }
 
+    /// Requests answered since start, whatever the endpoint and status.
+    pub(super) fn requests_total(&self) -> u64 {
+        self.requests
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub(super) fn refused_by(&self, limit: Limit) {
+        self.limit_refusals[limit as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(super) fn auth_failed(&self, e: &AuthError) {
         if let Some(i) = AUTH_LABELS.iter().position(|l| *l == e.label()) {
             self.auth_failures[i].fetch_add(1, Ordering::Relaxed);
@@ -162,6 +209,9 @@ pub(super) struct Shared {
     pool: RwLock<Pool>,
     pub(super) nonces: Mutex<NonceCache>,
     pub(super) keys: Mutex<KeyCache>,
+    pub(super) quotas: Quotas,
+    /// Connections held per client address.
+    pub(super) address_slots: std::sync::Arc<AddressSlots>,
     pub(super) store: Store,
     pub(super) counters: Counters,
     events: Mutex<VecDeque<Event>>,
@@ -173,9 +223,28 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(cfg: CoordinatorConfig, pool: Pool, store: Store) -> Self {
+    pub(super) fn new(mut cfg: CoordinatorConfig, pool: Pool, store: Store) -> Self {
+        // Daemons are told to heartbeat within half the expiry; a short
+        // --expiry must not make that rate-limited. Allow four times it.
+        let every = (cfg.expiry.as_secs() / 2).max(1);
+        let floor = (4 * 60u64).div_ceil(every) as u32;
+        for rate in [&mut cfg.heartbeats_per_key, &mut cfg.requests_per_key] {
+            if rate.n != 0 && rate.per.as_secs() == 60 && rate.n < floor {
+                rate.n = floor;
+            }
+        }
         Self {
-            nonces: Mutex::new(NonceCache::new(cfg.nonce_cache_cap)),
+            nonces: Mutex::new(NonceCache::with_caps(
+                cfg.nonce_cache_cap,
+                cfg.max_nonces_per_key,
+                cfg.max_nonces_per_network,
+            )),
+            quotas: Quotas::new(
+                cfg.requests_per_key,
+                cfg.heartbeats_per_key,
+                cfg.reports_per_key,
+            ),
+            address_slots: AddressSlots::new(cfg.max_connections_per_address),
             cfg,
             pool: RwLock::new(pool),
             keys: Mutex::new(KeyCache::default()),

@@ -1,7 +1,15 @@
-//! `GET /`: a small self-contained HTML page. Every string that came from a
-//! peer is HTML-escaped: toolchain versions, architectures and addresses are hostile input.
+//! The status pages, small self-contained HTML. `GET /` is public and shows
+//! aggregates only ([`render_public`]): anyone can load it, so it names no
+//! address, identity or fingerprint that a stranger could harvest. The
+//! detailed page ([`render_page`], and [`detail_json`]) is `GET /v1/status`,
+//! signed by a member or an admin key. Every string that came from a peer is
+//! HTML-escaped: toolchain versions, architectures and addresses are hostile input.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
 
 use super::state::Shared;
 use crate::network::clock::unix_now;
@@ -49,7 +57,184 @@ ol{margin:0;padding-left:0;list-style:none;font-size:13px}li{padding:3px 0;borde
 li time{color:#8a93a6;display:inline-block;min-width:90px}
 ";
 
-/// The status page.
+fn duration_text(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min", secs / 60),
+        3600..=86399 => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+        _ => format!("{} d {} h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
+/// Live hosts per toolchain version string, most common first: the public
+/// page's view of the toolchains, without the fingerprint ids (which, with a
+/// host list, single hosts out).
+fn hosts_by_version(toolchains: &[super::pool::ToolchainCount]) -> Vec<(String, usize)> {
+    let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in toolchains {
+        *by.entry(t.version.as_str()).or_default() += t.hosts;
+    }
+    let mut v: Vec<(String, usize)> = by.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
+}
+
+/// `GET /` without a signature: counts only. No address, identity id,
+/// fingerprint or per-host event appears here, so the page cannot be
+/// harvested for targets.
+pub(super) fn render_public(shared: &Shared) -> String {
+    let (now_ms, exp) = (shared.now_ms(), shared.expiry_ms());
+    let (summary, blacklisted) = {
+        let pool = shared.pool_read();
+        (pool.summary(now_ms, exp), pool.blacklist_entries().len())
+    };
+    let c = &shared.counters;
+    let mut h = String::with_capacity(4096);
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>dportage coordinator</title><style>{STYLE}</style></head><body>\
+         <header><h1>dportage coordinator</h1><p>version {} &middot; up {} &middot; jobs go to {} hosts each \
+         &middot; members see details with <code>dportage status --coordinator URL</code></p></header><main>",
+        env!("CARGO_PKG_VERSION"),
+        duration_text(now_ms / 1000),
+        shared.cfg.redundancy
+    );
+    let _ = write!(
+        h,
+        "<section id=\"pool\"><h2>Pool</h2><div class=\"big\">\
+         <div><b id=\"pool-size\">{}</b>live hosts</div><div><b>{}</b>job slots</div>\
+         <div><b id=\"blacklist-size\">{}</b>blacklisted</div></div></section>",
+        summary.live, summary.capacity, blacklisted
+    );
+    let _ = write!(
+        h,
+        "<section id=\"traffic\"><h2>Traffic</h2><div class=\"big\">\
+         <div><b id=\"requests\">{}</b>requests answered</div>\
+         <div><b id=\"reports\">{}</b>mismatch reports</div>\
+         <div><b>{}</b>blacklistings</div></div></section>",
+        c.requests_total(),
+        c.reports.load(Ordering::Relaxed),
+        c.blacklistings.load(Ordering::Relaxed)
+    );
+    arch_section(&mut h, &summary.by_arch);
+    h.push_str("<section id=\"toolchains\"><h2>Hosts by toolchain version</h2>");
+    let versions = hosts_by_version(&summary.toolchains);
+    if versions.is_empty() {
+        h.push_str("<p class=\"empty\">no live hosts</p>");
+    } else {
+        h.push_str("<table><tr><th>compiler</th><th>hosts</th></tr>");
+        for (v, n) in versions.iter().take(50) {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"n\">{n}</td></tr>",
+                html_escape(v)
+            );
+        }
+        if versions.len() > 50 {
+            let _ = write!(
+                h,
+                "<tr><td colspan=\"2\" class=\"empty\">and {} more</td></tr>",
+                versions.len() - 50
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</section></main></body></html>\n");
+    h
+}
+
+fn arch_section(h: &mut String, by_arch: &BTreeMap<String, usize>) {
+    h.push_str("<section id=\"arch\"><h2>Hosts by architecture</h2>");
+    if by_arch.is_empty() {
+        h.push_str("<p class=\"empty\">no live hosts</p>");
+    } else {
+        h.push_str("<table><tr><th>architecture</th><th>hosts</th></tr>");
+        for (arch, n) in by_arch.iter().take(50) {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"n\">{n}</td></tr>",
+                html_escape(arch)
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</section>");
+}
+
+/// `GET /v1/status` as JSON: what the detailed page shows.
+#[derive(Debug, Serialize)]
+pub(super) struct DetailJson {
+    version: &'static str,
+    uptime_secs: u64,
+    live_hosts: usize,
+    job_slots: u64,
+    known_identities: usize,
+    requests: u64,
+    reports: u64,
+    by_arch: BTreeMap<String, usize>,
+    toolchains: Vec<ToolchainJson>,
+    blacklist: Vec<crate::network::api::BlacklistEntry>,
+    recent_events: Vec<EventJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct ToolchainJson {
+    id: String,
+    version: String,
+    target: String,
+    hosts: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct EventJson {
+    unix: u64,
+    text: String,
+}
+
+pub(super) fn detail_json(shared: &Shared) -> DetailJson {
+    let (now_ms, exp) = (shared.now_ms(), shared.expiry_ms());
+    let (summary, blacklist, identities) = {
+        let pool = shared.pool_read();
+        (
+            pool.summary(now_ms, exp),
+            pool.blacklist_entries(),
+            pool.known_count(),
+        )
+    };
+    DetailJson {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: now_ms / 1000,
+        live_hosts: summary.live,
+        job_slots: summary.capacity,
+        known_identities: identities,
+        requests: shared.counters.requests_total(),
+        reports: shared.counters.reports.load(Ordering::Relaxed),
+        by_arch: summary.by_arch,
+        toolchains: summary
+            .toolchains
+            .into_iter()
+            .map(|t| ToolchainJson {
+                id: t.id,
+                version: t.version,
+                target: t.target,
+                hosts: t.hosts,
+            })
+            .collect(),
+        blacklist,
+        recent_events: shared
+            .recent_events_newest_first()
+            .into_iter()
+            .map(|e| EventJson {
+                unix: e.unix,
+                text: e.text,
+            })
+            .collect(),
+    }
+}
+
+/// The detailed page (`GET /v1/status?format=html`, members and admins only).
 pub(super) fn render_page(shared: &Shared) -> String {
     let (now_ms, exp) = (shared.now_ms(), shared.expiry_ms());
     let now = unix_now();
@@ -84,21 +269,8 @@ pub(super) fn render_page(shared: &Shared) -> String {
         identities,
         blacklist.len()
     );
-    h.push_str("<section id=\"arch\"><h2>Hosts by architecture</h2>");
-    if summary.by_arch.is_empty() {
-        h.push_str("<p class=\"empty\">no live hosts</p>");
-    } else {
-        h.push_str("<table><tr><th>architecture</th><th>hosts</th></tr>");
-        for (arch, n) in &summary.by_arch {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td class=\"n\">{n}</td></tr>",
-                html_escape(arch)
-            );
-        }
-        h.push_str("</table>");
-    }
-    h.push_str("</section><section id=\"toolchains\"><h2>Hosts by toolchain</h2>");
+    arch_section(&mut h, &summary.by_arch);
+    h.push_str("<section id=\"toolchains\"><h2>Hosts by toolchain</h2>");
     if summary.toolchains.is_empty() {
         h.push_str("<p class=\"empty\">no live hosts</p>");
     } else {

@@ -2,13 +2,20 @@
 //! (like `ssh-agent`), `dportage CMD ARGS…` runs CMD in it. A member is a
 //! person whose own daemon serves the network; this role asks the coordinator
 //! for hosts through the network contract and never imports another role.
+//! `dportage status` shows the coordinator's detailed status to a member.
 
 pub mod env;
+pub mod network_status;
 
 use std::ffi::OsString;
 
 /// `dportage [--coordinator URL] [--shell sh|csh|fish]` (print the environment) and
 /// `dportage [OPTIONS] CMD ARGS…` (run CMD in it).
-pub fn env_main(args: Vec<OsString>) -> i32 {
+/// `dportage status …` is the member's view of the coordinator.
+pub fn env_main(mut args: Vec<OsString>) -> i32 {
+    if args.first().is_some_and(|a| a == "status") {
+        args.remove(0);
+        return network_status::status_main(args);
+    }
     env::env_main(args)
 }

@@ -15,7 +15,8 @@
 //! line. The coordinator rejects times more than [`CLOCK_WINDOW_SECS`] away from
 //! its clock and nonces it has seen signed by the same key within that window
 //! (it remembers each nonce until its timestamp leaves the window, so memory is
-//! bounded by the request rate of authenticated members, and capped).
+//! bounded by the request rate of authenticated members, and capped: in all,
+//! and per key, so that one key cannot fill the cache and lock everyone out).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -126,6 +127,10 @@ pub enum AuthError {
     Replay,
     #[error("too many recent requests to remember their nonces; retry later")]
     Overloaded,
+    #[error("this key sent {0} requests within the last {CLOCK_WINDOW_SECS} s, the most one key may; slow down and retry later")]
+    KeyBusy(usize),
+    #[error("{0} signed requests came from your network (/24, IPv6 /48) within the last {CLOCK_WINDOW_SECS} s, the most one network may; retry later")]
+    NetworkBusy(usize),
 }
 
 impl AuthError {
@@ -138,6 +143,8 @@ impl AuthError {
             AuthError::BadSignature(_) => "bad_signature",
             AuthError::Replay => "replay",
             AuthError::Overloaded => "overloaded",
+            AuthError::KeyBusy(_) => "key_busy",
+            AuthError::NetworkBusy(_) => "network_busy",
         }
     }
 }
@@ -259,21 +266,52 @@ impl KeyCache {
 }
 
 /// Nonces seen recently. Each is remembered until its claimed time can no longer
-/// pass [`check_time`]; expiry works on 16 s slots of claimed time.
+/// pass [`check_time`]; expiry works on 16 s slots of claimed time. Bounded in
+/// all, per key, and per network (the caller's tag for where the request came
+/// from: fresh keys are free, so one machine could otherwise mint enough of
+/// them to fill the cache). At a bound new nonces are refused, never old ones
+/// forgotten early: forgetting a nonce whose time is still in the window would
+/// let its request be replayed.
 pub struct NonceCache {
     seen: HashSet<(u64, u128)>,
-    slots: VecDeque<(u64, Vec<(u64, u128)>)>,
+    /// Per slot: each nonce with the network it came from.
+    slots: VecDeque<(u64, Vec<Remembered>)>,
+    /// Nonces remembered per key tag.
+    per_key: HashMap<u64, usize>,
+    /// Nonces remembered per network tag.
+    per_network: HashMap<u64, usize>,
     cap: usize,
+    per_key_cap: usize,
+    per_network_cap: usize,
 }
+
+/// A remembered nonce: ((key tag, nonce), network tag).
+type Remembered = ((u64, u128), u64);
 
 const SLOT_SECS: u64 = 16;
 
+/// The longest a nonce is remembered: a time up to the window ahead of now
+/// stays valid until the window past it, plus a slot's rounding. A key that
+/// sends `r` requests per second holds at most about `r` times this many.
+pub const NONCE_LIFETIME_SECS: u64 = 2 * CLOCK_WINDOW_SECS + SLOT_SECS;
+
 impl NonceCache {
+    /// At most `cap` nonces in all; no limit per key.
     pub fn new(cap: usize) -> Self {
+        Self::with_caps(cap, usize::MAX, usize::MAX)
+    }
+
+    /// At most `cap` nonces in all, `per_key_cap` of any one key and
+    /// `per_network_cap` from any one network.
+    pub fn with_caps(cap: usize, per_key_cap: usize, per_network_cap: usize) -> Self {
         Self {
             seen: HashSet::new(),
             slots: VecDeque::new(),
+            per_key: HashMap::new(),
+            per_network: HashMap::new(),
             cap,
+            per_key_cap,
+            per_network_cap,
         }
     }
 
@@ -285,19 +323,51 @@ impl NonceCache {
         self.seen.is_empty()
     }
 
+    /// Nonces remembered for `key`.
+    pub fn len_of(&self, key: &IdentityId) -> usize {
+        self.per_key.get(&key_tag(key)).copied().unwrap_or(0)
+    }
+
     /// Record (key, nonce) claimed at `time`; `Err(Replay)` if already seen.
     /// Call only after the signature verified, so strangers cannot fill it.
     pub fn check_and_insert(&mut self, claim: &Claimed, now_unix: u64) -> Result<(), AuthError> {
+        self.check(claim, 0, now_unix)?;
+        self.insert(claim, 0);
+        Ok(())
+    }
+
+    /// Whether [`insert`](Self::insert) may record this nonce: not a replay,
+    /// and neither cap reached. Records nothing, so a caller can refuse the
+    /// request for another reason (a quota) without spending the nonce.
+    pub fn check(&mut self, claim: &Claimed, network: u64, now_unix: u64) -> Result<(), AuthError> {
         self.prune(now_unix);
-        let key_tag = u64::from_le_bytes(claim.key.0[..8].try_into().unwrap_or([0; 8]));
-        let entry = (key_tag, u128::from_le_bytes(claim.nonce));
+        let entry = (key_tag(&claim.key), u128::from_le_bytes(claim.nonce));
         if self.seen.contains(&entry) {
             return Err(AuthError::Replay);
+        }
+        let of_key = self.per_key.get(&entry.0).copied().unwrap_or(0);
+        if of_key >= self.per_key_cap {
+            return Err(AuthError::KeyBusy(of_key));
+        }
+        let of_network = self.per_network.get(&network).copied().unwrap_or(0);
+        if of_network >= self.per_network_cap {
+            return Err(AuthError::NetworkBusy(of_network));
         }
         if self.seen.len() >= self.cap {
             return Err(AuthError::Overloaded);
         }
-        self.seen.insert(entry);
+        Ok(())
+    }
+
+    /// Record a nonce [`check`](Self::check) accepted (in the same critical section).
+    pub fn insert(&mut self, claim: &Claimed, network: u64) {
+        let entry = (key_tag(&claim.key), u128::from_le_bytes(claim.nonce));
+        if !self.seen.insert(entry) {
+            return;
+        }
+        *self.per_key.entry(entry.0).or_insert(0) += 1;
+        *self.per_network.entry(network).or_insert(0) += 1;
+        let entry = (entry, network);
         let slot = claim.time / SLOT_SECS;
         // Claimed times are close to now, so the slot is almost always the last.
         let pos = self.slots.iter().rposition(|(s, _)| *s <= slot);
@@ -306,7 +376,6 @@ impl NonceCache {
             Some(i) => self.slots.insert(i + 1, (slot, vec![entry])),
             None => self.slots.push_front((slot, vec![entry])),
         }
-        Ok(())
     }
 
     fn prune(&mut self, now_unix: u64) {
@@ -318,12 +387,29 @@ impl NonceCache {
                 break;
             }
             if let Some((_, entries)) = self.slots.pop_front() {
-                for e in entries {
+                for (e, network) in entries {
                     self.seen.remove(&e);
+                    decrement(&mut self.per_key, e.0);
+                    decrement(&mut self.per_network, network);
                 }
             }
         }
     }
+}
+
+fn decrement(counts: &mut HashMap<u64, usize>, tag: u64) {
+    if let Some(n) = counts.get_mut(&tag) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(&tag);
+        }
+    }
+}
+
+/// The first 8 bytes of a key: enough to tell keys apart (finding a key that
+/// shares them with another is 2^64 work), and half the memory per nonce.
+fn key_tag(key: &IdentityId) -> u64 {
+    u64::from_le_bytes(key.0[..8].try_into().unwrap_or([0; 8]))
 }
 
 #[cfg(test)]
@@ -443,5 +529,79 @@ mod tests {
         }
         let c = claim_of(&sign_request_with_nonce(&id, "GET", "/", b"", 100, [9; 16]));
         assert_eq!(cache.check_and_insert(&c, 100), Err(AuthError::Overloaded));
+    }
+
+    #[test]
+    fn one_key_cannot_fill_the_cache_and_a_refusal_stores_nothing() {
+        let (greedy, other) = (Identity::generate(), Identity::generate());
+        let mut cache = NonceCache::with_caps(10, 4, usize::MAX);
+        for i in 0..4u8 {
+            let c = claim_of(&sign_request_with_nonce(
+                &greedy, "GET", "/", b"", 100, [i; 16],
+            ));
+            cache.check_and_insert(&c, 100).unwrap();
+        }
+        let c = claim_of(&sign_request_with_nonce(
+            &greedy, "GET", "/", b"", 100, [9; 16],
+        ));
+        assert_eq!(cache.check_and_insert(&c, 100), Err(AuthError::KeyBusy(4)));
+        assert_eq!(
+            cache.len_of(&greedy.id()),
+            4,
+            "the refused nonce is not stored"
+        );
+        // A replay is still a replay at the cap (not merely busy).
+        let old = claim_of(&sign_request_with_nonce(
+            &greedy, "GET", "/", b"", 100, [0; 16],
+        ));
+        assert_eq!(cache.check_and_insert(&old, 100), Err(AuthError::Replay));
+        let c = claim_of(&sign_request_with_nonce(
+            &other, "GET", "/", b"", 100, [9; 16],
+        ));
+        cache
+            .check_and_insert(&c, 100)
+            .expect("another key is served");
+        // Once the window passed, the greedy key may send again.
+        let later = 100 + NONCE_LIFETIME_SECS;
+        let c = claim_of(&sign_request_with_nonce(
+            &greedy, "GET", "/", b"", later, [9; 16],
+        ));
+        cache.check_and_insert(&c, later).unwrap();
+        assert_eq!(cache.len_of(&greedy.id()), 1);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn one_network_of_fresh_keys_cannot_fill_the_cache() {
+        let mut cache = NonceCache::with_caps(100, 2, 5);
+        let (flood, elsewhere) = (1u64, 2u64);
+        let mut refused = 0;
+        for i in 0..20u8 {
+            let c = claim_of(&sign_request_with_nonce(
+                &Identity::generate(),
+                "GET",
+                "/",
+                b"",
+                100,
+                [i; 16],
+            ));
+            match cache.check(&c, flood, 100) {
+                Ok(()) => cache.insert(&c, flood),
+                Err(AuthError::NetworkBusy(5)) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!((cache.len(), refused), (5, 15));
+        let c = claim_of(&sign_request(&Identity::generate(), "GET", "/", b"", 100));
+        cache
+            .check(&c, elsewhere, 100)
+            .expect("another network is served");
+        cache.insert(&c, elsewhere);
+        // Forgotten with the window, per network too.
+        let later = 100 + NONCE_LIFETIME_SECS;
+        let c = claim_of(&sign_request(&Identity::generate(), "GET", "/", b"", later));
+        cache.check(&c, flood, later).unwrap();
+        cache.insert(&c, flood);
+        assert_eq!(cache.len(), 1);
     }
 }

@@ -302,10 +302,7 @@ impl OptionError {
 }
 
 pub fn version_text() -> String {
-    format!(
-        "distccd 3.4 compatible: dportage {} (protocols 1 and 2) (default port 3632)\n",
-        env!("CARGO_PKG_VERSION")
-    )
+    crate::logging::distcc_version_text("distccd")
 }
 
 /// `--queue-bytes` unless `--max-source-size` is larger.

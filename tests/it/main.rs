@@ -20,6 +20,7 @@ mod protocol {
 mod client {
     mod args_vs_distcc;
     mod args_wire_vs_distcc;
+    mod distcc_words;
     mod fake_server;
     mod hosts_vs_distcc;
     mod interop;
@@ -48,6 +49,7 @@ mod dual;
 mod network {
     mod coordinator;
     mod env_distcc;
+    mod limits;
     mod status_browser;
 }
 

@@ -1,8 +1,10 @@
 //! Which handler answers a request: the route table, the method check, the
 //! unsigned pages (`/`, `/metrics`, `/healthz`) and the signed `/v1/*`
+//! (among them `/v1/status`, the detailed status page)
 //! endpoints, one file per group. `docs/coordinator-api.md` is the contract.
 
 mod admin;
+mod detail;
 mod heartbeat;
 mod host_list;
 mod link;
@@ -32,6 +34,7 @@ fn route(path: &str) -> (Endpoint, Method) {
         "/v1/link" => (Endpoint::Link, Method::POST),
         "/v1/whoami" => (Endpoint::Whoami, Method::POST),
         "/v1/report" => (Endpoint::Report, Method::POST),
+        "/v1/status" => (Endpoint::Detail, Method::GET),
         "/v1/admin/blacklist" => (Endpoint::AdminBlacklist, Method::GET),
         "/v1/admin/blacklist/lift" => (Endpoint::AdminLift, Method::POST),
         _ => (Endpoint::Other, Method::GET),
@@ -68,7 +71,7 @@ pub(super) async fn handle(
     } else {
         match ep {
             Endpoint::Status => {
-                text_response("text/html; charset=utf-8", status::render_page(&shared))
+                text_response("text/html; charset=utf-8", status::render_public(&shared))
             }
             Endpoint::Metrics => text_response(
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -97,7 +100,18 @@ async fn signed(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let (claim, body) = read_signed(shared, req).await?;
+    // Decided before the body is read: the HTML form of the detailed status.
+    let html = ep == Endpoint::Detail
+        && (req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "format=html"))
+            || req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/html")));
+    let (claim, body) = read_signed(shared, ep, peer.ip(), req).await?;
     let id = claim.key;
     match ep {
         Endpoint::Heartbeat => heartbeat::heartbeat(shared, id, peer.ip(), &body).await,
@@ -105,6 +119,7 @@ async fn signed(
         Endpoint::Link => link::link(shared, id, &body).await,
         Endpoint::Whoami => Ok(link::whoami(shared, id)),
         Endpoint::Report => report::report(shared, id, peer.ip(), &body).await,
+        Endpoint::Detail => detail::status(shared, id, html),
         Endpoint::AdminBlacklist => admin::blacklist(shared, id),
         Endpoint::AdminLift => admin::lift(shared, id, &body).await,
         Endpoint::Status | Endpoint::Metrics | Endpoint::Health | Endpoint::Other => {

@@ -1,9 +1,13 @@
-//! The coordinator's status page (`GET /`) rendered by a real headless
-//! browser (Debian's chromium): a real `dportage coordinator` process, hosts
+//! The coordinator's status pages rendered by a real headless browser
+//! (Debian's chromium): a real `dportage coordinator` process, hosts
 //! registered through the real signed API, one blacklisted by two reporters,
 //! and one whose toolchain and architecture strings are markup meant to run
-//! script in the page. The assertions read the DOM chromium built, not the
-//! bytes the coordinator sent, so they see what a visitor's browser sees.
+//! script in the page. The public page (`GET /`, unsigned) must show counts
+//! only: no address, identity or fingerprint a stranger could harvest. The
+//! detailed page (`GET /v1/status`, signed by a member) is fetched with a
+//! signature and opened from a file. The assertions read the DOM chromium
+//! built, not the bytes the coordinator sent, so they see what a visitor's
+//! browser sees.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -17,7 +21,9 @@ use crate::support::network::*;
 use crate::support::*;
 use dportage::fingerprint::Toolchain;
 use dportage::network::api::{HostResultHash, MismatchReport};
-use dportage::network::{Identity, NetworkError};
+use dportage::network::auth;
+use dportage::network::caller::{send, CoordinatorUrl};
+use dportage::network::{unix_now, Identity, NetworkError};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// chromium starts slowly on a loaded 2-core machine; a page this small
@@ -227,10 +233,90 @@ fn status_page_renders_the_pool_in_headless_chromium_and_runs_no_peer_markup() {
         assert!(ack.blacklisted, "two distinct reporters blacklist");
     });
 
-    let dom = run_chromium(
+    // The public page: what any stranger's browser gets.
+    let public = run_chromium(
         &chromium,
         tmp.path(),
         &format!("{url}/"),
+        &["--dump-dom".into()],
+    );
+    assert!(
+        public.contains("<title>dportage coordinator</title>"),
+        "document.title changed: a peer's markup ran:\n{public}"
+    );
+    for tag in ["<script", "<img", "<svg"] {
+        assert!(
+            !public.contains(tag),
+            "a peer's {tag} became an element:\n{public}"
+        );
+    }
+    assert!(
+        !public.contains("127.0.0."),
+        "the public page shows an address:\n{public}"
+    );
+    for id in [&liar, &m1, &m2, &hostile] {
+        let id = id.id();
+        assert!(
+            !public.contains(&id.short()) && !public.contains(&id.to_string()),
+            "the public page shows identity {id}:\n{public}"
+        );
+    }
+    let fingerprints: Vec<String> = local_toolchains()
+        .into_iter()
+        .chain([hostile_toolchain()])
+        .flat_map(|t| [t.id.clone(), t.probe_hash.clone()])
+        .collect();
+    for f in &fingerprints {
+        assert!(
+            !public.contains(&f[..12]),
+            "the public page shows fingerprint {f}:\n{public}"
+        );
+    }
+    assert!(
+        !public.contains("joined") && !public.contains("report #"),
+        "the public page shows per-host events:\n{public}"
+    );
+    // The counts are there: three live hosts, one blacklisted, by
+    // architecture and by version string.
+    let pool = section(&public, "pool");
+    assert!(pool.contains("<b id=\"pool-size\">3</b>"), "{pool}");
+    assert!(pool.contains("<b id=\"blacklist-size\">1</b>"), "{pool}");
+    let arch = section(&public, "arch");
+    let here = row_with(arch, &format!("<td>{}</td>", std::env::consts::ARCH));
+    assert!(here.contains("<td class=\"n\">2</td>"), "{arch}");
+    let odd = row_with(arch, &as_dom_text(HOSTILE_ARCH));
+    assert!(odd.contains("<td class=\"n\">1</td>"), "{arch}");
+    let tcs = section(&public, "toolchains");
+    let bad = row_with(tcs, &as_dom_text(HOSTILE_VERSION));
+    assert!(bad.contains("<td class=\"n\">1</td>"), "{bad}");
+    for t in local_toolchains() {
+        row_with(tcs, &as_dom_text(&t.version));
+    }
+
+    // The detailed page: unsigned or a stranger's signature gets nothing.
+    let curl = CoordinatorUrl::parse(&url).unwrap();
+    let path = "/v1/status?format=html";
+    let get_signed = |who: Option<&Identity>| {
+        let headers = who.map(|id| auth::sign_request(id, "GET", path, b"", unix_now()));
+        let pairs: Vec<(&str, &str)> = headers
+            .as_ref()
+            .map(|h| h.pairs().to_vec())
+            .unwrap_or_default();
+        rt.block_on(send(&curl, None, "GET", path, &pairs, Vec::new()))
+            .unwrap()
+    };
+    assert_eq!(get_signed(None).0, 401, "unsigned detail");
+    let (st, body) = get_signed(Some(&Identity::generate()));
+    assert_eq!(st, 403, "a stranger: {}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("not_member"));
+    let (st, body) = get_signed(Some(&m1));
+    assert_eq!(st, 200, "a member: {}", String::from_utf8_lossy(&body));
+    let detail_file = tmp.path().join("detail.html");
+    fs::write(&detail_file, &body).unwrap();
+    let dom = run_chromium(
+        &chromium,
+        tmp.path(),
+        &format!("file://{}", detail_file.display()),
         &["--dump-dom".into()],
     );
 
@@ -308,7 +394,7 @@ fn status_page_renders_the_pool_in_headless_chromium_and_runs_no_peer_markup() {
         "the hostile join is listed as text:\n{activity}"
     );
 
-    // And a picture of it, as a visitor would see it.
+    // And a picture of the public page, as a visitor would see it.
     let shot = tmp.path().join("status.png");
     run_chromium(
         &chromium,
