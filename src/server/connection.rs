@@ -3,13 +3,17 @@
 //! watching for the client to go away, write the reply, log one line.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::TryAcquireError;
 use tokio::time::timeout;
 
+use super::admission::{ByteCharge, Refused};
 use super::job::{check_command, run_job, JobOutcome, JobResult};
-use super::stats::Outcome;
+use super::stats::{Outcome, StallPhase};
 use super::Shared;
 use crate::args::Refusal;
 use crate::exitcode;
@@ -18,12 +22,12 @@ use crate::protocol::{
 };
 use crate::transport::{FrameReader, Patience, ReadPolicy, TransportError};
 
-/// Read sizes: at least this much per read (fewer syscalls on big bodies)…
-const MIN_READ: usize = 16 * 1024;
+/// Read sizes: at least this much per read. Small, because it is what a
+/// connection that has sent nothing yet costs (the room grows with what the
+/// decoder wants: a body is read in large pieces anyway)…
+const MIN_READ: usize = 4 * 1024;
 /// …and at most this much, whatever the decoder hints.
 const MAX_READ: usize = 256 * 1024;
-/// The largest piece of a request that must arrive within one `--io-timeout`.
-const STALL_UNIT: usize = 64 * 1024;
 /// Bytes a client may send after its request before we call it a violation.
 const MAX_TRAILING_BYTES: usize = 64 * 1024;
 
@@ -40,6 +44,10 @@ enum ReadError {
     Stalled(Duration),
     #[error("client did not finish its request within {0:?}")]
     Deadline(Duration),
+    #[error("client did not send its request header (DIST … ARGV) within {0:?}")]
+    HeaderDeadline(Duration),
+    #[error("server busy: {0}; closing so the client compiles locally")]
+    Busy(Refused),
     #[error("reading from the client failed: {0}")]
     Io(#[from] io::Error),
 }
@@ -50,7 +58,10 @@ impl From<TransportError> for ReadError {
             TransportError::Protocol(e) => ReadError::Protocol(e),
             TransportError::Closed { received } => ReadError::Eof(received),
             TransportError::Stalled(after) => ReadError::Stalled(after),
-            TransportError::Io(e) => ReadError::Io(e),
+            TransportError::Io(e) => match e.get_ref().and_then(|e| e.downcast_ref::<Refused>()) {
+                Some(why) => ReadError::Busy(*why),
+                None => ReadError::Io(e),
+            },
         }
     }
 }
@@ -62,9 +73,40 @@ impl ReadError {
                 (Outcome::RejBadReq, exitcode::PROTOCOL_ERROR)
             }
             ReadError::Eof(_) => (Outcome::Other, exitcode::TRUNCATED),
-            ReadError::Stalled(_) | ReadError::Deadline(_) => (Outcome::Other, exitcode::TIMEOUT),
+            ReadError::Stalled(_) | ReadError::Deadline(_) | ReadError::HeaderDeadline(_) => {
+                (Outcome::Other, exitcode::TIMEOUT)
+            }
+            ReadError::Busy(_) => (Outcome::RejOverload, exitcode::BUSY),
             ReadError::Io(_) => (Outcome::CliDisconnect, exitcode::IO_ERROR),
         }
+    }
+}
+
+/// A reader that charges every byte it returns to the request's share of
+/// `--queue-bytes`, and fails the read that would pass it: what a request
+/// holds while it is read is bounded before it is held, however many
+/// clients send at once.
+struct Charged<'a, R> {
+    inner: &'a mut R,
+    charge: &'a mut ByteCharge,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Charged<'_, R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let n = (buf.filled().len() - before) as u64;
+            if let Err(why) = this.charge.grow(n) {
+                return Poll::Ready(Err(io::Error::other(why)));
+            }
+        }
+        polled
     }
 }
 
@@ -147,19 +189,38 @@ where
     W: AsyncWrite + Unpin,
 {
     let cfg = &shared.cfg;
-    let request = match timeout(
-        cfg.request_timeout,
-        read_request(reader, shared, cfg.io_timeout),
-    )
-    .await
-    {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            let (outcome, ret) = e.outcome();
-            return JobEnd::early(outcome, ret, e.to_string());
-        }
-        Err(_) => {
-            let e = ReadError::Deadline(cfg.request_timeout);
+    let mut charge = shared.admission.charge();
+    let mut phase = StallPhase::Header;
+    let read = {
+        let mut charged = Charged {
+            inner: &mut *reader,
+            charge: &mut charge,
+        };
+        timeout(
+            cfg.request_timeout,
+            read_request(&mut charged, shared, &mut phase),
+        )
+        .await
+        .unwrap_or(Err(ReadError::Deadline(cfg.request_timeout)))
+    };
+    // The decoded request is what stays in memory (larger than what was
+    // read when it came LZO-compressed): charge that from now on.
+    let read = read.and_then(|r| {
+        let held = r.doti.len() + r.argv.iter().map(Vec::len).sum::<usize>();
+        charge.resize(held as u64).map_err(ReadError::Busy)?;
+        Ok(r)
+    });
+    let request = match read {
+        Ok(r) => r,
+        Err(e) => {
+            match &e {
+                ReadError::Stalled(_) | ReadError::HeaderDeadline(_) => {
+                    shared.stats.stall_kill(phase)
+                }
+                ReadError::Deadline(_) => shared.stats.stall_kill(StallPhase::Body),
+                ReadError::Busy(why) => shared.stats.refused(why),
+                _ => {}
+            }
             let (outcome, ret) = e.outcome();
             return JobEnd::early(outcome, ret, e.to_string());
         }
@@ -199,17 +260,40 @@ where
         }
     };
 
-    // Wait for a compile slot, giving up if the client does.
-    let slot = tokio::select! {
-        slot = shared.job_slots.acquire() => slot,
-        () = client_gone(reader) => {
-            return JobEnd {
-                outcome: Outcome::CliDisconnect,
-                status: 0,
-                ret: exitcode::IO_ERROR,
-                job: job_names,
-                note: Some("client went away while waiting for a job slot".into()),
+    // A free slot is taken at once; otherwise the request joins the FIFO
+    // queue (bounded by --queue) and waits, giving up if the client does.
+    let slot = match shared.job_slots.try_acquire() {
+        Ok(slot) => Ok(slot),
+        Err(TryAcquireError::Closed) => Err(()),
+        Err(TryAcquireError::NoPermits) => {
+            let _queued = match shared.admission.enqueue() {
+                Ok(t) => t,
+                Err(why) => {
+                    shared.stats.refused(&why);
+                    // distccd 3.4 has no busy reply: closing without a byte
+                    // is what its clients see from an overloaded distccd,
+                    // and they compile locally.
+                    return JobEnd {
+                        outcome: Outcome::RejOverload,
+                        status: 0,
+                        ret: exitcode::BUSY,
+                        job: job_names,
+                        note: Some(format!("server busy: {why}")),
+                    };
+                }
             };
+            tokio::select! {
+                slot = shared.job_slots.acquire() => slot.map_err(|_| ()),
+                () = client_gone(reader) => {
+                    return JobEnd {
+                        outcome: Outcome::CliDisconnect,
+                        status: 0,
+                        ret: exitcode::IO_ERROR,
+                        job: job_names,
+                        note: Some("client went away while waiting for a job slot".into()),
+                    };
+                }
+            }
         }
     };
     let Ok(_slot) = slot else {
@@ -224,6 +308,7 @@ where
         run_job(&command, &source, &cfg.job, client_gone(reader)).await
     };
     drop(source);
+    drop(charge);
     drop(_slot);
 
     let JobOutcome {
@@ -286,30 +371,53 @@ fn fabricated_code(status: u32) -> i32 {
     }
 }
 
+/// What `--min-body-rate` asks of a body: `rate` bytes a second, averaged
+/// over `--io-timeout` (a single quiet moment on a busy link is not a stall).
+fn body_patience(io_timeout: Duration, rate: u64) -> Patience {
+    let unit = rate.saturating_mul(io_timeout.as_secs().max(1));
+    Patience {
+        timeout: io_timeout,
+        unit: usize::try_from(unit).unwrap_or(usize::MAX).max(1),
+    }
+}
+
+/// Read one request. The header (`DIST` … `ARGV`) must be complete within
+/// `--header-timeout`, and every piece of it within `--io-timeout`; the body
+/// must keep up `--min-body-rate`. `phase` says which part was being read
+/// when an error ended it.
 async fn read_request<R>(
     reader: &mut R,
     shared: &Shared,
-    io_timeout: Duration,
+    phase: &mut StallPhase,
 ) -> Result<Request, ReadError>
 where
     R: AsyncRead + Unpin,
 {
+    let cfg = &shared.cfg;
     let policy = ReadPolicy {
         min_read: MIN_READ,
         max_read: MAX_READ,
-        patience: Some(Patience {
-            timeout: io_timeout,
-            unit: STALL_UNIT,
-        }),
+        patience: Some(body_patience(cfg.io_timeout, cfg.min_body_rate)),
     };
-    let mut frames = FrameReader::new(reader, RequestDecoder::new(shared.cfg.limits), policy);
+    let header_deadline = tokio::time::Instant::now() + cfg.header_timeout;
+    let mut frames = FrameReader::new(reader, RequestDecoder::new(cfg.limits), policy);
     let mut version = None;
     let mut argv = None;
     loop {
-        match frames
-            .next_event(|chunk| shared.stats.add_bytes_in(chunk.len()))
-            .await?
-        {
+        *phase = if argv.is_some() {
+            StallPhase::Body
+        } else {
+            StallPhase::Header
+        };
+        let next = frames.next_event(|chunk| shared.stats.add_bytes_in(chunk.len()));
+        let event = if argv.is_some() {
+            next.await?
+        } else {
+            tokio::time::timeout_at(header_deadline, next)
+                .await
+                .map_err(|_| ReadError::HeaderDeadline(cfg.header_timeout))??
+        };
+        match event {
             RequestEvent::Version(ProtocolVersion::V3) => return Err(ReadError::Pump),
             RequestEvent::Version(v) => version = Some(v),
             RequestEvent::Argv(a) => argv = Some(a),

@@ -1,6 +1,8 @@
 //! The accept loops (job port and stats port) and graceful shutdown, in the
-//! shape of mini-redis' server: one task per connection, semaphores for the
-//! limits, a signal (or `--lifetime`) ends accepting, running jobs finish.
+//! shape of mini-redis' server: one task per connection, a signal (or
+//! `--lifetime`) ends accepting, running jobs finish. Accepting is cheap:
+//! a connection only has to pass the caps of [`super::admission`] (per
+//! client address and in all); job slots are taken once a request is whole.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use tokio::time::timeout;
 
 use super::access::display_ip;
 use super::connection::{self, JobEnd};
-use super::stats::{render_metrics, render_stats_page, Outcome, SystemSnapshot};
+use super::stats::{render_metrics, render_stats_page, AdmissionSnapshot, Outcome, SystemSnapshot};
 use super::Shared;
 use crate::exitcode;
 
@@ -47,9 +49,13 @@ pub async fn run(
     };
     if let Ok(addr) = jobs.local_addr() {
         tracing::info!(
-            "listening on {addr}, {} job slots, queue {}",
+            "listening on {addr}, {} job slots; up to {} connections ({} per client), \
+             {} queued requests, {} bytes of requests in memory",
             shared.cfg.jobs,
-            shared.cfg.queue
+            shared.cfg.admission.max_connections,
+            shared.cfg.admission.max_per_client,
+            shared.cfg.admission.max_queued,
+            shared.cfg.admission.max_bytes,
         );
     }
 
@@ -89,15 +95,20 @@ pub async fn run(
     }
     sampler.abort();
 
-    let busy = shared.stats.running() + shared.stats.queue_depth();
+    let busy = shared.admission.open_connections();
     if busy > 0 {
         tracing::info!("{reason}: no longer accepting; waiting up to {SHUTDOWN_GRACE:?} for {busy} connection(s)");
     } else {
         tracing::info!("{reason}: exiting");
     }
-    let all = shared.connection_permits();
+    let drained = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        while shared.admission.open_connections() > 0 {
+            tick.tick().await;
+        }
+    };
     tokio::select! {
-        r = timeout(SHUTDOWN_GRACE, shared.conn_slots.acquire_many(all)) => {
+        r = timeout(SHUTDOWN_GRACE, drained) => {
             if r.is_err() {
                 tracing::warn!("jobs still running after {SHUTDOWN_GRACE:?}; exiting anyway");
             }
@@ -145,30 +156,32 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 continue;
             }
         }
-        let Ok(permit) = Arc::clone(&shared.conn_slots).try_acquire_owned() else {
-            drop(stream);
-            connection::record(
-                shared,
-                &label,
-                started,
-                &JobEnd {
-                    outcome: Outcome::RejOverload,
-                    status: 0,
-                    ret: exitcode::BUSY,
-                    job: None,
-                    note: Some(format!(
-                        "{} compiles running and {} connections waiting: over --jobs + --queue",
-                        shared.stats.running(),
-                        shared.stats.queue_depth()
-                    )),
-                },
-            );
-            continue;
+        let ticket = match shared.admission.connect(peer.ip()) {
+            Ok(t) => t,
+            Err(why) => {
+                // Closing at once is what distccd's clients know from a full
+                // host; they compile locally or try another.
+                drop(stream);
+                shared.stats.refused(&why);
+                connection::record(
+                    shared,
+                    &label,
+                    started,
+                    &JobEnd {
+                        outcome: Outcome::RejOverload,
+                        status: 0,
+                        ret: exitcode::BUSY,
+                        job: None,
+                        note: Some(why.to_string()),
+                    },
+                );
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
-            let _permit = permit;
+            let _ticket = ticket;
             let _open = shared.stats.open_connection();
             let job = tokio::spawn({
                 let shared = Arc::clone(&shared);
@@ -288,7 +301,7 @@ async fn answer_stats(mut stream: TcpStream, shared: &Shared) -> std::io::Result
     .await;
     let body = match classify_stats_request(&head) {
         StatsRequest::Metrics => {
-            let text = render_metrics(&shared.stats);
+            let text = render_metrics(&shared.stats, &AdmissionSnapshot::of(&shared.admission));
             format!(
                 "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
                  Content-Length: {}\r\nConnection: close\r\n\r\n{text}",
@@ -300,7 +313,11 @@ async fn answer_stats(mut stream: TcpStream, shared: &Shared) -> std::io::Result
             let sys = tokio::task::spawn_blocking(move || SystemSnapshot::read(&tmpdir))
                 .await
                 .unwrap_or_default();
-            render_stats_page(&shared.stats, &sys)
+            render_stats_page(
+                &shared.stats,
+                &sys,
+                &AdmissionSnapshot::of(&shared.admission),
+            )
         }
     };
     timeout(STATS_READ_TIMEOUT * 5, stream.write_all(body.as_bytes()))

@@ -6,6 +6,7 @@
 //! (see [`listener`] and [`connection`]).
 
 pub mod access;
+pub mod admission;
 pub mod connection;
 pub mod daemon;
 pub mod daemon_log;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use self::admission::Admission;
 use self::daemon::DaemonError;
 use self::options::{Mode, Parsed, ServerConfig};
 use self::stats::Stats;
@@ -33,31 +35,24 @@ use crate::exitcode;
 pub struct Shared {
     pub cfg: ServerConfig,
     pub stats: Stats,
-    /// One permit per compile that may run at once (`--jobs`).
+    /// One permit per compile that may run at once (`--jobs`); tokio's
+    /// semaphore is fair, so queued requests get slots in arrival order.
     pub job_slots: Semaphore,
-    /// One permit per open job connection: `--jobs` + `--queue`.
-    pub conn_slots: Arc<Semaphore>,
+    /// Connection caps, the job-slot queue and the memory budget.
+    pub admission: Arc<Admission>,
 }
 
 impl Shared {
     pub fn new(cfg: ServerConfig) -> Self {
         let stats = Stats::new(cfg.jobs);
         let job_slots = Semaphore::new(cfg.jobs);
-        let shared = Self {
-            conn_slots: Arc::new(Semaphore::new(0)),
+        let admission = Arc::new(Admission::new(cfg.admission));
+        Self {
             cfg,
             stats,
             job_slots,
-        };
-        let permits = shared.connection_permits() as usize;
-        shared.conn_slots.add_permits(permits);
-        shared
-    }
-
-    /// `--jobs` + `--queue`, bounded so it fits a semaphore.
-    pub fn connection_permits(&self) -> u32 {
-        let total = self.cfg.jobs.saturating_add(self.cfg.queue);
-        total.min(1 << 20) as u32
+            admission,
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use super::access::{private_networks, AccessList, Network};
+use super::admission::AdmissionLimits;
 use super::job::JobConfig;
 use super::limits::{JobLimits, SandboxMode};
 use crate::exitcode;
@@ -20,6 +21,14 @@ Compatible with distccd 3.4 (protocols 1 and 2; a protocol-3 (pump) request is
 closed, and the client compiles that job locally). Environment: DISTCCD_PATH
 (PATH for finding compilers), TMPDIR (job directories and the daemon's cwd).
 Not supported: --zeroconf, --auth, --whitelist, --blacklist, --show-principal.";
+
+/// `--max-per-client`: enough for a build machine's `-j32` against one host.
+pub const DEFAULT_MAX_PER_CLIENT: u32 = 32;
+/// `--max-connections` when the open-file limit allows it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// File descriptors kept for everything but waiting connections (running
+/// jobs' pipes and files, logs, the zygote).
+const RESERVED_FDS: u64 = 128;
 
 /// distccd's options, spelled as distccd spells them.
 #[derive(Debug, Parser)]
@@ -167,9 +176,29 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub request_timeout: u64,
 
-    /// [dportage] Connections allowed to wait (reading or queued for a job slot) besides the running compiles.
+    /// [dportage] Complete requests that may wait for a job slot (FIFO); past it a request is closed and its client compiles locally (default: --max-connections).
     #[arg(long, value_name = "N")]
     pub queue: Option<u32>,
+
+    /// [dportage] Bytes of requests held in memory, being read or waiting for a job slot (K, M, G suffixes; default: 256M, or --max-source-size if larger).
+    #[arg(long, value_name = "SIZE")]
+    pub queue_bytes: Option<String>,
+
+    /// [dportage] Job connections open at once, from all clients (default: 1024, less if the open-file limit is lower).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u32>,
+
+    /// [dportage] Job connections open at once from one client address (an IPv6 client is its /64).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PER_CLIENT)]
+    pub max_per_client: u32,
+
+    /// [dportage] Drop a client that has not sent its request header (DIST, ARGC, ARGV) after this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    pub header_timeout: u64,
+
+    /// [dportage] Drop a client sending its source (DOTI) slower than this many bytes per second, averaged over --io-timeout.
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    pub min_body_rate: u64,
 
     /// [dportage] Join the network: register and heartbeat with this coordinator (http://HOST:PORT).
     #[arg(long, value_name = "URL")]
@@ -225,7 +254,12 @@ pub struct ServerConfig {
     /// Whether the daemon fell back to private networks (warn at startup).
     pub defaulted_to_private: bool,
     pub jobs: usize,
-    pub queue: usize,
+    /// Connection caps, the queue for job slots and the memory budget.
+    pub admission: AdmissionLimits,
+    /// Deadline for the request header (`DIST` … `ARGV`).
+    pub header_timeout: Duration,
+    /// Bytes per second a request body must arrive at, over `io_timeout`.
+    pub min_body_rate: u64,
     pub nice: i32,
     pub pid_file: Option<PathBuf>,
     pub stats_port: Option<u16>,
@@ -271,6 +305,20 @@ pub fn version_text() -> String {
     crate::logging::distcc_version_text("distccd")
 }
 
+/// `--queue-bytes` unless `--max-source-size` is larger.
+const DEFAULT_QUEUE_BYTES: u64 = 256 << 20;
+
+fn soft_nofile() -> u64 {
+    // SAFETY: getrlimit only writes the struct it is given.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return u64::MAX;
+    }
+    lim.rlim_cur
+}
+
 /// Parse distccd's arguments (without the program name).
 pub fn parse(args: Vec<OsString>) -> Result<Parsed, OptionError> {
     let argv = std::iter::once(OsString::from("distccd")).chain(args);
@@ -303,6 +351,8 @@ pub struct Environment {
     pub path: Option<OsString>,
     pub ncpus: usize,
     pub self_exe: PathBuf,
+    /// The soft open-file limit (RLIMIT_NOFILE).
+    pub nofile: u64,
 }
 
 impl Environment {
@@ -315,6 +365,7 @@ impl Environment {
                 .map(|n| n.get())
                 .unwrap_or(1),
             self_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+            nofile: soft_nofile(),
         }
     }
 }
@@ -367,7 +418,35 @@ impl ServeArgs {
                 )))
             }
         };
-        let queue = self.queue.map(|q| q as usize).unwrap_or((4 * jobs).max(16));
+        let max_connections = match self.max_connections {
+            Some(0) => {
+                return Err(OptionError::Invalid(
+                    "--max-connections 0: allow at least 1 connection".into(),
+                ))
+            }
+            Some(n) => n as usize,
+            // Each waiting connection is one descriptor; keep room for the rest.
+            None => usize::try_from(env.nofile.saturating_sub(RESERVED_FDS))
+                .unwrap_or(usize::MAX)
+                .clamp(jobs + 16, DEFAULT_MAX_CONNECTIONS),
+        };
+        if self.max_per_client == 0 {
+            return Err(OptionError::Invalid(
+                "--max-per-client 0: allow at least 1 connection per client".into(),
+            ));
+        }
+        if self.header_timeout == 0 {
+            return Err(OptionError::Invalid(
+                "--header-timeout 0: the timeout must be at least 1 second".into(),
+            ));
+        }
+        if self.min_body_rate == 0 {
+            return Err(OptionError::Invalid(
+                "--min-body-rate 0: give at least 1 byte per second (a stalled body is what it stops)"
+                    .into(),
+            ));
+        }
+        let queue = self.queue.map(|q| q as usize).unwrap_or(max_connections);
 
         let mut networks = Vec::new();
         for value in &self.allow {
@@ -456,6 +535,10 @@ impl ServeArgs {
             limits.max_body = clamped as u32;
             limits.max_decompressed = usize::try_from(size).unwrap_or(usize::MAX);
         }
+        let queue_bytes = match &self.queue_bytes {
+            Some(text) => parse_size("--queue-bytes", text)?,
+            None => DEFAULT_QUEUE_BYTES.max(limits.max_decompressed as u64),
+        };
         let mut job_limits = JobLimits::default();
         if let Some(text) = &self.max_object_size {
             job_limits.max_output = parse_size("--max-object-size", text)?;
@@ -506,7 +589,14 @@ impl ServeArgs {
             access,
             defaulted_to_private,
             jobs,
-            queue,
+            admission: AdmissionLimits {
+                max_connections,
+                max_per_client: self.max_per_client as usize,
+                max_queued: queue,
+                max_bytes: queue_bytes,
+            },
+            header_timeout: Duration::from_secs(self.header_timeout),
+            min_body_rate: self.min_body_rate,
             nice: self.nice,
             pid_file: self.pid_file,
             stats_port: self.stats.then_some(self.stats_port),
@@ -600,6 +690,7 @@ mod tests {
             path: Some("/usr/bin:/bin".into()),
             ncpus: 2,
             self_exe: PathBuf::from("/usr/bin/dportage"),
+            nofile: 1024,
         }
     }
 
@@ -766,9 +857,58 @@ mod tests {
         assert_eq!(c.limits.max_decompressed, 1 << 20);
         assert_eq!(c.job.limits.wall, Duration::from_secs(30));
         assert_eq!(c.io_timeout, Duration::from_secs(2));
-        assert_eq!(c.queue, 3);
+        assert_eq!(c.admission.max_queued, 3);
         assert_eq!(c.stats_port, Some(3633));
         assert_eq!(c.lifetime, Some(Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn admission_defaults_and_checks() {
+        let c = cfg(&["--jobs", "2"]).unwrap();
+        // The open-file limit of 1024 leaves room for the rest of the daemon.
+        assert_eq!(
+            c.admission,
+            AdmissionLimits {
+                max_connections: 1024 - 128,
+                max_per_client: 32,
+                max_queued: 1024 - 128,
+                max_bytes: 256 << 20,
+            }
+        );
+        assert_eq!(c.header_timeout, Duration::from_secs(20));
+        assert_eq!(c.min_body_rate, 4096);
+        let c = cfg(&[
+            "--max-connections=5000",
+            "--max-per-client",
+            "8",
+            "--queue",
+            "100",
+            "--queue-bytes",
+            "64M",
+            "--header-timeout",
+            "5",
+            "--min-body-rate",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(c.admission.max_connections, 5000);
+        assert_eq!(c.admission.max_per_client, 8);
+        assert_eq!(c.admission.max_queued, 100);
+        assert_eq!(c.admission.max_bytes, 64 << 20);
+        assert_eq!(c.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.min_body_rate, 100);
+        // A larger --max-source-size raises the default budget to hold one.
+        let c = cfg(&["--max-source-size", "1G"]).unwrap();
+        assert_eq!(c.admission.max_bytes, 1 << 30);
+        for bad in [
+            &["--max-connections", "0"][..],
+            &["--max-per-client", "0"],
+            &["--header-timeout", "0"],
+            &["--min-body-rate", "0"],
+            &["--queue-bytes", "0"],
+        ] {
+            assert!(cfg(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -8,7 +8,58 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::admission::{Admission, Refused};
 use crate::metrics::{Exposition, Histogram};
+
+/// Where a request was when its client was dropped for being too slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StallPhase {
+    /// `DIST` … `ARGV` missed `--header-timeout` (or a read stalled there).
+    Header,
+    /// `DOTI` came slower than `--min-body-rate`, or the whole request missed `--request-timeout`.
+    Body,
+}
+
+impl StallPhase {
+    const ALL: [StallPhase; 2] = [StallPhase::Header, StallPhase::Body];
+
+    fn label(self) -> &'static str {
+        match self {
+            StallPhase::Header => "header",
+            StallPhase::Body => "body",
+        }
+    }
+}
+
+/// `dportage_refused_total`'s reasons, in [`Refused::label`] spelling.
+const REFUSAL_LABELS: [&str; 4] = ["per_client", "global", "queue_full", "queue_bytes"];
+
+/// The admission figures shown with the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdmissionSnapshot {
+    pub open_connections: usize,
+    pub queued: usize,
+    pub held_bytes: u64,
+    pub max_connections: usize,
+    pub max_per_client: usize,
+    pub max_queued: usize,
+    pub max_bytes: u64,
+}
+
+impl AdmissionSnapshot {
+    pub fn of(admission: &Admission) -> Self {
+        let limits = admission.limits();
+        Self {
+            open_connections: admission.open_connections(),
+            queued: admission.queued(),
+            held_bytes: admission.held_bytes(),
+            max_connections: limits.max_connections,
+            max_per_client: limits.max_per_client,
+            max_queued: limits.max_queued,
+            max_bytes: limits.max_bytes,
+        }
+    }
+}
 
 /// How one accepted connection ended: distccd's `STATS_*` categories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -160,6 +211,10 @@ pub struct Stats {
     open_connections: AtomicUsize,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Connections and requests not admitted, by [`REFUSAL_LABELS`].
+    refused: [AtomicU64; 4],
+    /// Clients dropped for being too slow, by [`StallPhase`].
+    stall_kills: [AtomicU64; 2],
     longest: Mutex<Option<Longest>>,
     history: Mutex<History>,
     histogram: Mutex<JobDurations>,
@@ -177,6 +232,8 @@ impl Stats {
             open_connections: AtomicUsize::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            refused: Default::default(),
+            stall_kills: Default::default(),
             longest: Mutex::new(None),
             history: Mutex::new(History::default()),
             histogram: Mutex::new(JobDurations {
@@ -227,11 +284,32 @@ impl Stats {
         self.running.load(Ordering::Relaxed)
     }
 
-    /// Connections open but not compiling: reading a request or waiting for a slot.
-    pub fn queue_depth(&self) -> usize {
-        self.open_connections
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.running())
+    /// Connections open now (reading, queued, compiling or replying).
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// Count a connection or request the admission rules turned away.
+    pub fn refused(&self, why: &Refused) {
+        if let Some(i) = REFUSAL_LABELS.iter().position(|l| *l == why.label()) {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn refusals(&self, label: &str) -> u64 {
+        REFUSAL_LABELS
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.refused[i].load(Ordering::Relaxed))
+    }
+
+    /// Count a client dropped for being too slow.
+    pub fn stall_kill(&self, phase: StallPhase) {
+        self.stall_kills[phase as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stall_kills(&self, phase: StallPhase) -> u64 {
+        self.stall_kills[phase as usize].load(Ordering::Relaxed)
     }
 
     pub fn count(&self, outcome: Outcome) -> u64 {
@@ -490,7 +568,14 @@ fn free_space_mib(dir: &Path) -> Option<i64> {
 
 /// distccd 3.4's stats page, byte for byte in layout (LF line ends, no
 /// Content-Length, the literal `argv /distccd` line).
-pub fn render_stats_page(stats: &Stats, sys: &SystemSnapshot) -> String {
+///
+/// dportage's admission figures follow in a `<dportagestats>` block after
+/// `</distccstats>`, so tools that read distccd's block see what they expect.
+pub fn render_stats_page(
+    stats: &Stats,
+    sys: &SystemSnapshot,
+    admission: &AdmissionSnapshot,
+) -> String {
     let n = stats.page_numbers();
     let (longest_name, longest_compiler, longest_ms) = n
         .longest
@@ -534,6 +619,31 @@ pub fn render_stats_page(stats: &Stats, sys: &SystemSnapshot) -> String {
     let _ = writeln!(s, "dcc_io_rate {}", n.io_rate);
     let _ = writeln!(s, "dcc_free_space {} MB", sys.free_space_mib);
     s.push_str("</distccstats>\n");
+    s.push_str("<dportagestats>\n");
+    let a = admission;
+    for (key, value) in [
+        ("dportage_open_connections", a.open_connections as u64),
+        ("dportage_max_connections", a.max_connections as u64),
+        ("dportage_max_per_client", a.max_per_client as u64),
+        ("dportage_queue_depth", a.queued as u64),
+        ("dportage_queue_limit", a.max_queued as u64),
+        ("dportage_queued_bytes", a.held_bytes),
+        ("dportage_queue_bytes_limit", a.max_bytes),
+    ] {
+        let _ = writeln!(s, "{key} {value}");
+    }
+    for label in REFUSAL_LABELS {
+        let _ = writeln!(s, "dportage_refused_{label} {}", stats.refusals(label));
+    }
+    for phase in StallPhase::ALL {
+        let _ = writeln!(
+            s,
+            "dportage_stall_kills_{} {}",
+            phase.label(),
+            stats.stall_kills(phase)
+        );
+    }
+    s.push_str("</dportagestats>\n");
     s
 }
 
@@ -558,7 +668,7 @@ fn one_word(s: &str) -> String {
 }
 
 /// Prometheus text exposition of the counters.
-pub fn render_metrics(stats: &Stats) -> String {
+pub fn render_metrics(stats: &Stats, admission: &AdmissionSnapshot) -> String {
     let mut page = Exposition::new();
     page.counter(
         "dportage_connections_total",
@@ -578,9 +688,49 @@ pub fn render_metrics(stats: &Stats) -> String {
         .sample(&[], stats.max_kids);
     page.gauge(
         "dportage_queue_depth",
-        "Connections open but not compiling (reading the request or waiting for a job slot).",
+        "Complete requests waiting for a job slot.",
     )
-    .sample(&[], stats.queue_depth());
+    .sample(&[], admission.queued);
+    page.gauge(
+        "dportage_queue_limit",
+        "Requests allowed to wait (--queue).",
+    )
+    .sample(&[], admission.max_queued);
+    page.gauge(
+        "dportage_queued_bytes",
+        "Bytes of requests held in memory, being read or waiting for a job slot.",
+    )
+    .sample(&[], admission.held_bytes);
+    page.gauge(
+        "dportage_queued_bytes_limit",
+        "Bytes of requests allowed in memory (--queue-bytes).",
+    )
+    .sample(&[], admission.max_bytes);
+    page.gauge(
+        "dportage_connections_open",
+        "Job connections open (reading, queued, compiling or replying).",
+    )
+    .sample(&[], admission.open_connections);
+    page.gauge(
+        "dportage_connections_limit",
+        "Job connections allowed at once (--max-connections).",
+    )
+    .sample(&[], admission.max_connections);
+    let mut refused = page.counter(
+        "dportage_refused_total",
+        "Connections closed at accept (per_client, global) and complete requests closed \
+         unserved (queue_full, queue_bytes).",
+    );
+    for label in REFUSAL_LABELS {
+        refused.sample(&[("reason", label)], stats.refusals(label));
+    }
+    let mut stalls = page.counter(
+        "dportage_stall_kills_total",
+        "Clients dropped for sending their request too slowly, by the part they were sending.",
+    );
+    for phase in StallPhase::ALL {
+        stalls.sample(&[("phase", phase.label())], stats.stall_kills(phase));
+    }
     let mut durations = page.histogram(
         "dportage_job_duration_seconds",
         "Time from accept to reply of jobs that ran the compiler.",
@@ -659,7 +809,18 @@ mod tests {
             Some(("y.c", "gcc")),
         );
         stats.finish(Outcome::Other, Duration::from_millis(1), None);
-        let page = render_stats_page(&stats, &SystemSnapshot::default());
+        stats.refused(&Refused::PerClient(32));
+        stats.stall_kill(StallPhase::Header);
+        let adm = AdmissionSnapshot {
+            queued: 3,
+            held_bytes: 900,
+            ..AdmissionSnapshot::default()
+        };
+        let page = render_stats_page(&stats, &SystemSnapshot::default(), &adm);
+        assert!(page.contains("\ndportage_queue_depth 3\n"));
+        assert!(page.contains("\ndportage_queued_bytes 900\n"));
+        assert!(page.contains("\ndportage_refused_per_client 1\n"));
+        assert!(page.contains("\ndportage_stall_kills_header 1\n"));
         assert!(page.contains("\ndcc_compile_ok 2\n"));
         assert!(page.contains("\ndcc_other 1\n"));
         assert!(page.contains("\ndcc_longest_job x.ii\n"));
@@ -667,7 +828,13 @@ mod tests {
         assert!(page.contains("\ndcc_longest_job_time_msecs 61\n"));
         assert!(page.contains("\ndcc_num_compiles1 2\n"));
         assert!(page.contains("\ndcc_max_kids 4\n"));
-        let metrics = render_metrics(&stats);
+        let metrics = render_metrics(&stats, &adm);
+        assert!(metrics.contains("dportage_queue_depth 3\n"));
+        assert!(metrics.contains("dportage_queued_bytes 900\n"));
+        assert!(metrics.contains("dportage_refused_total{reason=\"per_client\"} 1\n"));
+        assert!(metrics.contains("dportage_refused_total{reason=\"queue_full\"} 0\n"));
+        assert!(metrics.contains("dportage_stall_kills_total{phase=\"header\"} 1\n"));
+        assert!(metrics.contains("dportage_stall_kills_total{phase=\"body\"} 0\n"));
         assert!(metrics.contains("dportage_jobs_total{result=\"compile_ok\"} 2\n"));
         assert!(metrics.contains("dportage_job_duration_seconds_count 2\n"));
         assert!(metrics.contains("dportage_job_duration_seconds_bucket{le=\"0.05\"} 1\n"));
@@ -675,11 +842,16 @@ mod tests {
 
     #[test]
     fn empty_page_says_none() {
-        let page = render_stats_page(&Stats::new(1), &SystemSnapshot::default());
+        let page = render_stats_page(
+            &Stats::new(1),
+            &SystemSnapshot::default(),
+            &AdmissionSnapshot::default(),
+        );
         assert!(page.starts_with("HTTP/1.0 200 OK\nContent-Type: text/plain\nConnection: close\n\nargv /distccd\n<distccstats>\n"));
         assert!(page.contains("\ndcc_longest_job none\n"));
         assert!(page.contains("\ndcc_longest_job_time_msecs -1\n"));
-        assert!(page.ends_with("</distccstats>\n"));
+        assert!(page.contains("\n</distccstats>\n<dportagestats>\n"));
+        assert!(page.ends_with("</dportagestats>\n"));
         assert!(!page.contains('\r'));
     }
 
@@ -688,14 +860,13 @@ mod tests {
         let stats = Stats::new(2);
         let c = stats.open_connection();
         let c2 = stats.open_connection();
-        assert_eq!(stats.queue_depth(), 2);
+        assert_eq!(stats.open_connections(), 2);
         let r = stats.start_compile();
         assert_eq!(stats.running(), 1);
-        assert_eq!(stats.queue_depth(), 1);
         drop(r);
         drop(c);
         drop(c2);
-        assert_eq!(stats.queue_depth(), 0);
+        assert_eq!(stats.open_connections(), 0);
         assert_eq!(stats.running(), 0);
     }
 }

@@ -31,6 +31,7 @@ mod client {
 
 /// The server, `dportage serve`, and the jobs it runs.
 mod server {
+    mod admission;
     mod fixtures;
     mod hostile;
     mod interop;

@@ -1,7 +1,7 @@
 //! Hostile clients against a real `dportage serve` over real sockets: every
 //! bad request is closed without a byte in reply (and counted), slow and idle
-//! clients are dropped after --io-timeout, the connection queue is bounded,
-//! and after each attack an honest job still succeeds.
+//! clients are dropped after --io-timeout, and after each attack an honest
+//! job still succeeds (admission under crowds and stalls: `admission.rs`).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -282,46 +282,8 @@ fn metric(server: &DportageServer, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
 
-fn wait_metric(server: &DportageServer, name: &str, value: f64) {
-    wait_until(
-        Duration::from_secs(20),
-        format_args!("{name} to reach {value}"),
-        || {
-            if metric(server, name) == value {
-                Ok(())
-            } else {
-                Err(server.log())
-            }
-        },
-    )
-}
-
-#[test]
-fn connections_beyond_the_queue_are_closed_and_counted() {
-    // 1 compile slot + 2 waiting connections.
-    let s = DportageServer::start(&[
-        "--jobs",
-        "1",
-        "--queue",
-        "2",
-        "--io-timeout",
-        PATIENT_IO_TIMEOUT,
-    ]);
-    let mut idle = Vec::new();
-    for _ in 0..3 {
-        let mut c = TcpStream::connect(s.addr()).expect("connect");
-        c.write_all(b"DIS").expect("write");
-        idle.push(c);
-    }
-    wait_metric(&s, "dportage_queue_depth", 3.0);
-    for _ in 0..4 {
-        assert_dropped_silently(&s, &honest_request(), false);
-    }
-    s.wait_counter("dcc_rej_overload", 4);
-    drop(idle);
-    wait_metric(&s, "dportage_queue_depth", 0.0);
-    assert_honest_job_succeeds(&s);
-}
+// Connections that have not sent a whole request no longer take a queue
+// place: the caps, the queue and the stall kills are tested in `admission.rs`.
 
 #[test]
 fn many_concurrent_bad_clients_do_not_disturb_an_honest_one() {
