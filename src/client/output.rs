@@ -17,6 +17,10 @@ pub struct ObjectFile {
     /// Boxed: the hasher is ~2 KiB and replies are moved around by value.
     hasher: Box<blake3::Hasher>,
     len: u64,
+    /// The output is a device or FIFO (`-o /dev/null`): the object is copied
+    /// into it, never renamed over it (which would replace `/dev/null` for
+    /// everyone when the client runs as root).
+    special: bool,
 }
 
 impl std::fmt::Debug for ObjectFile {
@@ -32,13 +36,22 @@ impl ObjectFile {
     /// A new, empty temporary file in the directory of `path` (created if
     /// missing), so that the final rename cannot cross file systems.
     pub fn beside(path: &Path) -> std::io::Result<ObjectFile> {
-        let tmp = temp_file_beside(path)?;
+        let special = is_special_file(path);
+        let tmp = if special {
+            tempfile::Builder::new()
+                .prefix("dportage-object.")
+                .suffix(".dportage-tmp")
+                .tempfile()?
+        } else {
+            temp_file_beside(path)?
+        };
         let cleanup = super::cleanup::register(tmp.path());
         Ok(ObjectFile {
             tmp,
             _cleanup: cleanup,
             hasher: Box::new(blake3::Hasher::new()),
             len: 0,
+            special,
         })
     }
 
@@ -68,15 +81,32 @@ impl ObjectFile {
     /// directory as the one given to [`ObjectFile::beside`]).
     pub fn persist(self, path: &Path) -> std::io::Result<()> {
         let ObjectFile {
-            mut tmp, _cleanup, ..
+            mut tmp,
+            _cleanup,
+            special,
+            ..
         } = self;
         tmp.as_file_mut().flush()?;
+        if special {
+            use std::io::Seek;
+            let file = tmp.as_file_mut();
+            file.rewind()?;
+            let mut device = std::fs::OpenOptions::new().write(true).open(path)?;
+            std::io::copy(file, &mut device)?;
+            return Ok(());
+        }
         // On failure the temporary file is removed when the error's handle drops.
         tmp.persist(path).map_err(|e| e.error)?;
         // Only now that the temporary name is gone (renamed or deleted).
         drop(_cleanup);
         Ok(())
     }
+}
+
+/// Does `path` name something that exists and is not a regular file (a
+/// device such as `/dev/null`, a FIFO, a socket)? Symbolic links are followed.
+fn is_special_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
 fn temp_file_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
@@ -100,6 +130,13 @@ fn temp_file_beside(path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
 /// temporary file in the same directory (mode 0666 minus umask, like a compiler's
 /// output) renamed over `path`. Missing parent directories are created.
 pub fn write_output_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if is_special_file(path) {
+        // A device or FIFO (`-o /dev/null`) is written into, never replaced.
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .write_all(bytes);
+    }
     let mut tmp = temp_file_beside(path)?;
     let cleanup = super::cleanup::register(tmp.path());
     let written = (move || {
@@ -200,6 +237,18 @@ impl Escape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dev_null_is_written_into_never_replaced() {
+        let null = Path::new("/dev/null");
+        write_output_atomically(null, b"object").unwrap();
+        let mut object = ObjectFile::beside(null).unwrap();
+        object.write(b"streamed object").unwrap();
+        object.persist(null).unwrap();
+        let meta = std::fs::metadata(null).unwrap();
+        assert!(!meta.is_file(), "/dev/null was replaced by a regular file");
+        assert_eq!(std::fs::read(null).unwrap(), b"");
+    }
 
     fn strip(s: &[u8]) -> String {
         String::from_utf8(strip_terminal_controls(s)).unwrap()
