@@ -4,7 +4,7 @@
 # installed distcc 3.4 by default, or dportage with --dportage BIN.
 #
 #   run.sh [--dportage BIN | --bin DIR] [--lzo] [--suite DIR] [--expect FILE]
-#          [--timeout SECS] [--keep] [CASE...]
+#          [--timeout SECS] [--shard K/N] [--keep] [CASE...]
 #
 #   --dportage BIN  links named distcc and distccd to BIN come first in PATH
 #   --bin DIR       DIR (holding distcc and distccd) comes first in PATH
@@ -14,6 +14,9 @@
 #   --expect FILE   cases (one a line, # comments) that must end OK or NOTRUN;
 #                   exit 1 if one does not
 #   --timeout SECS  per case (default 240)
+#   --shard K/N     only every Nth case of the list, starting at the Kth
+#                   (0-based): N runs with K = 0..N-1 cover every case once,
+#                   so the suite can run in parallel
 #   CASE...         run only these cases (default: all, in the suite's order)
 #
 # Each case runs in its own python process, so one hung case is cut off by
@@ -29,6 +32,7 @@ lzo=()
 expect=""
 per_case_timeout=240
 keep=0
+shard=""
 cases=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -38,8 +42,9 @@ while [ $# -gt 0 ]; do
         --suite) suite_dir=$2; shift 2 ;;
         --expect) expect=$2; shift 2 ;;
         --timeout) per_case_timeout=$2; shift 2 ;;
+        --shard) shard=$2; shift 2 ;;
         --keep) keep=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         --*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
         *) cases+=("$1"); shift ;;
     esac
@@ -88,6 +93,19 @@ suite_path="/usr/local/bin:/usr/bin:/bin"
 if [ ${#cases[@]} -eq 0 ]; then
     mapfile -t cases < <(cd "$work/suite" && "$python" -c \
         'import testdistcc; print("\n".join(t.__name__ for t in testdistcc.tests))')
+fi
+if [ -n "$shard" ]; then
+    shard_k=${shard%/*}
+    shard_n=${shard#*/}
+    if ! [[ "$shard_k" =~ ^[0-9]+$ && "$shard_n" =~ ^[1-9][0-9]*$ ]] || [ "$shard_k" -ge "$shard_n" ]; then
+        echo "run.sh: --shard wants K/N with 0 <= K < N, not $shard" >&2
+        exit 2
+    fi
+    all_cases=("${cases[@]}")
+    cases=()
+    for i in "${!all_cases[@]}"; do
+        [ $((i % shard_n)) -ne "$shard_k" ] || cases+=("${all_cases[$i]}")
+    done
 fi
 
 echo "distcc suite: $(PATH=$suite_path command -v distcc) and $(PATH=$suite_path command -v distccd)${lzo:+ (--lzo)}"

@@ -209,7 +209,7 @@ fn a_dripping_host_is_replaced_under_redundancy() {
 /// A real 600 MiB object from an honest server still comes through: the
 /// client's limits stop bombs, not large objects. Opt-in (it moves 600 MiB
 /// through the job directory, the socket and the client's temporary file):
-/// `cargo test --test it -- --ignored six_hundred_mib`.
+/// `cargo test --test client -- --ignored six_hundred_mib`.
 #[test]
 #[ignore = "moves 600 MiB; run it with --ignored"]
 fn six_hundred_mib_honest_object_comes_through() {

@@ -1,0 +1,16 @@
+//! Verified dispatch and the shared network's integration tests (`cargo test
+//! --test network`). See `main_client.rs` for how the integration tests are
+//! split.
+
+mod support;
+
+/// Verified dispatch (`DPORTAGE_REDUNDANCY=2`).
+mod dual;
+
+/// The shared compile network: coordinator, membership, status page.
+mod network {
+    mod coordinator;
+    mod env_distcc;
+    mod limits;
+    mod status_browser;
+}
