@@ -7,7 +7,8 @@
 //!    distcc wire format), [`hosts`] (`DISTCC_HOSTS`), [`args`] (argument
 //!    scanning, rewriting, the server's flag policy), [`canonical`] (making
 //!    honest hosts agree), [`verify`] (votes, verdicts and the dual-dispatch
-//!    scheduler), [`fingerprint`] (toolchain identity), [`exitcode`],
+//!    scheduler), [`trust`] (standing, random pairing, adjudication: trust
+//!    among strangers), [`fingerprint`] (toolchain identity), [`exitcode`],
 //!    [`metrics`] (the Prometheus text format).
 //! 2. **Shared edges**: [`probe`] (runs a compiler to fingerprint it),
 //!    [`logging`], [`runtime`] (the one way to start tokio), [`transport`]
@@ -60,6 +61,7 @@ pub mod fingerprint;
 pub mod hosts;
 pub mod metrics;
 pub mod protocol;
+pub mod trust;
 pub mod verify;
 
 // Shared edges.

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "args",
             "canonical",
             "verify",
+            "trust",
             "fingerprint",
             "exitcode",
             "metrics",
