@@ -29,6 +29,12 @@ use crate::network::selection::arrange;
 use crate::network::NetworkError;
 use crate::probe;
 
+/// The share of jobs this machine compiles too, to check hosts that agreed
+/// (`DPORTAGE_SPOTCHECK`). Among strangers two colluding hosts can agree on a
+/// wrong object; a spot check is what catches them (and the disagreement is
+/// reported and adjudicated), at the price of one local compile in fifty.
+pub const NETWORK_SPOT_CHECK: &str = "0.02";
+
 /// Hosts put in `DISTCC_HOSTS` at most.
 pub const MAX_LISTED: usize = 10;
 /// Longest we wait for one candidate's TCP handshake.
@@ -151,6 +157,7 @@ pub fn environment(
     vec![
         ("DISTCC_HOSTS".into(), list.join(" ")),
         ("DPORTAGE_REDUNDANCY".into(), redundancy.to_string()),
+        ("DPORTAGE_SPOTCHECK".into(), NETWORK_SPOT_CHECK.into()),
         ("DPORTAGE_COORDINATOR".into(), coordinator.to_string()),
         ("FEATURES".into(), "distcc".into()),
         ("MAKEOPTS".into(), format!("-j{jobs}")),
@@ -666,8 +673,9 @@ mod tests {
             )
         );
         assert_eq!(vars[1].1, "2");
-        assert_eq!(vars[3], ("FEATURES".into(), "distcc".into()));
-        assert_eq!(vars[4], ("MAKEOPTS".into(), "-j4".into()));
+        assert_eq!(vars[2], ("DPORTAGE_SPOTCHECK".into(), "0.02".into()));
+        assert_eq!(vars[4], ("FEATURES".into(), "distcc".into()));
+        assert_eq!(vars[5], ("MAKEOPTS".into(), "-j4".into()));
     }
 
     #[test]

@@ -68,6 +68,7 @@ fn printed_environment_evals_and_compiles_through_real_distcc() {
         &[
             "DISTCC_HOSTS",
             "DPORTAGE_REDUNDANCY",
+            "DPORTAGE_SPOTCHECK",
             "DPORTAGE_COORDINATOR",
             "FEATURES",
             "MAKEOPTS",
@@ -85,6 +86,8 @@ fn printed_environment_evals_and_compiles_through_real_distcc() {
     }
     assert_eq!(listed.split_whitespace().count(), 2);
     assert_eq!(get("DPORTAGE_REDUNDANCY"), "2");
+    // Among strangers, spot checks are on: they catch colluding pairs.
+    assert_eq!(get("DPORTAGE_SPOTCHECK"), "0.02");
     assert_eq!(get("DPORTAGE_COORDINATOR"), url);
     assert_eq!(get("FEATURES"), "distcc");
     assert_eq!(get("MAKEOPTS"), "-j2", "4 slots, each job on 2 hosts");
