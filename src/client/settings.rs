@@ -100,6 +100,10 @@ pub struct Settings {
     pub dportage_dir: Option<PathBuf>,
     /// `DPORTAGE_COORDINATOR`: where evidence is reported (by the network layer).
     pub coordinator: Option<String>,
+    /// `DPORTAGE_HOST_LIST`: the coordinator's signed list (`dportage` sets it).
+    /// When set, verified jobs draw their hosts at random under the pairing
+    /// rules, and only once the list's signature checks out.
+    pub host_list: Option<PathBuf>,
 }
 
 impl Settings {
@@ -148,6 +152,9 @@ impl Settings {
                         .map(|home| PathBuf::from(home).join(".dportage"))
                 }),
             coordinator: text("DPORTAGE_COORDINATOR").filter(|v| !v.trim().is_empty()),
+            host_list: lookup("DPORTAGE_HOST_LIST")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         }
     }
 

@@ -20,6 +20,7 @@ use crate::fingerprint::Toolchain;
 use crate::network::api::{BlacklistEntry, DaemonStatus, Heartbeat, HostEntry};
 use crate::network::identity::IdentityId;
 pub use crate::network::selection::{arrange, NetKey};
+use crate::trust::standing::Standing;
 
 /// A live (or not yet swept) host.
 #[derive(Debug, Clone)]
@@ -117,6 +118,8 @@ impl HostRec {
             owner: self.owner,
             network: self.network.display(),
             arch: self.arch.to_string(),
+            // TODO(standing): the coordinator's standing records decide this.
+            standing: Standing::Established,
         }
     }
 }

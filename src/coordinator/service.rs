@@ -29,7 +29,7 @@ use super::store::{self, Store, StoreError, WriteOp};
 use crate::exitcode;
 use crate::network::api::{Heartbeat, MAX_BODY};
 use crate::network::clock::unix_now;
-use crate::network::identity::IdentityId;
+use crate::network::identity::{Identity, IdentityId};
 use crate::network::NetworkError;
 
 /// What can stop `dportage coordinator` or one of its admin commands.
@@ -62,6 +62,8 @@ pub enum CoordinatorError {
     Usage { option: &'static str, why: String },
     #[error("{0} does not exist; is --data the coordinator's directory?")]
     NoDatabase(PathBuf),
+    #[error("the coordinator's signing key in {}: {reason}", dir.display())]
+    Key { dir: PathBuf, reason: String },
     #[error("{0} is not blacklisted; `dportage coordinator blacklist list` shows who is")]
     NotBlacklisted(IdentityId),
     #[error(transparent)]
@@ -77,7 +79,7 @@ impl CoordinatorError {
             CoordinatorError::NoDatabase(_) | CoordinatorError::NotBlacklisted(_) => {
                 exitcode::NO_SUCH_FILE
             }
-            CoordinatorError::Store(_) => exitcode::IO_ERROR,
+            CoordinatorError::Store(_) | CoordinatorError::Key { .. } => exitcode::IO_ERROR,
             CoordinatorError::Remote(NetworkError::Api { code, .. }) if code == "not_admin" => {
                 exitcode::ACCESS_DENIED
             }
@@ -92,6 +94,11 @@ impl CoordinatorError {
     }
 }
 
+/// Under `--data`: the coordinator's own key pair (`identity.key`), which
+/// signs host lists. Back it up with the database: members pin its public key,
+/// and a new key makes every member refuse the coordinator until they re-pin.
+pub const KEY_DIR: &str = "coordinator-key";
+
 /// A running coordinator (in this process).
 pub struct Coordinator {
     addr: SocketAddr,
@@ -103,6 +110,12 @@ impl Coordinator {
     /// Open the store, bind, and serve on the current tokio runtime.
     pub async fn bind(cfg: CoordinatorConfig) -> Result<Coordinator, CoordinatorError> {
         let (store, snapshot) = Store::open(&cfg.data_dir)?;
+        let key = Identity::load_or_create(&cfg.data_dir.join(KEY_DIR)).map_err(|e| {
+            CoordinatorError::Key {
+                dir: cfg.data_dir.join(KEY_DIR),
+                reason: e.to_string(),
+            }
+        })?;
         let mut pool = Pool::new();
         for (id, daemon) in &snapshot.identities {
             pool.add_known(*id, *daemon);
@@ -118,7 +131,7 @@ impl Coordinator {
         };
         let listener = TcpListener::bind(cfg.listen).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
-        let shared = Arc::new(Shared::new(cfg, pool, store));
+        let shared = Arc::new(Shared::new(cfg, key, pool, store));
         shared.event(format!(
             "coordinator started on {addr}: {} identities, {} links, {n_blacklisted} blacklisted",
             snapshot.identities.len(),

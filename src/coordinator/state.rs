@@ -13,6 +13,7 @@ use super::quota::Quotas;
 use super::store::Store;
 use crate::network::auth::{AuthError, KeyCache, NonceCache};
 use crate::network::clock::unix_now;
+use crate::network::identity::Identity;
 
 /// Which handler a request went to (the `endpoint` label of the request counters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +207,8 @@ const MAX_EVENTS: usize = 100;
 
 pub(super) struct Shared {
     pub(super) cfg: CoordinatorConfig,
+    /// Signs host lists; members pin its public key.
+    pub(super) key: Identity,
     pool: RwLock<Pool>,
     pub(super) nonces: Mutex<NonceCache>,
     pub(super) keys: Mutex<KeyCache>,
@@ -223,7 +226,7 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(mut cfg: CoordinatorConfig, pool: Pool, store: Store) -> Self {
+    pub(super) fn new(mut cfg: CoordinatorConfig, key: Identity, pool: Pool, store: Store) -> Self {
         // Daemons are told to heartbeat within half the expiry; a short
         // --expiry must not make that rate-limited. Allow four times it.
         let every = (cfg.expiry.as_secs() / 2).max(1);
@@ -246,6 +249,7 @@ impl Shared {
             ),
             address_slots: AddressSlots::new(cfg.max_connections_per_address),
             cfg,
+            key,
             pool: RwLock::new(pool),
             keys: Mutex::new(KeyCache::default()),
             store,

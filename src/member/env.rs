@@ -21,9 +21,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::exitcode;
-use crate::network::api::{check_host_name, HostEntry, HostsRequest};
+use crate::network::api::{
+    check_host_name, HostEntry, HostsRequest, HostsResponse, SignedHostList,
+};
 use crate::network::caller::CoordinatorClient;
 use crate::network::clock::unix_now;
+use crate::network::host_list;
+use crate::network::identity::IdentityId;
 use crate::network::identity::{self, Identity};
 use crate::network::selection::arrange;
 use crate::network::NetworkError;
@@ -139,6 +143,7 @@ pub fn environment(
     hosts: &[HostEntry],
     redundancy: u32,
     coordinator: &str,
+    host_list: &Path,
 ) -> Vec<(String, String)> {
     let list: Vec<String> = hosts
         .iter()
@@ -159,6 +164,10 @@ pub fn environment(
         ("DPORTAGE_REDUNDANCY".into(), redundancy.to_string()),
         ("DPORTAGE_SPOTCHECK".into(), NETWORK_SPOT_CHECK.into()),
         ("DPORTAGE_COORDINATOR".into(), coordinator.to_string()),
+        (
+            "DPORTAGE_HOST_LIST".into(),
+            host_list.to_string_lossy().into_owned(),
+        ),
         ("FEATURES".into(), "distcc".into()),
         ("MAKEOPTS".into(), format!("-j{jobs}")),
     ]
@@ -400,11 +409,7 @@ fn local_compilers(opts: &EnvOptions) -> Result<Vec<(String, PathBuf)>, Failure>
     Ok(out)
 }
 
-async fn obtain(
-    opts: &EnvOptions,
-    coordinator: &str,
-    dir: &Path,
-) -> Result<(Vec<HostEntry>, u32), Failure> {
+async fn obtain(opts: &EnvOptions, coordinator: &str, dir: &Path) -> Result<Obtained, Failure> {
     let identity = Arc::new(Identity::load_or_create(dir).map_err(network_failure)?);
     let me = identity.id();
     let client = CoordinatorClient::new(coordinator, identity).map_err(network_failure)?;
@@ -427,7 +432,7 @@ async fn obtain(
         tz_offset_secs: my_tz,
         max: Some(32),
     };
-    let response = match client.hosts(&request).await {
+    let signed = match client.hosts_signed(&request).await {
         Err(NetworkError::Api { code, message, .. }) if code == "not_member" => {
             // Present the membership tokens we can read, then ask again.
             let mut why = Vec::new();
@@ -483,10 +488,21 @@ async fn obtain(
                     ),
                 ));
             }
-            client.hosts(&request).await.map_err(network_failure)?
+            client
+                .hosts_signed(&request)
+                .await
+                .map_err(network_failure)?
         }
         other => other.map_err(network_failure)?,
     };
+    let url = client.url().to_string();
+    let response = open_signed_list(&signed, dir, &url, &me)?;
+    let list_path = host_list::save(dir, &signed).map_err(|e| {
+        Failure::new(
+            exitcode::IO_ERROR,
+            format!("saving the signed host list: {e}"),
+        )
+    })?;
     if response.hosts.is_empty() {
         return Err(Failure::new(
             exitcode::NO_HOSTS,
@@ -515,7 +531,52 @@ async fn obtain(
             format!("none of the {n} hosts the coordinator offered accepted a TCP connection within {} ms", CONNECT_PROBE_TIMEOUT.as_millis()),
         ));
     }
-    Ok((hosts, response.redundancy))
+    Ok(Obtained {
+        hosts,
+        redundancy: response.redundancy,
+        list_path,
+    })
+}
+
+/// What the coordinator gave this member, checked.
+struct Obtained {
+    hosts: Vec<HostEntry>,
+    redundancy: u32,
+    /// The signed list on disk (`DPORTAGE_HOST_LIST`).
+    list_path: PathBuf,
+}
+
+/// Check a signed list: the coordinator's key is pinned at first contact and
+/// must match from then on; the list must be this member's and fresh.
+fn open_signed_list(
+    signed: &SignedHostList,
+    dir: &Path,
+    url: &str,
+    me: &IdentityId,
+) -> Result<HostsResponse, Failure> {
+    let refused = |why: String| {
+        Failure::new(
+            exitcode::ACCESS_DENIED,
+            format!("refusing the host list from {url}: {why}"),
+        )
+    };
+    let pinned = host_list::pinned_key(dir, url).map_err(|e| refused(e.to_string()))?;
+    let response = signed
+        .open(pinned.as_ref())
+        .map_err(|e| refused(e.to_string()))?;
+    response
+        .check_for(me, unix_now())
+        .map_err(|e| refused(e.to_string()))?;
+    if pinned.is_none() {
+        host_list::pin(dir, url, &signed.coordinator).map_err(|e| refused(e.to_string()))?;
+        tracing::warn!(
+            "pinned coordinator {url}'s key {} (first contact; see {} in {})",
+            signed.coordinator,
+            host_list::PINS_FILE,
+            dir.display()
+        );
+    }
+    Ok(response)
 }
 
 /// Entry point behind `dportage [OPTIONS] [CMD ARGS…]`.
@@ -548,7 +609,11 @@ pub fn env_main(args: Vec<OsString>) -> i32 {
             return exitcode::DISTCC_FAILED;
         }
     };
-    let (hosts, redundancy) = match rt.block_on(obtain(&opts, &coordinator, &dir)) {
+    let Obtained {
+        hosts,
+        redundancy,
+        list_path,
+    } = match rt.block_on(obtain(&opts, &coordinator, &dir)) {
         Ok(x) => x,
         Err(f) => {
             eprintln!("dportage: {}", f.message);
@@ -556,7 +621,7 @@ pub fn env_main(args: Vec<OsString>) -> i32 {
         }
     };
     drop(rt);
-    let vars = environment(&hosts, redundancy, coordinator.trim());
+    let vars = environment(&hosts, redundancy, coordinator.trim(), &list_path);
     if opts.command.is_empty() {
         print!("{}", render(opts.shell, &vars));
         eprintln!(
@@ -609,6 +674,7 @@ mod tests {
             owner: IdentityId([owner; 32]),
             network: net.into(),
             arch: "x86_64".into(),
+            standing: Default::default(),
         }
     }
 
@@ -664,7 +730,7 @@ mod tests {
     #[test]
     fn environment_lines() {
         let hosts = vec![entry(1, 1, "a", 0), entry(2, 2, "b", 0)];
-        let vars = environment(&hosts, 2, "http://c:1");
+        let vars = environment(&hosts, 2, "http://c:1", Path::new("/d/host-list.json"));
         assert_eq!(
             vars[0],
             (
@@ -674,8 +740,9 @@ mod tests {
         );
         assert_eq!(vars[1].1, "2");
         assert_eq!(vars[2], ("DPORTAGE_SPOTCHECK".into(), "0.02".into()));
-        assert_eq!(vars[4], ("FEATURES".into(), "distcc".into()));
-        assert_eq!(vars[5], ("MAKEOPTS".into(), "-j4".into()));
+        assert_eq!(vars[4].1, "/d/host-list.json");
+        assert_eq!(vars[5], ("FEATURES".into(), "distcc".into()));
+        assert_eq!(vars[6], ("MAKEOPTS".into(), "-j4".into()));
     }
 
     #[test]

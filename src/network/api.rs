@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::identity::{IdentityId, MembershipToken};
 use crate::fingerprint::{is_fingerprint_id, Toolchain};
+use crate::trust::standing::Standing;
 
 /// Largest request body the coordinator reads (larger → 413).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -243,6 +244,9 @@ pub struct HostEntry {
     /// The network the host heartbeats from (`a.b.c.0/24`, IPv6 `/48`).
     pub network: String,
     pub arch: String,
+    /// Probationary hosts are never paired with each other.
+    #[serde(default)]
+    pub standing: Standing,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +259,111 @@ pub struct HostsResponse {
     pub redundancy: u32,
     /// The live daemon that makes the requester a member.
     pub member_via: IdentityId,
+    /// The member this list was made for: a list is not transferable.
+    #[serde(default = "IdentityId::zero")]
+    pub issued_to: IdentityId,
+    /// Unix seconds when the coordinator made the list.
+    #[serde(default)]
+    pub issued_at: u64,
+}
+
+/// What `POST /v1/hosts` answers: a [`HostsResponse`] as the exact JSON text
+/// the coordinator signed with its key, so that nobody on the path (or in the
+/// member's environment) can hand a member a list of their own hosts. The
+/// member pins the coordinator's key at first contact
+/// (`$DPORTAGE_DIR/coordinator-keys.json`) and its client checks the list
+/// before every verified job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedHostList {
+    /// JSON of a [`HostsResponse`], byte for byte as signed.
+    pub list: String,
+    /// The coordinator's public key.
+    pub coordinator: IdentityId,
+    /// ed25519 (hex) over [`SignedHostList::signed_bytes`].
+    pub signature: String,
+}
+
+/// Why a signed host list is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostListError {
+    #[error(
+        "the host list is signed by coordinator key {got}, but this member pinned {pinned}: \
+         someone may be impersonating the coordinator (if its operator really changed keys, \
+         delete its line from coordinator-keys.json in DPORTAGE_DIR)"
+    )]
+    WrongCoordinator { got: String, pinned: String },
+    #[error("the host list's signature does not verify: it was altered on the way")]
+    BadSignature,
+    #[error("the host list is not valid JSON: {0}")]
+    Malformed(String),
+    #[error("the host list was issued to {issued_to}, not to this member ({me})")]
+    NotMine { issued_to: String, me: String },
+    #[error("the host list is {age_secs} s old (limit {max_secs} s): run `dportage` again")]
+    Stale { age_secs: u64, max_secs: u64 },
+}
+
+/// How long a member's client uses a host list (a long build outlives the
+/// environment it started in, so days, not minutes).
+pub const HOST_LIST_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
+
+impl SignedHostList {
+    pub fn signed_bytes(list: &str) -> Vec<u8> {
+        let mut out = b"dportage host list v1\n".to_vec();
+        out.extend_from_slice(list.as_bytes());
+        out
+    }
+
+    /// Sign `list_json` (the JSON of a [`HostsResponse`]) as `coordinator`.
+    pub fn sign(coordinator: &super::identity::Identity, list_json: String) -> Self {
+        let signature = hex::encode(coordinator.sign(&Self::signed_bytes(&list_json)));
+        SignedHostList {
+            list: list_json,
+            coordinator: coordinator.id(),
+            signature,
+        }
+    }
+
+    /// The list, once its signature verifies under `pinned` (or, when `None`,
+    /// under the key it names: only proves it is intact). Neither its owner
+    /// nor its age is checked here: see [`HostsResponse::check_for`].
+    pub fn open(&self, pinned: Option<&IdentityId>) -> Result<HostsResponse, HostListError> {
+        if let Some(pinned) = pinned.filter(|p| **p != self.coordinator) {
+            return Err(HostListError::WrongCoordinator {
+                got: self.coordinator.to_string(),
+                pinned: pinned.to_string(),
+            });
+        }
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.coordinator.0)
+            .map_err(|_| HostListError::BadSignature)?;
+        let mut sig = [0u8; 64];
+        hex::decode_to_slice(&self.signature, &mut sig).map_err(|_| HostListError::BadSignature)?;
+        key.verify_strict(
+            &Self::signed_bytes(&self.list),
+            &ed25519_dalek::Signature::from_bytes(&sig),
+        )
+        .map_err(|_| HostListError::BadSignature)?;
+        serde_json::from_str(&self.list).map_err(|e| HostListError::Malformed(e.to_string()))
+    }
+}
+
+impl HostsResponse {
+    /// Is this list for `me`, and fresh at `now` (unix seconds)?
+    pub fn check_for(&self, me: &IdentityId, now: u64) -> Result<(), HostListError> {
+        if self.issued_to != *me {
+            return Err(HostListError::NotMine {
+                issued_to: self.issued_to.to_string(),
+                me: me.to_string(),
+            });
+        }
+        let age_secs = now.saturating_sub(self.issued_at);
+        if age_secs > HOST_LIST_MAX_AGE_SECS {
+            return Err(HostListError::Stale {
+                age_secs,
+                max_secs: HOST_LIST_MAX_AGE_SECS,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// `POST /v1/link`: present a daemon's membership token to join its owner group.

@@ -136,8 +136,21 @@ impl CoordinatorClient {
         self.post("/v1/heartbeat", hb).await
     }
 
-    pub async fn hosts(&self, req: &HostsRequest) -> Result<HostsResponse, NetworkError> {
+    /// A host list as the coordinator signed it (see [`SignedHostList`]).
+    pub async fn hosts_signed(&self, req: &HostsRequest) -> Result<SignedHostList, NetworkError> {
         self.post("/v1/hosts", req).await
+    }
+
+    /// A host list whose signature verifies under the key it names (intact,
+    /// but not pinned: `dportage` pins the key, see `member::env`).
+    pub async fn hosts(&self, req: &HostsRequest) -> Result<HostsResponse, NetworkError> {
+        self.hosts_signed(req)
+            .await?
+            .open(None)
+            .map_err(|e| NetworkError::BadResponse {
+                url: format!("{}/v1/hosts", self.url),
+                why: e.to_string(),
+            })
     }
 
     pub async fn link(&self, token: &MembershipToken) -> Result<LinkResponse, NetworkError> {

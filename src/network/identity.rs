@@ -38,6 +38,11 @@ const MEMBERSHIP_CONTEXT: &[u8] = b"dportage-membership-v1\n";
 pub struct IdentityId(pub [u8; 32]);
 
 impl IdentityId {
+    /// No identity: what a field absent from an old peer's message means.
+    pub fn zero() -> Self {
+        IdentityId([0; 32])
+    }
+
     /// The first 12 hex digits, for messages.
     pub fn short(&self) -> String {
         hex::encode(&self.0[..6])
@@ -143,6 +148,14 @@ impl Identity {
 
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         self.signing.sign(msg).to_bytes()
+    }
+
+    /// Load `dir/identity.key`; never creates one.
+    pub fn load(dir: &Path) -> Result<Self, NetworkError> {
+        let key_path = dir.join(KEY_FILE);
+        let text = std::fs::read_to_string(&key_path)
+            .map_err(|e| NetworkError::io(format!("reading {}", key_path.display()), e))?;
+        Self::parse_key_file(&key_path, &text)
     }
 
     /// Load `dir/identity.key`, creating the directory (0700) and the key (0600)

@@ -16,7 +16,7 @@
 //! | method, path | who | what |
 //! |---|---|---|
 //! | `POST /v1/heartbeat` | a daemon | [`api::Heartbeat`] → [`api::HeartbeatAck`]; the first one registers the identity durably |
-//! | `POST /v1/hosts` | a member | [`api::HostsRequest`] → [`api::HostsResponse`] |
+//! | `POST /v1/hosts` | a member | [`api::HostsRequest`] → [`api::SignedHostList`] (a [`api::HostsResponse`] signed by the coordinator's key; see [`host_list`]) |
 //! | `POST /v1/link` | a person | [`api::LinkRequest`] (a daemon's membership token) → [`api::LinkResponse`] |
 //! | `POST /v1/whoami` | anyone signed | → [`api::WhoamiResponse`] |
 //! | `POST /v1/report` | a member | [`api::MismatchReport`] → [`api::ReportAck`] (after it is durable) |
@@ -38,6 +38,7 @@ pub mod api;
 pub mod auth;
 pub mod caller;
 pub mod clock;
+pub mod host_list;
 pub mod identity;
 pub mod selection;
 

@@ -49,9 +49,11 @@ pub struct HostRecord {
     pub vouched: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Standing {
+    /// What an unknown or old peer's entry means: the cautious side.
+    #[default]
     Probationary,
     Established,
 }

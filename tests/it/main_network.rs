@@ -12,5 +12,6 @@ mod network {
     mod coordinator;
     mod env_distcc;
     mod limits;
+    mod signed_list;
     mod status_browser;
 }

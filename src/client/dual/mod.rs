@@ -49,6 +49,30 @@ use super::slots::LockDir;
 pub use voters::drop_excluded_hosts;
 use voters::Voters;
 
+/// The signed host list of `DPORTAGE_HOST_LIST`, checked against the key
+/// pinned for `DPORTAGE_COORDINATOR` and this member's identity.
+fn signed_host_list(
+    path: &std::path::Path,
+    settings: &Settings,
+) -> Result<crate::network::api::HostsResponse, String> {
+    use crate::network::{caller::CoordinatorUrl, clock::unix_now, host_list, identity};
+    let dir = settings
+        .dportage_dir
+        .as_deref()
+        .ok_or("no DPORTAGE_DIR (or HOME) holds the pinned coordinator key")?;
+    let url = settings
+        .coordinator
+        .as_deref()
+        .ok_or("DPORTAGE_HOST_LIST is set without DPORTAGE_COORDINATOR")?;
+    let url = CoordinatorUrl::parse(url.trim())
+        .map_err(|e| e.to_string())?
+        .to_string();
+    let me = identity::Identity::load(dir)
+        .map_err(|e| e.to_string())?
+        .id();
+    host_list::load(path, dir, &url, &me, unix_now()).map_err(|e| e.to_string())
+}
+
 /// Compile `job` with verified dispatch and return the exit code.
 pub fn distribute(
     job: CompileJob,
@@ -111,7 +135,21 @@ pub fn distribute(
         },
         None => Vec::new(),
     };
-    let voters = Voters::new(&hosts, &excluded);
+    let mut voters = Voters::new(&hosts, &excluded);
+    if let Some(path) = &settings.host_list {
+        match signed_host_list(path, settings) {
+            Ok(list) => voters.pair_by(&list),
+            Err(why) => {
+                // Hosts of a list nobody vouches for are hosts of anyone's
+                // choosing: no vote among them is worth anything.
+                tracing::warn!(
+                    "not using the network's hosts for {input}: {why}; compiling locally"
+                );
+                return Fallback::new(&job, settings, Some(&lock), hosts.local_slots)
+                    .compile_here();
+            }
+        }
+    }
     let redundancy = verification.redundancy;
     let usable = voters.distinct_usable(&lock);
     if usable < redundancy {

@@ -3,7 +3,12 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use crate::hosts::{HostKind, HostList, HostSpec};
+use crate::network::api::HostsResponse;
+use crate::network::identity::IdentityId;
+use crate::network::selection::NetKey;
 use crate::protocol::ProtocolVersion;
+use crate::trust::pairing::{draw, may_join, Listed, MAX_SPEED_WEIGHT};
+use crate::trust::standing::Standing;
 
 use crate::client::evidence::{StateDir, EXCLUDED_FILE};
 use crate::client::remote::RemoteHost;
@@ -63,6 +68,28 @@ pub(super) struct Voters {
     list: HostList,
     pub(super) candidates: Vec<Candidate>,
     left_out: Vec<String>,
+    /// With a signed host list: what it says of each candidate, index for
+    /// index; hosts are then drawn at random under the pairing rules instead
+    /// of in list order.
+    pairing: Option<Vec<Listed<Owner, Network>>>,
+}
+
+/// Who answers for a candidate, for the pairing rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// The owner group the signed list names.
+    Listed(IdentityId),
+    /// A host the user added to `DISTCC_HOSTS` by hand: its own owner.
+    Own(usize),
+}
+
+/// A candidate's network, for the pairing rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Network {
+    Key(NetKey),
+    /// Every host on its own: the list offers no pair across networks at all
+    /// (a pool on one LAN), which says nothing an attacker could arrange.
+    Alone(usize),
 }
 
 /// The answer to "a slot on a host this job has not used".
@@ -146,7 +173,44 @@ impl Voters {
             list,
             candidates,
             left_out,
+            pairing: None,
         }
+    }
+
+    /// Draw hosts from now on as the pairing rules say, with what the signed
+    /// `list` tells of each candidate (owner, network, standing). Hosts of
+    /// `DISTCC_HOSTS` that the list does not name are the user's own: trusted
+    /// like established hosts, each its own owner.
+    pub(super) fn pair_by(&mut self, list: &HostsResponse) {
+        let mut listed: Vec<Listed<Owner, Network>> = self
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let entry = list.hosts.iter().find(|h| {
+                    h.port == c.addr.port()
+                        && h.host
+                            .parse::<IpAddr>()
+                            .ok()
+                            .or_else(|| resolve(&h.host, h.port).map(|a| a.ip()))
+                            == Some(c.addr.ip())
+                });
+                Listed {
+                    owner: entry.map_or(Owner::Own(i), |h| Owner::Listed(h.owner)),
+                    network: Network::Key(NetKey::of(c.addr.ip())),
+                    standing: entry.map_or(Standing::Established, |h| h.standing),
+                    weight: MAX_SPEED_WEIGHT.div_ceil(2),
+                }
+            })
+            .collect();
+        let any_pair_across_networks = (0..listed.len())
+            .any(|a| (0..listed.len()).any(|b| a != b && may_join(&[&listed[a]], &listed[b])));
+        if !any_pair_across_networks {
+            for (i, l) in listed.iter_mut().enumerate() {
+                l.network = Network::Alone(i);
+            }
+        }
+        self.pairing = Some(listed);
     }
 
     /// Distinct addresses among candidates that are not backed off.
@@ -175,6 +239,9 @@ impl Voters {
     /// A slot on a host this job has not used, at an address it has not used,
     /// preferring networks it has not used.
     pub(super) fn take_host(&self, lock: &LockDir, used: &[usize]) -> Take {
+        if let Some(listed) = &self.pairing {
+            return self.draw_host(listed, lock, used);
+        }
         let candidates = &self.candidates;
         let used_ips: Vec<IpAddr> = used.iter().map(|&i| candidates[i].addr.ip()).collect();
         let used_nets: Vec<Vec<u8>> = used_ips.iter().map(|ip| network(*ip)).collect();
@@ -219,6 +286,35 @@ impl Voters {
     }
 }
 
+impl Voters {
+    /// A slot on a host drawn at random among those that may join the hosts
+    /// this job `used` ([`crate::trust::pairing`]): nobody, not the list's
+    /// order nor a host, chooses who votes beside whom.
+    fn draw_host(&self, listed: &[Listed<Owner, Network>], lock: &LockDir, used: &[usize]) -> Take {
+        let mut rng = rand::thread_rng();
+        let mut busy: Vec<usize> = Vec::new();
+        loop {
+            let open =
+                |i: usize| !busy.contains(&i) && !lock.is_backed_off(&self.candidates[i].spec);
+            let Some(i) = draw(listed, used, open, &mut rng) else {
+                return if busy.is_empty() {
+                    Take::NoneLeft
+                } else {
+                    Take::Busy
+                };
+            };
+            let one = HostList {
+                hosts: vec![self.candidates[i].spec.clone()],
+                ..self.list.clone()
+            };
+            match lock.try_acquire(&one, &[]) {
+                Some((_, slot)) => return Take::Got(i, slot),
+                None => busy.push(i),
+            }
+        }
+    }
+}
+
 fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Some(SocketAddr::new(ip, port));
@@ -253,6 +349,105 @@ mod tests {
         );
         assert_ne!(network(ip("2001:db8:1::1")), network(ip("2001:db8:2::1")));
         assert_eq!(network(ip("::ffff:10.1.2.3")), network(ip("10.1.2.9")));
+    }
+
+    fn entry(addr: &str, owner: u8, standing: Standing) -> crate::network::api::HostEntry {
+        let (host, port) = addr.split_once(':').unwrap();
+        crate::network::api::HostEntry {
+            id: IdentityId([owner.wrapping_add(100); 32]),
+            host: host.into(),
+            port: port.parse().unwrap(),
+            capacity: 4,
+            lzo: false,
+            tz_offset_secs: 0,
+            owner: IdentityId([owner; 32]),
+            network: String::new(),
+            arch: "x86_64".into(),
+            standing,
+        }
+    }
+
+    /// Draw the voters of `jobs` jobs of `n` hosts each; every pair drawn.
+    fn draw_jobs(voters: &Voters, lock: &LockDir, n: usize, jobs: usize) -> Vec<Vec<usize>> {
+        (0..jobs)
+            .map(|_| {
+                let mut used = Vec::new();
+                let mut slots = Vec::new();
+                while used.len() < n {
+                    match voters.take_host(lock, &used) {
+                        Take::Got(i, slot) => {
+                            used.push(i);
+                            slots.push(slot);
+                        }
+                        _ => break,
+                    }
+                }
+                used
+            })
+            .collect()
+    }
+
+    #[test]
+    fn signed_list_pairs_at_random_never_one_owner_network_or_two_newcomers() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = LockDir::open(dir.path(), std::time::Duration::from_secs(60)).unwrap();
+        let hosts = crate::hosts::parse_host_list(
+            "10.1.0.1:1/4 10.1.0.2:1/4 10.2.0.1:1/4 10.3.0.1:1/4 10.4.0.1:1/4 10.5.0.1:1/4",
+        )
+        .unwrap();
+        let me = IdentityId([0; 32]);
+        let list = HostsResponse {
+            hosts: vec![
+                entry("10.1.0.1:1", 1, Standing::Established),
+                entry("10.1.0.2:1", 2, Standing::Established), // network of host 0
+                entry("10.2.0.1:1", 1, Standing::Established), // owner of host 0
+                entry("10.3.0.1:1", 3, Standing::Probationary),
+                entry("10.4.0.1:1", 4, Standing::Probationary),
+                // 10.5.0.1 is not in the list: the user's own host.
+            ],
+            redundancy: 2,
+            member_via: me,
+            issued_to: me,
+            issued_at: 0,
+        };
+        let mut voters = Voters::new(&hosts, &[]);
+        voters.pair_by(&list);
+        let mut firsts = std::collections::HashSet::new();
+        for pair in draw_jobs(&voters, &lock, 2, 400) {
+            assert_eq!(pair.len(), 2, "a pair can always be drawn");
+            firsts.insert(pair[0]);
+            let (a, b) = (pair[0].min(pair[1]), pair[0].max(pair[1]));
+            assert_ne!((a, b), (0, 1), "one network");
+            assert_ne!((a, b), (0, 2), "one owner");
+            assert_ne!((a, b), (3, 4), "two newcomers");
+        }
+        assert_eq!(firsts.len(), 6, "any host may be drawn first: {firsts:?}");
+    }
+
+    #[test]
+    fn one_lan_still_pairs_but_never_one_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = LockDir::open(dir.path(), std::time::Duration::from_secs(60)).unwrap();
+        let hosts =
+            crate::hosts::parse_host_list("127.0.0.2:1/2 127.0.0.3:1/2 127.0.0.4:1/2").unwrap();
+        let me = IdentityId([0; 32]);
+        let list = HostsResponse {
+            hosts: vec![
+                entry("127.0.0.2:1", 1, Standing::Established),
+                entry("127.0.0.3:1", 1, Standing::Established),
+                entry("127.0.0.4:1", 2, Standing::Established),
+            ],
+            redundancy: 2,
+            member_via: me,
+            issued_to: me,
+            issued_at: 0,
+        };
+        let mut voters = Voters::new(&hosts, &[]);
+        voters.pair_by(&list);
+        for pair in draw_jobs(&voters, &lock, 2, 100) {
+            assert_eq!(pair.len(), 2);
+            assert!(pair.contains(&2), "hosts 0 and 1 share an owner: {pair:?}");
+        }
     }
 
     #[test]

@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
-use crate::coordinator::http::{json_bytes_response, parse_json, ApiError, HttpResponse};
+use hyper::StatusCode;
+
+use crate::coordinator::http::{json_response, parse_json, ApiError, HttpResponse};
 use crate::coordinator::state::Shared;
-use crate::network::api::{HostsRequest, MAX_HOSTS_PER_RESPONSE};
+use crate::network::api::{HostsRequest, SignedHostList, MAX_HOSTS_PER_RESPONSE};
+use crate::network::clock::unix_now;
 use crate::network::identity::IdentityId;
 
 pub(super) fn hosts(
@@ -37,9 +40,20 @@ pub(super) fn hosts(
             exp,
             &mut rand::thread_rng(),
         );
-        hosts_response_json(hosts.into_iter(), shared.cfg.redundancy, &via)
+        hosts_response_json(
+            hosts.into_iter(),
+            shared.cfg.redundancy,
+            &via,
+            &id,
+            unix_now(),
+        )
     };
-    Ok(json_bytes_response(body))
+    // Signed outside the pool's lock: the list is the member's, the
+    // signature the coordinator's word on it.
+    let list = String::from_utf8(body)
+        .map_err(|_| ApiError::internal("a host list is not UTF-8 (cannot happen)"))?;
+    let signed = SignedHostList::sign(&shared.key, list);
+    Ok(json_response(StatusCode::OK, &signed))
 }
 
 /// A [`HostsResponse`](crate::network::api::HostsResponse) serialised from
@@ -49,6 +63,8 @@ fn hosts_response_json<'a>(
     entries: impl ExactSizeIterator<Item = &'a [u8]>,
     redundancy: u32,
     member_via: &IdentityId,
+    issued_to: &IdentityId,
+    issued_at: u64,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(96 + entries.len() * 320);
     out.extend_from_slice(b"{\"hosts\":[");
@@ -65,7 +81,12 @@ fn hosts_response_json<'a>(
     // Infallible: the buffer is exactly twice the key's length.
     let _ = hex::encode_to_slice(member_via.0, &mut hex);
     out.extend_from_slice(&hex);
-    out.extend_from_slice(b"\"}");
+    out.extend_from_slice(b"\",\"issued_to\":\"");
+    let _ = hex::encode_to_slice(issued_to.0, &mut hex);
+    out.extend_from_slice(&hex);
+    out.extend_from_slice(b"\",\"issued_at\":");
+    out.extend_from_slice(issued_at.to_string().as_bytes());
+    out.push(b'}');
     out
 }
 
@@ -88,19 +109,23 @@ mod tests {
                 owner: Identity::generate().id(),
                 network: format!("10.0.{i}.0/24"),
                 arch: "x86_64 \"<odd>\"".into(),
+                standing: Default::default(),
             })
             .collect();
         let via = Identity::generate().id();
+        let me = Identity::generate().id();
         for n in [0, 1, 3] {
             let cached: Vec<Vec<u8>> = entries[..n]
                 .iter()
                 .map(|e| serde_json::to_vec(e).unwrap())
                 .collect();
-            let fast = hosts_response_json(cached.iter().map(Vec::as_slice), 2, &via);
+            let fast = hosts_response_json(cached.iter().map(Vec::as_slice), 2, &via, &me, 77);
             let want = serde_json::to_vec(&HostsResponse {
                 hosts: entries[..n].to_vec(),
                 redundancy: 2,
                 member_via: via,
+                issued_to: me,
+                issued_at: 77,
             })
             .unwrap();
             assert_eq!(

@@ -127,7 +127,12 @@ mod tests {
         );
         let mut pool = Pool::new();
         pool.add_known(daemon.id(), true);
-        let shared = Arc::new(Shared::new(cfg, pool, store));
+        let shared = Arc::new(Shared::new(
+            cfg,
+            crate::network::identity::Identity::generate(),
+            pool,
+            store,
+        ));
         let body = |signer: &Identity| {
             serde_json::to_vec(&LinkRequest {
                 token: signer.membership_token(unix_now()),
