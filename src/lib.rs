@@ -11,6 +11,8 @@
 //!    among strangers), [`fingerprint`] (toolchain identity), [`exitcode`],
 //!    [`metrics`] (the Prometheus text format).
 //! 2. **Shared edges**: [`probe`] (runs a compiler to fingerprint it),
+//!    [`job_call`] (one job sent to a host for its digest: challenges and
+//!    adjudication),
 //!    [`logging`], [`runtime`] (the one way to start tokio), [`transport`]
 //!    (the one read loop from a socket into the `protocol` decoders).
 //! 3. **Network contract**: [`network`]: API types, request signing,
@@ -65,6 +67,7 @@ pub mod trust;
 pub mod verify;
 
 // Shared edges.
+pub mod job_call;
 pub mod logging;
 pub mod probe;
 pub mod runtime;

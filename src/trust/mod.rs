@@ -7,5 +7,6 @@
 //! simulation (`cargo bench --bench collusion`) all run this code.
 
 pub mod adjudication;
+pub mod challenge;
 pub mod pairing;
 pub mod standing;

@@ -29,7 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "shared edges",
-        &["logging", "probe", "runtime", "transport"],
+        &["job_call", "logging", "probe", "runtime", "transport"],
     ),
     ("network contract", &["network"]),
     ("roles", &["client", "server", "coordinator", "member"]),
