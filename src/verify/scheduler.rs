@@ -11,8 +11,10 @@
 //! * `redundancy` hosts are asked at once, at least one before the source is
 //!   preprocessed so connecting overlaps preprocessing (distcc's slot order).
 //! * A result is accepted when it holds a strict majority of at least
-//!   `redundancy` agreeing votes ([`tally`]); at most `redundancy +`
-//!   [`EXTRA_VOTES`] votes are asked for, then this machine arbitrates.
+//!   `redundancy` agreeing votes ([`tally`]) and no vote differs: the first
+//!   disagreement makes this machine arbitrate at once (asking a further
+//!   stranger would give an attacker a second draw). At most `redundancy +`
+//!   [`EXTRA_VOTES`] votes are asked for (hedges), then this machine arbitrates.
 //! * A failure (connection, timeout, refusal, or a status that is not a vote per
 //!   [`status_is_vote`]) is no vote: the host is replaced, until more than
 //!   `redundancy +` [`EXTRA_FAILURES`] hosts have failed.
@@ -24,6 +26,13 @@
 //! * After a majority: a spot check, or agreeing hosts whose diagnostics differ,
 //!   make this machine compile the same input; when it disagrees, its own result
 //!   is written (this machine is trusted over any number of strangers).
+//! * Only the first `redundancy` hosts drawn may decide a job on their own. A
+//!   majority that needs any later host (one asked after a failure, a hedge
+//!   for a lagging host, an extra vote after a disagreement) is confirmed by
+//!   this machine's compile first ([`Check::Confirm`]): every later host is
+//!   another draw from the pool, so an attacker holding a fraction f of it
+//!   would otherwise win about 3f² of the jobs (a colluder, then a colluder
+//!   hedging or outvoting the honest host it was paired with) instead of f².
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -187,6 +196,10 @@ pub enum Check {
     SpotCheck,
     /// The agreeing hosts printed different diagnostics; this machine's are shown.
     DiagnosticsDiffer,
+    /// The majority needs a host asked after the first draw (a replacement, a
+    /// hedge or an extra vote): this machine decides whether it stands, and
+    /// nothing is written unconfirmed.
+    Confirm,
     /// No result can be accepted: this machine's result is written.
     Arbiter(Shortfall),
 }
@@ -206,6 +219,9 @@ pub enum Shortfall {
     NothingToAsk,
     /// The votes are split so that no result can win within the votes allowed.
     NoMajorityPossible { max_votes: usize },
+    /// The hosts disagree. Another stranger's vote could be an attacker's
+    /// second draw, so this machine decides at once.
+    Disputed,
 }
 
 impl Shortfall {
@@ -239,6 +255,7 @@ impl fmt::Display for Shortfall {
                 f,
                 "no result can reach a strict majority within {max_votes} votes"
             ),
+            Shortfall::Disputed => write!(f, "the hosts returned different results"),
         }
     }
 }
@@ -666,6 +683,9 @@ impl Scheduler {
             }
             Verdict::Undecided { more } => more,
         };
+        if self.disputed() {
+            return self.arbiter(Shortfall::Disputed, out);
+        }
         let max_votes = self.max_votes();
         let votes = self.received.len();
         if more > max_votes.saturating_sub(votes) {
@@ -742,9 +762,12 @@ impl Scheduler {
     fn conclude(&mut self, agreement: Agreement, out: &mut Vec<Action>) {
         self.cancel_flights(out);
         let words_agree = self.words_agree(&agreement.digest);
+        let later_host_decides = self.needs_later_host(&agreement);
         if agreement.digest.status == 0 {
-            if self.rules.spot_check || !words_agree {
-                let check = if self.rules.spot_check {
+            if self.rules.spot_check || !words_agree || later_host_decides {
+                let check = if later_host_decides {
+                    Check::Confirm
+                } else if self.rules.spot_check {
                     Check::SpotCheck
                 } else {
                     Check::DiagnosticsDiffer
@@ -757,7 +780,7 @@ impl Scheduler {
             } else {
                 self.accept_object(agreement, words_agree, None, out);
             }
-        } else if self.rules.trust_remote_failure && words_agree {
+        } else if self.rules.trust_remote_failure && words_agree && !later_host_decides {
             out.extend(self.majority_report(&agreement, false));
             self.finish(
                 Finish::ShowRemoteFailure {
@@ -774,6 +797,24 @@ impl Scheduler {
         }
     }
 
+    /// Two votes differ.
+    fn disputed(&self) -> bool {
+        self.received.split_first().is_some_and(|(first, rest)| {
+            rest.iter()
+                .any(|r| !r.answer.digest.same_vote(&first.answer.digest))
+        })
+    }
+
+    /// Does the majority count a host that was not among the first
+    /// `redundancy` drawn?
+    fn needs_later_host(&self, agreement: &Agreement) -> bool {
+        let first_drawn = &self.asked[..self.asked.len().min(self.rules.redundancy)];
+        agreement
+            .agreeing
+            .iter()
+            .any(|host| !first_drawn.contains(host))
+    }
+
     fn accept_object(
         &mut self,
         agreement: Agreement,
@@ -781,6 +822,11 @@ impl Scheduler {
         local: Option<ResultDigest>,
         out: &mut Vec<Action>,
     ) {
+        if local.is_none() && self.needs_later_host(&agreement) {
+            // Unconfirmed, a later host's agreement is worth no more than one
+            // stranger's word: the user's own command decides.
+            return self.finish(Finish::CompileSourceHere, out);
+        }
         if let Some(local) = local.filter(|l| !l.same_vote(&agreement.digest)) {
             let losers = self
                 .received

@@ -181,6 +181,11 @@ impl Verified<'_> {
         let input = self.input();
         match check {
             Check::SpotCheck => tracing::debug!("compiling {input} here too (spot check)"),
+            Check::Confirm => tracing::info!(
+                "compiling {input} here too: the hosts that agree include one asked after the \
+                 first draw (after a failure, a slow host or a disagreement), so this machine \
+                 confirms"
+            ),
             Check::DiagnosticsDiffer => {
                 tracing::debug!("compiling {input} here too (the hosts' diagnostics differ)")
             }
