@@ -183,8 +183,8 @@ impl Verified<'_> {
             Check::SpotCheck => tracing::debug!("compiling {input} here too (spot check)"),
             Check::Confirm => tracing::info!(
                 "compiling {input} here too: the hosts that agree include one asked after the \
-                 first draw (after a failure, a slow host or a disagreement), so this machine \
-                 confirms"
+                 first draw (a replacement for a failed host, or a hedge for a slow one), so \
+                 this machine confirms their result before it is written"
             ),
             Check::DiagnosticsDiffer => {
                 tracing::debug!("compiling {input} here too (the hosts' diagnostics differ)")
@@ -213,6 +213,10 @@ impl Verified<'_> {
                     Check::Arbiter(_) => tracing::error!(
                         "cannot compile the preprocessed {input} here to decide between the \
                          hosts: {e}; compiling the source instead"
+                    ),
+                    Check::Confirm => tracing::error!(
+                        "cannot compile the preprocessed {input} here to confirm the hosts' \
+                         result: {e}; compiling the source instead"
                     ),
                     _ => tracing::warn!("cannot compile {input} here to check the hosts: {e}"),
                 }
