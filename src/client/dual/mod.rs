@@ -1,8 +1,10 @@
 //! Verified dispatch (`DPORTAGE_REDUNDANCY=N`, N ≥ 2): one distributable job goes
-//! to N remote hosts with distinct addresses at once, and an object is written
-//! only when N of them agree on it (object bytes and exit status, compared by
-//! blake3) as a strict majority of all votes — or when this machine's compiler,
-//! given the very same preprocessed input, decides.
+//! to N remote hosts with distinct addresses at once, and a remote object is
+//! written only when the N hosts first drawn agree on it (object bytes and exit
+//! status, compared by blake3) and no vote differs — or when this machine's
+//! compiler, given the very same preprocessed input, confirms it. A dispute,
+//! or a majority that needs a host drawn later (a hedge, a replacement), is
+//! decided by this machine.
 //!
 //! The rules live, sans-I/O and tested event by event, in
 //! [`crate::verify::scheduler`] (the README's trust model explains them to

@@ -181,6 +181,11 @@ impl Verified<'_> {
         let input = self.input();
         match check {
             Check::SpotCheck => tracing::debug!("compiling {input} here too (spot check)"),
+            Check::Confirm => tracing::info!(
+                "compiling {input} here too: the hosts that agree include one asked after the \
+                 first draw (a replacement for a failed host, or a hedge for a slow one), so \
+                 this machine confirms their result before it is written"
+            ),
             Check::DiagnosticsDiffer => {
                 tracing::debug!("compiling {input} here too (the hosts' diagnostics differ)")
             }
@@ -208,6 +213,10 @@ impl Verified<'_> {
                     Check::Arbiter(_) => tracing::error!(
                         "cannot compile the preprocessed {input} here to decide between the \
                          hosts: {e}; compiling the source instead"
+                    ),
+                    Check::Confirm => tracing::error!(
+                        "cannot compile the preprocessed {input} here to confirm the hosts' \
+                         result: {e}; compiling the source instead"
                     ),
                     _ => tracing::warn!("cannot compile {input} here to check the hosts: {e}"),
                 }

@@ -45,10 +45,10 @@ fn require_pair<A: CompileHost, B: CompileHost>(test: &str) -> bool {
 }
 
 crate::on_both_hosts!(
-    liar_flipping_one_byte_is_outvoted_and_named,
-    liar_replacing_the_object_is_outvoted_and_named,
-    liar_claiming_a_compile_error_is_outvoted_and_named,
-    liar_returning_an_oversized_object_is_outvoted_and_named,
+    liar_flipping_one_byte_is_caught_and_named,
+    liar_replacing_the_object_is_caught_and_named,
+    liar_claiming_a_compile_error_is_caught_and_named,
+    liar_returning_an_oversized_object_is_caught_and_named,
     honest_pairs_never_mismatch,
     colluding_liars_are_caught_by_a_full_spot_check,
     host_killed_mid_job_is_replaced,
@@ -59,26 +59,27 @@ crate::on_host_pairs!(
     agreed_compile_error_shows_diagnostics_once,
 );
 
-fn liar_flipping_one_byte_is_outvoted_and_named<H: CompileHost>() {
+fn liar_flipping_one_byte_is_caught_and_named<H: CompileHost>() {
     assert_liar_caught::<H>("flip");
 }
 
-fn liar_replacing_the_object_is_outvoted_and_named<H: CompileHost>() {
+fn liar_replacing_the_object_is_caught_and_named<H: CompileHost>() {
     assert_liar_caught::<H>("replace");
 }
 
-fn liar_claiming_a_compile_error_is_outvoted_and_named<H: CompileHost>() {
+fn liar_claiming_a_compile_error_is_caught_and_named<H: CompileHost>() {
     assert_liar_caught::<H>("status=256");
 }
 
-fn liar_returning_an_oversized_object_is_outvoted_and_named<H: CompileHost>() {
+fn liar_returning_an_oversized_object_is_caught_and_named<H: CompileHost>() {
     assert_liar_caught::<H>("oversize");
 }
 
 /// A liar proxy in front of an honest host, between two honest hosts in the
-/// host list (so the first pair always includes it): the object is the
-/// honest one, only the liar is named, the evidence waits for the
-/// coordinator, and the liar is never asked again.
+/// host list (so the first pair always includes it): the dispute goes to this
+/// machine at once (no third host is asked), the object is the honest one,
+/// only the liar is named, with the honest host as witness, the evidence
+/// waits for the coordinator, and the liar is never asked again.
 fn assert_liar_caught<H: CompileHost>(lie: &str) {
     if !H::require("assert_liar_caught") {
         return;
@@ -116,7 +117,7 @@ fn assert_liar_caught<H: CompileHost>(lie: &str) {
     assert_eq!(pending.len(), 1, "{lie}");
     let record = &pending[0];
     assert_eq!(record.losers, [liar.hostspec()], "{lie}");
-    assert_eq!(record.verdict, "majority", "{lie}");
+    assert_eq!(record.verdict, "arbiter", "{lie}");
     assert_eq!(
         record.input.len(),
         64,
@@ -124,11 +125,19 @@ fn assert_liar_caught<H: CompileHost>(lie: &str) {
     );
     assert!(record.args.iter().any(|a| a == "-O2"), "{:?}", record.args);
     assert!(record.time > 1_600_000_000);
+    // Two votes and this machine's: the liar's, one honest host's (the
+    // witness), and no third host's.
     let hosts: Vec<&str> = record.results.iter().map(|r| r.host.as_str()).collect();
     assert_eq!(hosts.len(), 3, "{hosts:?}");
-    for spec in [a.hostspec(), liar.hostspec(), b.hostspec()] {
-        assert!(hosts.contains(&spec.as_str()), "{spec} missing: {hosts:?}");
-    }
+    assert!(hosts.contains(&liar.hostspec().as_str()), "{hosts:?}");
+    assert!(hosts.contains(&"local"), "{hosts:?}");
+    let witnesses = [a.hostspec(), b.hostspec()]
+        .into_iter()
+        .filter(|spec| hosts.contains(&spec.as_str()))
+        .count();
+    assert_eq!(witnesses, 1, "{hosts:?}");
+    let local_result = record.results.iter().find(|r| r.host == "local").unwrap();
+    assert_eq!(local_result.object, record.accepted, "{lie}");
     let liar_result = record
         .results
         .iter()
@@ -144,11 +153,19 @@ fn assert_liar_caught<H: CompileHost>(lie: &str) {
     assert_eq!(excluded[0].evidence, record.id);
 
     // The liar is never asked again: the honest pair agrees at once.
-    // The first job ran on `a` twice (directly and behind the liar) and on
-    // `b` once; hosts log after replying, so wait for those lines first.
-    a.wait_for_compile_ok(2);
-    b.wait_for_compile_ok(1);
+    // The first job ran twice on the honest hosts (once behind the liar, on
+    // `a`, and once on the witness); hosts log after replying, so wait for
+    // those lines first.
+    wait_until(
+        Duration::from_secs(30),
+        "the first job's two COMPILE_OK lines",
+        || match a.compile_ok_count() + b.compile_ok_count() {
+            n if n >= 2 => Ok(()),
+            n => Err(format!("{n} lines")),
+        },
+    );
     let before = (a.compile_ok_count(), b.compile_ok_count());
+    assert_eq!(before.0 + before.1, 2, "{lie}: a third host compiled");
     let out = env.distcc(&["gcc", "-O2", "-c", "x.c", "-o", "x2.o"]);
     assert_success(&out, "second compile");
     assert!(mismatch_lines(&out).is_empty(), "{}", stderr_text(&out));
