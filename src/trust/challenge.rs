@@ -3,7 +3,11 @@
 //! unit (already preprocessed: no `#include`, so it compiles anywhere)
 //! generated from a seed, so a host cannot recognise a challenge by its bytes
 //! and answer only those honestly; its right answer comes from an established
-//! host with the same toolchain, which is sent the same job.
+//! host with the same toolchain, which is sent the same job. (The toolchain
+//! probe cannot serve as a known answer: its source includes system headers,
+//! and the coordinator has no compiler to preprocess it.) Until a toolchain
+//! has an established host (the operator vouches for the first), a challenge
+//! proves service only: the address compiles and returns an object.
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -30,7 +34,11 @@ pub struct Challenge {
 impl Challenge {
     /// The server argv of this challenge for `compiler` (a toolchain's name).
     pub fn argv(&self, compiler: &str) -> Vec<String> {
-        let object = format!("{}.o", self.file.trim_end_matches(".c"));
+        let stem = self
+            .file
+            .rsplit_once('.')
+            .map_or(self.file.as_str(), |(stem, _)| stem);
+        let object = format!("{stem}.o");
         vec![
             compiler.to_owned(),
             "-O2".into(),
