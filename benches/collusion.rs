@@ -52,7 +52,7 @@
 //! Run: `cargo bench --bench collusion`. Knobs (env): `COLLUSION_SEED` (1),
 //! `COLLUSION_DAYS` (90), `COLLUSION_SPOTCHECK` (0.02), `COLLUSION_FRACTIONS`
 //! (0.01,0.05,0.10), `COLLUSION_HOSTS` (10000), `COLLUSION_REDUNDANCY` (2),
-//! `COLLUSION_REFEREES` (2 or 3), `COLLUSION_BUILDS` (20 per measurement),
+//! `COLLUSION_REFEREES` (3, as the coordinator; or 2), `COLLUSION_BUILDS` (20 per measurement),
 //! `COLLUSION_FRAMES` (2000), `COLLUSION_VARIANTS` (1: also the table of
 //! defences at f = 5 %), and those above.
 //!
@@ -71,7 +71,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use dportage::trust::adjudication::{pick_referees, rule, Dispute, Ruling};
+use dportage::trust::adjudication::{pick_referees, rule_with, Dispute, Ruling, REFEREES};
 use dportage::trust::pairing::{draw, Listed};
 use dportage::trust::standing::{HostRecord, Standing, StandingRules};
 use dportage::verify::scheduler::{
@@ -129,7 +129,7 @@ impl Params {
             young_spot: None,
             patient: false,
             redundancy: knob("COLLUSION_REDUNDANCY", 2usize).max(2),
-            referees: knob("COLLUSION_REFEREES", 2usize).clamp(2, 3),
+            referees: knob("COLLUSION_REFEREES", REFEREES).clamp(2, 3),
             retries: knob("COLLUSION_RETRIES", 3),
             jobs_per_host_day: knob("COLLUSION_JOBS_PER_HOST_DAY", 100.0),
             challenges_per_day: knob("COLLUSION_CHALLENGES_PER_DAY", 4.0),
@@ -538,22 +538,13 @@ impl Sim {
         parties.push(reporter);
         for _ in 0..=self.p.retries {
             let alive = &self.alive;
-            let mut referees = pick_referees(
+            let referees = pick_referees(
                 &self.list,
                 &parties,
+                self.p.referees,
                 |i| alive[i],
                 &mut *self.rng.borrow_mut(),
             );
-            if self.p.referees > referees.len() && referees.len() == 2 {
-                let taken: Vec<usize> = parties.iter().chain(&referees).copied().collect();
-                let more = pick_referees(
-                    &self.list,
-                    &taken,
-                    |i| alive[i],
-                    &mut *self.rng.borrow_mut(),
-                );
-                referees.extend(more.into_iter().take(self.p.referees - 2));
-            }
             if referees.len() < self.p.referees {
                 continue;
             }
@@ -570,7 +561,7 @@ impl Sim {
                     reporter_side: side.to_vec(),
                     reported_result: reported,
                 };
-                match rule(&dispute, &reporter, &results) {
+                match rule_with(&dispute, &reporter, &results, self.p.referees) {
                     Ruling::AccusedWrong { struck: s } => {
                         outcome = Outcome::Accused;
                         struck.push(s);

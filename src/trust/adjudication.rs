@@ -9,10 +9,13 @@ use rand::Rng;
 use super::pairing::{draw, Listed};
 use super::standing::Standing;
 
-/// Referees re-running a disputed job. Two, and they must agree: for referees
-/// to strike an honest host, both would have to be an attacker's established
-/// hosts that also collude (about f² of disputes).
-pub const REFEREES: usize = 2;
+/// Referees re-running a disputed job. Three, and they must be unanimous: for
+/// referees to strike an honest host, all three would have to be an
+/// attacker's established hosts (about g³ of disputes, g its share of
+/// established hosts). The collusion simulation (`cargo bench --bench
+/// collusion`) measured two referees letting 0.25 % of framing attempts
+/// through at g = 5 % and three letting none of 2000 through.
+pub const REFEREES: usize = 3;
 
 /// One side's claim in a dispute: the result hash it returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,17 +42,29 @@ pub enum Ruling<Id> {
     Inconclusive,
 }
 
-/// Rule on `dispute` given the referees' results. `reporter` is the member
-/// that filed the report (struck with its side when the report was false).
+/// Rule on `dispute` given the referees' results ([`REFEREES`] are needed).
+/// `reporter` is the member that filed the report (struck with its side when
+/// the report was false).
 pub fn rule<Id: Clone, H: PartialEq>(
     dispute: &Dispute<Id, H>,
     reporter: &Id,
     referee_results: &[H],
 ) -> Ruling<Id> {
+    rule_with(dispute, reporter, referee_results, REFEREES)
+}
+
+/// [`rule`] with `needed` unanimous referees instead of [`REFEREES`] (for
+/// the simulation's comparison of two and three).
+pub fn rule_with<Id: Clone, H: PartialEq>(
+    dispute: &Dispute<Id, H>,
+    reporter: &Id,
+    referee_results: &[H],
+    needed: usize,
+) -> Ruling<Id> {
     let Some((first, rest)) = referee_results.split_first() else {
         return Ruling::Inconclusive;
     };
-    if referee_results.len() < REFEREES || rest.iter().any(|r| r != first) {
+    if referee_results.len() < needed.max(1) || rest.iter().any(|r| r != first) {
         return Ruling::Inconclusive;
     }
     if *first == dispute.reported_result && *first != dispute.accused_result {
@@ -65,18 +80,19 @@ pub fn rule<Id: Clone, H: PartialEq>(
     }
 }
 
-/// Draw [`REFEREES`] established hosts from `pool` (usable per `eligible`)
-/// whose owners and networks differ from those of `parties` (the accused, the
-/// reporter's hosts, the hosts that sided with it) and from each other.
-/// Fewer when the pool has not enough.
+/// Draw `count` ([`REFEREES`]) established hosts from `pool` (usable per
+/// `eligible`) whose owners and networks differ from those of `parties` (the
+/// accused, the reporter's hosts, the hosts that sided with it) and from each
+/// other. Fewer when the pool has not enough.
 pub fn pick_referees<O: Eq, N: Eq, R: Rng + ?Sized>(
     pool: &[Listed<O, N>],
     parties: &[usize],
+    count: usize,
     eligible: impl Fn(usize) -> bool,
     rng: &mut R,
 ) -> Vec<usize> {
     let mut chosen: Vec<usize> = Vec::new();
-    while chosen.len() < REFEREES {
+    while chosen.len() < count {
         // The parties count as already chosen, so referees differ from them by
         // owner and network; newcomers never referee.
         let taken: Vec<usize> = parties.iter().chain(&chosen).copied().collect();
@@ -117,17 +133,18 @@ mod tests {
         // (referee results, ruling)
         let cases: Vec<(Vec<u8>, Ruling<&str>)> = vec![
             (
-                vec![1, 1],
+                vec![1, 1, 1],
                 Ruling::ReportFalse {
                     struck: vec!["member", "liar1", "liar2"],
                 },
             ),
-            (vec![2, 2], Ruling::AccusedWrong { struck: "honest" }),
-            (vec![1, 2], Ruling::Inconclusive),
+            (vec![2, 2, 2], Ruling::AccusedWrong { struck: "honest" }),
+            (vec![2, 2, 1], Ruling::Inconclusive),
+            (vec![2, 2], Ruling::Inconclusive),
             (vec![1], Ruling::Inconclusive),
             (vec![], Ruling::Inconclusive),
-            (vec![3, 3], Ruling::Inconclusive),
-            (vec![2, 2, 2], Ruling::AccusedWrong { struck: "honest" }),
+            (vec![3, 3, 3], Ruling::Inconclusive),
+            (vec![2, 2, 2, 2], Ruling::AccusedWrong { struck: "honest" }),
         ];
         for (results, want) in cases {
             assert_eq!(rule(&d, &"member", &results), want, "{results:?}");
@@ -137,7 +154,12 @@ mod tests {
             reported_result: 1,
             ..dispute()
         };
-        assert_eq!(rule(&same, &"member", &[1, 1]), Ruling::Inconclusive);
+        assert_eq!(rule(&same, &"member", &[1, 1, 1]), Ruling::Inconclusive);
+        // Two unanimous referees, where asked for.
+        assert_eq!(
+            rule_with(&d, &"member", &[2, 2], 2),
+            Ruling::AccusedWrong { struck: "honest" }
+        );
     }
 
     #[test]
@@ -158,13 +180,14 @@ mod tests {
             l(6, 6, E), // 5
             l(7, 6, E), // 6: same network as 5
             l(8, 8, E), // 7
+            l(9, 9, E), // 8
         ];
         let mut rng = StdRng::seed_from_u64(3);
         for _ in 0..200 {
-            let refs = pick_referees(&pool, &[0, 1], |_| true, &mut rng);
-            assert_eq!(refs.len(), 2);
+            let refs = pick_referees(&pool, &[0, 1], REFEREES, |_| true, &mut rng);
+            assert_eq!(refs.len(), 3);
             for &r in &refs {
-                assert!([5, 6, 7].contains(&r), "{refs:?}");
+                assert!([5, 6, 7, 8].contains(&r), "{refs:?}");
             }
             assert!(
                 !(refs.contains(&5) && refs.contains(&6)),
@@ -172,7 +195,7 @@ mod tests {
             );
         }
         // Too small a pool gives fewer referees, never related ones.
-        let refs = pick_referees(&pool[..6], &[0, 1], |_| true, &mut rng);
+        let refs = pick_referees(&pool[..6], &[0, 1], REFEREES, |_| true, &mut rng);
         assert_eq!(refs, vec![5]);
     }
 }
