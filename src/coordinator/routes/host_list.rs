@@ -1,5 +1,7 @@
 //! `POST /v1/hosts`: a member asks for hosts with its toolchain. The hot path:
-//! one read lock, and host entries serialised once per heartbeat, not per request.
+//! one read lock, and host entries serialised once per heartbeat (or change of
+//! standing), not per request. The hosts handed out are remembered for the
+//! member: it may report only those (`handed_out`).
 
 use std::sync::Arc;
 
@@ -21,7 +23,7 @@ pub(super) fn hosts(
         .unwrap_or(32)
         .clamp(1, MAX_HOSTS_PER_RESPONSE as u32) as usize;
     let (now, exp) = (shared.now_ms(), shared.expiry_ms());
-    let body = {
+    let (body, given) = {
         let pool = shared.pool_read();
         if pool.is_blacklisted(&id) {
             return Err(ApiError::blacklisted(&id));
@@ -37,8 +39,15 @@ pub(super) fn hosts(
             exp,
             &mut rand::thread_rng(),
         );
-        hosts_response_json(hosts.into_iter(), shared.cfg.redundancy, &via)
+        let given: Vec<IdentityId> = hosts.iter().map(|(h, _)| *h).collect();
+        let body = hosts_response_json(
+            hosts.into_iter().map(|(_, json)| json),
+            shared.cfg.redundancy,
+            &via,
+        );
+        (body, given)
     };
+    shared.handed_out.record(&id, &given, shared.now_secs());
     Ok(json_bytes_response(body))
 }
 
@@ -88,6 +97,11 @@ mod tests {
                 owner: Identity::generate().id(),
                 network: format!("10.0.{i}.0/24"),
                 arch: "x86_64 \"<odd>\"".into(),
+                standing: if i == 1 {
+                    crate::trust::standing::Standing::Established
+                } else {
+                    crate::trust::standing::Standing::Probationary
+                },
             })
             .collect();
         let via = Identity::generate().id();
