@@ -1276,4 +1276,98 @@ mod tests {
             assert_eq!(e.id, id);
         }
     }
+
+    #[test]
+    fn standing_follows_the_record_and_shows_in_entries() {
+        let mut pool = Pool::new();
+        let rules = StandingRules {
+            challenges: 1,
+            agreements: 0,
+            min_age_secs: 100,
+        };
+        pool.set_standing_rules(rules);
+        let (a, b) = (Identity::generate().id(), Identity::generate().id());
+        for (i, id) in [a, b].into_iter().enumerate() {
+            pool.set_record(id, HostRecord::new(1_000), 1_000);
+            pool.heartbeat(id, &hb(&[fp(1)], 0), ip(10, 7, i as u8, 1), 0)
+                .unwrap();
+            assert_eq!(
+                pool.refresh_standing(&id, 1_000),
+                Some(Standing::Probationary)
+            );
+        }
+        // Challenges passed but too young; then old enough.
+        let mut rec = *pool.record(&a).unwrap();
+        rec.challenge_passed(1_050);
+        pool.set_record(a, rec, 1_050);
+        assert_eq!(pool.host(&a).unwrap().standing, Standing::Probationary);
+        assert_eq!(
+            pool.refresh_standing(&a, 1_100),
+            Some(Standing::Established)
+        );
+        assert_eq!(
+            pool.host(&a).unwrap().entry().standing,
+            Standing::Established
+        );
+        assert_entry_json_current(&pool);
+        // The operator's vouching, as the store watcher mirrors it.
+        assert_eq!(pool.replace_vouched(&[b], 1_000), 1);
+        assert_eq!(pool.host(&b).unwrap().standing, Standing::Established);
+        assert_eq!(pool.replace_vouched(&[b], 1_000), 0, "nothing changed");
+        assert_eq!(pool.standing_counts(0, 1000), (2, 0, 1), "a serves");
+        assert_eq!(pool.replace_vouched(&[], 1_000), 1);
+        assert_eq!(pool.host(&b).unwrap().standing, Standing::Probationary);
+        assert_entry_json_current(&pool);
+        // A person linked to an established daemon reports as established.
+        let person = Identity::generate().id();
+        assert!(!pool.group_is_established(&person, 1_100));
+        pool.add_link(person, a);
+        assert!(pool.group_is_established(&person, 1_100));
+        assert!(!pool.group_is_established(&b, 1_100));
+        let status = pool.daemons_of(&person, 0, 1000, 1_100);
+        assert_eq!(status.len(), 1);
+        assert_eq!(
+            (status[0].id, status[0].standing, status[0].serves),
+            (a, Standing::Established, true)
+        );
+    }
+
+    #[test]
+    fn a_blacklisting_covers_the_address_until_lifted() {
+        let mut pool = Pool::new();
+        let (liar, other) = (Identity::generate().id(), Identity::generate().id());
+        let mut at = hb(&[fp(1)], 0);
+        at.host = Some("Build.Example.org".into());
+        pool.heartbeat(liar, &at, ip(10, 8, 0, 1), 0).unwrap();
+        let rec = pool.host(&liar).unwrap();
+        assert_eq!(
+            rec.blacklist_addresses(),
+            vec!["build.example.org".to_string(), "10.8.0.1".into()],
+            "a name, and the address it heartbeats from"
+        );
+        pool.set_blacklisted(BlacklistEntry {
+            id: liar,
+            since: 1,
+            reason: "t".into(),
+            addresses: rec.blacklist_addresses(),
+            network: rec.network.display(),
+        });
+        at.host = Some("build.example.ORG".into());
+        assert_eq!(
+            pool.heartbeat(other, &at, ip(10, 9, 0, 1), 0),
+            Err(PoolError::AddressBlacklisted {
+                address: "build.example.ORG".into(),
+                id: liar
+            })
+        );
+        assert_eq!(pool.address_blacklisted_by("10.8.0.1"), Some(liar));
+        assert_eq!(address_key("::ffff:10.8.0.1"), "10.8.0.1");
+        assert_eq!(address_key("[2001:DB8::1]"), "2001:db8::1");
+        assert_eq!(network_key("10.8.0.77").as_deref(), Some("10.8.0.0/24"));
+        assert_eq!(network_key("10.8.0.0/24").as_deref(), Some("10.8.0.0/24"));
+        assert_eq!(network_key("nonsense"), None);
+        assert!(pool.lift(&liar));
+        assert_eq!(pool.address_blacklisted_by("10.8.0.1"), None);
+        pool.heartbeat(other, &at, ip(10, 9, 0, 1), 0).unwrap();
+    }
 }

@@ -99,7 +99,8 @@ mod tests {
         let a = host(1, 1, E);
         let fresh = host(2, 2, P);
         // Table: (already chosen, candidate, may join)
-        let cases: Vec<(Vec<&Listed<u32, u32>>, Listed<u32, u32>, bool)> = vec![
+        type Case<'a> = (Vec<&'a Listed<u32, u32>>, Listed<u32, u32>, bool);
+        let cases: Vec<Case> = vec![
             (vec![], host(9, 9, P), true),
             (vec![&a], host(2, 2, E), true),
             (vec![&a], host(1, 2, E), false),     // same owner

@@ -11,6 +11,7 @@ mod dual;
 mod network {
     mod coordinator;
     mod env_distcc;
+    mod free_keys;
     mod limits;
     mod status_browser;
 }
