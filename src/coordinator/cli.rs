@@ -501,7 +501,11 @@ fn reports(id: IdentityId, data: Option<PathBuf>) -> Result<(), CoordinatorError
             r.received,
             r.reporter,
             r.network,
-            if r.cleared { "cleared" } else { "counts" },
+            match (r.cleared, r.counts) {
+                (true, _) => "cleared",
+                (false, true) => "counts",
+                (false, false) => "stored (probationary reporter)",
+            },
             r.body
         );
     }

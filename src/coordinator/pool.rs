@@ -180,7 +180,7 @@ pub enum HeartbeatOutcome {
 pub enum PoolError {
     #[error("identity {0} is blacklisted after mismatch reports from two members; it will not be listed. Ask the coordinator's operator to review and lift it (`dportage coordinator blacklist lift ID`)")]
     Blacklisted(IdentityId),
-    #[error("address {address} is blacklisted with host {id}, which returned wrong results from it; no heartbeat may advertise it. If the machine there is yours and fixed, ask the coordinator's operator to review and lift {id} (`dportage coordinator blacklist lift ID`)")]
+    #[error("address {address} is blacklisted with host {id}, which returned wrong results from it: no new identity registers there and no host moves onto it. If the machine there is yours and fixed, ask the coordinator's operator to review and lift {id} (`dportage coordinator blacklist lift ID`)")]
     AddressBlacklisted { address: String, id: IdentityId },
     #[error("internal error: the pool's index names an empty slot for {0}; please report this bug, restarting the coordinator clears it")]
     DanglingSlot(IdentityId),
@@ -584,14 +584,7 @@ impl Pool {
             Some(h) => Arc::from(h),
             None => Arc::from(peer.to_string().as_str()),
         };
-        // A blacklisting covers the address too: another key cannot take
-        // the blacklisted host's place there.
-        if let Some(&by) = self.blocked_addresses.get(&address_key(&host)) {
-            return Err(PoolError::AddressBlacklisted {
-                address: host.to_string(),
-                id: by,
-            });
-        }
+
         let network = NetKey::of(peer);
         let owner = self.owner_of(&id);
         let mut fps: Vec<Arc<str>> = hb
@@ -608,6 +601,18 @@ impl Pool {
                 let Some(h) = self.hosts[idx as usize].as_ref() else {
                     return Err(PoolError::DanglingSlot(id));
                 };
+                // A blacklisting covers the address too: no host moves onto
+                // it. (New identities are refused there before they are
+                // registered; a host that already advertised it, a neighbour
+                // behind the same NAT, keeps it.)
+                if *h.host != *host {
+                    if let Some(&by) = self.blocked_addresses.get(&address_key(&host)) {
+                        return Err(PoolError::AddressBlacklisted {
+                            address: host.to_string(),
+                            id: by,
+                        });
+                    }
+                }
                 // The candidates copy what the entry shows: any change to it
                 // re-indexes (rare; a steady heartbeat only refreshes times).
                 h.fps == fps
@@ -1352,14 +1357,23 @@ mod tests {
             addresses: rec.blacklist_addresses(),
             network: rec.network.display(),
         });
+        // A host elsewhere may not move onto the address.
+        pool.heartbeat(other, &hb(&[fp(1)], 0), ip(10, 9, 0, 1), 0)
+            .unwrap();
         at.host = Some("build.example.ORG".into());
         assert_eq!(
-            pool.heartbeat(other, &at, ip(10, 9, 0, 1), 0),
+            pool.heartbeat(other, &at, ip(10, 9, 0, 1), 1),
             Err(PoolError::AddressBlacklisted {
                 address: "build.example.ORG".into(),
                 id: liar
             })
         );
+        assert_eq!(*pool.host(&other).unwrap().host, *"10.9.0.1", "unchanged");
+        // A neighbour that advertised it before keeps it (the heartbeat
+        // route refuses new identities there before they reach the pool).
+        let neighbour = Identity::generate().id();
+        pool.heartbeat(neighbour, &at, ip(10, 8, 0, 2), 0).unwrap();
+        pool.heartbeat(neighbour, &at, ip(10, 8, 0, 2), 1).unwrap();
         assert_eq!(pool.address_blacklisted_by("10.8.0.1"), Some(liar));
         assert_eq!(address_key("::ffff:10.8.0.1"), "10.8.0.1");
         assert_eq!(address_key("[2001:DB8::1]"), "2001:db8::1");

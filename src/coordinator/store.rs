@@ -580,6 +580,8 @@ pub struct StoredReport {
     pub network: String,
     /// Lifted: no longer counts towards a blacklisting.
     pub cleared: bool,
+    /// Its reporter was established when it was filed (else it never counts).
+    pub counts: bool,
     pub body: String,
 }
 
@@ -591,7 +593,7 @@ pub fn read_reports(
 ) -> Result<Vec<StoredReport>, StoreError> {
     let e = sql_err(path);
     let mut st = conn
-        .prepare("SELECT received, reporter, reporter_network, cleared, body FROM reports WHERE reported=?1 ORDER BY id DESC")
+        .prepare("SELECT received, reporter, reporter_network, cleared, counts, body FROM reports WHERE reported=?1 ORDER BY id DESC")
         .map_err(&e)?;
     let rows = st
         .query_map([id.to_string()], |r| {
@@ -600,7 +602,8 @@ pub fn read_reports(
                 reporter: r.get(1)?,
                 network: r.get(2)?,
                 cleared: r.get::<_, i64>(3)? != 0,
-                body: r.get(4)?,
+                counts: r.get::<_, i64>(4)? != 0,
+                body: r.get(5)?,
             })
         })
         .map_err(&e)?;
@@ -1181,7 +1184,9 @@ mod tests {
         assert_eq!(outcome(&got), (1, false, false));
         let conn = open_connection(dir.path()).unwrap();
         let path = dir.path().join(DB_FILE);
-        assert_eq!(read_reports(&conn, &path, &honest).unwrap().len(), 11);
+        let stored = read_reports(&conn, &path, &honest).unwrap();
+        assert_eq!(stored.len(), 11);
+        assert_eq!(stored.iter().filter(|r| r.counts).count(), 1);
     }
 
     #[tokio::test]

@@ -140,6 +140,13 @@ async fn a_blacklisted_host_cannot_return_under_a_new_key_at_its_address() {
     let liar = Arc::new(Identity::generate());
     let at_home = heartbeat(&home.to_string(), 4000);
     from(&url, &liar, home).heartbeat(&at_home).await.unwrap();
+    // A neighbour behind the same address (another port), registered before.
+    let neighbour = Arc::new(Identity::generate());
+    let next_door = heartbeat(&home.to_string(), 4001);
+    from(&url, &neighbour, home)
+        .heartbeat(&next_door)
+        .await
+        .unwrap();
     blacklist_by_two(&url, &members, liar.id()).await;
     let list = client(&url, &admin).admin_blacklist().await.unwrap();
     assert_eq!(list.entries[0].addresses, vec![home.to_string()]);
@@ -174,6 +181,11 @@ async fn a_blacklisted_host_cannot_return_under_a_new_key_at_its_address() {
         .await
         .unwrap_err();
     assert_eq!(api_code(&e), "403 blacklisted");
+    // The neighbour registered before answers for itself and keeps working.
+    from(&url, &neighbour, home)
+        .heartbeat(&next_door)
+        .await
+        .expect("a host registered before the blacklisting keeps its address");
     // A new key elsewhere is welcome; nothing of the refusals was registered.
     from(&url, &again, ip(127, 0, 6, 1))
         .heartbeat(&heartbeat("127.0.6.1", 4000))
@@ -593,6 +605,64 @@ async fn a_probationary_reporter_does_not_count_and_vouching_makes_it_count() {
         .await
         .unwrap_err();
     assert_eq!(api_code(&e), "404 not_a_host");
+    coord.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenges_and_agreements_earn_standing_and_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = coordinator(&tmp.path().join("c"), |cfg| {
+        cfg.standing_rules = StandingRules {
+            challenges: 2,
+            agreements: 1,
+            min_age_secs: 0,
+        };
+    })
+    .await;
+    let url = coord.url();
+    let host = Arc::new(Identity::generate());
+    let at = ip(127, 0, 40, 1);
+    from(&url, &host, at)
+        .heartbeat(&heartbeat(&at.to_string(), 4000))
+        .await
+        .unwrap();
+    let daemon = async || client(&url, &host).whoami().await.unwrap().daemons[0].clone();
+    assert_eq!(
+        (daemon().await.standing, daemon().await.serves),
+        (Standing::Probationary, false)
+    );
+    // The API the challenge jobs will call.
+    let rec = coord
+        .record_challenge(host.id(), true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.challenges_passed, 1);
+    assert!(
+        daemon().await.serves,
+        "one challenge passed: proven service"
+    );
+    coord.record_challenge(host.id(), true).await.unwrap();
+    assert_eq!(
+        daemon().await.standing,
+        Standing::Probationary,
+        "no agreement yet"
+    );
+    coord.record_agreement(host.id()).await.unwrap();
+    assert_eq!(daemon().await.standing, Standing::Established);
+    assert_eq!(
+        standing_listed(&url, &host, host.id()).await,
+        Some(Standing::Established),
+        "the host list follows at once"
+    );
+    // Two failures in a row: no longer serving (listing does not enforce it yet).
+    coord.record_challenge(host.id(), false).await.unwrap();
+    coord.record_challenge(host.id(), false).await.unwrap();
+    assert!(!daemon().await.serves);
+    assert!(standing_listed(&url, &host, host.id()).await.is_some());
+    // Not a host: nothing to record.
+    let stranger = Identity::generate().id();
+    assert_eq!(coord.record_agreement(stranger).await.unwrap(), None);
     coord.shutdown();
 }
 
