@@ -235,7 +235,8 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     rt.block_on(async {
         let mut cfg = CoordinatorConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().into());
-        cfg.registrations_per_network_per_hour = u32::MAX;
+        cfg.new_hosts_per_network = dportage::coordinator::quota::Rate::per_day(0);
+        cfg.new_hosts_per_wide_network = dportage::coordinator::quota::Rate::per_day(0);
         let coord = Coordinator::bind(cfg).await.unwrap();
         let addr = coord.local_addr();
 

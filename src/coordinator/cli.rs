@@ -1,4 +1,5 @@
-//! `dportage coordinator …`: run the coordinator, or administer its blacklist.
+//! `dportage coordinator …`: run the coordinator, or administer its blacklist
+//! and the hosts it vouches for.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -9,17 +10,37 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use super::config::{self as defaults, CoordinatorConfig};
+use super::pool::network_key;
 use super::quota::Rate;
 use super::service::{Coordinator, CoordinatorError};
 use super::store;
+use super::units::{duration_text, parse_duration};
 use crate::exitcode;
 use crate::network::caller::CoordinatorClient;
 use crate::network::identity::{self, Identity, IdentityId};
+use crate::trust::standing::{Standing, StandingRules};
+
+/// A span of time on the command line: `14d`, `36h`, `90min`, `0s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span(Duration);
+
+impl std::str::FromStr for Span {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Span, String> {
+        parse_duration(s).map(Span)
+    }
+}
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&duration_text(self.0))
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "dportage coordinator",
-    about = "Run the dportage network coordinator (JSON over HTTP), or administer its blacklist",
+    about = "Run the dportage network coordinator (JSON over HTTP), or administer its blacklist and vouching",
     after_help = "API: docs/coordinator-api.md. The bound address is printed on stdout as \
                   `dportage coordinator listening on http://ADDR:PORT`."
 )]
@@ -50,9 +71,37 @@ struct RunArgs {
     /// Also write the bound address (ADDR:PORT) to this file once listening.
     #[arg(long, value_name = "FILE")]
     address_file: Option<PathBuf>,
-    /// New identities accepted per /24 (IPv6 /48) network per hour.
-    #[arg(long, default_value_t = 256)]
-    registrations_per_network: u32,
+    /// New host identities accepted per /24 (IPv6 /48) network, as N/PERIOD
+    /// (4/day, 10/12h; 0: no limit). More get 429 with Retry-After. A real
+    /// contributor adds a few machines; an attacker needing hundreds of
+    /// identities needs many networks and weeks.
+    #[arg(long, value_name = "N/PERIOD", default_value_t = defaults::DEFAULT_NEW_HOSTS_PER_NETWORK)]
+    new_hosts_per_network: Rate,
+    /// New host identities accepted per /16 (IPv6 /32), as N/PERIOD (0: no
+    /// limit): many /24s of one provider do not multiply the allowance.
+    #[arg(long, value_name = "N/PERIOD", default_value_t = defaults::DEFAULT_NEW_HOSTS_PER_WIDE_NETWORK)]
+    new_hosts_per_wide_network: Rate,
+    /// Blacklisted hosts in one /24 (IPv6 /48) after which the network is
+    /// blacklisted: no new identity registers from it (0: never).
+    #[arg(long, value_name = "N", default_value_t = defaults::DEFAULT_NETWORK_STRIKES)]
+    network_strikes: u32,
+    /// Challenge jobs a host must pass to become established. The defaults
+    /// of the three --establish-* flags are for a real network: two weeks of
+    /// honest, verified work. A small private network may lower them, or
+    /// vouch for its first hosts (`dportage coordinator vouch ID`).
+    #[arg(long, value_name = "N", default_value_t = StandingRules::default().challenges)]
+    establish_challenges: u32,
+    /// Verified agreements with established hosts a host needs to become established.
+    #[arg(long, value_name = "N", default_value_t = StandingRules::default().agreements)]
+    establish_agreements: u32,
+    /// Age (since its first registration) a host needs to become
+    /// established: 14d, 36h, 0s.
+    #[arg(long, value_name = "DURATION", default_value_t = Span(Duration::from_secs(StandingRules::default().min_age_secs)))]
+    establish_age: Span,
+    /// How long after handing a member a host the coordinator accepts the
+    /// member's report against it (remembered in memory: a restart forgets).
+    #[arg(long, value_name = "DURATION", default_value_t = Span(defaults::DEFAULT_REPORT_WINDOW))]
+    report_window: Span,
     /// Distinct reporter networks (/24, IPv6 /48) needed for a blacklisting by
     /// two reporters; with fewer, a third reporter is needed.
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -110,16 +159,44 @@ enum Command {
         /// The reported identity (64 hex digits).
         id: IdentityId,
     },
+    /// Vouch for a host: it is established at once (the only shortcut past
+    /// probation; for the first hosts of a new network, and machines you run
+    /// or know). A host that lost an adjudication stays probationary.
+    Vouch {
+        /// The host's identity (64 hex digits, its identity.pub).
+        id: IdentityId,
+        /// Administer a running coordinator over HTTP (see `blacklist --help`).
+        #[arg(long, value_name = "URL")]
+        coordinator: Option<String>,
+    },
+    /// Withdraw a vouching: the host's standing is earned again.
+    Unvouch {
+        /// The host's identity (64 hex digits).
+        id: IdentityId,
+        /// Administer a running coordinator over HTTP (see `blacklist --help`).
+        #[arg(long, value_name = "URL")]
+        coordinator: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum BlacklistAction {
-    /// Print blacklisted identities: ID, since (unix seconds), reason.
+    /// Print blacklisted identities (ID, since in unix seconds, reason, the
+    /// addresses the entry covers), then blacklisted networks (NETWORK,
+    /// since, reason).
     List,
-    /// Remove an identity from the blacklist; its old reports stop counting.
+    /// Remove an identity and the addresses it covered from the blacklist;
+    /// its old reports stop counting. A network blacklisted because of it
+    /// stays blacklisted: lift that with lift-network.
     Lift {
         /// The identity (64 hex digits).
         id: IdentityId,
+    },
+    /// Let new identities register from a blacklisted network again. Its
+    /// blacklisted hosts stay blacklisted and still count as strikes.
+    LiftNetwork {
+        /// The network (10.1.2.0/24, 2001:db8:1::/48) or any address in it.
+        network: String,
     },
 }
 
@@ -150,6 +227,14 @@ pub fn coordinator_main(args: Vec<OsString>) -> i32 {
         Some(Command::Reports { id }) => {
             ("dportage coordinator reports", reports(id, cli.run.data))
         }
+        Some(Command::Vouch { id, coordinator }) => (
+            "dportage coordinator vouch",
+            vouch(id, true, coordinator, cli.run.data),
+        ),
+        Some(Command::Unvouch { id, coordinator }) => (
+            "dportage coordinator unvouch",
+            vouch(id, false, coordinator, cli.run.data),
+        ),
     };
     match result {
         Ok(()) => 0,
@@ -177,7 +262,21 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
     cfg.expiry = Duration::from_secs(args.expiry);
     cfg.admin_keys = args.admin_keys;
     cfg.redundancy = args.redundancy.clamp(1, 8);
-    cfg.registrations_per_network_per_hour = args.registrations_per_network;
+    cfg.new_hosts_per_network = args.new_hosts_per_network;
+    cfg.new_hosts_per_wide_network = args.new_hosts_per_wide_network;
+    cfg.network_strikes = args.network_strikes;
+    cfg.standing_rules = StandingRules {
+        challenges: args.establish_challenges,
+        agreements: args.establish_agreements,
+        min_age_secs: args.establish_age.0.as_secs(),
+    };
+    if args.report_window.0.is_zero() {
+        return Err(CoordinatorError::Usage {
+            option: "--report-window",
+            why: "must be longer than 0 (no report would be accepted)".into(),
+        });
+    }
+    cfg.report_window = args.report_window.0;
     cfg.blacklist_rule.min_networks = args.reporter_networks.clamp(1, 8);
     for (option, v) in [
         ("--max-connections", args.max_connections),
@@ -268,9 +367,8 @@ fn blacklist(
     let mut conn = store::open_connection(&data)?;
     match action {
         BlacklistAction::List => {
-            for e in store::read_blacklist(&conn, &path)? {
-                println!("{}\t{}\t{}", e.id, e.since, e.reason);
-            }
+            let state = store::read_blacklist_state(&conn, &path)?;
+            print_blacklist(&state.entries, &state.networks);
         }
         BlacklistAction::Lift { id } => {
             if !store::lift(&mut conn, &path, &id)? {
@@ -278,8 +376,40 @@ fn blacklist(
             }
             println!("lifted {id}");
         }
+        BlacklistAction::LiftNetwork { network } => {
+            let net = parse_network(&network)?;
+            if !store::lift_network(&mut conn, &path, &net)? {
+                return Err(CoordinatorError::NetworkNotBlacklisted(net));
+            }
+            println!("lifted network {net}");
+        }
     }
     Ok(())
+}
+
+fn parse_network(text: &str) -> Result<String, CoordinatorError> {
+    network_key(text).ok_or_else(|| CoordinatorError::Usage {
+        option: "NETWORK",
+        why: format!("{text:?} is not a network like 10.1.2.0/24 (or an address in one)"),
+    })
+}
+
+fn print_blacklist(
+    entries: &[crate::network::api::BlacklistEntry],
+    networks: &[crate::network::api::NetworkBlacklistEntry],
+) {
+    for e in entries {
+        println!(
+            "{}\t{}\t{}\t{}",
+            e.id,
+            e.since,
+            e.reason,
+            e.addresses.join(",")
+        );
+    }
+    for n in networks {
+        println!("{}\t{}\t{}", n.network, n.since, n.reason);
+    }
 }
 
 fn blacklist_http(action: BlacklistAction, url: &str) -> Result<(), CoordinatorError> {
@@ -290,9 +420,8 @@ fn blacklist_http(action: BlacklistAction, url: &str) -> Result<(), CoordinatorE
     rt.block_on(async {
         match action {
             BlacklistAction::List => {
-                for e in client.admin_blacklist().await?.entries {
-                    println!("{}\t{}\t{}", e.id, e.since, e.reason);
-                }
+                let list = client.admin_blacklist().await?;
+                print_blacklist(&list.entries, &list.networks);
             }
             BlacklistAction::Lift { id } => {
                 if !client.admin_lift(id).await?.lifted {
@@ -300,9 +429,61 @@ fn blacklist_http(action: BlacklistAction, url: &str) -> Result<(), CoordinatorE
                 }
                 println!("lifted {id}");
             }
+            BlacklistAction::LiftNetwork { network } => {
+                let net = parse_network(&network)?;
+                let answer = client.admin_lift_network(&net).await?;
+                if !answer.lifted {
+                    return Err(CoordinatorError::NetworkNotBlacklisted(answer.network));
+                }
+                println!("lifted network {}", answer.network);
+            }
         }
         Ok(())
     })
+}
+
+/// `vouch ID` / `unvouch ID`: with `--coordinator`, over HTTP (an admin key);
+/// otherwise in the database (a running coordinator picks it up within a
+/// second).
+fn vouch(
+    id: IdentityId,
+    vouched: bool,
+    coordinator: Option<String>,
+    data: Option<PathBuf>,
+) -> Result<(), CoordinatorError> {
+    let verb = if vouched { "vouched for" } else { "unvouched" };
+    if let Some(url) = coordinator {
+        let me = Arc::new(Identity::load_or_create(&identity::dportage_dir())?);
+        let client = CoordinatorClient::new(&url, me)?;
+        let rt = crate::runtime::current_thread()?;
+        let answer = rt.block_on(client.admin_vouch(id, vouched))?;
+        println!("{verb} {id}: {}", answer.standing.name());
+        return Ok(());
+    }
+    let Some(data) = data else {
+        return Err(CoordinatorError::Usage {
+            option: "--data DIR or --coordinator URL",
+            why: "give the coordinator's database directory or its address".into(),
+        });
+    };
+    let path = data.join(store::DB_FILE);
+    if !path.exists() {
+        return Err(CoordinatorError::NoDatabase(path));
+    }
+    let mut conn = store::open_connection(&data)?;
+    let Some(rec) = store::set_vouched(&mut conn, &path, &id, vouched)? else {
+        return Err(CoordinatorError::NotAHost(id));
+    };
+    // Vouching decides alone (short of a lost adjudication), whatever the
+    // coordinator's --establish-* values; without it, they decide, and
+    // this command does not know them.
+    let standing = match (vouched, rec.strikes) {
+        (true, 0) => Standing::Established.name(),
+        (true, _) => "probationary (it lost an adjudication)",
+        (false, _) => "earned again under the coordinator's --establish-* rules",
+    };
+    println!("{verb} {id}: {standing}");
+    Ok(())
 }
 
 fn reports(id: IdentityId, data: Option<PathBuf>) -> Result<(), CoordinatorError> {
@@ -320,7 +501,11 @@ fn reports(id: IdentityId, data: Option<PathBuf>) -> Result<(), CoordinatorError
             r.received,
             r.reporter,
             r.network,
-            if r.cleared { "cleared" } else { "counts" },
+            match (r.cleared, r.counts) {
+                (true, _) => "cleared",
+                (false, true) => "counts",
+                (false, false) => "stored (probationary reporter)",
+            },
             r.body
         );
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::quota::Rate;
 use super::store::BlacklistRule;
 use crate::network::identity::IdentityId;
+use crate::trust::standing::StandingRules;
 
 /// Everything `dportage coordinator` can be told.
 #[derive(Debug, Clone)]
@@ -26,8 +27,17 @@ pub struct CoordinatorConfig {
     pub body_timeout: Duration,
     /// Connections served at once; more are closed at accept.
     pub max_connections: usize,
-    /// New identities accepted per network (/24, /48) per hour.
-    pub registrations_per_network_per_hour: u32,
+    /// New host identities per network (/24, IPv6 /48).
+    pub new_hosts_per_network: Rate,
+    /// New host identities per wide network (/16, IPv6 /32).
+    pub new_hosts_per_wide_network: Rate,
+    /// What makes a host established.
+    pub standing_rules: StandingRules,
+    /// Blacklisted identities in one network (/24, /48) after which no new
+    /// identity registers from it; 0: networks are never blacklisted.
+    pub network_strikes: u32,
+    /// How long a member may report a host after it was handed that host.
+    pub report_window: Duration,
     pub blacklist_rule: BlacklistRule,
     /// Most nonces remembered (bounds memory under a flood of valid requests).
     pub nonce_cache_cap: usize,
@@ -51,6 +61,18 @@ pub struct CoordinatorConfig {
 
 /// Defaults, shared with the command line's.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// A real contributor adds a few machines, and rarely more than a handful a
+/// day from one network; an attacker who needs hundreds of identities needs
+/// many networks and weeks (500 hosts: 125 /24s for a day, or one /24 for
+/// four months).
+pub const DEFAULT_NEW_HOSTS_PER_NETWORK: Rate = Rate::per_day(4);
+/// A provider's block (/16, IPv6 /32): eight /24s' worth a day, so renting
+/// addresses in one data centre does not multiply the per-/24 allowance.
+pub const DEFAULT_NEW_HOSTS_PER_WIDE_NETWORK: Rate = Rate::per_day(32);
+/// Two blacklisted hosts in one /24 are a pattern, not bad luck.
+pub const DEFAULT_NETWORK_STRIKES: u32 = 2;
+/// A member uploads its evidence at its next run; a day covers a night.
+pub const DEFAULT_REPORT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 /// Two a second sustained, a minute's worth at once: far above what a
 /// daemon (a heartbeat every few minutes) or a member (a host list per
@@ -89,7 +111,11 @@ impl CoordinatorConfig {
             header_timeout: Duration::from_secs(20),
             body_timeout: Duration::from_secs(10),
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            registrations_per_network_per_hour: 256,
+            new_hosts_per_network: DEFAULT_NEW_HOSTS_PER_NETWORK,
+            new_hosts_per_wide_network: DEFAULT_NEW_HOSTS_PER_WIDE_NETWORK,
+            standing_rules: StandingRules::default(),
+            network_strikes: DEFAULT_NETWORK_STRIKES,
+            report_window: DEFAULT_REPORT_WINDOW,
             blacklist_rule: BlacklistRule::default(),
             nonce_cache_cap: 20_000_000,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,

@@ -42,7 +42,7 @@ impl ApiError {
         }
     }
 
-    fn retry_after(mut self, secs: u64) -> Self {
+    pub(super) fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
         self
     }
@@ -81,12 +81,12 @@ impl From<AuthError> for ApiError {
         match e {
             AuthError::Overloaded => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
-                    .retry_after(60)
+                    .with_retry_after(60)
             }
             // The key's oldest nonces leave the window within minutes.
             AuthError::KeyBusy(_) | AuthError::NetworkBusy(_) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
-                    .retry_after(60)
+                    .with_retry_after(60)
             }
             _ => ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()),
         }
@@ -97,6 +97,9 @@ impl From<PoolError> for ApiError {
     fn from(e: PoolError) -> Self {
         match e {
             PoolError::Blacklisted(id) => ApiError::blacklisted(&id),
+            e @ PoolError::AddressBlacklisted { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "blacklisted", e.to_string())
+            }
             e => ApiError::internal(e.to_string()),
         }
     }
@@ -162,7 +165,7 @@ fn over_quota(shared: &Shared, e: OverQuota) -> ApiError {
             "overloaded",
             "too many identities are sending requests right now; retry later",
         )
-        .retry_after(e.retry_after_secs);
+        .with_retry_after(e.retry_after_secs);
     };
     let (limit, what, rate) = match kind {
         QuotaKind::Request => (
@@ -189,7 +192,7 @@ fn over_quota(shared: &Shared, e: OverQuota) -> ApiError {
             e.retry_after_secs
         ),
     )
-    .retry_after(e.retry_after_secs)
+    .with_retry_after(e.retry_after_secs)
 }
 
 pub(super) fn text_response(content_type: &'static str, body: String) -> HttpResponse {

@@ -8,13 +8,15 @@ use crate::metrics::{Exposition, Histogram};
 
 pub(super) fn render(shared: &Shared) -> String {
     let (now_ms, exp) = (shared.now_ms(), shared.expiry_ms());
-    let (live, held, known, blacklisted) = {
+    let (live, held, known, blacklisted, networks, (established, probationary, serving)) = {
         let pool = shared.pool_read();
         (
             pool.live_count(now_ms, exp),
             pool.held_count(),
             pool.known_count(),
             pool.blacklist_entries().len(),
+            pool.blacklisted_networks().len(),
+            pool.standing_counts(now_ms, exp),
         )
     };
     let nonces = shared
@@ -39,6 +41,29 @@ pub(super) fn render(shared: &Shared) -> String {
         .sample(&[], known);
     page.gauge("dportage_blacklisted", "Blacklisted identities.")
         .sample(&[], blacklisted);
+    page.gauge(
+        "dportage_blacklisted_networks",
+        "Networks (/24, IPv6 /48) from which no new identity registers.",
+    )
+    .sample(&[], networks);
+    page.gauge("dportage_pool_hosts_by_standing", "Live hosts by standing.")
+        .sample(&[("standing", "established")], established)
+        .sample(&[("standing", "probationary")], probationary);
+    page.gauge(
+        "dportage_pool_serving_hosts",
+        "Live hosts that have proven service (passed a challenge job; not enforced yet).",
+    )
+    .sample(&[], serving);
+    page.gauge(
+        "dportage_new_host_networks",
+        "Networks and wide networks whose new-host quota is being tracked.",
+    )
+    .sample(&[], shared.new_hosts.tracked());
+    page.gauge(
+        "dportage_handed_out_members",
+        "Members whose recent host lists are remembered (reports name only those hosts).",
+    )
+    .sample(&[], shared.handed_out.members());
     page.gauge("dportage_connections_open", "HTTP connections open.")
         .sample(&[], load(&c.connections_open));
     page.counter(

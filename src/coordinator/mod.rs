@@ -13,13 +13,20 @@
 //!   hosts, link + whoami, report, admin); `status` is the HTML page and
 //!   `metrics_page` the `/metrics` page.
 //! * `per_address` caps connections per client address; [`quota`] holds the
-//!   per-identity token buckets (requests, heartbeats, reports).
+//!   per-identity token buckets (requests, heartbeats, reports) and the
+//!   per-network ones for new host identities.
+//! * `handed_out` remembers which hosts each member was given lately: reports
+//!   may name only those.
 //! * [`pool`] keeps liveness and selects hosts (pure).
-//! * [`store`] keeps the durable state.
+//! * [`store`] keeps the durable state: identities, links, reports, the
+//!   blacklist (identities, their addresses, whole networks) and each host's
+//!   standing record (`trust::standing::HostRecord`).
+//! * `units` reads and writes spans of time (`14d`, `4/day`).
 //! * [`cli`] is `dportage coordinator …` and its admin commands.
 
 pub mod cli;
 pub mod config;
+mod handed_out;
 mod http;
 mod metrics_page;
 mod per_address;
@@ -30,6 +37,7 @@ pub mod service;
 mod state;
 mod status;
 pub mod store;
+mod units;
 
 use std::ffi::OsString;
 

@@ -31,6 +31,7 @@ use crate::network::api::{Heartbeat, MAX_BODY};
 use crate::network::clock::unix_now;
 use crate::network::identity::{Identity, IdentityId};
 use crate::network::NetworkError;
+use crate::trust::standing::HostRecord;
 
 /// What can stop `dportage coordinator` or one of its admin commands.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,12 @@ pub enum CoordinatorError {
     Key { dir: PathBuf, reason: String },
     #[error("{0} is not blacklisted; `dportage coordinator blacklist list` shows who is")]
     NotBlacklisted(IdentityId),
+    #[error(
+        "network {0} is not blacklisted; `dportage coordinator blacklist list` shows which are"
+    )]
+    NetworkNotBlacklisted(String),
+    #[error("{0} is not a host registered with this coordinator (has it heartbeated here? a member's or person's key cannot be vouched for)")]
+    NotAHost(IdentityId),
     #[error(transparent)]
     Remote(#[from] NetworkError),
 }
@@ -76,9 +83,10 @@ impl CoordinatorError {
         match self {
             CoordinatorError::Bind { .. } => exitcode::BIND_FAILED,
             CoordinatorError::Usage { .. } => exitcode::BAD_ARGUMENTS,
-            CoordinatorError::NoDatabase(_) | CoordinatorError::NotBlacklisted(_) => {
-                exitcode::NO_SUCH_FILE
-            }
+            CoordinatorError::NoDatabase(_)
+            | CoordinatorError::NotBlacklisted(_)
+            | CoordinatorError::NetworkNotBlacklisted(_)
+            | CoordinatorError::NotAHost(_) => exitcode::NO_SUCH_FILE,
             CoordinatorError::Store(_) | CoordinatorError::Key { .. } => exitcode::IO_ERROR,
             CoordinatorError::Remote(NetworkError::Api { code, .. }) if code == "not_admin" => {
                 exitcode::ACCESS_DENIED
@@ -116,15 +124,22 @@ impl Coordinator {
                 reason: e.to_string(),
             }
         })?;
+        let now_unix = unix_now();
         let mut pool = Pool::new();
+        pool.set_standing_rules(cfg.standing_rules);
         for (id, daemon) in &snapshot.identities {
             pool.add_known(*id, *daemon);
         }
         for (p, d) in &snapshot.links {
             pool.add_link(*p, *d);
         }
-        let n_blacklisted = snapshot.blacklist.len();
+        for (id, rec) in &snapshot.records {
+            pool.set_record(*id, *rec, now_unix);
+        }
+        let n_blacklisted = snapshot.blacklist.entries.len();
+        let n_networks = snapshot.blacklist.networks.len();
         pool.replace_blacklist(snapshot.blacklist);
+
         let bind_error = |source| CoordinatorError::Bind {
             addr: cfg.listen,
             source,
@@ -132,9 +147,26 @@ impl Coordinator {
         let listener = TcpListener::bind(cfg.listen).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
         let shared = Arc::new(Shared::new(cfg, key, pool, store));
+        // Hosts registered within the new-host quotas' periods still count.
+        let recent = store::recent_host_registrations(
+            &store::open_connection(&shared.cfg.data_dir)?,
+            shared.store.path(),
+            now_unix.saturating_sub(shared.new_hosts.memory().as_secs()),
+        )?;
+        for (network, first_seen) in &recent {
+            let ip = network
+                .split('/')
+                .next()
+                .and_then(|a| a.parse::<IpAddr>().ok());
+            if let Some(ip) = ip {
+                let age = Duration::from_secs(now_unix.saturating_sub(*first_seen));
+                shared.new_hosts.spend_before_start(ip, age);
+            }
+        }
         shared.event(format!(
-            "coordinator started on {addr}: {} identities, {} links, {n_blacklisted} blacklisted",
+            "coordinator started on {addr}: {} identities ({} hosts), {} links, {n_blacklisted} blacklisted, {n_networks} network(s) blacklisted",
             snapshot.identities.len(),
+            snapshot.records.len(),
             snapshot.links.len()
         ));
         spawn_sweeper(Arc::downgrade(&shared));
@@ -173,18 +205,49 @@ impl Coordinator {
             .iter()
             .map(|(id, _, ip)| (*id, true, NetKey::of(*ip).display()))
             .collect();
+        let now_unix = unix_now();
         self.shared
             .store
-            .write(WriteOp::RegisterMany(rows, unix_now()))
+            .write(WriteOp::RegisterMany(rows, now_unix))
             .await?;
         let now = self.shared.now_ms();
         let mut pool = self.shared.pool_write();
         for (id, hb, ip) in hosts {
             hb.validate()
                 .map_err(|why| CoordinatorError::InvalidHeartbeat { id, why })?;
+            if pool.record(&id).is_none() {
+                pool.set_record(id, HostRecord::new(now_unix), now_unix);
+            }
             pool.heartbeat(id, &hb, ip, now)?;
+            pool.refresh_standing(&id, now_unix);
         }
         Ok(())
+    }
+
+    /// A challenge job sent to host `id` came back right (`passed`), or
+    /// wrong or not at all: stored durably, then its standing (and
+    /// `serves`) follow. `None` if `id` is not a registered host.
+    pub async fn record_challenge(
+        &self,
+        id: IdentityId,
+        passed: bool,
+    ) -> Result<Option<HostRecord>, CoordinatorError> {
+        let op = WriteOp::Challenge {
+            id,
+            passed,
+            now: unix_now(),
+        };
+        Ok(self.shared.change_record(op).await?.map(|(_, r)| r))
+    }
+
+    /// Host `id` agreed with an established host on a verified job (stored
+    /// durably; its standing follows). `None` if it is not a registered host.
+    pub async fn record_agreement(
+        &self,
+        id: IdentityId,
+    ) -> Result<Option<HostRecord>, CoordinatorError> {
+        let op = WriteOp::Agreement { id };
+        Ok(self.shared.change_record(op).await?.map(|(_, r)| r))
     }
 
     /// Live hosts right now.
@@ -201,7 +264,7 @@ impl Drop for Coordinator {
     }
 }
 
-/// Expire silent hosts and forget registration counts of past hours. Holds
+/// Expire silent hosts and forget refilled quotas and old hand-outs. Holds
 /// only a weak reference, so dropping the [`Coordinator`] ends it.
 fn spawn_sweeper(weak: Weak<Shared>) {
     tokio::spawn(async move {
@@ -229,17 +292,15 @@ fn spawn_sweeper(weak: Weak<Shared>) {
                 ));
             }
             s.quotas.prune(now);
-            let hour = unix_now() / 3600;
-            s.registrations
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|_, (h, _)| *h == hour);
+            s.new_hosts.prune(now);
+            s.handed_out.prune(s.now_secs());
         }
     });
 }
 
 /// Watch the database for commits by other processes (the admin CLI) and
-/// reload the blacklist when it changed. A thread, not a task: SQLite blocks.
+/// reload the blacklist (identities, addresses, networks) and the vouched
+/// hosts when it changed. A thread, not a task: SQLite blocks.
 fn spawn_store_watcher(weak: Weak<Shared>) -> Result<(), CoordinatorError> {
     let dir = match weak.upgrade() {
         Some(s) => s.cfg.data_dir.clone(),
@@ -263,7 +324,7 @@ fn spawn_store_watcher(weak: Weak<Shared>) -> Result<(), CoordinatorError> {
                     continue;
                 }
                 last = now;
-                match store::read_blacklist(&conn, &path) {
+                match store::read_blacklist_state(&conn, &path) {
                     Ok(entries) => {
                         let (added, removed) = s.pool_write().replace_blacklist(entries);
                         if added + removed > 0 {
@@ -273,6 +334,15 @@ fn spawn_store_watcher(weak: Weak<Shared>) -> Result<(), CoordinatorError> {
                         }
                     }
                     Err(e) => tracing::warn!("reloading the blacklist: {e}"),
+                }
+                match store::read_vouched(&conn, &path) {
+                    Ok(vouched) => {
+                        let n = s.pool_write().replace_vouched(&vouched, unix_now());
+                        if n > 0 {
+                            s.event(format!("vouching changed in the database for {n} host(s)"));
+                        }
+                    }
+                    Err(e) => tracing::warn!("reloading the vouched hosts: {e}"),
                 }
             }
         })

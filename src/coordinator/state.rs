@@ -1,19 +1,22 @@
 //! What every request shares ([`Shared`]): the pool, the store, the caches of
 //! the signature check, the counters behind `/metrics` and the recent events.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use super::config::CoordinatorConfig;
+use super::handed_out::HandedOut;
 use super::per_address::AddressSlots;
-use super::pool::{NetKey, Pool};
-use super::quota::Quotas;
-use super::store::Store;
+use super::pool::Pool;
+use super::quota::{NewHostQuota, Quotas};
+use super::store::{Store, StoreError, WriteOp, WriteResult};
 use crate::network::auth::{AuthError, KeyCache, NonceCache};
 use crate::network::clock::unix_now;
 use crate::network::identity::Identity;
+use crate::network::identity::IdentityId;
+use crate::trust::standing::HostRecord;
 
 /// Which handler a request went to (the `endpoint` label of the request counters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +32,14 @@ pub(super) enum Endpoint {
     Detail,
     AdminBlacklist,
     AdminLift,
+    AdminLiftNetwork,
+    AdminVouch,
+    AdminUnvouch,
     Other,
 }
 
 impl Endpoint {
-    pub(super) const ALL: [Endpoint; 12] = [
+    pub(super) const ALL: [Endpoint; 15] = [
         Endpoint::Status,
         Endpoint::Metrics,
         Endpoint::Health,
@@ -45,6 +51,9 @@ impl Endpoint {
         Endpoint::Detail,
         Endpoint::AdminBlacklist,
         Endpoint::AdminLift,
+        Endpoint::AdminLiftNetwork,
+        Endpoint::AdminVouch,
+        Endpoint::AdminUnvouch,
         Endpoint::Other,
     ];
 
@@ -61,6 +70,9 @@ impl Endpoint {
             Endpoint::Detail => "status_detail",
             Endpoint::AdminBlacklist => "admin_blacklist",
             Endpoint::AdminLift => "admin_lift",
+            Endpoint::AdminLiftNetwork => "admin_lift_network",
+            Endpoint::AdminVouch => "admin_vouch",
+            Endpoint::AdminUnvouch => "admin_unvouch",
             Endpoint::Other => "other",
         }
     }
@@ -71,7 +83,9 @@ impl Endpoint {
 }
 
 /// Status codes counted per endpoint; 0 stands for any other.
-pub(super) const CODES: [u16; 12] = [200, 400, 401, 403, 404, 405, 408, 413, 429, 500, 503, 0];
+pub(super) const CODES: [u16; 13] = [
+    200, 400, 401, 403, 404, 405, 408, 413, 422, 429, 500, 503, 0,
+];
 
 fn code_index(status: u16) -> usize {
     CODES
@@ -109,9 +123,11 @@ pub(super) enum Limit {
     ReportBytes = 5,
     TrackedKeys = 6,
     NoncesPerNetwork = 7,
+    NewHostsPerNetwork = 8,
+    NewHostsPerWideNetwork = 9,
 }
 
-pub(super) const LIMIT_LABELS: [&str; 8] = [
+pub(super) const LIMIT_LABELS: [&str; 10] = [
     "connections_per_address",
     "requests_per_key",
     "heartbeats_per_key",
@@ -120,6 +136,8 @@ pub(super) const LIMIT_LABELS: [&str; 8] = [
     "report_bytes",
     "tracked_keys",
     "nonces_per_network",
+    "new_hosts_per_network",
+    "new_hosts_per_wide_network",
 ];
 
 /// The counters behind `/metrics`. Lock-free: every request touches them.
@@ -219,8 +237,10 @@ pub(super) struct Shared {
     pub(super) counters: Counters,
     events: Mutex<VecDeque<Event>>,
     started: Instant,
-    /// New identities per network: (unix hour, count in that hour).
-    pub(super) registrations: Mutex<HashMap<NetKey, (u64, u32)>>,
+    /// New host identities per network and wide network.
+    pub(super) new_hosts: NewHostQuota,
+    /// The hosts each member was given lately (reports name only those).
+    pub(super) handed_out: HandedOut,
     /// Set on shutdown; the background tasks end on their next tick.
     pub(super) stopping: AtomicBool,
 }
@@ -248,7 +268,6 @@ impl Shared {
                 cfg.reports_per_key,
             ),
             address_slots: AddressSlots::new(cfg.max_connections_per_address),
-            cfg,
             key,
             pool: RwLock::new(pool),
             keys: Mutex::new(KeyCache::default()),
@@ -256,8 +275,10 @@ impl Shared {
             counters: Counters::new(),
             events: Mutex::new(VecDeque::new()),
             started: Instant::now(),
-            registrations: Mutex::new(HashMap::new()),
+            new_hosts: NewHostQuota::new(cfg.new_hosts_per_network, cfg.new_hosts_per_wide_network),
+            handed_out: HandedOut::new(cfg.report_window.as_secs()),
             stopping: AtomicBool::new(false),
+            cfg,
         }
     }
 
@@ -268,6 +289,32 @@ impl Shared {
 
     pub(super) fn expiry_ms(&self) -> u64 {
         self.cfg.expiry.as_millis() as u64
+    }
+
+    /// Seconds since start: the clock of the hand-out memory.
+    pub(super) fn now_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Apply a change to a host's standing record durably, then mirror it in
+    /// the pool (its listed standing follows). `None`: not a registered host.
+    pub(super) async fn change_record(
+        &self,
+        op: WriteOp,
+    ) -> Result<Option<(IdentityId, HostRecord)>, StoreError> {
+        let id = match &op {
+            WriteOp::Vouch { id, .. }
+            | WriteOp::Challenge { id, .. }
+            | WriteOp::Agreement { id } => *id,
+            _ => return Ok(None),
+        };
+        let WriteResult::Record(rec) = self.store.write(op).await? else {
+            return Ok(None);
+        };
+        Ok(rec.map(|rec| {
+            self.pool_write().set_record(id, rec, unix_now());
+            (id, rec)
+        }))
     }
 
     /// Log `text` and keep it for the status page.

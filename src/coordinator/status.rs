@@ -171,11 +171,17 @@ pub(super) struct DetailJson {
     live_hosts: usize,
     job_slots: u64,
     known_identities: usize,
+    /// Live hosts by standing, and how many have proven service (`serves`:
+    /// passed a challenge job; shown, not yet enforced).
+    established_hosts: usize,
+    probationary_hosts: usize,
+    serving_hosts: usize,
     requests: u64,
     reports: u64,
     by_arch: BTreeMap<String, usize>,
     toolchains: Vec<ToolchainJson>,
     blacklist: Vec<crate::network::api::BlacklistEntry>,
+    blacklisted_networks: Vec<crate::network::api::NetworkBlacklistEntry>,
     recent_events: Vec<EventJson>,
 }
 
@@ -195,12 +201,14 @@ struct EventJson {
 
 pub(super) fn detail_json(shared: &Shared) -> DetailJson {
     let (now_ms, exp) = (shared.now_ms(), shared.expiry_ms());
-    let (summary, blacklist, identities) = {
+    let (summary, blacklist, networks, identities, (established, probationary, serving)) = {
         let pool = shared.pool_read();
         (
             pool.summary(now_ms, exp),
             pool.blacklist_entries(),
+            pool.blacklisted_networks(),
             pool.known_count(),
+            pool.standing_counts(now_ms, exp),
         )
     };
     DetailJson {
@@ -209,6 +217,9 @@ pub(super) fn detail_json(shared: &Shared) -> DetailJson {
         live_hosts: summary.live,
         job_slots: summary.capacity,
         known_identities: identities,
+        established_hosts: established,
+        probationary_hosts: probationary,
+        serving_hosts: serving,
         requests: shared.counters.requests_total(),
         reports: shared.counters.reports.load(Ordering::Relaxed),
         by_arch: summary.by_arch,
@@ -223,6 +234,7 @@ pub(super) fn detail_json(shared: &Shared) -> DetailJson {
             })
             .collect(),
         blacklist,
+        blacklisted_networks: networks,
         recent_events: shared
             .recent_events_newest_first()
             .into_iter()
@@ -238,12 +250,13 @@ pub(super) fn detail_json(shared: &Shared) -> DetailJson {
 pub(super) fn render_page(shared: &Shared) -> String {
     let (now_ms, exp) = (shared.now_ms(), shared.expiry_ms());
     let now = unix_now();
-    let (summary, blacklist, identities) = {
+    let (summary, blacklist, identities, (established, _, serving)) = {
         let pool = shared.pool_read();
         (
             pool.summary(now_ms, exp),
             pool.blacklist_entries(),
             pool.known_count(),
+            pool.standing_counts(now_ms, exp),
         )
     };
     let events = shared.recent_events_newest_first();
@@ -263,9 +276,12 @@ pub(super) fn render_page(shared: &Shared) -> String {
         h,
         "<section id=\"pool\"><h2>Pool</h2><div class=\"big\">\
          <div><b id=\"pool-size\">{}</b>live hosts</div><div><b>{}</b>job slots</div>\
+         <div><b id=\"established\">{}</b>established</div><div><b>{}</b>serving (challenge passed)</div>\
          <div><b>{}</b>known identities</div><div><b id=\"blacklist-size\">{}</b>blacklisted</div></div></section>",
         summary.live,
         summary.capacity,
+        established,
+        serving,
         identities,
         blacklist.len()
     );

@@ -1,5 +1,6 @@
 //! Durable state: identities, person↔daemon links, mismatch reports, the
-//! blacklist. SQLite in WAL mode with `synchronous=FULL`: a commit returns after
+//! blacklist (identities, the addresses they covered, whole networks) and
+//! each host's standing record. SQLite in WAL mode with `synchronous=FULL`: a commit returns after
 //! the WAL is fsynced, and the coordinator acknowledges a write only after its
 //! commit returned, so acknowledged writes survive `kill -9` and power loss.
 //!
@@ -19,12 +20,40 @@ use std::sync::{mpsc, Arc};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::network::api::BlacklistEntry;
+use crate::network::api::{BlacklistEntry, NetworkBlacklistEntry};
 use crate::network::identity::{IdentityId, IdentityIdError};
+use crate::trust::standing::HostRecord;
 
 pub const DB_FILE: &str = "coordinator.db";
 const MAX_BATCH: usize = 512;
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Schema 1 → 2: standing records (one per host identity, created at its
+/// first registration; hosts registered before get one dated then), the
+/// blacklist's network and addresses, blacklisted networks, and per report
+/// whether it counts (its reporter was established) plus an index to find
+/// duplicates.
+const MIGRATION_2: &str = "
+    ALTER TABLE blacklist ADD COLUMN network TEXT NOT NULL DEFAULT '';
+    ALTER TABLE reports ADD COLUMN counts INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX IF NOT EXISTS reports_dedup ON reports(reported, reporter, input_hash);
+    CREATE TABLE IF NOT EXISTS blacklist_addresses(
+        address TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY(address, id));
+    CREATE INDEX IF NOT EXISTS blacklist_addresses_by_id ON blacklist_addresses(id);
+    CREATE TABLE IF NOT EXISTS blacklisted_networks(
+        network TEXT PRIMARY KEY, since INTEGER NOT NULL, reason TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS host_records(
+        id TEXT PRIMARY KEY, registered_at INTEGER NOT NULL,
+        challenges_passed INTEGER NOT NULL DEFAULT 0,
+        challenges_failed INTEGER NOT NULL DEFAULT 0,
+        challenges_failed_in_a_row INTEGER NOT NULL DEFAULT 0,
+        last_passed_at INTEGER NOT NULL DEFAULT 0,
+        agreements INTEGER NOT NULL DEFAULT 0,
+        strikes INTEGER NOT NULL DEFAULT 0,
+        vouched INTEGER NOT NULL DEFAULT 0);
+    INSERT OR IGNORE INTO host_records(id, registered_at)
+        SELECT id, first_seen FROM identities WHERE daemon=1;
+";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -108,7 +137,28 @@ pub enum WriteOp {
         merge_owners: Option<(IdentityId, IdentityId)>,
     },
     Report(ReportRow),
+    /// Lift an identity's blacklisting (and the addresses it covered).
     Lift {
+        id: IdentityId,
+    },
+    /// Lift a network's blacklisting (`a.b.c.0/24`).
+    LiftNetwork {
+        network: String,
+    },
+    /// Set or clear the operator's vouching of a host.
+    Vouch {
+        id: IdentityId,
+        vouched: bool,
+    },
+    /// A challenge job the coordinator sent `id` was answered correctly
+    /// (`passed`), or wrongly or not at all.
+    Challenge {
+        id: IdentityId,
+        passed: bool,
+        now: u64,
+    },
+    /// `id` agreed with an established host on a verified job.
+    Agreement {
         id: IdentityId,
     },
 }
@@ -124,6 +174,17 @@ pub struct ReportRow {
     pub input_hash: String,
     pub body: String,
     pub rule: BlacklistRule,
+    /// The reporter's owner group has an established host: the report
+    /// counts toward a blacklisting. Otherwise it is only stored.
+    pub counts: bool,
+    /// What a blacklisting of the reported host also covers (see
+    /// [`BlacklistEntry::addresses`]).
+    pub reported_addresses: Vec<String>,
+    /// The network the reported host heartbeats from (`a.b.c.0/24`), empty
+    /// if unknown (it is not live).
+    pub reported_network: String,
+    /// Blacklisted hosts in one network that blacklist the network; 0: never.
+    pub network_strikes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,9 +195,15 @@ pub enum WriteResult {
         reporters: u32,
         networks: u32,
         newly_blacklisted: Option<BlacklistEntry>,
+        newly_blacklisted_network: Option<NetworkBlacklistEntry>,
         blacklisted: bool,
+        /// The reporter had reported this host for this input before: nothing
+        /// was stored, `report_id` is the first report's.
+        duplicate: bool,
     },
     Lifted(bool),
+    /// A host's record after the change; `None`: no such host.
+    Record(Option<HostRecord>),
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<WriteResult, StoreError>>;
@@ -146,7 +213,16 @@ type Reply = tokio::sync::oneshot::Sender<Result<WriteResult, StoreError>>;
 pub struct Snapshot {
     pub identities: Vec<(IdentityId, bool)>,
     pub links: Vec<(IdentityId, IdentityId)>,
-    pub blacklist: Vec<BlacklistEntry>,
+    pub blacklist: Blacklist,
+    pub records: Vec<(IdentityId, HostRecord)>,
+}
+
+/// Everything blacklisted: identities (with the addresses they cover) and
+/// networks.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Blacklist {
+    pub entries: Vec<BlacklistEntry>,
+    pub networks: Vec<NetworkBlacklistEntry>,
 }
 
 /// Handle to the writer thread. Cheap to clone.
@@ -197,24 +273,57 @@ pub fn open_connection(dir: &Path) -> Result<Connection, StoreError> {
              id TEXT PRIMARY KEY, since INTEGER NOT NULL, reason TEXT NOT NULL);",
     )
     .map_err(&e)?;
-    let version: Option<i64> = conn
-        .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
-            r.get(0)
-        })
-        .optional()
-        .map_err(&e)?;
-    match version {
-        None => {
-            conn.execute(
-                "INSERT INTO meta(key, value) VALUES('schema', ?1)",
-                [SCHEMA_VERSION],
-            )
-            .map_err(&e)?;
-        }
+    match schema_version(&conn).map_err(&e)? {
         Some(v) if v > SCHEMA_VERSION => return Err(StoreError::NewerSchema(path.clone(), v)),
-        Some(_) => {}
+        Some(SCHEMA_VERSION) => {}
+        _ => migrate(&conn, &path)?,
     }
     Ok(conn)
+}
+
+fn schema_version(conn: &Connection) -> Result<Option<i64>, rusqlite::Error> {
+    conn.query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
+/// Bring the schema to [`SCHEMA_VERSION`] in one write transaction. Another
+/// process opening the database at the same time (the admin CLI) waits for
+/// it and then finds nothing left to do.
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let e = sql_err(path);
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(&e)?;
+    let steps = || -> Result<(), StoreError> {
+        let version = match schema_version(conn).map_err(&e)? {
+            // A new database: the tables above are schema 1's.
+            None => {
+                conn.execute("INSERT INTO meta(key, value) VALUES('schema', 1)", [])
+                    .map_err(&e)?;
+                1
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::NewerSchema(path.to_path_buf(), v))
+            }
+            Some(v) => v,
+        };
+        if version < 2 {
+            conn.execute_batch(MIGRATION_2).map_err(&e)?;
+        }
+        conn.execute(
+            "UPDATE meta SET value=?1 WHERE key='schema'",
+            [SCHEMA_VERSION],
+        )
+        .map_err(&e)?;
+        Ok(())
+    };
+    match steps() {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(&e),
+        Err(err) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(err)
+        }
+    }
 }
 
 fn parse_id(path: &Path, table: &'static str, s: &str) -> Result<IdentityId, StoreError> {
@@ -226,11 +335,25 @@ fn parse_id(path: &Path, table: &'static str, s: &str) -> Result<IdentityId, Sto
         })
 }
 
-/// The blacklist as stored, newest first.
+/// The blacklisted identities as stored, newest first, with the addresses
+/// they cover.
 pub fn read_blacklist(conn: &Connection, path: &Path) -> Result<Vec<BlacklistEntry>, StoreError> {
     let e = sql_err(path);
+    let mut addresses: std::collections::HashMap<String, Vec<String>> = Default::default();
+    {
+        let mut st = conn
+            .prepare("SELECT id, address FROM blacklist_addresses ORDER BY address")
+            .map_err(&e)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(&e)?;
+        for row in rows {
+            let (id, address) = row.map_err(&e)?;
+            addresses.entry(id).or_default().push(address);
+        }
+    }
     let mut st = conn
-        .prepare("SELECT id, since, reason FROM blacklist ORDER BY since DESC, id")
+        .prepare("SELECT id, since, reason, network FROM blacklist ORDER BY since DESC, id")
         .map_err(&e)?;
     let rows = st
         .query_map([], |r| {
@@ -238,34 +361,213 @@ pub fn read_blacklist(conn: &Connection, path: &Path) -> Result<Vec<BlacklistEnt
                 r.get::<_, String>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
             ))
         })
         .map_err(&e)?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, since, reason) = row.map_err(&e)?;
+        let (id, since, reason, network) = row.map_err(&e)?;
         out.push(BlacklistEntry {
+            addresses: addresses.remove(&id).unwrap_or_default(),
             id: parse_id(path, "blacklist", &id)?,
             since: since.max(0) as u64,
             reason,
+            network,
         });
     }
     Ok(out)
 }
 
+/// The blacklisted networks, newest first.
+pub fn read_blacklisted_networks(
+    conn: &Connection,
+    path: &Path,
+) -> Result<Vec<NetworkBlacklistEntry>, StoreError> {
+    let e = sql_err(path);
+    let mut st = conn
+        .prepare(
+            "SELECT network, since, reason FROM blacklisted_networks ORDER BY since DESC, network",
+        )
+        .map_err(&e)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(NetworkBlacklistEntry {
+                network: r.get(0)?,
+                since: r.get::<_, i64>(1)?.max(0) as u64,
+                reason: r.get(2)?,
+            })
+        })
+        .map_err(&e)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(&e)
+}
+
+/// Identities and networks, as the store watcher reloads them.
+pub fn read_blacklist_state(conn: &Connection, path: &Path) -> Result<Blacklist, StoreError> {
+    Ok(Blacklist {
+        entries: read_blacklist(conn, path)?,
+        networks: read_blacklisted_networks(conn, path)?,
+    })
+}
+
+const RECORD_COLUMNS: &str = "registered_at, challenges_passed, challenges_failed, \
+     challenges_failed_in_a_row, last_passed_at, agreements, strikes, vouched";
+
+fn record_from_row(r: &rusqlite::Row<'_>, at: usize) -> Result<HostRecord, rusqlite::Error> {
+    let u64_at = |i: usize| r.get::<_, i64>(at + i).map(|v| v.max(0) as u64);
+    let u32_at = |i: usize| u64_at(i).map(|v| v.min(u64::from(u32::MAX)) as u32);
+    Ok(HostRecord {
+        registered_at: u64_at(0)?,
+        challenges_passed: u32_at(1)?,
+        challenges_failed: u32_at(2)?,
+        challenges_failed_in_a_row: u32_at(3)?,
+        last_passed_at: u64_at(4)?,
+        agreements: u32_at(5)?,
+        strikes: u32_at(6)?,
+        vouched: r.get::<_, i64>(at + 7)? != 0,
+    })
+}
+
+fn get_record(conn: &Connection, id: &IdentityId) -> Result<Option<HostRecord>, rusqlite::Error> {
+    conn.query_row(
+        &format!("SELECT {RECORD_COLUMNS} FROM host_records WHERE id=?1"),
+        [id.to_string()],
+        |r| record_from_row(r, 0),
+    )
+    .optional()
+}
+
+fn put_record(conn: &Connection, id: &IdentityId, rec: &HostRecord) -> Result<(), rusqlite::Error> {
+    let i = |v: u64| v.min(i64::MAX as u64) as i64;
+    conn.execute(
+        "UPDATE host_records SET registered_at=?2, challenges_passed=?3, challenges_failed=?4,
+             challenges_failed_in_a_row=?5, last_passed_at=?6, agreements=?7, strikes=?8, vouched=?9
+         WHERE id=?1",
+        params![
+            id.to_string(),
+            i(rec.registered_at),
+            i64::from(rec.challenges_passed),
+            i64::from(rec.challenges_failed),
+            i64::from(rec.challenges_failed_in_a_row),
+            i(rec.last_passed_at),
+            i64::from(rec.agreements),
+            i64::from(rec.strikes),
+            rec.vouched as i64
+        ],
+    )?;
+    Ok(())
+}
+
+/// Change the record of `id` with `f` and store it; `None` if it has none.
+fn update_record(
+    conn: &Connection,
+    id: &IdentityId,
+    f: impl FnOnce(&mut HostRecord),
+) -> Result<Option<HostRecord>, rusqlite::Error> {
+    let Some(mut rec) = get_record(conn, id)? else {
+        return Ok(None);
+    };
+    f(&mut rec);
+    put_record(conn, id, &rec)?;
+    Ok(Some(rec))
+}
+
+/// One host's standing record, `None` if `id` is not a registered host.
+pub fn read_record(
+    conn: &Connection,
+    path: &Path,
+    id: &IdentityId,
+) -> Result<Option<HostRecord>, StoreError> {
+    get_record(conn, id).map_err(sql_err(path))
+}
+
+/// The hosts the operator vouched for (the store watcher's reload).
+pub fn read_vouched(conn: &Connection, path: &Path) -> Result<Vec<IdentityId>, StoreError> {
+    let e = sql_err(path);
+    let mut st = conn
+        .prepare("SELECT id FROM host_records WHERE vouched=1")
+        .map_err(&e)?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(&e)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(parse_id(path, "host_records", &row.map_err(&e)?)?);
+    }
+    Ok(out)
+}
+
+/// Set or clear `vouched` on a host's record, from the admin CLI's own
+/// connection. `None`: `id` is not a registered host.
+pub fn set_vouched(
+    conn: &mut Connection,
+    path: &Path,
+    id: &IdentityId,
+    vouched: bool,
+) -> Result<Option<HostRecord>, StoreError> {
+    let e = sql_err(path);
+    let tx = conn.transaction().map_err(&e)?;
+    let rec = update_record(&tx, id, |r| r.vouched = vouched).map_err(&e)?;
+    tx.commit().map_err(&e)?;
+    Ok(rec)
+}
+
+/// Hosts first registered at or after `since` (unix seconds): the network
+/// they registered from and when, to restore the new-host quotas at start.
+pub fn recent_host_registrations(
+    conn: &Connection,
+    path: &Path,
+    since: u64,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let e = sql_err(path);
+    let mut st = conn
+        .prepare(
+            "SELECT first_network, first_seen FROM identities WHERE daemon=1 AND first_seen>=?1",
+        )
+        .map_err(&e)?;
+    let rows = st
+        .query_map([since.min(i64::MAX as u64) as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })
+        .map_err(&e)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(&e)
+}
+
 /// Lift a blacklist entry: delete it and mark the reports that led to it as
 /// cleared, so the host starts from zero reports. Returns whether it was listed.
+/// The addresses the entry covered are lifted with it; a network blacklisted
+/// because of it is not (`lift_network`).
 pub fn lift(conn: &mut Connection, path: &Path, id: &IdentityId) -> Result<bool, StoreError> {
     let e = sql_err(path);
     let tx = conn.transaction().map_err(&e)?;
-    let n = tx
-        .execute("DELETE FROM blacklist WHERE id=?1", [id.to_string()])
-        .map_err(&e)?;
-    tx.execute(
+    let lifted = apply_lift(&tx, id).map_err(&e)?;
+    tx.commit().map_err(&e)?;
+    Ok(lifted)
+}
+
+fn apply_lift(conn: &Connection, id: &IdentityId) -> Result<bool, rusqlite::Error> {
+    let n = conn.execute("DELETE FROM blacklist WHERE id=?1", [id.to_string()])?;
+    conn.execute(
+        "DELETE FROM blacklist_addresses WHERE id=?1",
+        [id.to_string()],
+    )?;
+    conn.execute(
         "UPDATE reports SET cleared=1 WHERE reported=?1",
         [id.to_string()],
-    )
-    .map_err(&e)?;
+    )?;
+    Ok(n > 0)
+}
+
+/// Lift a network's blacklisting (`a.b.c.0/24`, as stored). Returns whether
+/// it was listed. The identities blacklisted in it stay blacklisted, and
+/// still count as strikes: one more blacklisting there blacklists it again.
+pub fn lift_network(conn: &mut Connection, path: &Path, network: &str) -> Result<bool, StoreError> {
+    let e = sql_err(path);
+    let tx = conn.transaction().map_err(&e)?;
+    let n = tx
+        .execute(
+            "DELETE FROM blacklisted_networks WHERE network=?1",
+            [network],
+        )
+        .map_err(&e)?;
     tx.commit().map_err(&e)?;
     Ok(n > 0)
 }
@@ -278,6 +580,8 @@ pub struct StoredReport {
     pub network: String,
     /// Lifted: no longer counts towards a blacklisting.
     pub cleared: bool,
+    /// Its reporter was established when it was filed (else it never counts).
+    pub counts: bool,
     pub body: String,
 }
 
@@ -289,7 +593,7 @@ pub fn read_reports(
 ) -> Result<Vec<StoredReport>, StoreError> {
     let e = sql_err(path);
     let mut st = conn
-        .prepare("SELECT received, reporter, reporter_network, cleared, body FROM reports WHERE reported=?1 ORDER BY id DESC")
+        .prepare("SELECT received, reporter, reporter_network, cleared, counts, body FROM reports WHERE reported=?1 ORDER BY id DESC")
         .map_err(&e)?;
     let rows = st
         .query_map([id.to_string()], |r| {
@@ -298,7 +602,8 @@ pub fn read_reports(
                 reporter: r.get(1)?,
                 network: r.get(2)?,
                 cleared: r.get::<_, i64>(3)? != 0,
-                body: r.get(4)?,
+                counts: r.get::<_, i64>(4)? != 0,
+                body: r.get(5)?,
             })
         })
         .map_err(&e)?;
@@ -371,7 +676,20 @@ fn load(conn: &Connection, path: &Path) -> Result<Snapshot, StoreError> {
                 .push((parse_id(path, "links", &p)?, parse_id(path, "links", &d)?));
         }
     }
-    snap.blacklist = read_blacklist(conn, path)?;
+    {
+        let mut st = conn
+            .prepare(&format!("SELECT id, {RECORD_COLUMNS} FROM host_records"))
+            .map_err(&e)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, record_from_row(r, 1)?)))
+            .map_err(&e)?;
+        for row in rows {
+            let (id, rec) = row.map_err(&e)?;
+            snap.records
+                .push((parse_id(path, "host_records", &id)?, rec));
+        }
+    }
+    snap.blacklist = read_blacklist_state(conn, path)?;
     Ok(snap)
 }
 
@@ -475,12 +793,21 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, rusqlite::Error
                  ON CONFLICT(id) DO UPDATE SET daemon = max(daemon, excluded.daemon)",
                 params![id.to_string(), *daemon as i64, *now as i64, network],
             )?;
+            if *daemon {
+                conn.execute(
+                    "INSERT OR IGNORE INTO host_records(id, registered_at) VALUES(?1, ?2)",
+                    params![id.to_string(), *now as i64],
+                )?;
+            }
             Ok(WriteResult::Done)
         }
         WriteOp::RegisterMany(rows, now) => {
             let mut st = conn.prepare_cached(
                 "INSERT INTO identities(id, daemon, first_seen, first_network) VALUES(?1, ?2, ?3, ?4)
                  ON CONFLICT(id) DO UPDATE SET daemon = max(daemon, excluded.daemon)",
+            )?;
+            let mut rec = conn.prepare_cached(
+                "INSERT OR IGNORE INTO host_records(id, registered_at) VALUES(?1, ?2)",
             )?;
             for (id, daemon, network) in rows {
                 st.execute(params![
@@ -489,6 +816,9 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, rusqlite::Error
                     *now as i64,
                     network
                 ])?;
+                if *daemon {
+                    rec.execute(params![id.to_string(), *now as i64])?;
+                }
             }
             Ok(WriteResult::Done)
         }
@@ -514,72 +844,154 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, rusqlite::Error
             )?;
             Ok(WriteResult::Done)
         }
-        WriteOp::Report(r) => {
+        WriteOp::Report(r) => apply_report(conn, r),
+        WriteOp::Lift { id } => Ok(WriteResult::Lifted(apply_lift(conn, id)?)),
+        WriteOp::LiftNetwork { network } => {
+            let n = conn.execute(
+                "DELETE FROM blacklisted_networks WHERE network=?1",
+                [network],
+            )?;
+            Ok(WriteResult::Lifted(n > 0))
+        }
+        WriteOp::Vouch { id, vouched } => Ok(WriteResult::Record(update_record(conn, id, |r| {
+            r.vouched = *vouched
+        })?)),
+        WriteOp::Challenge { id, passed, now } => {
+            Ok(WriteResult::Record(update_record(conn, id, |r| {
+                if *passed {
+                    r.challenge_passed(*now)
+                } else {
+                    r.challenge_failed()
+                }
+            })?))
+        }
+        WriteOp::Agreement { id } => Ok(WriteResult::Record(update_record(conn, id, |r| {
+            r.agreements = r.agreements.saturating_add(1)
+        })?)),
+    }
+}
+
+/// Store a report (once per reporter, host and input), count the distinct
+/// established reporter owner groups against the host, and blacklist it (its
+/// addresses too, and its network at the strike limit) when the rule says so.
+fn apply_report(conn: &Connection, r: &ReportRow) -> Result<WriteResult, rusqlite::Error> {
+    let reported = r.reported.to_string();
+    let first: Option<i64> = conn
+        .query_row(
+            "SELECT id FROM reports WHERE reported=?1 AND reporter=?2 AND input_hash=?3
+             ORDER BY id LIMIT 1",
+            params![reported, r.reporter.to_string(), r.input_hash],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let duplicate = first.is_some();
+    let report_id = match first {
+        Some(id) => id,
+        None => {
             conn.execute(
                 "INSERT INTO reports(reported, reporter, reporter_owner, reporter_network, received,
-                                     report_time, input_hash, body)
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                     report_time, input_hash, body, counts)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
-                    r.reported.to_string(),
+                    reported,
                     r.reporter.to_string(),
                     r.reporter_owner.to_string(),
                     r.reporter_network,
                     r.received as i64,
                     r.report_time.min(i64::MAX as u64) as i64,
                     r.input_hash,
-                    r.body
+                    r.body,
+                    r.counts as i64
                 ],
             )?;
-            let report_id = conn.last_insert_rowid();
-            let (reporters, networks): (i64, i64) = conn.query_row(
-                "SELECT count(DISTINCT reporter_owner), count(DISTINCT reporter_network)
-                 FROM reports WHERE reported=?1 AND cleared=0",
-                [r.reported.to_string()],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
-            let (reporters, networks) = (reporters.max(0) as u32, networks.max(0) as u32);
-            let already: bool = conn
-                .query_row(
-                    "SELECT 1 FROM blacklist WHERE id=?1",
-                    [r.reported.to_string()],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some();
-            let mut newly = None;
-            if !already && r.rule.decide(reporters, networks) {
-                let reason = format!(
-                    "mismatch reports from {reporters} different members on {networks} network(s); latest input {}",
-                    r.input_hash.chars().take(16).collect::<String>()
-                );
-                conn.execute(
-                    "INSERT INTO blacklist(id, since, reason) VALUES(?1, ?2, ?3)",
-                    params![r.reported.to_string(), r.received as i64, reason],
-                )?;
-                newly = Some(BlacklistEntry {
-                    id: r.reported,
-                    since: r.received,
-                    reason,
-                });
-            }
-            let blacklisted = already || newly.is_some();
-            Ok(WriteResult::Report {
-                report_id,
-                reporters,
-                networks,
-                newly_blacklisted: newly,
-                blacklisted,
-            })
+            conn.last_insert_rowid()
         }
-        WriteOp::Lift { id } => {
-            let n = conn.execute("DELETE FROM blacklist WHERE id=?1", [id.to_string()])?;
+    };
+    let (reporters, networks): (i64, i64) = conn.query_row(
+        "SELECT count(DISTINCT reporter_owner), count(DISTINCT reporter_network)
+         FROM reports WHERE reported=?1 AND cleared=0 AND counts=1",
+        [&reported],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    let (reporters, networks) = (reporters.max(0) as u32, networks.max(0) as u32);
+    let already: bool = conn
+        .query_row("SELECT 1 FROM blacklist WHERE id=?1", [&reported], |_| {
+            Ok(())
+        })
+        .optional()?
+        .is_some();
+    let mut newly = None;
+    let mut newly_network = None;
+    if !already && !duplicate && r.rule.decide(reporters, networks) {
+        let reason = format!(
+            "mismatch reports from {reporters} different established members on {networks} network(s); latest input {}",
+            r.input_hash.chars().take(16).collect::<String>()
+        );
+        conn.execute(
+            "INSERT INTO blacklist(id, since, reason, network) VALUES(?1, ?2, ?3, ?4)",
+            params![reported, r.received as i64, reason, r.reported_network],
+        )?;
+        let mut addresses = r.reported_addresses.clone();
+        addresses.sort();
+        addresses.dedup();
+        for a in &addresses {
             conn.execute(
-                "UPDATE reports SET cleared=1 WHERE reported=?1",
-                [id.to_string()],
+                "INSERT OR IGNORE INTO blacklist_addresses(address, id) VALUES(?1, ?2)",
+                params![a, reported],
             )?;
-            Ok(WriteResult::Lifted(n > 0))
         }
+        newly = Some(BlacklistEntry {
+            id: r.reported,
+            since: r.received,
+            reason,
+            addresses,
+            network: r.reported_network.clone(),
+        });
+        newly_network = network_strike(conn, r)?;
     }
+    Ok(WriteResult::Report {
+        report_id,
+        reporters,
+        networks,
+        blacklisted: already || newly.is_some(),
+        newly_blacklisted: newly,
+        newly_blacklisted_network: newly_network,
+        duplicate,
+    })
+}
+
+/// After a blacklisting in `r.reported_network`: blacklist the network when
+/// it now holds `r.network_strikes` blacklisted identities (and is not
+/// blacklisted already).
+fn network_strike(
+    conn: &Connection,
+    r: &ReportRow,
+) -> Result<Option<NetworkBlacklistEntry>, rusqlite::Error> {
+    let network = &r.reported_network;
+    if r.network_strikes == 0 || network.is_empty() {
+        return Ok(None);
+    }
+    let struck: i64 = conn.query_row(
+        "SELECT count(*) FROM blacklist WHERE network=?1",
+        [network],
+        |row| row.get(0),
+    )?;
+    if struck < i64::from(r.network_strikes) {
+        return Ok(None);
+    }
+    let reason = format!(
+        "{struck} hosts in this network were blacklisted (the latest {}); no new identity registers from it",
+        r.reported
+    );
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO blacklisted_networks(network, since, reason) VALUES(?1, ?2, ?3)",
+        params![network, r.received as i64, reason],
+    )?;
+    Ok((n > 0).then(|| NetworkBlacklistEntry {
+        network: network.clone(),
+        since: r.received,
+        reason,
+    }))
 }
 
 #[cfg(test)]
@@ -587,18 +999,48 @@ mod tests {
     use super::*;
     use crate::network::identity::Identity;
 
-    fn report(reported: IdentityId, reporter: IdentityId, net: &str) -> WriteOp {
-        WriteOp::Report(ReportRow {
+    fn row(reported: IdentityId, reporter: IdentityId, net: &str, input: &str) -> ReportRow {
+        ReportRow {
             reported,
             reporter,
             reporter_owner: reporter,
             reporter_network: net.into(),
             received: 100,
             report_time: 99,
-            input_hash: "ab".repeat(32),
+            input_hash: blake3::hash(input.as_bytes()).to_hex().to_string(),
             body: "{}".into(),
             rule: BlacklistRule::default(),
-        })
+            counts: true,
+            reported_addresses: vec!["10.9.9.9".into()],
+            reported_network: "10.9.9.0/24".into(),
+            network_strikes: 2,
+        }
+    }
+
+    fn report(reported: IdentityId, reporter: IdentityId, net: &str, input: &str) -> WriteOp {
+        WriteOp::Report(row(reported, reporter, net, input))
+    }
+
+    fn register(id: IdentityId, now: u64) -> WriteOp {
+        WriteOp::Register {
+            id,
+            daemon: true,
+            now,
+            network: "10.9.9.0/24".into(),
+        }
+    }
+
+    /// (reporters, blacklisted, duplicate) of a report's result.
+    fn outcome(r: &WriteResult) -> (u32, bool, bool) {
+        match r {
+            WriteResult::Report {
+                reporters,
+                blacklisted,
+                duplicate,
+                ..
+            } => (*reporters, *blacklisted, *duplicate),
+            other => panic!("not a report result: {other:?}"),
+        }
     }
 
     #[test]
@@ -627,31 +1069,19 @@ mod tests {
         let (a, b) = (Identity::generate().id(), Identity::generate().id());
         {
             let (store, snap) = Store::open(dir.path()).unwrap();
-            assert!(snap.blacklist.is_empty());
-            store
-                .write(WriteOp::Register {
-                    id: bad,
-                    daemon: true,
-                    now: 1,
-                    network: "n".into(),
-                })
+            assert!(snap.blacklist.entries.is_empty());
+            store.write(register(bad, 1)).await.unwrap();
+            for i in 0..5 {
+                let r = store
+                    .write(report(bad, a, "10.0.0.0/24", &format!("job {i}")))
+                    .await
+                    .unwrap();
+                assert_eq!(outcome(&r), (1, false, false), "{r:?}");
+            }
+            let r = store
+                .write(report(bad, b, "10.0.1.0/24", "job b"))
                 .await
                 .unwrap();
-            for _ in 0..5 {
-                let r = store.write(report(bad, a, "10.0.0.0/24")).await.unwrap();
-                assert!(
-                    matches!(
-                        r,
-                        WriteResult::Report {
-                            reporters: 1,
-                            blacklisted: false,
-                            ..
-                        }
-                    ),
-                    "{r:?}"
-                );
-            }
-            let r = store.write(report(bad, b, "10.0.1.0/24")).await.unwrap();
             assert!(
                 matches!(
                     r,
@@ -659,12 +1089,16 @@ mod tests {
                         reporters: 2,
                         networks: 2,
                         newly_blacklisted: Some(_),
+                        newly_blacklisted_network: None,
                         ..
                     }
                 ),
                 "{r:?}"
             );
-            let r = store.write(report(bad, b, "10.0.1.0/24")).await.unwrap();
+            let r = store
+                .write(report(bad, b, "10.0.1.0/24", "job b2"))
+                .await
+                .unwrap();
             assert!(
                 matches!(
                     r,
@@ -677,31 +1111,278 @@ mod tests {
                 "{r:?}"
             );
         }
-        // Reopen: the blacklist is there.
+        // Reopen: the blacklist is there, with the address and network it covers.
         let mut conn = open_connection(dir.path()).unwrap();
         let path = dir.path().join(DB_FILE);
         let bl = read_blacklist(&conn, &path).unwrap();
         assert_eq!(bl.len(), 1);
         assert_eq!(bl[0].id, bad);
+        assert_eq!(bl[0].addresses, vec!["10.9.9.9".to_string()]);
+        assert_eq!(bl[0].network, "10.9.9.0/24");
         assert!(lift(&mut conn, &path, &bad).unwrap());
         assert!(!lift(&mut conn, &path, &bad).unwrap());
         assert!(read_blacklist(&conn, &path).unwrap().is_empty());
+        let addresses: i64 = conn
+            .query_row("SELECT count(*) FROM blacklist_addresses", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(addresses, 0, "the lift takes the addresses with it");
         // After a lift the old reports no longer count.
         let (store, snap) = Store::open(dir.path()).unwrap();
         assert_eq!(snap.identities, vec![(bad, true)]);
-        let r = store.write(report(bad, a, "10.0.0.0/24")).await.unwrap();
-        assert!(
-            matches!(
-                r,
-                WriteResult::Report {
-                    reporters: 1,
-                    blacklisted: false,
-                    ..
-                }
-            ),
-            "{r:?}"
-        );
+        let r = store
+            .write(report(bad, a, "10.0.0.0/24", "job after"))
+            .await
+            .unwrap();
+        assert_eq!(outcome(&r), (1, false, false), "{r:?}");
         assert_eq!(read_reports(&conn, &path, &bad).unwrap().len(), 8);
+    }
+
+    #[tokio::test]
+    async fn one_report_per_reporter_host_and_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let (bad, a, b) = (
+            Identity::generate().id(),
+            Identity::generate().id(),
+            Identity::generate().id(),
+        );
+        store.write(register(bad, 1)).await.unwrap();
+        let first = store.write(report(bad, a, "n1", "same")).await.unwrap();
+        let again = store.write(report(bad, a, "n1", "same")).await.unwrap();
+        assert_eq!(outcome(&again), (1, false, true));
+        let id_of = |r: &WriteResult| match r {
+            WriteResult::Report { report_id, .. } => *report_id,
+            _ => unreachable!(),
+        };
+        assert_eq!(id_of(&first), id_of(&again), "acknowledged as the first");
+        // The same input by another reporter is another report.
+        let other = store.write(report(bad, b, "n2", "same")).await.unwrap();
+        assert_eq!(outcome(&other), (2, true, false));
+        let conn = open_connection(dir.path()).unwrap();
+        let path = dir.path().join(DB_FILE);
+        assert_eq!(read_reports(&conn, &path, &bad).unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn probationary_reports_are_stored_but_never_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let honest = Identity::generate().id();
+        store.write(register(honest, 1)).await.unwrap();
+        // Any number of fresh keys, on any number of networks.
+        for i in 0..10 {
+            let mut r = row(honest, Identity::generate().id(), &format!("n{i}"), "x");
+            r.counts = false;
+            let got = store.write(WriteOp::Report(r)).await.unwrap();
+            assert_eq!(outcome(&got), (0, false, false));
+        }
+        // One established reporter is still one.
+        let got = store
+            .write(report(honest, Identity::generate().id(), "n", "x"))
+            .await
+            .unwrap();
+        assert_eq!(outcome(&got), (1, false, false));
+        let conn = open_connection(dir.path()).unwrap();
+        let path = dir.path().join(DB_FILE);
+        let stored = read_reports(&conn, &path, &honest).unwrap();
+        assert_eq!(stored.len(), 11);
+        assert_eq!(stored.iter().filter(|r| r.counts).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn network_blacklisted_after_the_strikes_and_lifted_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let (a, b) = (Identity::generate().id(), Identity::generate().id());
+        let liars: Vec<IdentityId> = (0..2).map(|_| Identity::generate().id()).collect();
+        let mut networks = Vec::new();
+        for (i, liar) in liars.iter().enumerate() {
+            store.write(register(*liar, 1)).await.unwrap();
+            store.write(report(*liar, a, "n1", "j")).await.unwrap();
+            let r = store.write(report(*liar, b, "n2", "j")).await.unwrap();
+            let WriteResult::Report {
+                newly_blacklisted: Some(_),
+                newly_blacklisted_network,
+                ..
+            } = r
+            else {
+                panic!("liar {i} not blacklisted: {r:?}");
+            };
+            networks.push(newly_blacklisted_network);
+        }
+        assert_eq!(networks[0], None, "one strike");
+        let net = networks[1]
+            .clone()
+            .expect("the second strike blacklists the network");
+        assert_eq!(net.network, "10.9.9.0/24");
+        let (_, snap) = Store::open(dir.path()).unwrap();
+        assert_eq!(snap.blacklist.networks, vec![net]);
+        // Lifting a host leaves the network blacklisted; lift-network lifts it.
+        let mut conn = open_connection(dir.path()).unwrap();
+        let path = dir.path().join(DB_FILE);
+        assert!(lift(&mut conn, &path, &liars[0]).unwrap());
+        assert_eq!(read_blacklisted_networks(&conn, &path).unwrap().len(), 1);
+        assert!(lift_network(&mut conn, &path, "10.9.9.0/24").unwrap());
+        assert!(!lift_network(&mut conn, &path, "10.9.9.0/24").unwrap());
+        assert!(read_blacklisted_networks(&conn, &path).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn standing_records_are_created_at_registration_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Identity::generate().id();
+        let person = Identity::generate().id();
+        {
+            let (store, snap) = Store::open(dir.path()).unwrap();
+            assert!(snap.records.is_empty());
+            store.write(register(host, 1_000)).await.unwrap();
+            // Registering again keeps the first date.
+            store.write(register(host, 5_000)).await.unwrap();
+            store
+                .write(WriteOp::Link {
+                    person,
+                    daemon: host,
+                    now: 2_000,
+                    merge_owners: None,
+                })
+                .await
+                .unwrap();
+            let rec = |r: WriteResult| match r {
+                WriteResult::Record(Some(rec)) => rec,
+                other => panic!("{other:?}"),
+            };
+            let r = rec(store
+                .write(WriteOp::Challenge {
+                    id: host,
+                    passed: true,
+                    now: 1_500,
+                })
+                .await
+                .unwrap());
+            assert_eq!((r.challenges_passed, r.last_passed_at), (1, 1_500));
+            let r = rec(store
+                .write(WriteOp::Challenge {
+                    id: host,
+                    passed: false,
+                    now: 1_600,
+                })
+                .await
+                .unwrap());
+            assert_eq!((r.challenges_failed, r.challenges_failed_in_a_row), (1, 1));
+            store.write(WriteOp::Agreement { id: host }).await.unwrap();
+            let r = rec(store.write(WriteOp::Agreement { id: host }).await.unwrap());
+            assert_eq!(r.agreements, 2);
+            // A person's key has no record: nothing to change.
+            for op in [
+                WriteOp::Agreement { id: person },
+                WriteOp::Vouch {
+                    id: person,
+                    vouched: true,
+                },
+            ] {
+                assert_eq!(store.write(op).await.unwrap(), WriteResult::Record(None));
+            }
+        }
+        let (_, snap) = Store::open(dir.path()).unwrap();
+        let want = HostRecord {
+            registered_at: 1_000,
+            challenges_passed: 1,
+            challenges_failed: 1,
+            challenges_failed_in_a_row: 1,
+            last_passed_at: 1_500,
+            agreements: 2,
+            strikes: 0,
+            vouched: false,
+        };
+        assert_eq!(snap.records, vec![(host, want)]);
+        // The admin CLI's connection vouches; the watcher's query sees it.
+        let mut conn = open_connection(dir.path()).unwrap();
+        let path = dir.path().join(DB_FILE);
+        let r = set_vouched(&mut conn, &path, &host, true).unwrap().unwrap();
+        assert!(r.vouched);
+        assert_eq!(read_vouched(&conn, &path).unwrap(), vec![host]);
+        assert_eq!(set_vouched(&mut conn, &path, &person, true).unwrap(), None);
+        set_vouched(&mut conn, &path, &host, false).unwrap();
+        assert!(read_vouched(&conn, &path).unwrap().is_empty());
+        assert_eq!(
+            read_record(&conn, &path, &host).unwrap(),
+            Some(want),
+            "everything else untouched"
+        );
+        let recent = recent_host_registrations(&conn, &path, 500).unwrap();
+        assert_eq!(recent, vec![("10.9.9.0/24".to_string(), 1_000)]);
+        assert!(recent_host_registrations(&conn, &path, 1_001)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_schema_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let (host, person, bad) = (
+            Identity::generate().id(),
+            Identity::generate().id(),
+            Identity::generate().id(),
+        );
+        {
+            // What schema 1 wrote (the first dportage coordinator).
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 INSERT INTO meta VALUES('schema', 1);
+                 CREATE TABLE identities(id TEXT PRIMARY KEY, daemon INTEGER NOT NULL,
+                     first_seen INTEGER NOT NULL, first_network TEXT NOT NULL);
+                 CREATE TABLE links(person TEXT NOT NULL, daemon TEXT NOT NULL,
+                     created INTEGER NOT NULL, PRIMARY KEY(person, daemon));
+                 CREATE TABLE reports(id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     reported TEXT NOT NULL, reporter TEXT NOT NULL, reporter_owner TEXT NOT NULL,
+                     reporter_network TEXT NOT NULL, received INTEGER NOT NULL,
+                     report_time INTEGER NOT NULL, input_hash TEXT NOT NULL, body TEXT NOT NULL,
+                     cleared INTEGER NOT NULL DEFAULT 0);
+                 CREATE TABLE blacklist(id TEXT PRIMARY KEY, since INTEGER NOT NULL, reason TEXT NOT NULL);",
+            )
+            .unwrap();
+            for (id, daemon, seen) in [(host, 1, 77), (person, 0, 78), (bad, 1, 79)] {
+                conn.execute(
+                    "INSERT INTO identities VALUES(?1, ?2, ?3, '10.1.2.0/24')",
+                    params![id.to_string(), daemon, seen],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO blacklist VALUES(?1, 5, 'old')",
+                [bad.to_string()],
+            )
+            .unwrap();
+        }
+        let (store, snap) = Store::open(dir.path()).unwrap();
+        let mut records: Vec<_> = snap
+            .records
+            .iter()
+            .map(|(id, r)| (*id, r.registered_at))
+            .collect();
+        records.sort();
+        let mut want = vec![(host, 77), (bad, 79)];
+        want.sort();
+        assert_eq!(
+            records, want,
+            "hosts get records dated at their first registration"
+        );
+        assert_eq!(snap.blacklist.entries.len(), 1);
+        assert_eq!(snap.blacklist.entries[0].network, "");
+        // The old reports table takes the new columns.
+        let r = store.write(report(host, person, "n", "x")).await.unwrap();
+        assert_eq!(outcome(&r), (1, false, false));
+        let conn = open_connection(dir.path()).unwrap();
+        assert_eq!(schema_version(&conn).unwrap(), Some(SCHEMA_VERSION));
+        // A newer schema is refused.
+        conn.execute("UPDATE meta SET value=99 WHERE key='schema'", [])
+            .unwrap();
+        assert!(matches!(
+            open_connection(dir.path()),
+            Err(StoreError::NewerSchema(_, 99))
+        ));
     }
 
     #[tokio::test]
@@ -731,5 +1412,6 @@ mod tests {
         drop(store);
         let (_, snap) = Store::open(dir.path()).unwrap();
         assert_eq!(snap.identities.len(), 300);
+        assert_eq!(snap.records.len(), 300);
     }
 }

@@ -674,7 +674,7 @@ mod tests {
             owner: IdentityId([owner; 32]),
             network: net.into(),
             arch: "x86_64".into(),
-            standing: Default::default(),
+            standing: crate::trust::standing::Standing::Probationary,
         }
     }
 

@@ -7,6 +7,11 @@ use super::identity::{IdentityId, MembershipToken};
 use crate::fingerprint::{is_fingerprint_id, Toolchain};
 use crate::trust::standing::Standing;
 
+/// What an older peer that sends no standing means: nothing earned yet.
+fn probationary() -> Standing {
+    Standing::Probationary
+}
+
 /// Largest request body the coordinator reads (larger → 413).
 pub const MAX_BODY: usize = 64 * 1024;
 pub const MAX_TOOLCHAINS: usize = 32;
@@ -244,8 +249,10 @@ pub struct HostEntry {
     /// The network the host heartbeats from (`a.b.c.0/24`, IPv6 `/48`).
     pub network: String,
     pub arch: String,
+    /// `probationary` until verified work over time (or the operator's
+    /// vouching) made it `established`; absent from older coordinators.
     /// Probationary hosts are never paired with each other.
-    #[serde(default)]
+    #[serde(default = "probationary")]
     pub standing: Standing,
 }
 
@@ -395,6 +402,13 @@ pub struct DaemonStatus {
     pub id: IdentityId,
     pub live: bool,
     pub blacklisted: bool,
+    #[serde(default = "probationary")]
+    pub standing: Standing,
+    /// Has proven service (passed a challenge job at its advertised address,
+    /// and not failed the last two). Not enforced yet: challenge jobs are
+    /// still to come, so every live host is listed.
+    #[serde(default)]
+    pub serves: bool,
 }
 
 /// One host's answer in a disputed job.
@@ -491,6 +505,14 @@ pub struct ReportAck {
     /// Distinct networks those reporters reported from.
     pub distinct_networks: u32,
     pub blacklisted: bool,
+    /// This reporter had already reported this host for this input: the
+    /// report was acknowledged (with the first one's id), not counted again.
+    #[serde(default)]
+    pub duplicate: bool,
+    /// The report counts toward a blacklisting: the reporter's owner group has
+    /// an established host. A probationary group's reports are only stored.
+    #[serde(default)]
+    pub counted: bool,
 }
 
 /// `POST /v1/admin/blacklist/lift`.
@@ -512,11 +534,61 @@ pub struct BlacklistEntry {
     /// Unix seconds.
     pub since: u64,
     pub reason: String,
+    /// The addresses the entry also covers (the IP the host advertised, or
+    /// its name and the IP it heartbeated from): no new identity registers
+    /// from them and no heartbeat may advertise them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// The network (/24, IPv6 /48) the host heartbeated from, where its
+    /// blacklisting counts as a strike.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network: String,
+}
+
+/// A network (/24, IPv6 /48) in which too many hosts were blacklisted: no
+/// new identity registers from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkBlacklistEntry {
+    /// `a.b.c.0/24` or `x:y:z::/48`.
+    pub network: String,
+    /// Unix seconds.
+    pub since: u64,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlacklistResponse {
     pub entries: Vec<BlacklistEntry>,
+    #[serde(default)]
+    pub networks: Vec<NetworkBlacklistEntry>,
+}
+
+/// `POST /v1/admin/blacklist/lift-network`: a network, or any address in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiftNetworkRequest {
+    pub network: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiftNetworkResponse {
+    /// The network as the coordinator writes it (`a.b.c.0/24`).
+    pub network: String,
+    /// False when the network was not blacklisted.
+    pub lifted: bool,
+}
+
+/// `POST /v1/admin/vouch` and `POST /v1/admin/unvouch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VouchRequest {
+    pub id: IdentityId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VouchResponse {
+    pub id: IdentityId,
+    pub vouched: bool,
+    /// The host's standing now.
+    pub standing: Standing,
 }
 
 /// Every error response: `{"error": "...", "code": "..."}`.
@@ -525,7 +597,9 @@ pub struct ErrorBody {
     pub error: String,
     /// Machine-readable: `bad_request`, `unauthenticated`, `not_member`,
     /// `blacklisted`, `not_admin`, `not_found`, `method_not_allowed`,
-    /// `too_large`, `timeout`, `overloaded`, `internal`.
+    /// `too_large`, `timeout`, `overloaded`, `internal`, `unknown_host`,
+    /// `not_a_host`, `not_handed_out`, `too_many_registrations`, … (the full
+    /// list: `docs/coordinator-api.md`).
     pub code: String,
 }
 

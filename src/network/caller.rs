@@ -180,6 +180,31 @@ impl CoordinatorClient {
             .await
     }
 
+    /// Lift a network's blacklisting (`network`: `a.b.c.0/24` or any address in it).
+    pub async fn admin_lift_network(
+        &self,
+        network: &str,
+    ) -> Result<LiftNetworkResponse, NetworkError> {
+        let req = LiftNetworkRequest {
+            network: network.to_string(),
+        };
+        self.post("/v1/admin/blacklist/lift-network", &req).await
+    }
+
+    /// Vouch for a host (`vouched`), or withdraw it.
+    pub async fn admin_vouch(
+        &self,
+        id: IdentityId,
+        vouched: bool,
+    ) -> Result<VouchResponse, NetworkError> {
+        let path = if vouched {
+            "/v1/admin/vouch"
+        } else {
+            "/v1/admin/unvouch"
+        };
+        self.post(path, &VouchRequest { id }).await
+    }
+
     async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,

@@ -22,6 +22,8 @@
 //! | `POST /v1/report` | a member | [`api::MismatchReport`] → [`api::ReportAck`] (after it is durable) |
 //! | `GET /v1/admin/blacklist` | an `--admin-key` | → [`api::BlacklistResponse`] |
 //! | `POST /v1/admin/blacklist/lift` | an `--admin-key` | [`api::LiftRequest`] → [`api::LiftResponse`] |
+//! | `POST /v1/admin/blacklist/lift-network` | an `--admin-key` | [`api::LiftNetworkRequest`] → [`api::LiftNetworkResponse`] |
+//! | `POST /v1/admin/vouch`, `/v1/admin/unvouch` | an `--admin-key` | [`api::VouchRequest`] → [`api::VouchResponse`] |
 //! | `GET /` | anyone | HTML status page |
 //! | `GET /metrics` | anyone | Prometheus text |
 //! | `GET /healthz` | anyone | `ok` |

@@ -12,6 +12,7 @@ mod network {
     mod challenge_jobs;
     mod coordinator;
     mod env_distcc;
+    mod free_keys;
     mod limits;
     mod signed_list;
     mod status_browser;

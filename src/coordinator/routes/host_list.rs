@@ -1,5 +1,7 @@
 //! `POST /v1/hosts`: a member asks for hosts with its toolchain. The hot path:
-//! one read lock, and host entries serialised once per heartbeat, not per request.
+//! one read lock, and host entries serialised once per heartbeat (or change of
+//! standing), not per request. The hosts handed out are remembered for the
+//! member: it may report only those (`handed_out`).
 
 use std::sync::Arc;
 
@@ -24,7 +26,7 @@ pub(super) fn hosts(
         .unwrap_or(32)
         .clamp(1, MAX_HOSTS_PER_RESPONSE as u32) as usize;
     let (now, exp) = (shared.now_ms(), shared.expiry_ms());
-    let body = {
+    let (body, given) = {
         let pool = shared.pool_read();
         if pool.is_blacklisted(&id) {
             return Err(ApiError::blacklisted(&id));
@@ -40,14 +42,17 @@ pub(super) fn hosts(
             exp,
             &mut rand::thread_rng(),
         );
-        hosts_response_json(
-            hosts.into_iter(),
+        let given: Vec<IdentityId> = hosts.iter().map(|(h, _)| *h).collect();
+        let body = hosts_response_json(
+            hosts.into_iter().map(|(_, json)| json),
             shared.cfg.redundancy,
             &via,
             &id,
             unix_now(),
-        )
+        );
+        (body, given)
     };
+    shared.handed_out.record(&id, &given, shared.now_secs());
     // Signed outside the pool's lock: the list is the member's, the
     // signature the coordinator's word on it.
     let list = String::from_utf8(body)
@@ -109,7 +114,11 @@ mod tests {
                 owner: Identity::generate().id(),
                 network: format!("10.0.{i}.0/24"),
                 arch: "x86_64 \"<odd>\"".into(),
-                standing: Default::default(),
+                standing: if i == 1 {
+                    crate::trust::standing::Standing::Established
+                } else {
+                    crate::trust::standing::Standing::Probationary
+                },
             })
             .collect();
         let via = Identity::generate().id();

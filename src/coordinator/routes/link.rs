@@ -102,7 +102,7 @@ pub(super) fn whoami(shared: &Arc<Shared>, id: IdentityId) -> HttpResponse {
         owner: pool.owner_of(&id),
         member: pool.member_via(&id, now, exp).is_some(),
         blacklisted: pool.is_blacklisted(&id),
-        daemons: pool.daemons_of(&id, now, exp),
+        daemons: pool.daemons_of(&id, now, exp, unix_now()),
     };
     json_response(StatusCode::OK, &resp)
 }

@@ -37,6 +37,9 @@ fn route(path: &str) -> (Endpoint, Method) {
         "/v1/status" => (Endpoint::Detail, Method::GET),
         "/v1/admin/blacklist" => (Endpoint::AdminBlacklist, Method::GET),
         "/v1/admin/blacklist/lift" => (Endpoint::AdminLift, Method::POST),
+        "/v1/admin/blacklist/lift-network" => (Endpoint::AdminLiftNetwork, Method::POST),
+        "/v1/admin/vouch" => (Endpoint::AdminVouch, Method::POST),
+        "/v1/admin/unvouch" => (Endpoint::AdminUnvouch, Method::POST),
         _ => (Endpoint::Other, Method::GET),
     }
 }
@@ -122,6 +125,9 @@ async fn signed(
         Endpoint::Detail => detail::status(shared, id, html),
         Endpoint::AdminBlacklist => admin::blacklist(shared, id),
         Endpoint::AdminLift => admin::lift(shared, id, &body).await,
+        Endpoint::AdminLiftNetwork => admin::lift_network(shared, id, &body).await,
+        Endpoint::AdminVouch => admin::vouch(shared, id, &body, true).await,
+        Endpoint::AdminUnvouch => admin::vouch(shared, id, &body, false).await,
         Endpoint::Status | Endpoint::Metrics | Endpoint::Health | Endpoint::Other => {
             Err(ApiError::internal("unrouted endpoint"))
         }

@@ -1,5 +1,13 @@
-//! `POST /v1/report`: a member reports a host that lost a vote. The report is
-//! stored, and the host blacklisted if the rule says so, before the answer.
+//! `POST /v1/report`: a member reports a host that lost a vote. Only evidence
+//! the coordinator can check is taken: the reported identity must be a
+//! registered host (not a person's or member's key), and one the coordinator
+//! handed to this reporter in a host list within `--report-window`. One
+//! report per (reporter, host, input) is stored; a duplicate is acknowledged,
+//! not counted again. A report counts toward blacklisting only when the
+//! reporter's owner group has an established host: a probationary host
+//! never counts as a reporter. The report is stored, and the host
+//! blacklisted (with its address, and its network at the strike limit) if
+//! the rule says so, before the answer.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -25,7 +33,8 @@ pub(super) async fn report(
     rep.validate()
         .map_err(|e| ApiError::bad_request(format!("invalid report: {e}")))?;
     let (now, exp) = (shared.now_ms(), shared.expiry_ms());
-    let (reported, reporter_owner) = {
+    let now_unix = unix_now();
+    let (reported, reporter_owner, counts, addresses, network) = {
         let pool = shared.pool_read();
         if pool.is_blacklisted(&reporter) {
             return Err(ApiError::blacklisted(&reporter));
@@ -52,13 +61,44 @@ pub(super) async fn report(
                 format!("identity {reported} never registered here"),
             ));
         }
+        if !pool.is_known_daemon(&reported) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_a_host",
+                format!(
+                    "identity {reported} is not a host (it is a member's or person's key); \
+                     a report names the host that returned the wrong result"
+                ),
+            ));
+        }
         let owner = pool.owner_of(&reporter);
         if pool.owner_of(&reported) == owner {
             return Err(ApiError::bad_request(format!(
                 "host {reported} belongs to your own owner group; reports count only against other owners' hosts"
             )));
         }
-        (reported, owner)
+        if !shared
+            .handed_out
+            .was_given(&reporter, &reported, shared.now_secs())
+        {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_handed_out",
+                format!(
+                    "host {reported} was not in a host list this coordinator gave identity {reporter} \
+                     within the last {} (--report-window); only hosts you were given can be reported. \
+                     (Hand-outs are remembered in memory only: after a coordinator restart, evidence \
+                     about earlier lists cannot be reported.)",
+                    crate::coordinator::units::duration_text(shared.cfg.report_window)
+                ),
+            ));
+        }
+        let (addresses, network) = pool
+            .host(&reported)
+            .map(|h| (h.blacklist_addresses(), h.network.display()))
+            .unwrap_or_default();
+        let counts = pool.group_is_established(&reporter, now_unix);
+        (reported, owner, counts, addresses, network)
     };
     let net = NetKey::of(peer).display();
     let row = ReportRow {
@@ -66,39 +106,67 @@ pub(super) async fn report(
         reporter,
         reporter_owner,
         reporter_network: net.clone(),
-        received: unix_now(),
+        received: now_unix,
         report_time: rep.time,
         input_hash: rep.input_hash.clone(),
         body: serde_json::to_string(&rep).unwrap_or_default(),
         rule: shared.cfg.blacklist_rule,
+        counts,
+        reported_addresses: addresses,
+        reported_network: network,
+        network_strikes: shared.cfg.network_strikes,
     };
     let WriteResult::Report {
         report_id,
         reporters,
         networks,
         newly_blacklisted,
+        newly_blacklisted_network,
         blacklisted,
+        duplicate,
     } = shared.store.write(WriteOp::Report(row)).await?
     else {
         return Err(ApiError::internal(
             "store answered a report with something else",
         ));
     };
-    shared.counters.reports.fetch_add(1, Ordering::Relaxed);
-    shared.event(format!(
-        "report #{report_id} against {} by {} from {net} ({reporters} distinct reporter(s))",
-        reported.short(),
-        reporter.short()
-    ));
+    if duplicate {
+        shared.event(format!(
+            "report against {} by {} repeats report #{report_id} (same input): not counted again",
+            reported.short(),
+            reporter.short()
+        ));
+    } else {
+        shared.counters.reports.fetch_add(1, Ordering::Relaxed);
+        shared.event(format!(
+            "report #{report_id} against {} by {} from {net}{} ({reporters} distinct established reporter(s))",
+            reported.short(),
+            reporter.short(),
+            if counts {
+                ""
+            } else {
+                ", a probationary reporter: stored, not counted"
+            }
+        ));
+    }
     if let Some(entry) = newly_blacklisted {
+        let covered = entry.addresses.join(", ");
         shared.pool_write().set_blacklisted(entry);
         shared
             .counters
             .blacklistings
             .fetch_add(1, Ordering::Relaxed);
         shared.event(format!(
-            "host {} blacklisted: {reporters} members on {networks} network(s) reported it",
+            "host {} blacklisted: {reporters} members on {networks} network(s) reported it; address(es) {covered} blocked",
             reported.short()
+        ));
+    }
+    if let Some(entry) = newly_blacklisted_network {
+        let network = entry.network.clone();
+        shared.pool_write().set_network_blacklisted(entry);
+        shared.event(format!(
+            "network {network} blacklisted after {} blacklisted hosts in it: no new identity registers from it",
+            shared.cfg.network_strikes
         ));
     }
     let ack = ReportAck {
@@ -107,6 +175,8 @@ pub(super) async fn report(
         distinct_reporters: reporters,
         distinct_networks: networks,
         blacklisted,
+        duplicate,
+        counted: counts && !duplicate,
     };
     Ok(json_response(StatusCode::OK, &ack))
 }

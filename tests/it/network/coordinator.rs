@@ -1,6 +1,8 @@
 //! The coordinator over real HTTP: membership, expiry, the two-reporter rule,
 //! admin lift, hostile requests, the status page and metrics, and durability
-//! across `kill -9` of a real `dportage coordinator` process.
+//! across `kill -9` of a real `dportage coordinator` process. These
+//! coordinators establish hosts at once (as the demo's does), so that fresh
+//! daemons' reports count; `standing.rs` tests the real network's rules.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -14,12 +16,18 @@ use dportage::network::api::{HostResultHash, HostsRequest, MismatchReport};
 use dportage::network::auth;
 use dportage::network::caller::{send, CoordinatorUrl};
 use dportage::network::{Identity, NetworkError};
+use dportage::trust::standing::StandingRules;
 
 async fn coordinator(dir: &Path, expiry: Duration, admin: Option<&Identity>) -> Coordinator {
     let mut cfg = CoordinatorConfig::new(
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         dir.to_path_buf(),
     );
+    cfg.standing_rules = StandingRules {
+        challenges: 0,
+        agreements: 0,
+        min_age_secs: 0,
+    };
     cfg.expiry = expiry;
     cfg.admin_keys = admin.map(|a| vec![a.id()]).unwrap_or_default();
     Coordinator::bind(cfg).await.expect("start the coordinator")
@@ -54,6 +62,11 @@ fn report_against(host: &str, port: u16, input: &str) -> MismatchReport {
         time: 1,
         evidence_id: Some(format!("{:016x}", rand::random::<u64>())),
     }
+}
+
+/// Ask for a host list as `who`: a member may report only hosts it was given.
+async fn ask_hosts(url: &str, who: &Arc<Identity>) {
+    client(url, who).hosts(&hosts_request()).await.unwrap();
 }
 
 fn ids(hosts: &[dportage::network::api::HostEntry]) -> Vec<String> {
@@ -298,6 +311,7 @@ async fn two_distinct_reporters_blacklist_one_never_does_and_admin_lifts() {
     for (id, l) in [(&liar, &ll), (&m1, &l1), (&m2, &l2)] {
         client(&url, id).heartbeat(&l.heartbeat()).await.unwrap();
     }
+    ask_hosts(&url, &m1).await;
     // One member, however many reports (and from several source addresses),
     // counts once.
     for i in 0..5u8 {
@@ -318,6 +332,7 @@ async fn two_distinct_reporters_blacklist_one_never_does_and_admin_lifts() {
     let person = Arc::new(Identity::generate());
     let token = m1.membership_token(dportage::network::unix_now());
     assert!(client(&url, &person).link(&token).await.unwrap().member);
+    ask_hosts(&url, &person).await;
     let ack = client(&url, &person)
         .report(&report_against(&ll.host(), ll.addr.port(), "job p"))
         .await
@@ -573,6 +588,7 @@ async fn status_page_and_metrics_show_the_pool() {
         client(&url, id).heartbeat(&l.heartbeat()).await.unwrap();
     }
     for m in &ids_[1..] {
+        ask_hosts(&url, m).await;
         client(&url, m)
             .report(&report_against(&ls[0].host(), ls[0].addr.port(), "s"))
             .await
@@ -641,11 +657,14 @@ fn blacklist_and_identities_survive_kill_9() {
     let ll = Listening::on(Ipv4Addr::new(127, 0, 0, 50));
     let l1 = Listening::on(Ipv4Addr::new(127, 0, 0, 51));
     let l2 = Listening::on(Ipv4Addr::new(127, 0, 0, 52));
-    let first = CoordinatorProcess::start(&data, &[]);
+    let first = CoordinatorProcess::start(&data, ESTABLISHED_AT_ONCE);
     let url = first.url.clone();
     rt.block_on(async {
         for (id, l) in [(&liar, &ll), (&m1, &l1), (&m2, &l2)] {
             client(&url, id).heartbeat(&l.heartbeat()).await.unwrap();
+        }
+        for m in [&m1, &m2] {
+            ask_hosts(&url, m).await;
         }
         client(&url, &m1)
             .report(&report_against(&ll.host(), ll.addr.port(), "a"))
@@ -678,7 +697,7 @@ fn blacklist_and_identities_survive_kill_9() {
     );
     assert!(String::from_utf8_lossy(&listed.stdout).contains(&liar.id().to_string()));
 
-    let second = CoordinatorProcess::start(&data, &[]);
+    let second = CoordinatorProcess::start(&data, ESTABLISHED_AT_ONCE);
     let url = second.url.clone();
     rt.block_on(async {
         let e = client(&url, &liar)

@@ -189,6 +189,13 @@ async fn a_report_flood_from_one_key_is_cut_before_the_database() {
     for (id, l) in [(&liar, &ll), (&flooder, &lf), (&other, &lo)] {
         client(&url, id).heartbeat(&l.heartbeat()).await.unwrap();
     }
+    // Members report only hosts they were given.
+    for id in [&flooder, &other] {
+        client(&url, id)
+            .hosts(&local_hosts_request())
+            .await
+            .unwrap();
+    }
 
     // A real-sized report (a long command line) passes the size bound.
     let typical = serde_json::to_vec(&report(&ll, "x", 100)).unwrap().len();

@@ -13,6 +13,7 @@ use crate::support::network::*;
 use crate::support::*;
 use dportage::coordinator::{Coordinator, CoordinatorConfig};
 use dportage::network::Identity;
+use dportage::trust::standing::StandingRules;
 
 const HELLO: &str = "int twice(int x) { return 2 * x; }\n";
 
@@ -28,12 +29,15 @@ fn only_a_signed_list_under_the_pinned_key_is_used() {
         .enable_all()
         .build()
         .unwrap();
-    let coord: Coordinator = rt
-        .block_on(Coordinator::bind(CoordinatorConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            tmp.path().join("coord"),
-        )))
-        .unwrap();
+    // Hosts established at their first heartbeat (two probationary hosts
+    // would never be paired).
+    let mut cfg = CoordinatorConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("coord"));
+    cfg.standing_rules = StandingRules {
+        challenges: 0,
+        agreements: 0,
+        min_age_secs: 0,
+    };
+    let coord: Coordinator = rt.block_on(Coordinator::bind(cfg)).unwrap();
     let url = coord.url();
     let hosts = [
         DistccdOptions::new(Ipv4Addr::new(127, 0, 0, 71), "127.0.0.0/8")

@@ -186,7 +186,7 @@ fn status_page_renders_the_pool_in_headless_chromium_and_runs_no_peer_markup() {
         "this chromium does not run page script, so the page test would prove nothing:\n{control}"
     );
 
-    let coord = CoordinatorProcess::start(&tmp.path().join("coord"), &[]);
+    let coord = CoordinatorProcess::start(&tmp.path().join("coord"), ESTABLISHED_AT_ONCE);
     let url = coord.url.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -221,6 +221,10 @@ fn status_page_renders_the_pool_in_headless_chromium_and_runs_no_peer_markup() {
         client(&url, &hostile).heartbeat(&hb).await.unwrap();
 
         let liar_addr = l_liar.addr.to_string();
+        // Members report only hosts they were given.
+        for m in [&m1, &m2] {
+            client(&url, m).hosts(&local_hosts_request()).await.unwrap();
+        }
         let ack = client(&url, &m1)
             .report(&report_against(&liar_addr, "job one"))
             .await

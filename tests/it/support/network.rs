@@ -49,6 +49,15 @@ pub fn heartbeat(host: &str, port: u16) -> Heartbeat {
     }
 }
 
+/// A host list request for this machine's compilers.
+pub fn local_hosts_request() -> dportage::network::api::HostsRequest {
+    dportage::network::api::HostsRequest {
+        fingerprints: local_toolchains().into_iter().map(|t| t.id).collect(),
+        tz_offset_secs: 0,
+        max: None,
+    }
+}
+
 pub fn client(url: &str, identity: &Arc<Identity>) -> CoordinatorClient {
     CoordinatorClient::new(url, identity.clone())
         .unwrap()
@@ -79,6 +88,18 @@ impl Listening {
         heartbeat(&self.host(), self.addr.port())
     }
 }
+
+/// `dportage coordinator` flags that make hosts established at their first
+/// heartbeat (a network in a box, as the demo runs it): fresh daemons'
+/// reports count. Real networks earn it over weeks (the defaults).
+pub const ESTABLISHED_AT_ONCE: &[&str] = &[
+    "--establish-challenges",
+    "0",
+    "--establish-agreements",
+    "0",
+    "--establish-age",
+    "0s",
+];
 
 /// A `dportage coordinator` process, killed (SIGKILL) when dropped.
 pub struct CoordinatorProcess {
