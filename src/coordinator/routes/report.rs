@@ -107,6 +107,8 @@ pub(super) async fn report(
         distinct_reporters: reporters,
         distinct_networks: networks,
         blacklisted,
+        // Adjudication (which asks for the input) is not implemented yet.
+        evidence_wanted: false,
     };
     Ok(json_response(StatusCode::OK, &ack))
 }
