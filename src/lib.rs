@@ -53,7 +53,10 @@
 //! (`evidence.jsonl`, `excluded-hosts`) → `client/upload.rs` (pending records →
 //! `network::api::MismatchReport`) → `network/caller.rs` →
 //! `coordinator/routes/report.rs` → `coordinator/store.rs` (durable, then
-//! acknowledged) → `coordinator/pool.rs` (blacklist).
+//! acknowledged) → `coordinator/pool.rs` (blacklist). The input of the job is
+//! kept by `client/kept_inputs.rs` (`evidence-inputs/<hash>.zst`) and, when the
+//! acknowledgement asks for it (`evidence_wanted`), uploaded by
+//! `client/upload.rs` with `PUT /v1/evidence/<input_hash>`.
 
 // Pure core.
 pub mod args;

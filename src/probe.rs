@@ -271,13 +271,9 @@ pub fn probe_cached(
     cache_file: &Path,
 ) -> Result<Toolchain, FingerprintError> {
     let real = std::fs::canonicalize(compiler).unwrap_or_else(|_| compiler.to_path_buf());
-    let key = format!("{name}\0{}", real.display());
+    let key = cache_key(name, &real);
     let current = stamp(&real);
-    let mut cache: ProbeCache = std::fs::read(cache_file)
-        .ok()
-        .filter(|b| b.len() < 4 << 20)
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let mut cache = read_cache(cache_file);
     if let (Some(cur), Some((old, tc))) = (&current, cache.entries.get(&key)) {
         if cur == old {
             return Ok(tc.clone());
@@ -300,6 +296,60 @@ pub fn probe_cached(
         }
     }
     Ok(tc)
+}
+
+/// The cache of [`probe_cached`] inside `$DPORTAGE_DIR` (written by the
+/// `dportage` command for the member's compilers).
+pub const FINGERPRINT_CACHE_FILE: &str = "fingerprints.json";
+
+/// Largest cache file read; a larger one is ignored.
+const MAX_CACHE_FILE: u64 = 4 << 20;
+
+fn cache_key(name: &str, real: &Path) -> String {
+    format!("{name}\0{}", real.display())
+}
+
+fn read_cache(cache_file: &Path) -> ProbeCache {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    match std::fs::File::open(cache_file) {
+        Ok(f) => {
+            if f.take(MAX_CACHE_FILE).read_to_end(&mut bytes).is_err()
+                || bytes.len() as u64 >= MAX_CACHE_FILE
+            {
+                return ProbeCache::default();
+            }
+        }
+        Err(_) => return ProbeCache::default(),
+    }
+    serde_json::from_slice(&bytes).unwrap_or_default()
+}
+
+/// What [`probe_cached`] remembers about `compiler` (run as `name`), without
+/// running anything: `None` when the cache has no entry for that binary as it
+/// is now (changed since, or never probed). An entry made under another name
+/// of the same binary counts when both names are of one language (C or C++:
+/// the probe compiles a different source for each), so `gcc` finds what
+/// `dportage` probed as `cc` when both resolve to one compiler.
+pub fn cached_toolchain(name: &str, compiler: &Path, cache_file: &Path) -> Option<Toolchain> {
+    let real = std::fs::canonicalize(compiler).ok()?;
+    let current = stamp(&real)?;
+    let cache = read_cache(cache_file);
+    if let Some((old, tc)) = cache.entries.get(&cache_key(name, &real)) {
+        if *old == current {
+            return Some(tc.clone());
+        }
+    }
+    let path = real.display().to_string();
+    cache
+        .entries
+        .iter()
+        .find(|(key, (old, _))| {
+            key.split_once('\0').is_some_and(|(other, p)| {
+                p == path && is_cxx_name(other) == is_cxx_name(name) && *old == current
+            })
+        })
+        .map(|(_, (_, tc))| tc.clone())
 }
 
 impl HostFacts {
@@ -390,6 +440,55 @@ mod tests {
         let b = probe_cached("gcc", &gcc, &cache).unwrap();
         assert_eq!(a, b);
         assert!(std::fs::read_to_string(&cache).unwrap().contains(&a.id));
+    }
+
+    #[test]
+    fn cached_toolchains_are_found_without_probing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join(FINGERPRINT_CACHE_FILE);
+        // Not a compiler: anything run would fail, so a hit proves nothing ran.
+        let binary = dir.path().join("x86_64-linux-gnu-gcc-12");
+        std::fs::write(&binary, b"#!/bin/false\n").unwrap();
+        let link = dir.path().join("cc");
+        std::os::unix::fs::symlink(&binary, &link).unwrap();
+        assert_eq!(cached_toolchain("gcc", &binary, &cache), None, "no cache");
+        let tc = |name: &str, id: char| Toolchain {
+            name: name.into(),
+            version: "gcc 12".into(),
+            target: "x86_64-linux-gnu".into(),
+            probe_hash: "a".repeat(64),
+            id: id.to_string().repeat(64),
+        };
+        let real = std::fs::canonicalize(&binary).unwrap();
+        let mut entries = BTreeMap::new();
+        entries.insert(
+            cache_key("cc", &real),
+            (stamp(&real).unwrap(), tc("cc", 'c')),
+        );
+        let other = dir.path().join("clang");
+        std::fs::write(&other, b"other").unwrap();
+        let other = std::fs::canonicalize(&other).unwrap();
+        entries.insert(
+            cache_key("clang++", &other),
+            (stamp(&other).unwrap(), tc("clang++", 'd')),
+        );
+        std::fs::write(&cache, serde_json::to_vec(&ProbeCache { entries }).unwrap()).unwrap();
+        let id = |name: &str, path: &Path| cached_toolchain(name, path, &cache).map(|t| t.id);
+        assert_eq!(id("cc", &link), Some("c".repeat(64)), "the exact entry");
+        assert_eq!(id("gcc", &binary), Some("c".repeat(64)), "same binary, C");
+        assert_eq!(id("x86_64-linux-gnu-gcc", &link), Some("c".repeat(64)));
+        assert_eq!(
+            id("g++", &binary),
+            None,
+            "a C++ driver name is not the C probe"
+        );
+        assert_eq!(id("clang", &other), None);
+        assert_eq!(id("clang++", &other), Some("d".repeat(64)));
+        // The binary changed since the probe: the entry no longer holds.
+        std::fs::write(&binary, b"#!/bin/false\n# upgraded\n").unwrap();
+        assert_eq!(id("cc", &link), None);
+        std::fs::write(&cache, b"not json").unwrap();
+        assert_eq!(id("clang++", &other), None);
     }
 
     #[test]

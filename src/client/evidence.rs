@@ -8,7 +8,9 @@
 //! * `evidence.jsonl`: one JSON object per line for every lost vote: what was
 //!   compiled (blake3 of the preprocessed input, the arguments), what each host
 //!   returned, the verdict, who lost, and whether it was reported to the
-//!   coordinator yet. The network layer sends the records with
+//!   coordinator yet, and the fingerprint id of the toolchain when known. Its
+//!   preprocessed input is kept beside it (`super::kept_inputs`). The network
+//!   layer sends the records with
 //!   [`drain_pending_reports`] (or reads [`pending_reports`] and acknowledges
 //!   with [`mark_reported`]).
 //!
@@ -26,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use crate::verify::ResultDigest;
 
 /// Name of the exclusion file inside `$DPORTAGE_DIR`.
 pub const EXCLUDED_FILE: &str = "excluded-hosts";
@@ -76,6 +80,10 @@ pub struct Evidence {
     pub losers: Vec<String>,
     /// Sent to the coordinator yet?
     pub reported: bool,
+    /// The fingerprint id of this machine's toolchain for the job's compiler,
+    /// when `dportage` had probed it (`fingerprints.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toolchain: Option<String>,
 }
 
 impl Evidence {
@@ -101,7 +109,31 @@ impl Evidence {
             accepted,
             losers,
             reported: false,
+            toolchain: None,
         }
+    }
+}
+
+impl HostResult {
+    /// What `host` (reached at `address`) returned, as its vote's digest says.
+    pub fn of_digest(host: String, address: String, digest: &ResultDigest) -> Self {
+        HostResult {
+            host,
+            address,
+            status: digest.status,
+            object: digest.object_hex(),
+            diagnostics: digest
+                .diagnostics
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        }
+    }
+
+    /// The hash a report gives this result: the one a coordinator's referee
+    /// computes from its own digest (`network::api::result_hash_of`).
+    pub fn result_hash(&self) -> String {
+        crate::network::api::result_hash(&self.object, self.status)
     }
 }
 
@@ -179,6 +211,16 @@ pub enum StateError {
     },
     #[error("cannot encode an evidence record: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("{0:?} is not an input hash (64 lowercase hex digits)")]
+    NotAnInputHash(String),
+    #[error("the input kept for {hash} is not the input of that hash (a bug)")]
+    InputMismatch { hash: String },
+    #[error("the {what} input is {bytes} bytes, over the {max} a coordinator takes as evidence")]
+    InputTooLarge {
+        what: &'static str,
+        bytes: usize,
+        max: usize,
+    },
 }
 
 /// `$DPORTAGE_DIR`, created (mode 0700) when missing.
@@ -514,5 +556,41 @@ mod tests {
         assert_eq!(got[1].evidence, "xy");
         let text = std::fs::read_to_string(state.excluded_path()).unwrap();
         assert!(text.starts_with("# dportage"), "{text}");
+    }
+
+    #[test]
+    fn recorded_results_hash_like_the_referees_digests() {
+        for digest in [
+            ResultDigest::of(0, b"\x7fELF object", b"x.c:1: warning: unused\n"),
+            ResultDigest::of(1 << 8, b"", b"x.c:1: error\n"),
+            ResultDigest::of(9, b"", b""),
+        ] {
+            let r = HostResult::of_digest("h:1".into(), "127.0.0.1:1".into(), &digest);
+            assert_eq!(r.object, digest.object_hex());
+            assert_eq!(r.status, digest.status);
+            assert_eq!(r.diagnostics.len(), 64);
+            assert_eq!(
+                r.result_hash(),
+                crate::network::api::result_hash_of(&digest),
+                "{digest}"
+            );
+            // Through the log and back, as the upload reads it.
+            let mut e = record("h:1");
+            e.results = vec![r];
+            e.toolchain = Some("f".repeat(64));
+            let line = serde_json::to_string(&e).unwrap();
+            let back: Evidence = serde_json::from_str(&line).unwrap();
+            assert_eq!(back, e);
+            assert_eq!(
+                back.results[0].result_hash(),
+                crate::network::api::result_hash_of(&digest)
+            );
+        }
+        // Records written before the field existed still parse.
+        let mut old = serde_json::to_value(record("h")).unwrap();
+        old.as_object_mut().unwrap().remove("toolchain");
+        let old: Evidence = serde_json::from_value(old).unwrap();
+        assert_eq!(old.toolchain, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("toolchain"));
     }
 }

@@ -12,6 +12,7 @@ pub mod evidence;
 mod fallback;
 pub mod hostsource;
 pub mod invocation;
+pub mod kept_inputs;
 pub mod local;
 pub mod output;
 pub mod preprocess;

@@ -413,7 +413,7 @@ async fn obtain(opts: &EnvOptions, coordinator: &str, dir: &Path) -> Result<Obta
     let identity = Arc::new(Identity::load_or_create(dir).map_err(network_failure)?);
     let me = identity.id();
     let client = CoordinatorClient::new(coordinator, identity).map_err(network_failure)?;
-    let cache = dir.join("fingerprints.json");
+    let cache = dir.join(probe::FINGERPRINT_CACHE_FILE);
     let mut fingerprints = Vec::new();
     for (name, path) in local_compilers(opts)? {
         let tc = probe::probe_cached(&name, &path, &cache).map_err(|e| {

@@ -21,6 +21,16 @@ pub const MAX_CAPACITY: u32 = 1024;
 pub const MAX_REPORT_ARGS: usize = 512;
 pub const MAX_REPORT_RESULTS: usize = 16;
 pub const MAX_TZ_SECS: i32 = 14 * 3600;
+/// Largest body of `PUT /v1/evidence/<input_hash>` (the zstd-compressed
+/// preprocessed input of a disputed job): the one route whose body may exceed
+/// [`MAX_BODY`]. A client does not keep (so never sends) a larger one.
+pub const MAX_EVIDENCE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest preprocessed input an evidence upload may decompress to: the
+/// coordinator stops decompressing beyond it (a zstd bomb is refused, 413), and
+/// a client does not keep a larger input.
+pub const MAX_EVIDENCE_INPUT: usize = 64 * 1024 * 1024;
+/// The path of the evidence route, followed by the input hash.
+pub const EVIDENCE_PATH_PREFIX: &str = "/v1/evidence/";
 
 /// `POST /v1/heartbeat`: a daemon says it is alive and what it serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -444,6 +454,11 @@ pub struct MismatchReport {
     /// reporter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence_id: Option<String>,
+    /// The fingerprint id ([`crate::fingerprint`], 64 hex) of the toolchain
+    /// the job was compiled with, when the client knows it: what the
+    /// coordinator's referees must serve to re-run the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toolchain: Option<String>,
 }
 
 /// `HOST:PORT` of a `DISTCC_HOSTS` entry (`HOST:PORT/LIMIT,lzo,cpp`), as
@@ -475,6 +490,15 @@ impl MismatchReport {
         check_text("host_addr", &self.host_addr, 300, self.host_id.is_some())?;
         if let Some(e) = &self.evidence_id {
             check_text("evidence_id", e, 64, false)?;
+        }
+        if self
+            .toolchain
+            .as_deref()
+            .is_some_and(|t| !is_fingerprint_id(t))
+        {
+            return Err(ApiValidationError::NotFingerprint {
+                field: "toolchain".to_owned(),
+            });
         }
         check_hash("input_hash", &self.input_hash)?;
         if self.args.len() > MAX_REPORT_ARGS {
@@ -513,6 +537,52 @@ pub struct ReportAck {
     /// an established host. A probationary group's reports are only stored.
     #[serde(default)]
     pub counted: bool,
+    /// The coordinator asks for the job's preprocessed input (to adjudicate
+    /// the dispute): upload it with `PUT /v1/evidence/<input_hash>`. Absent
+    /// (older coordinators): not wanted.
+    #[serde(default)]
+    pub evidence_wanted: bool,
+}
+
+/// The answer to `PUT /v1/evidence/<input_hash>`, whose body is the zstd
+/// compression of a disputed job's preprocessed input (at most
+/// [`MAX_EVIDENCE_BYTES`], decompressing to at most [`MAX_EVIDENCE_INPUT`]
+/// bytes whose blake3 is `input_hash`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceAck {
+    pub input_hash: String,
+    /// The coordinator holds the input now (stored durably by this upload or
+    /// an earlier one): the client may delete its copy.
+    pub stored: bool,
+}
+
+/// Is `s` an input hash as the evidence route takes it: a blake3 hex digest
+/// (64 lowercase hex digits)?
+pub fn is_input_hash(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `/v1/evidence/<input_hash>`.
+pub fn evidence_path(input_hash: &str) -> String {
+    format!("{EVIDENCE_PATH_PREFIX}{input_hash}")
+}
+
+/// The result hash of a report ([`HostResultHash::hash`]): blake3 (hex) of
+/// `"<object hex>:<wait status>"`, what a vote compares. Client and
+/// coordinator both compute it with this function, so a referee's result
+/// ([`result_hash_of`]) compares with a reported one as text.
+pub fn result_hash(object_hex: &str, status: u32) -> String {
+    blake3::hash(format!("{object_hex}:{status}").as_bytes())
+        .to_hex()
+        .to_string()
+}
+
+/// [`result_hash`] of a result digest (object and status; the diagnostics do
+/// not vote).
+pub fn result_hash_of(digest: &crate::verify::ResultDigest) -> String {
+    result_hash(&digest.object_hex(), digest.status)
 }
 
 /// `POST /v1/admin/blacklist/lift`.
@@ -596,10 +666,11 @@ pub struct VouchResponse {
 pub struct ErrorBody {
     pub error: String,
     /// Machine-readable: `bad_request`, `unauthenticated`, `not_member`,
-    /// `blacklisted`, `not_admin`, `not_found`, `method_not_allowed`,
-    /// `too_large`, `timeout`, `overloaded`, `internal`, `unknown_host`,
-    /// `not_a_host`, `not_handed_out`, `too_many_registrations`, … (the full
-    /// list: `docs/coordinator-api.md`).
+    /// `blacklisted`, `not_admin`, `not_found`, `not_wanted` (409: evidence
+    /// nobody asked for), `method_not_allowed`, `too_large`, `timeout`,
+    /// `overloaded`, `internal`, `unknown_host`, `not_a_host`,
+    /// `not_handed_out`, `too_many_registrations`, … (the full list:
+    /// `docs/coordinator-api.md`).
     pub code: String,
 }
 
@@ -685,8 +756,19 @@ mod tests {
             }],
             time: 1,
             evidence_id: Some("00ff".into()),
+            toolchain: Some("b".repeat(64)),
         };
         assert!(r.validate().is_ok());
+        let mut bad = r.clone();
+        bad.toolchain = Some("B".repeat(64));
+        assert_eq!(
+            bad.validate(),
+            Err(ApiValidationError::NotFingerprint {
+                field: "toolchain".into()
+            })
+        );
+        bad.toolchain = None;
+        assert!(bad.validate().is_ok(), "the toolchain is optional");
         let mut bad = r.clone();
         bad.input_hash = "xyz".into();
         assert!(bad.validate().is_err());
@@ -699,5 +781,63 @@ mod tests {
             bad.validate().is_err(),
             "without host_id the address is needed"
         );
+    }
+
+    #[test]
+    fn older_peers_still_parse() {
+        // A coordinator without adjudication answers no `evidence_wanted`.
+        let ack: ReportAck = serde_json::from_str(&format!(
+            r#"{{"report_id": 7, "host": "{}", "distinct_reporters": 1,
+                "distinct_networks": 1, "blacklisted": false}}"#,
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        assert!(!ack.evidence_wanted);
+        assert_eq!(ack.report_id, 7);
+        // A report without a toolchain parses, and one with none is sent
+        // without the field (older coordinators see the same JSON as before).
+        let report: MismatchReport = serde_json::from_str(&format!(
+            r#"{{"host_addr": "127.0.0.1:3632", "input_hash": "{}", "args": [],
+                "results": [{{"host": "127.0.0.1:3632", "hash": "cd"}}], "time": 1}}"#,
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        assert_eq!(report.toolchain, None);
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(!json.contains("toolchain"), "{json}");
+        let with: MismatchReport = serde_json::from_str(&json.replace(
+            r#""time":1"#,
+            &format!(r#""time":1,"toolchain":"{}""#, "e".repeat(64)),
+        ))
+        .unwrap();
+        assert_eq!(with.toolchain, Some("e".repeat(64)));
+        let ack: EvidenceAck =
+            serde_json::from_str(r#"{"input_hash": "ab", "stored": true}"#).unwrap();
+        assert!(ack.stored);
+    }
+
+    #[test]
+    fn result_hashes_are_of_object_and_status() {
+        let digest = crate::verify::ResultDigest::of(0, b"object", b"warning");
+        let by_hand = blake3::hash(format!("{}:0", digest.object_hex()).as_bytes())
+            .to_hex()
+            .to_string();
+        assert_eq!(result_hash_of(&digest), by_hand);
+        assert_eq!(result_hash(&digest.object_hex(), 0), by_hand);
+        // The diagnostics do not vote; the status does.
+        let other_warning = crate::verify::ResultDigest::of(0, b"object", b"other");
+        assert_eq!(result_hash_of(&other_warning), by_hand);
+        let failed = crate::verify::ResultDigest::of(256, b"object", b"warning");
+        assert_ne!(result_hash_of(&failed), by_hand);
+    }
+
+    #[test]
+    fn evidence_paths() {
+        let h = blake3::hash(b"int x;").to_hex().to_string();
+        assert!(is_input_hash(&h));
+        assert_eq!(evidence_path(&h), format!("/v1/evidence/{h}"));
+        assert!(!is_input_hash(&h.to_uppercase()));
+        assert!(!is_input_hash("../../etc/passwd"));
+        assert!(!is_input_hash(&h[1..]));
     }
 }

@@ -21,6 +21,9 @@ use super::NetworkError;
 
 /// Largest answer we read from a coordinator.
 const MAX_RESPONSE: usize = 1 << 20;
+/// At least this long for an evidence upload (up to [`MAX_EVIDENCE_BYTES`]).
+const EVIDENCE_TIMEOUT: Duration = Duration::from_secs(60);
+const JSON: &str = "application/json";
 
 /// `http://HOST[:PORT][/PREFIX]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +174,42 @@ impl CoordinatorClient {
         self.post("/v1/report", report).await
     }
 
+    /// `PUT /v1/evidence/<input_hash>`: the preprocessed input of a disputed
+    /// job, which a [`ReportAck::evidence_wanted`] asked for. `zstd_body` is
+    /// the zstd compression of the input (sent as is, `application/zstd`, at
+    /// most [`MAX_EVIDENCE_BYTES`]); the coordinator checks that it
+    /// decompresses to bytes whose blake3 is `input_hash`. A coordinator
+    /// without the route answers 404 (`NetworkError::Api`).
+    pub async fn upload_evidence(
+        &self,
+        input_hash: &str,
+        zstd_body: Vec<u8>,
+    ) -> Result<EvidenceAck, NetworkError> {
+        if !is_input_hash(input_hash) {
+            return Err(NetworkError::Usage(format!(
+                "evidence input hash {:?} is not 64 lowercase hex digits",
+                input_hash.chars().take(80).collect::<String>()
+            )));
+        }
+        if zstd_body.len() > MAX_EVIDENCE_BYTES {
+            return Err(NetworkError::Usage(format!(
+                "evidence for {input_hash} is {} bytes compressed; the coordinator takes at \
+                 most {MAX_EVIDENCE_BYTES}",
+                zstd_body.len()
+            )));
+        }
+        // Up to 4 MiB on a slow uplink: more time than a JSON call.
+        let timeout = self.timeout.max(EVIDENCE_TIMEOUT);
+        self.call_as(
+            "PUT",
+            &evidence_path(input_hash),
+            "application/zstd",
+            zstd_body,
+            timeout,
+        )
+        .await
+    }
+
     pub async fn admin_blacklist(&self) -> Result<BlacklistResponse, NetworkError> {
         self.call("GET", "/v1/admin/blacklist", Vec::new()).await
     }
@@ -217,22 +256,38 @@ impl CoordinatorClient {
         self.call("POST", path, bytes).await
     }
 
-    /// Sign and send; decode a 2xx JSON answer, turn others into [`NetworkError::Api`].
+    /// Sign and send a JSON body; decode a 2xx JSON answer, turn others into
+    /// [`NetworkError::Api`].
     pub async fn call<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
         body: Vec<u8>,
     ) -> Result<T, NetworkError> {
+        self.call_as(method, path, JSON, body, self.timeout).await
+    }
+
+    /// [`CoordinatorClient::call`] with any body: the signature covers the
+    /// body's bytes whatever they are, and no size limit applies on this side
+    /// (the coordinator's limit is per route).
+    async fn call_as<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<T, NetworkError> {
         let full_path = format!("{}{}", self.url.prefix, path);
         let signed = auth::sign_request(&self.identity, method, &full_path, &body, unix_now());
         let (status, bytes) = tokio::time::timeout(
-            self.timeout,
-            send(
+            timeout,
+            send_as(
                 &self.url,
                 self.source_ip,
                 method,
                 &full_path,
+                content_type,
                 signed.pairs().as_slice(),
                 body,
             ),
@@ -240,7 +295,7 @@ impl CoordinatorClient {
         .await
         .map_err(|_| NetworkError::Unreachable {
             url: self.url.to_string(),
-            why: format!("no answer within {} s", self.timeout.as_secs()),
+            why: format!("no answer within {} s", timeout.as_secs()),
         })??;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&bytes).map_err(|e| NetworkError::BadResponse {
@@ -264,13 +319,27 @@ impl CoordinatorClient {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection; returns status and body
-/// (bounded). Public so tests can send hand-made (e.g. forged) requests.
+/// One HTTP/1.1 request with a JSON body on a fresh connection; returns
+/// status and body (bounded). Public so tests can send hand-made (e.g.
+/// forged) requests.
 pub async fn send(
     url: &CoordinatorUrl,
     source_ip: Option<IpAddr>,
     method: &str,
     path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<(u16, Bytes), NetworkError> {
+    send_as(url, source_ip, method, path, JSON, headers, body).await
+}
+
+/// [`send`] with a body of type `content_type`.
+pub async fn send_as(
+    url: &CoordinatorUrl,
+    source_ip: Option<IpAddr>,
+    method: &str,
+    path: &str,
+    content_type: &str,
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Result<(u16, Bytes), NetworkError> {
@@ -315,7 +384,7 @@ pub async fn send(
         .method(method)
         .uri(path)
         .header("host", url.authority())
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .header(
             "user-agent",
             concat!("dportage/", env!("CARGO_PKG_VERSION")),
@@ -441,5 +510,146 @@ mod tests {
         assert!(CoordinatorUrl::parse("http://:80").is_err());
         assert!(CoordinatorUrl::parse("http://h:port").is_err());
         assert!(CoordinatorUrl::parse("http://a b:1").is_err());
+    }
+
+    /// What a one-request test coordinator saw.
+    struct Seen {
+        method: String,
+        path: String,
+        content_type: String,
+        body: Vec<u8>,
+        signature: Result<(), String>,
+    }
+
+    /// Serve one request on 127.0.0.1: check its signature, answer
+    /// `status` with `answer`, and hand over what was seen.
+    async fn serve_once(
+        status: u16,
+        answer: String,
+    ) -> (String, tokio::sync::oneshot::Receiver<Seen>) {
+        use hyper::service::service_fn;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let tx = std::sync::Mutex::new(Some(tx));
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let answer = answer.clone();
+                let tx = tx.lock().unwrap().take();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body.collect().await.unwrap().to_bytes().to_vec();
+                    let header =
+                        |h: &'static str| parts.headers.get(h).and_then(|v| v.to_str().ok());
+                    let path = parts.uri.path().to_owned();
+                    let method = parts.method.as_str().to_owned();
+                    let signature = auth::parse_claim(header)
+                        .and_then(|claim| {
+                            let key = auth::KeyCache::default().get(&claim.key)?;
+                            auth::verify_claim(&key, &claim, &method, &path, &body)
+                        })
+                        .map_err(|e| e.to_string());
+                    let seen = Seen {
+                        content_type: header("content-type").unwrap_or("").to_owned(),
+                        method,
+                        path,
+                        body,
+                        signature,
+                    };
+                    if let Some(tx) = tx {
+                        let _ = tx.send(seen);
+                    }
+                    Ok::<_, std::convert::Infallible>(
+                        hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(answer)))
+                            .unwrap(),
+                    )
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        (url, rx)
+    }
+
+    fn client(url: &str) -> CoordinatorClient {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Arc::new(Identity::load_or_create(dir.path()).unwrap());
+        CoordinatorClient::new(url, identity).unwrap()
+    }
+
+    /// An input that compresses badly, so its upload is larger than any
+    /// JSON body may be.
+    fn incompressible(len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    #[tokio::test]
+    async fn evidence_is_put_signed_raw_and_larger_than_a_json_body() {
+        let input = incompressible(256 * 1024);
+        let hash = blake3::hash(&input).to_hex().to_string();
+        let body = zstd::bulk::compress(&input, 3).unwrap();
+        assert!(body.len() > MAX_BODY, "{} bytes", body.len());
+        let answer = serde_json::to_string(&EvidenceAck {
+            input_hash: hash.clone(),
+            stored: true,
+        })
+        .unwrap();
+        let (url, seen) = serve_once(200, answer).await;
+        let ack = client(&url)
+            .upload_evidence(&hash, body.clone())
+            .await
+            .unwrap();
+        assert!(ack.stored);
+        assert_eq!(ack.input_hash, hash);
+        let seen = seen.await.unwrap();
+        assert_eq!(seen.method, "PUT");
+        assert_eq!(seen.path, format!("/v1/evidence/{hash}"));
+        assert_eq!(seen.content_type, "application/zstd");
+        assert_eq!(seen.signature, Ok(()));
+        assert!(seen.body == body, "the body arrives as sent");
+        let decompressed = zstd::bulk::decompress(&seen.body, MAX_EVIDENCE_INPUT).unwrap();
+        assert_eq!(blake3::hash(&decompressed).to_hex().to_string(), hash);
+    }
+
+    #[tokio::test]
+    async fn evidence_route_refusals_are_api_errors() {
+        let not_found = serde_json::to_string(&ErrorBody {
+            error: "no such route".into(),
+            code: "not_found".into(),
+        })
+        .unwrap();
+        let (url, _seen) = serve_once(404, not_found).await;
+        let hash = "ab".repeat(32);
+        match client(&url).upload_evidence(&hash, vec![1, 2, 3]).await {
+            Err(NetworkError::Api { status, code, .. }) => {
+                assert_eq!((status, code.as_str()), (404, "not_found"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Checked before anything is sent.
+        let c = client("http://127.0.0.1:9");
+        assert!(matches!(
+            c.upload_evidence("../x", Vec::new()).await,
+            Err(NetworkError::Usage(_))
+        ));
+        assert!(matches!(
+            c.upload_evidence(&hash, vec![0; MAX_EVIDENCE_BYTES + 1])
+                .await,
+            Err(NetworkError::Usage(_))
+        ));
     }
 }

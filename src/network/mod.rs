@@ -11,7 +11,8 @@
 //! Ed25519 key ([`auth`]: headers `X-Dportage-Key`, `-Time`, `-Nonce`,
 //! `-Signature` over method, path, time, nonce and the blake3 of the body);
 //! timestamps outside ±5 min and reused nonces are refused. Bodies are limited
-//! to 64 KiB (413), malformed JSON is 400, errors are `{"error", "code"}`.
+//! to 64 KiB (413; an evidence upload to [`api::MAX_EVIDENCE_BYTES`]),
+//! malformed JSON is 400, errors are `{"error", "code"}`.
 //!
 //! | method, path | who | what |
 //! |---|---|---|
@@ -19,7 +20,8 @@
 //! | `POST /v1/hosts` | a member | [`api::HostsRequest`] → [`api::SignedHostList`] (a [`api::HostsResponse`] signed by the coordinator's key; see [`host_list`]) |
 //! | `POST /v1/link` | a person | [`api::LinkRequest`] (a daemon's membership token) → [`api::LinkResponse`] |
 //! | `POST /v1/whoami` | anyone signed | → [`api::WhoamiResponse`] |
-//! | `POST /v1/report` | a member | [`api::MismatchReport`] → [`api::ReportAck`] (after it is durable) |
+//! | `POST /v1/report` | a member | [`api::MismatchReport`] → [`api::ReportAck`] (after it is durable); `evidence_wanted` asks for the input |
+//! | `PUT /v1/evidence/<input_hash>` | a member whose report asked for it | zstd of the preprocessed input (≤ [`api::MAX_EVIDENCE_BYTES`], not JSON; its blake3 after decompression must be `input_hash`) → [`api::EvidenceAck`] |
 //! | `GET /v1/admin/blacklist` | an `--admin-key` | → [`api::BlacklistResponse`] |
 //! | `POST /v1/admin/blacklist/lift` | an `--admin-key` | [`api::LiftRequest`] → [`api::LiftResponse`] |
 //! | `POST /v1/admin/blacklist/lift-network` | an `--admin-key` | [`api::LiftNetworkRequest`] → [`api::LiftNetworkResponse`] |

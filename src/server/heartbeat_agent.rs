@@ -153,7 +153,7 @@ pub fn build_heartbeat(cfg: &HeartbeatConfig) -> Result<Heartbeat, NetworkError>
         .and_then(|p| p.canonicalize().ok())
         .into_iter()
         .collect();
-    let cache = cfg.identity_dir.join("fingerprints.json");
+    let cache = cfg.identity_dir.join(probe::FINGERPRINT_CACHE_FILE);
     let mut toolchains: Vec<Toolchain> = Vec::new();
     let mut problems = Vec::new();
     for name in &cfg.compilers {

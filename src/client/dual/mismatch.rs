@@ -1,44 +1,50 @@
 //! Reporting a lost vote: each loser is named on stderr, the evidence is
-//! recorded, the losers are excluded from this user's builds for good, and the
-//! evidence goes to the coordinator.
+//! recorded (with the fingerprint id of this machine's toolchain when
+//! `dportage` probed it) and the preprocessed input kept beside it, the losers
+//! are excluded from this user's builds for good, and the evidence goes to the
+//! coordinator.
 
+use crate::fingerprint::is_fingerprint_id;
+use crate::probe;
 use crate::verify::scheduler::{Received, Report, Winners};
 
-use crate::client::evidence::{now_secs, Evidence, Exclusion, HostResult};
+use crate::client::evidence::{now_secs, Evidence, Exclusion, HostResult, StateDir};
+use crate::client::kept_inputs::KeptInputs;
 use crate::client::trace::write_stderr;
 
 use super::verdict::LocalResult;
 use super::Verified;
 
 impl Verified<'_> {
-    /// Name each loser on stderr, record the evidence, exclude the losers.
+    /// Name each loser on stderr, record the evidence, keep the input (the
+    /// bytes every host got, `source`, whose blake3 hex is `source_hash`),
+    /// exclude the losers.
     pub(super) fn report(
         &self,
         report: &Report,
         received: &[Received],
         local: Option<&LocalResult>,
         source_hash: &str,
+        source: Option<&[u8]>,
     ) {
         let input = self.input();
         let mut results: Vec<HostResult> = received
             .iter()
-            .map(|r| HostResult {
-                host: self.voters.label(r.host.0).to_owned(),
-                address: self.voters.candidates[r.host.0].addr.to_string(),
-                status: r.answer.digest.status,
-                object: r.answer.digest.object_hex(),
-                diagnostics: hex(&r.answer.digest.diagnostics),
+            .map(|r| {
+                HostResult::of_digest(
+                    self.voters.label(r.host.0).to_owned(),
+                    self.voters.candidates[r.host.0].addr.to_string(),
+                    &r.answer.digest,
+                )
             })
             .collect();
         let local = local.filter(|_| report.with_local);
         if let Some(local) = local {
-            results.push(HostResult {
-                host: "local".to_owned(),
-                address: String::new(),
-                status: local.digest.status,
-                object: local.digest.object_hex(),
-                diagnostics: hex(&local.digest.diagnostics),
-            });
+            results.push(HostResult::of_digest(
+                "local".to_owned(),
+                String::new(),
+                &local.digest,
+            ));
         }
         let losers: Vec<String> = report
             .losers
@@ -47,7 +53,9 @@ impl Verified<'_> {
             .collect();
         let winners = self.winners(&report.winners);
         let accepted = &report.accepted;
-        let evidence = Evidence::new(
+        // The argv the hosts got (`wire_bytes` is made from it), not the
+        // user's: what a referee must run on the kept input.
+        let mut evidence = Evidence::new(
             source_hash.to_owned(),
             input.to_owned(),
             self.wire.clone(),
@@ -56,13 +64,17 @@ impl Verified<'_> {
             accepted.object_hex(),
             losers.clone(),
         );
+        evidence.toolchain = self.state.as_ref().and_then(|s| self.toolchain_id(s));
         let recorded = match &self.state {
             Some(state) => match state.record(&evidence) {
-                Ok(()) => format!(
-                    "evidence {} in {}",
-                    evidence.id,
-                    state.evidence_path().display()
-                ),
+                Ok(()) => {
+                    keep_input(state, source_hash, source);
+                    format!(
+                        "evidence {} in {}",
+                        evidence.id,
+                        state.evidence_path().display()
+                    )
+                }
                 Err(e) => {
                     tracing::warn!("cannot record the evidence: {e}");
                     "evidence not recorded".to_owned()
@@ -117,6 +129,22 @@ impl Verified<'_> {
         }
     }
 
+    /// The fingerprint id of this machine's compiler of the job, as `dportage`
+    /// cached it in `fingerprints.json`; nothing is probed here (a probe runs
+    /// the compiler, and this is the compile path).
+    fn toolchain_id(&self, state: &StateDir) -> Option<String> {
+        let name = self.wire.first()?;
+        let own: Vec<std::path::PathBuf> = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.canonicalize().ok())
+            .into_iter()
+            .collect();
+        let compiler = probe::resolve_compiler(name, None, &own)?;
+        let cache = state.path().join(probe::FINGERPRINT_CACHE_FILE);
+        let id = probe::cached_toolchain(name, &compiler, &cache)?.id;
+        is_fingerprint_id(&id).then_some(id)
+    }
+
     /// Who won, for the mismatch message.
     fn winners(&self, winners: &Winners) -> String {
         match winners {
@@ -129,6 +157,20 @@ impl Verified<'_> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Keep the input of a lost vote for the coordinator; a failure is only
+/// worth a warning.
+fn keep_input(state: &StateDir, hash: &str, source: Option<&[u8]>) {
+    let Some(source) = source else {
+        tracing::warn!("the preprocessed input of {hash} is gone; it cannot be kept as evidence");
+        return;
+    };
+    match KeptInputs::of(state).keep(hash, source) {
+        Ok(kept) => tracing::debug!(
+            "kept the input in {} ({} bytes; {} older input(s) removed)",
+            kept.path.display(),
+            kept.bytes,
+            kept.evicted
+        ),
+        Err(e) => tracing::warn!("cannot keep the preprocessed input as evidence: {e}"),
+    }
 }

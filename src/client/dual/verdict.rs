@@ -65,6 +65,8 @@ pub(super) fn act(job: &Verified<'_>, voted: Voted) -> i32 {
     } = voted;
     // The evidence names the source even after its file is gone.
     let source_hash = source.as_ref().map(|s| s.hash.clone()).unwrap_or_default();
+    // And keeps its bytes (the `.i` file may be dropped before a report).
+    let source_bytes = source.as_ref().map(|s| std::sync::Arc::clone(&s.bytes));
     let mut local: Option<LocalResult> = None;
     let mut preprocess_error = preprocess_error;
     while let Some(action) = next.pop_front() {
@@ -92,7 +94,13 @@ pub(super) fn act(job: &Verified<'_>, voted: Voted) -> i32 {
                 }
             }
             Action::Report(report) => {
-                job.report(&report, scheduler.received(), local.as_ref(), &source_hash);
+                job.report(
+                    &report,
+                    scheduler.received(),
+                    local.as_ref(),
+                    &source_hash,
+                    source_bytes.as_deref().map(Vec::as_slice),
+                );
                 continue;
             }
             Action::ClearBackoff(hosts) => {

@@ -177,6 +177,8 @@ pub(super) async fn report(
         blacklisted,
         duplicate,
         counted: counts && !duplicate,
+        // Adjudication (which asks for the input) is not implemented yet.
+        evidence_wanted: false,
     };
     Ok(json_response(StatusCode::OK, &ack))
 }

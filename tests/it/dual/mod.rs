@@ -12,6 +12,8 @@ mod distccd;
 use std::time::Duration;
 
 use dportage::client::evidence::{mark_reported, pending_reports, StateDir};
+use dportage::client::kept_inputs::KeptInputs;
+use dportage::probe;
 
 use crate::support::client::ClientEnv;
 use crate::support::dual::*;
@@ -92,7 +94,20 @@ fn assert_liar_caught<H: CompileHost>(lie: &str) {
     // reply can lag a second behind the honest host, and a hedged host is
     // dropped unjudged; this test is about the lie, not the lag.
     env.set("DPORTAGE_HEDGE_MS", "600000");
-    let out = c_job(&env);
+    // What `dportage` (the environment command) leaves: this machine's gcc,
+    // fingerprinted, for the evidence to name.
+    let gcc = probe::resolve_compiler("gcc", None, &[]).expect("gcc in PATH");
+    let toolchain = probe::probe_cached(
+        "gcc",
+        &gcc,
+        &env.dportage_dir().join(probe::FINGERPRINT_CACHE_FILE),
+    )
+    .expect("probe gcc");
+    env.write("x.c", C_SOURCE);
+    env.reference(&["gcc", "-O2", "-c", "x.c", "-o", "ref.o"]);
+    // With a preprocessor-only flag: the hosts do not get it, nor does the
+    // evidence.
+    let out = env.distcc(&["gcc", "-O2", "-DUNUSED=1", "-c", "x.c", "-o", "x.o"]);
     assert_success(&out, &format!("dual compile with a {lie} liar"));
     assert!(
         env.read("x.o") == env.read("ref.o"),
@@ -124,7 +139,39 @@ fn assert_liar_caught<H: CompileHost>(lie: &str) {
         "blake3 hex of the preprocessed input"
     );
     assert!(record.args.iter().any(|a| a == "-O2"), "{:?}", record.args);
+    assert!(
+        !record.args.iter().any(|a| a.starts_with("-D")),
+        "the evidence holds the hosts' argv, not the user's: {:?}",
+        record.args
+    );
     assert!(record.time > 1_600_000_000);
+    assert_eq!(
+        record.toolchain.as_deref(),
+        Some(toolchain.id.as_str()),
+        "{lie}"
+    );
+    // The input every host got is kept for the coordinator's referees.
+    let kept = env
+        .dportage_dir()
+        .join("evidence-inputs")
+        .join(format!("{}.zst", record.input));
+    let compressed = std::fs::read(&kept).unwrap_or_else(|e| panic!("{}: {e}", kept.display()));
+    let input = zstd::stream::decode_all(compressed.as_slice()).unwrap();
+    assert_eq!(
+        blake3::hash(&input).to_hex().as_str(),
+        record.input,
+        "{lie}"
+    );
+    assert!(
+        std::str::from_utf8(&input).unwrap().contains("return 42"),
+        "the preprocessed source"
+    );
+    assert_eq!(
+        KeptInputs::in_dir(&env.dportage_dir())
+            .read(&record.input)
+            .unwrap(),
+        Some(compressed)
+    );
     // Two votes and this machine's: the liar's, one honest host's (the
     // witness), and no third host's.
     let hosts: Vec<&str> = record.results.iter().map(|r| r.host.as_str()).collect();

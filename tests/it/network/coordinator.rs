@@ -61,6 +61,7 @@ fn report_against(host: &str, port: u16, input: &str) -> MismatchReport {
         }],
         time: 1,
         evidence_id: Some(format!("{:016x}", rand::random::<u64>())),
+        toolchain: None,
     }
 }
 

@@ -159,6 +159,7 @@ fn report(l: &Listening, input: &str, args: usize) -> MismatchReport {
         }],
         time: 1,
         evidence_id: None,
+        toolchain: None,
     }
 }
 

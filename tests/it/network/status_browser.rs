@@ -121,6 +121,7 @@ fn report_against(addr: &str, input: &str) -> MismatchReport {
         }],
         time: 1,
         evidence_id: None,
+        toolchain: None,
     }
 }
 
