@@ -276,6 +276,8 @@ mod tests {
                                 distinct_reporters: 1,
                                 distinct_networks: 1,
                                 blacklisted: false,
+                                duplicate: false,
+                                counted: true,
                                 evidence_wanted: wanted,
                             };
                             assert!(report.validate().is_ok());

@@ -80,6 +80,7 @@ fn report_against(host: IdentityId, input: &str) -> MismatchReport {
         }],
         time: 1,
         evidence_id: None,
+        toolchain: None,
     }
 }
 
