@@ -235,6 +235,7 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     rt.block_on(async {
         let mut cfg = CoordinatorConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().into());
+        cfg.challenges = false;
         cfg.new_hosts_per_network = dportage::coordinator::quota::Rate::per_day(0);
         cfg.new_hosts_per_wide_network = dportage::coordinator::quota::Rate::per_day(0);
         let coord = Coordinator::bind(cfg).await.unwrap();

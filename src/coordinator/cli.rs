@@ -98,6 +98,21 @@ struct RunArgs {
     /// established: 14d, 36h, 0s.
     #[arg(long, value_name = "DURATION", default_value_t = Span(Duration::from_secs(StandingRules::default().min_age_secs)))]
     establish_age: Span,
+    /// Send every host challenge jobs at the address it advertises and list
+    /// a host (and count it for its owner's membership) only after it passed
+    /// one and while it has not failed two in a row. `off` is for private
+    /// networks whose hosts the coordinator cannot reach: every live host is
+    /// then listed.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+    challenges: String,
+    /// Mean time between a host's challenge jobs (random, exponentially
+    /// distributed, never more often than a quarter of it); the first is
+    /// sent when a host registers: 6h, 30m, 2s.
+    #[arg(long, value_name = "DURATION", default_value_t = Span(defaults::DEFAULT_CHALLENGE_INTERVAL))]
+    challenge_interval: Span,
+    /// How long a host may take over each step of a challenge job.
+    #[arg(long, value_name = "DURATION", default_value_t = Span(defaults::DEFAULT_CHALLENGE_TIMEOUT))]
+    challenge_timeout: Span,
     /// How long after handing a member a host the coordinator accepts the
     /// member's report against it (remembered in memory: a restart forgets).
     #[arg(long, value_name = "DURATION", default_value_t = Span(defaults::DEFAULT_REPORT_WINDOW))]
@@ -277,6 +292,20 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
         });
     }
     cfg.report_window = args.report_window.0;
+    cfg.challenges = args.challenges == "on";
+    for (option, v) in [
+        ("--challenge-interval", args.challenge_interval.0),
+        ("--challenge-timeout", args.challenge_timeout.0),
+    ] {
+        if v.is_zero() {
+            return Err(CoordinatorError::Usage {
+                option,
+                why: "must be longer than 0".into(),
+            });
+        }
+    }
+    cfg.challenge_interval = args.challenge_interval.0;
+    cfg.challenge_timeout = args.challenge_timeout.0;
     cfg.blacklist_rule.min_networks = args.reporter_networks.clamp(1, 8);
     for (option, v) in [
         ("--max-connections", args.max_connections),

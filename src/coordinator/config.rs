@@ -57,6 +57,16 @@ pub struct CoordinatorConfig {
     pub max_nonces_per_network: usize,
     /// Largest report body accepted (bytes).
     pub max_report_bytes: usize,
+    /// Send hosts challenge jobs and list only those that pass
+    /// (`--challenges on|off`). Off only for private networks and tests
+    /// whose hosts the coordinator cannot reach: every host is then listed.
+    pub challenges: bool,
+    /// Mean time between a host's challenges (exponentially distributed;
+    /// never more often than a quarter of it). The first is at registration.
+    pub challenge_interval: Duration,
+    /// Bounds each step of a challenge job (connect, send, first reply byte;
+    /// four times over the whole reply).
+    pub challenge_timeout: Duration,
 }
 
 /// Defaults, shared with the command line's.
@@ -91,6 +101,11 @@ pub const DEFAULT_MAX_REPORT_BYTES: usize = 16 * 1024;
 /// 64 Ki nonces (about 3 MB) per network within 616 s: about 100 signed
 /// requests a second from one /24, far above a NAT full of members.
 pub const DEFAULT_MAX_NONCES_PER_NETWORK: usize = 65_536;
+/// Four challenges a day on average: cheap for a host, and a host that stops
+/// serving drops out within about half a day (two failures in a row).
+pub const DEFAULT_CHALLENGE_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+/// A challenge is a small translation unit: a minute covers a busy host.
+pub const DEFAULT_CHALLENGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Nonces per key that a key sending at its full request rate needs: its
 /// burst plus its rate over a nonce's lifetime, rounded up generously.
@@ -125,6 +140,9 @@ impl CoordinatorConfig {
             max_nonces_per_key: nonces_per_key_for(DEFAULT_REQUESTS_PER_KEY_PER_MINUTE),
             max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
             max_nonces_per_network: DEFAULT_MAX_NONCES_PER_NETWORK,
+            challenges: true,
+            challenge_interval: DEFAULT_CHALLENGE_INTERVAL,
+            challenge_timeout: DEFAULT_CHALLENGE_TIMEOUT,
         }
     }
 }

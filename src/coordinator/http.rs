@@ -67,6 +67,22 @@ impl ApiError {
         )
     }
 
+    /// Not a member because the group's live daemon has not passed a
+    /// challenge job at its advertised address (membership is proven service).
+    pub(super) fn not_member_unproven(id: &IdentityId, daemon: &IdentityId, addr: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "not_member",
+            format!(
+                "identity {id} is not a member yet: its daemon {daemon} heartbeats, but has not \
+                 passed a challenge job at its advertised address {addr} yet. The coordinator \
+                 sends one soon after registration; the address must accept compile jobs from \
+                 the coordinator (check --advertise and firewalls), and a host that fails two \
+                 in a row is not listed"
+            ),
+        )
+    }
+
     pub(super) fn blacklisted(id: &IdentityId) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,

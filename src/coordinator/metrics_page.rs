@@ -51,7 +51,7 @@ pub(super) fn render(shared: &Shared) -> String {
         .sample(&[("standing", "probationary")], probationary);
     page.gauge(
         "dportage_pool_serving_hosts",
-        "Live hosts that have proven service (passed a challenge job; not enforced yet).",
+        "Live hosts that have proven service (passed a challenge job, not failed the last two).",
     )
     .sample(&[], serving);
     page.gauge(
@@ -64,6 +64,12 @@ pub(super) fn render(shared: &Shared) -> String {
         "Members whose recent host lists are remembered (reports name only those hosts).",
     )
     .sample(&[], shared.handed_out.members());
+    page.counter(
+        "dportage_challenges_total",
+        "Challenge jobs sent to hosts, by result.",
+    )
+    .sample(&[("result", "passed")], load(&c.challenges_passed))
+    .sample(&[("result", "failed")], load(&c.challenges_failed));
     page.gauge("dportage_connections_open", "HTTP connections open.")
         .sample(&[], load(&c.connections_open));
     page.counter(

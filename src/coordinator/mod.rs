@@ -17,6 +17,8 @@
 //!   per-network ones for new host identities.
 //! * `handed_out` remembers which hosts each member was given lately: reports
 //!   may name only those.
+//! * `challenger` sends hosts challenge jobs at their advertised addresses
+//!   and records the outcome: a host is listed only while it passes.
 //! * [`pool`] keeps liveness and selects hosts (pure).
 //! * [`store`] keeps the durable state: identities, links, reports, the
 //!   blacklist (identities, their addresses, whole networks) and each host's
@@ -24,6 +26,7 @@
 //! * `units` reads and writes spans of time (`14d`, `4/day`).
 //! * [`cli`] is `dportage coordinator …` and its admin commands.
 
+mod challenger;
 pub mod cli;
 pub mod config;
 mod handed_out;

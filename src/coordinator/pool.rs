@@ -211,6 +211,10 @@ pub struct Pool {
     /// Standing records of host identities.
     records: HashMap<IdentityId, HostRecord>,
     rules: StandingRules,
+    /// Membership is proven service: list a host (and let it make its owner
+    /// a member) only while its record [`serves`]. Off (`--challenges off`):
+    /// every live host counts.
+    require_service: bool,
 }
 
 /// Most identities one owner group may link (bounds what a leaked membership
@@ -344,6 +348,16 @@ impl Pool {
 
     pub fn set_standing_rules(&mut self, rules: StandingRules) {
         self.rules = rules;
+    }
+
+    /// Enforce [`serves`] in host lists and membership (`--challenges on`).
+    pub fn set_require_service(&mut self, on: bool) {
+        self.require_service = on;
+    }
+
+    /// May `id` be listed, as far as challenges go?
+    pub fn proven(&self, id: &IdentityId) -> bool {
+        !self.require_service || self.records.get(id).is_some_and(serves)
     }
 
     pub fn standing_rules(&self) -> StandingRules {
@@ -498,14 +512,32 @@ impl Pool {
 
     /// The live, non-blacklisted daemon in `id`'s owner group that makes `id` a
     /// member (itself first).
+    /// With challenges on, only a daemon that serves (passed a challenge at
+    /// its advertised address) counts.
     pub fn member_via(&self, id: &IdentityId, now_ms: u64, expiry_ms: u64) -> Option<IdentityId> {
-        if self.is_live(id, now_ms, expiry_ms) {
+        let counts = |m: &IdentityId| self.is_live(m, now_ms, expiry_ms) && self.proven(m);
+        if counts(id) {
             return Some(*id);
         }
         let rep = self.owner_of(id);
-        self.group_members(&rep)
+        self.group_members(&rep).into_iter().find(|m| counts(m))
+    }
+
+    /// Why `id` is not a member although its group has a live daemon: that
+    /// daemon has not proven service yet. Its id and advertised address.
+    pub fn unproven_daemon(
+        &self,
+        id: &IdentityId,
+        now_ms: u64,
+        expiry_ms: u64,
+    ) -> Option<(IdentityId, String)> {
+        self.group_members(&self.owner_of(id))
             .into_iter()
-            .find(|m| self.is_live(m, now_ms, expiry_ms))
+            .filter(|m| self.is_live(m, now_ms, expiry_ms) && !self.proven(m))
+            .find_map(|m| {
+                let h = self.host(&m)?;
+                Some((m, format!("{}:{}", h.host, h.port)))
+            })
     }
 
     /// `id`'s group's daemons and their state, for `whoami`.
@@ -947,12 +979,12 @@ impl Pool {
                 {
                     continue;
                 }
-                // TODO(challenges): membership is proven service. Once the
-                // coordinator sends challenge jobs, skip here every candidate
-                // whose record does not `trust::standing::serves` (passed a
-                // challenge at its advertised address, not failed the last
-                // two). Not enforced yet: no host has passed a challenge, so
-                // none would be listed. `whoami` and `/v1/status` show it.
+                // Membership is proven service: a host that has not passed a
+                // challenge at its advertised address (or failed the last
+                // two) is not listed.
+                if self.require_service && !self.records.get(&c.id).is_some_and(serves) {
+                    continue;
+                }
                 if fps.len() > 1 {
                     let serves_all = self
                         .hosts
@@ -1280,6 +1312,51 @@ mod tests {
             assert_eq!(serde_json::to_vec(e).unwrap(), j, "same hosts, same order");
             assert_eq!(e.id, id);
         }
+    }
+
+    #[test]
+    fn with_challenges_on_only_hosts_that_serve_are_listed_and_make_members() {
+        let mut pool = Pool::new();
+        pool.set_require_service(true);
+        let (a, b) = (Identity::generate().id(), Identity::generate().id());
+        for (i, id) in [a, b].into_iter().enumerate() {
+            pool.set_record(id, HostRecord::new(1_000), 1_000);
+            pool.heartbeat(id, &hb(&[fp(1)], 0), ip(10, 8, i as u8, 1), 0)
+                .unwrap();
+        }
+        let listed = |pool: &Pool| -> Vec<IdentityId> {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+            let mut v: Vec<_> = pool
+                .select(&[fp(1)], 0, 10, 0, 1000, &mut rng)
+                .iter()
+                .map(|e| e.id)
+                .collect();
+            v.sort();
+            v
+        };
+        assert!(listed(&pool).is_empty(), "no challenge passed yet");
+        assert_eq!(pool.member_via(&a, 0, 1000), None);
+        assert_eq!(pool.unproven_daemon(&a, 0, 1000).map(|(d, _)| d), Some(a));
+        let mut rec = *pool.record(&a).unwrap();
+        rec.challenge_passed(1_010);
+        pool.set_record(a, rec, 1_010);
+        assert_eq!(listed(&pool), vec![a]);
+        assert_eq!(pool.member_via(&a, 0, 1000), Some(a));
+        assert_eq!(pool.member_via(&b, 0, 1000), None);
+        // Two failures in a row: out again.
+        rec.challenge_failed();
+        pool.set_record(a, rec, 1_020);
+        assert_eq!(listed(&pool), vec![a], "one failure is not enough");
+        rec.challenge_failed();
+        pool.set_record(a, rec, 1_030);
+        assert!(listed(&pool).is_empty());
+        assert_eq!(pool.member_via(&a, 0, 1000), None);
+        // Off: every live host counts.
+        pool.set_require_service(false);
+        let mut both = vec![a, b];
+        both.sort();
+        assert_eq!(listed(&pool), both);
+        assert_eq!(pool.member_via(&b, 0, 1000), Some(b));
     }
 
     #[test]

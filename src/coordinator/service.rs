@@ -127,6 +127,7 @@ impl Coordinator {
         let now_unix = unix_now();
         let mut pool = Pool::new();
         pool.set_standing_rules(cfg.standing_rules);
+        pool.set_require_service(cfg.challenges);
         for (id, daemon) in &snapshot.identities {
             pool.add_known(*id, *daemon);
         }
@@ -170,6 +171,7 @@ impl Coordinator {
             snapshot.links.len()
         ));
         spawn_sweeper(Arc::downgrade(&shared));
+        super::challenger::spawn(Arc::downgrade(&shared));
         spawn_store_watcher(Arc::downgrade(&shared))?;
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(Coordinator {

@@ -156,6 +156,9 @@ pub(super) struct Counters {
     pub(super) blacklistings: AtomicU64,
     pub(super) reports: AtomicU64,
     pub(super) expired: AtomicU64,
+    /// Challenge jobs passed and failed.
+    pub(super) challenges_passed: AtomicU64,
+    pub(super) challenges_failed: AtomicU64,
 }
 
 impl Counters {
@@ -172,6 +175,8 @@ impl Counters {
             blacklistings: AtomicU64::new(0),
             reports: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            challenges_passed: AtomicU64::new(0),
+            challenges_failed: AtomicU64::new(0),
         }
     }
 
@@ -200,6 +205,16 @@ impl Counters {
             .iter()
             .map(|a| a.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// A challenge job's outcome was recorded.
+    pub(super) fn challenge_done(&self, passed: bool) {
+        let c = if passed {
+            &self.challenges_passed
+        } else {
+            &self.challenges_failed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn refused_by(&self, limit: Limit) {

@@ -455,11 +455,26 @@ async fn obtain(opts: &EnvOptions, coordinator: &str, dir: &Path) -> Result<Obta
                         linked = true;
                         break;
                     }
-                    Ok(r) => why.push(format!(
-                        "{}: linked to daemon {}, but it is not live in the pool",
-                        path.display(),
-                        r.daemon.short()
-                    )),
+                    Ok(r) => {
+                        // Live but not yet proven (no challenge passed at its
+                        // advertised address), or not live at all?
+                        let unproven = client.whoami().await.ok().is_some_and(|w| {
+                            w.daemons
+                                .iter()
+                                .any(|d| d.id == r.daemon && d.live && !d.serves)
+                        });
+                        let state = if unproven {
+                            "it heartbeats but has not passed a challenge job at its advertised \
+                             address yet (the coordinator must be able to send it compile jobs there)"
+                        } else {
+                            "it is not live in the pool"
+                        };
+                        why.push(format!(
+                            "{}: linked to daemon {}, but {state}",
+                            path.display(),
+                            r.daemon.short()
+                        ))
+                    }
                     Err(e) => why.push(format!("{}: {e}", path.display())),
                 }
             }

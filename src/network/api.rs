@@ -415,8 +415,8 @@ pub struct DaemonStatus {
     #[serde(default = "probationary")]
     pub standing: Standing,
     /// Has proven service (passed a challenge job at its advertised address,
-    /// and not failed the last two). Not enforced yet: challenge jobs are
-    /// still to come, so every live host is listed.
+    /// and not failed the last two). With challenges on (the default) only
+    /// such a daemon is listed and makes its owner a member.
     #[serde(default)]
     pub serves: bool,
 }

@@ -31,9 +31,12 @@ pub(super) fn hosts(
         if pool.is_blacklisted(&id) {
             return Err(ApiError::blacklisted(&id));
         }
-        let via = pool
-            .member_via(&id, now, exp)
-            .ok_or_else(|| ApiError::not_member(&id))?;
+        let via = pool.member_via(&id, now, exp).ok_or_else(|| {
+            match pool.unproven_daemon(&id, now, exp) {
+                Some((daemon, addr)) => ApiError::not_member_unproven(&id, &daemon, &addr),
+                None => ApiError::not_member(&id),
+            }
+        })?;
         let hosts = pool.select_json(
             &req.fingerprints,
             req.tz_offset_secs,

@@ -171,7 +171,10 @@ fn run(options: &DemoOptions) -> anyhow::Result<Summary> {
             // A network in a box: every host is new and on 127.0.0.0/24, so
             // hosts are established at once (a real network earns it over
             // weeks, or its operator vouches) and new hosts are not limited
-            // per network; the two members' reports then count.
+            // per network; the two members' reports then count. Challenges
+            // stay on: a daemon is listed once it compiled a challenge job at
+            // its advertised address (the liar too: on one /24 there is no
+            // referee of another network, so a challenge proves service only).
             .args(["--establish-challenges", "0", "--establish-agreements", "0"])
             .args(["--establish-age", "0s", "--new-hosts-per-network", "0"])
             .args(["--new-hosts-per-wide-network", "0"]),

@@ -48,13 +48,17 @@ fn printed_environment_evals_and_compiles_through_real_distcc() {
     // Each distccd has its own owner; the member shares the first one's
     // DPORTAGE_DIR (the documented single-user setup).
     let dirs = [tmp.path().join("owner-1"), tmp.path().join("owner-2")];
+    let mut owners = Vec::new();
     for (d, dir) in hosts.iter().zip(&dirs) {
         let identity = Arc::new(Identity::load_or_create(dir).unwrap());
         rt.block_on(
             client(&url, &identity).heartbeat(&heartbeat(&d.addr.ip().to_string(), d.addr.port())),
         )
         .unwrap();
+        owners.push(identity);
     }
+    // Challenges are on: the real distccds are listed once they pass one.
+    wait_serving(&rt, &url, &owners);
 
     let out = run_dportage(&dirs[0], &["--coordinator", &url], &[]);
     assert!(

@@ -29,6 +29,8 @@ async fn coordinator(dir: &Path, tweak: impl FnOnce(&mut CoordinatorConfig)) -> 
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         dir.to_path_buf(),
     );
+    // Its hosts are fakes the coordinator cannot challenge.
+    cfg.challenges = false;
     tweak(&mut cfg);
     Coordinator::bind(cfg).await.expect("start the coordinator")
 }
@@ -688,7 +690,7 @@ fn vouch_from_the_command_line_makes_a_host_established_and_lists_show_it() {
         Arc::new(Identity::generate()),
         Arc::new(Identity::generate()),
     );
-    let coord = CoordinatorProcess::start(&data, &[]);
+    let coord = CoordinatorProcess::start(&data, NO_CHALLENGES);
     let url = coord.url.clone();
     let beat = |url: String| {
         let (h1, h2) = (h1.clone(), h2.clone());
@@ -732,7 +734,7 @@ fn vouch_from_the_command_line_makes_a_host_established_and_lists_show_it() {
     );
     // Vouching survives kill -9 and a restart.
     coord.kill9();
-    let coord = CoordinatorProcess::start(&data, &[]);
+    let coord = CoordinatorProcess::start(&data, NO_CHALLENGES);
     let url = coord.url.clone();
     rt.block_on(beat(url.clone()));
     assert_eq!(
@@ -791,7 +793,7 @@ fn the_admin_cli_lifts_a_blacklisted_network() {
         .enable_all()
         .build()
         .unwrap();
-    let mut args = ESTABLISHED_AT_ONCE.to_vec();
+    let mut args = [ESTABLISHED_AT_ONCE, NO_CHALLENGES].concat();
     args.extend_from_slice(&["--network-strikes", "1"]);
     let coord = CoordinatorProcess::start(&data, &args);
     let url = coord.url.clone();

@@ -52,13 +52,17 @@ fn only_a_signed_list_under_the_pinned_key_is_used() {
     let world = ClientEnv::new("");
     // The member shares the first owner's DPORTAGE_DIR (one identity).
     let dirs = [world.dportage_dir(), tmp.path().join("owner-2")];
+    let mut owners = Vec::new();
     for (d, dir) in hosts.iter().zip(&dirs) {
         let identity = Arc::new(Identity::load_or_create(dir).unwrap());
         rt.block_on(
             client(&url, &identity).heartbeat(&heartbeat(&d.addr.ip().to_string(), d.addr.port())),
         )
         .unwrap();
+        owners.push(identity);
     }
+    // Challenges are on: the real distccds are listed once they pass one.
+    wait_serving(&rt, &url, &owners);
 
     // First contact pins the key and says so.
     let out = run_dportage(&dirs[0], &["--coordinator", &url], &[]);

@@ -187,7 +187,10 @@ fn status_page_renders_the_pool_in_headless_chromium_and_runs_no_peer_markup() {
         "this chromium does not run page script, so the page test would prove nothing:\n{control}"
     );
 
-    let coord = CoordinatorProcess::start(&tmp.path().join("coord"), ESTABLISHED_AT_ONCE);
+    let coord = CoordinatorProcess::start(
+        &tmp.path().join("coord"),
+        &[ESTABLISHED_AT_ONCE, NO_CHALLENGES].concat(),
+    );
     let url = coord.url.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

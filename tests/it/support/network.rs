@@ -101,6 +101,10 @@ pub const ESTABLISHED_AT_ONCE: &[&str] = &[
     "0s",
 ];
 
+/// `dportage coordinator` flags for tests whose hosts are fakes (`Listening`
+/// only accepts TCP): no challenge jobs, every live host listed.
+pub const NO_CHALLENGES: &[&str] = &["--challenges", "off"];
+
 /// A `dportage coordinator` process, killed (SIGKILL) when dropped.
 pub struct CoordinatorProcess {
     child: Child,
@@ -183,4 +187,20 @@ pub fn eval_in_sh(lines: &str, names: &[&str]) -> Vec<(String, String)> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// Wait until the coordinator at `url` says each of `owners`' own daemon
+/// serves: it passed a challenge job at its advertised address, so it is
+/// listed (membership is proven service).
+pub fn wait_serving(rt: &tokio::runtime::Runtime, url: &str, owners: &[Arc<Identity>]) {
+    for owner in owners {
+        wait_until(
+            Duration::from_secs(60),
+            format!("{} to pass a challenge", owner.id()),
+            || {
+                rt.block_on(client(url, owner).whoami())
+                    .is_ok_and(|w| w.daemons.iter().any(|d| d.id == owner.id() && d.serves))
+            },
+        );
+    }
 }
