@@ -57,6 +57,14 @@ pub struct CoordinatorConfig {
     pub max_nonces_per_network: usize,
     /// Largest report body accepted (bytes).
     pub max_report_bytes: usize,
+    /// Unanimous referees an adjudication needs (1..=5).
+    pub referees: usize,
+    /// Bytes of evidence kept under `data_dir/evidence` (oldest go first).
+    pub evidence_quota: u64,
+    /// Referees differ from the parties by owner only (one network in a box).
+    pub referees_any_network: bool,
+    /// How long a referee may take over a re-run job.
+    pub referee_timeout: Duration,
 }
 
 /// Defaults, shared with the command line's.
@@ -125,6 +133,10 @@ impl CoordinatorConfig {
             max_nonces_per_key: nonces_per_key_for(DEFAULT_REQUESTS_PER_KEY_PER_MINUTE),
             max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
             max_nonces_per_network: DEFAULT_MAX_NONCES_PER_NETWORK,
+            referees: crate::trust::adjudication::REFEREES,
+            evidence_quota: 1 << 30,
+            referee_timeout: Duration::from_secs(120),
+            referees_any_network: false,
         }
     }
 }

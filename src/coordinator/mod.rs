@@ -22,8 +22,11 @@
 //!   blacklist (identities, their addresses, whole networks) and each host's
 //!   standing record (`trust::standing::HostRecord`).
 //! * `units` reads and writes spans of time (`14d`, `4/day`).
+//! * `adjudicator` decides disputes by re-running their evidence
+//!   (`trust::adjudication`): what is pending, the evidence files, the task.
 //! * [`cli`] is `dportage coordinator …` and its admin commands.
 
+mod adjudicator;
 pub mod cli;
 pub mod config;
 mod handed_out;

@@ -170,6 +170,7 @@ impl Coordinator {
             snapshot.links.len()
         ));
         spawn_sweeper(Arc::downgrade(&shared));
+        super::adjudicator::spawn_adjudicator(Arc::downgrade(&shared));
         spawn_store_watcher(Arc::downgrade(&shared))?;
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(Coordinator {
