@@ -247,8 +247,8 @@ pub(super) struct Shared {
     /// Set on shutdown; the background tasks end on their next tick.
     pub(super) stopping: AtomicBool,
     /// Evidence asked for and disputes waiting for referees (in memory).
-    adjudications: super::adjudicator::AdjudicationState,
-    pub(super) adjudication_counters: super::adjudicator::AdjudicationCounters,
+    adjudications: super::disputes::AdjudicationState,
+    pub(super) adjudication_counters: super::disputes::AdjudicationCounters,
 }
 
 impl Shared {
@@ -350,7 +350,7 @@ impl Shared {
 
     pub(super) fn adjudications(
         &self,
-    ) -> std::sync::MutexGuard<'_, super::adjudicator::Adjudications> {
+    ) -> std::sync::MutexGuard<'_, super::disputes::Adjudications> {
         self.adjudications.lock().unwrap_or_else(|p| p.into_inner())
     }
 

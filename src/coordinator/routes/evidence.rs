@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use hyper::StatusCode;
 
-use crate::coordinator::adjudicator::{decompress_bounded, store_evidence, EvidenceError};
+use crate::coordinator::disputes::{decompress_bounded, store_evidence, EvidenceError};
 use crate::coordinator::http::{json_response, ApiError, HttpResponse};
 use crate::coordinator::state::Shared;
 use crate::network::api::{is_input_hash, EvidenceAck, MAX_EVIDENCE_INPUT};

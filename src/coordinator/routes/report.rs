@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use hyper::StatusCode;
 
-use crate::coordinator::adjudicator::{evidence_file, Pending};
+use crate::coordinator::disputes::{evidence_file, Pending};
 use crate::coordinator::http::{json_response, parse_json, ApiError, HttpResponse};
 use crate::coordinator::pool::NetKey;
 use crate::coordinator::state::Shared;
