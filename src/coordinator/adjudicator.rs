@@ -82,7 +82,7 @@ pub(super) fn spawn_adjudicator(weak: Weak<Shared>) {
             if s.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            let batch = s.adjudications().take_queue();
+            let batch = s.adjudications().take_due(s.now_ms());
             for p in batch {
                 adjudicate(&s, p).await;
             }
@@ -315,12 +315,14 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
                 s.adjudications().finish(&p, false);
             } else {
                 s.event(format!(
-                    "adjudication of report #{} inconclusive ({} referee answer(s) of {} needed); retrying",
+                    "adjudication of report #{} inconclusive ({} referee answer(s) of {} needed); retrying later",
                     p.report_id,
                     results.len(),
                     s.cfg.referees
                 ));
-                s.adjudications().requeue(p);
+                // Other referees may come up meanwhile: a minute, then two.
+                let delay = 60_000 * u64::from(p.attempts);
+                s.adjudications().requeue(p, s.now_ms(), delay);
             }
         }
     }

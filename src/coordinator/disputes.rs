@@ -25,6 +25,9 @@ pub(super) struct Pending {
     pub(super) accused: IdentityId,
     pub(super) report: MismatchReport,
     pub(super) attempts: u32,
+    /// Not tried again before this (the coordinator's clock, ms): an
+    /// inconclusive adjudication waits for other referees to come up.
+    pub(super) not_before_ms: u64,
 }
 
 /// What is pending, in memory.
@@ -165,8 +168,13 @@ impl Adjudications {
         }
     }
 
-    pub(super) fn take_queue(&mut self) -> Vec<Pending> {
-        std::mem::take(&mut self.queue)
+    /// The queued disputes due at `now_ms`.
+    pub(super) fn take_due(&mut self, now_ms: u64) -> Vec<Pending> {
+        let (due, later): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|p| p.not_before_ms <= now_ms);
+        self.queue = later;
+        due
     }
 
     pub(super) fn finish(&mut self, p: &Pending, decided: bool) {
@@ -177,7 +185,9 @@ impl Adjudications {
         }
     }
 
-    pub(super) fn requeue(&mut self, p: Pending) {
+    /// Try `p` again after `delay_ms`.
+    pub(super) fn requeue(&mut self, mut p: Pending, now_ms: u64, delay_ms: u64) {
+        p.not_before_ms = now_ms.saturating_add(delay_ms);
         self.queue.push(p);
     }
 }

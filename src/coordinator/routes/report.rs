@@ -180,6 +180,7 @@ pub(super) async fn report(
             accused: reported,
             report: rep.clone(),
             attempts: 0,
+            not_before_ms: 0,
         };
         let stored = evidence_file(&shared.cfg.data_dir, &rep.input_hash).exists();
         let mut adj = shared.adjudications();
