@@ -151,9 +151,45 @@ struct RunArgs {
     /// Largest mismatch report accepted, in bytes (at most 65536); larger get 413.
     #[arg(long, value_name = "BYTES", default_value_t = defaults::DEFAULT_MAX_REPORT_BYTES)]
     max_report_bytes: usize,
+    /// Referees that re-run a disputed job; they must be unanimous (1..=5).
+    /// The default, 3, is for a real network; a small test network with few
+    /// unrelated established hosts may use 1.
+    #[arg(long, value_name = "N", default_value_t = crate::trust::adjudication::REFEREES)]
+    referees: usize,
+    /// Referees need differ from the dispute's parties (and each other) by
+    /// owner only, not by network: for a network in a box (every host on
+    /// 127.0.0.0/24, like the demo) or one LAN. Never on a public network.
+    #[arg(long)]
+    referees_any_network: bool,
+    /// Disk space for uploaded evidence (disputed inputs, zstd) under
+    /// DATA/evidence: 512M, 1G, 100000 (bytes). Oldest files go first.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_bytes)]
+    evidence_quota: u64,
     /// More log output (RUST_LOG overrides).
     #[arg(short, long)]
     verbose: bool,
+}
+
+/// `512M`, `1G`, `64K`, `100000`.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("{s:?}: suffix must be K, M, G or T")),
+            };
+            (&s[..i], mult)
+        }
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (512M, 1G, 100000)"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -343,6 +379,15 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
         (None, n) => defaults::nonces_per_key_for(n),
     };
     cfg.max_report_bytes = args.max_report_bytes;
+    if !(1..=5).contains(&args.referees) {
+        return Err(CoordinatorError::Usage {
+            option: "--referees",
+            why: "must be 1 to 5".into(),
+        });
+    }
+    cfg.referees = args.referees;
+    cfg.evidence_quota = args.evidence_quota;
+    cfg.referees_any_network = args.referees_any_network;
     cfg.max_nonces_per_network = args.max_nonces_per_network.max(1);
     let rt = crate::runtime::multi_thread(None)?;
     rt.block_on(async move {

@@ -67,6 +67,14 @@ pub struct CoordinatorConfig {
     /// Bounds each step of a challenge job (connect, send, first reply byte;
     /// four times over the whole reply).
     pub challenge_timeout: Duration,
+    /// Unanimous referees an adjudication needs (1..=5).
+    pub referees: usize,
+    /// Bytes of evidence kept under `data_dir/evidence` (oldest go first).
+    pub evidence_quota: u64,
+    /// Referees differ from the parties by owner only (one network in a box).
+    pub referees_any_network: bool,
+    /// How long a referee may take over a re-run job.
+    pub referee_timeout: Duration,
 }
 
 /// Defaults, shared with the command line's.
@@ -143,6 +151,10 @@ impl CoordinatorConfig {
             challenges: true,
             challenge_interval: DEFAULT_CHALLENGE_INTERVAL,
             challenge_timeout: DEFAULT_CHALLENGE_TIMEOUT,
+            referees: crate::trust::adjudication::REFEREES,
+            evidence_quota: 1 << 30,
+            referee_timeout: Duration::from_secs(120),
+            referees_any_network: false,
         }
     }
 }

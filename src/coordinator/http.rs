@@ -15,7 +15,7 @@ use super::pool::{NetKey, PoolError};
 use super::quota::{OverQuota, QuotaKind};
 use super::state::{Endpoint, Limit, Shared};
 use super::store::StoreError;
-use crate::network::api::{ErrorBody, MAX_BODY};
+use crate::network::api::{ErrorBody, MAX_BODY, MAX_EVIDENCE_BYTES};
 use crate::network::auth::{self, AuthError, Claimed};
 use crate::network::clock::unix_now;
 use crate::network::identity::IdentityId;
@@ -233,8 +233,10 @@ pub(super) async fn read_signed(
     req: Request<Incoming>,
 ) -> Result<(Claimed, Bytes), ApiError> {
     // Reports are stored whole, so they have their own, smaller bound.
+    // Evidence (a compressed preprocessed input) has its own, larger bound.
     let max = match ep {
         Endpoint::Report => shared.cfg.max_report_bytes.min(MAX_BODY),
+        Endpoint::Evidence => MAX_EVIDENCE_BYTES,
         _ => MAX_BODY,
     };
     let too_large = || {

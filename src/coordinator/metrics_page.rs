@@ -100,6 +100,24 @@ pub(super) fn render(shared: &Shared) -> String {
         .sample(&[], load(&c.reports));
     page.counter("dportage_blacklistings_total", "Hosts blacklisted.")
         .sample(&[], load(&c.blacklistings));
+    let a = &shared.adjudication_counters;
+    page.counter(
+        "dportage_evidence_stored_total",
+        "Evidence uploads (disputed inputs) accepted and stored.",
+    )
+    .sample(&[], load(&a.evidence_stored));
+    let mut rulings = page.counter(
+        "dportage_adjudications_total",
+        "Adjudications by ruling (dropped: given up after retries or unusable).",
+    );
+    for (label, n) in [
+        ("accused_wrong", &a.accused_wrong),
+        ("report_false", &a.report_false),
+        ("inconclusive", &a.inconclusive),
+        ("dropped", &a.dropped),
+    ] {
+        rulings.sample(&[("ruling", label)], load(n));
+    }
     page.counter(
         "dportage_hosts_expired_total",
         "Hosts that left the pool by expiry.",

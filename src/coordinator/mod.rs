@@ -24,11 +24,16 @@
 //!   blacklist (identities, their addresses, whole networks) and each host's
 //!   standing record (`trust::standing::HostRecord`).
 //! * `units` reads and writes spans of time (`14d`, `4/day`).
+//! * `adjudicator` is the task deciding disputes by re-running their evidence
+//!   (`trust::adjudication`); `disputes` holds what is pending (in memory),
+//!   its counters and the evidence files.
 //! * [`cli`] is `dportage coordinator …` and its admin commands.
 
+mod adjudicator;
 mod challenger;
 pub mod cli;
 pub mod config;
+mod disputes;
 mod handed_out;
 mod http;
 mod metrics_page;

@@ -172,6 +172,7 @@ impl Coordinator {
         ));
         spawn_sweeper(Arc::downgrade(&shared));
         super::challenger::spawn(Arc::downgrade(&shared));
+        super::adjudicator::spawn_adjudicator(Arc::downgrade(&shared));
         spawn_store_watcher(Arc::downgrade(&shared))?;
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(Coordinator {

@@ -35,11 +35,12 @@ pub(super) enum Endpoint {
     AdminLiftNetwork,
     AdminVouch,
     AdminUnvouch,
+    Evidence,
     Other,
 }
 
 impl Endpoint {
-    pub(super) const ALL: [Endpoint; 15] = [
+    pub(super) const ALL: [Endpoint; 16] = [
         Endpoint::Status,
         Endpoint::Metrics,
         Endpoint::Health,
@@ -54,6 +55,7 @@ impl Endpoint {
         Endpoint::AdminLiftNetwork,
         Endpoint::AdminVouch,
         Endpoint::AdminUnvouch,
+        Endpoint::Evidence,
         Endpoint::Other,
     ];
 
@@ -73,6 +75,7 @@ impl Endpoint {
             Endpoint::AdminLiftNetwork => "admin_lift_network",
             Endpoint::AdminVouch => "admin_vouch",
             Endpoint::AdminUnvouch => "admin_unvouch",
+            Endpoint::Evidence => "evidence",
             Endpoint::Other => "other",
         }
     }
@@ -83,8 +86,8 @@ impl Endpoint {
 }
 
 /// Status codes counted per endpoint; 0 stands for any other.
-pub(super) const CODES: [u16; 13] = [
-    200, 400, 401, 403, 404, 405, 408, 413, 422, 429, 500, 503, 0,
+pub(super) const CODES: [u16; 14] = [
+    200, 400, 401, 403, 404, 405, 408, 409, 413, 422, 429, 500, 503, 0,
 ];
 
 fn code_index(status: u16) -> usize {
@@ -258,6 +261,9 @@ pub(super) struct Shared {
     pub(super) handed_out: HandedOut,
     /// Set on shutdown; the background tasks end on their next tick.
     pub(super) stopping: AtomicBool,
+    /// Evidence asked for and disputes waiting for referees (in memory).
+    adjudications: super::disputes::AdjudicationState,
+    pub(super) adjudication_counters: super::disputes::AdjudicationCounters,
 }
 
 impl Shared {
@@ -293,6 +299,8 @@ impl Shared {
             new_hosts: NewHostQuota::new(cfg.new_hosts_per_network, cfg.new_hosts_per_wide_network),
             handed_out: HandedOut::new(cfg.report_window.as_secs()),
             stopping: AtomicBool::new(false),
+            adjudications: Default::default(),
+            adjudication_counters: Default::default(),
             cfg,
         }
     }
@@ -353,6 +361,12 @@ impl Shared {
             .rev()
             .cloned()
             .collect()
+    }
+
+    pub(super) fn adjudications(
+        &self,
+    ) -> std::sync::MutexGuard<'_, super::disputes::Adjudications> {
+        self.adjudications.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     // Poisoning is ignored: one panicking request must not take every later

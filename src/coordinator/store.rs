@@ -161,6 +161,39 @@ pub enum WriteOp {
     Agreement {
         id: IdentityId,
     },
+    /// Blacklist `id` by a decision (an adjudication's ruling): its addresses
+    /// too, and its network at `network_strikes` blacklisted hosts.
+    Blacklist(BlacklistRow),
+    /// An adjudication decided (or given up): kept for the operator.
+    Adjudication(AdjudicationRow),
+}
+
+/// A blacklisting decided by an adjudication (not counted from reports).
+#[derive(Debug, Clone)]
+pub struct BlacklistRow {
+    pub id: IdentityId,
+    pub now: u64,
+    pub reason: String,
+    pub addresses: Vec<String>,
+    /// The network it heartbeats from (`a.b.c.0/24`), empty if unknown.
+    pub network: String,
+    pub network_strikes: u32,
+}
+
+/// One adjudication as recorded in the `adjudications` table.
+#[derive(Debug, Clone)]
+pub struct AdjudicationRow {
+    pub accused: IdentityId,
+    pub input_hash: String,
+    /// The reports it decided, comma separated ids.
+    pub report_ids: String,
+    /// `id=result_hash` per referee (or `id=error`), comma separated.
+    pub referees: String,
+    /// `accused_wrong`, `report_false`, `inconclusive` or `dropped`.
+    pub ruling: String,
+    /// Who was struck, comma separated.
+    pub struck: String,
+    pub now: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +237,12 @@ pub enum WriteResult {
     Lifted(bool),
     /// A host's record after the change; `None`: no such host.
     Record(Option<HostRecord>),
+    /// A [`WriteOp::Blacklist`]: the new entry (`None`: it was already
+    /// blacklisted) and the network it blacklisted, if any.
+    Blacklisted {
+        newly: Option<BlacklistEntry>,
+        network: Option<NetworkBlacklistEntry>,
+    },
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<WriteResult, StoreError>>;
@@ -270,7 +309,11 @@ pub fn open_connection(dir: &Path) -> Result<Connection, StoreError> {
              cleared INTEGER NOT NULL DEFAULT 0);
          CREATE INDEX IF NOT EXISTS reports_by_reported ON reports(reported, cleared);
          CREATE TABLE IF NOT EXISTS blacklist(
-             id TEXT PRIMARY KEY, since INTEGER NOT NULL, reason TEXT NOT NULL);",
+             id TEXT PRIMARY KEY, since INTEGER NOT NULL, reason TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS adjudications(
+             id INTEGER PRIMARY KEY AUTOINCREMENT, accused TEXT NOT NULL,
+             input_hash TEXT NOT NULL, report_ids TEXT NOT NULL, referees TEXT NOT NULL,
+             ruling TEXT NOT NULL, struck TEXT NOT NULL, time INTEGER NOT NULL);",
     )
     .map_err(&e)?;
     match schema_version(&conn).map_err(&e)? {
@@ -868,7 +911,60 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, rusqlite::Error
         WriteOp::Agreement { id } => Ok(WriteResult::Record(update_record(conn, id, |r| {
             r.agreements = r.agreements.saturating_add(1)
         })?)),
+        WriteOp::Blacklist(b) => apply_blacklist(conn, b),
+        WriteOp::Adjudication(a) => {
+            conn.execute(
+                "INSERT INTO adjudications(accused, input_hash, report_ids, referees, ruling, struck, time)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    a.accused.to_string(),
+                    a.input_hash,
+                    a.report_ids,
+                    a.referees,
+                    a.ruling,
+                    a.struck,
+                    a.now as i64
+                ],
+            )?;
+            Ok(WriteResult::Done)
+        }
     }
+}
+
+/// Blacklist one identity by decision (with its addresses, and its network
+/// when that now holds `network_strikes` blacklisted hosts).
+fn apply_blacklist(conn: &Connection, b: &BlacklistRow) -> Result<WriteResult, rusqlite::Error> {
+    let id = b.id.to_string();
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO blacklist(id, since, reason, network) VALUES(?1, ?2, ?3, ?4)",
+        params![id, b.now as i64, b.reason, b.network],
+    )?;
+    if n == 0 {
+        return Ok(WriteResult::Blacklisted {
+            newly: None,
+            network: None,
+        });
+    }
+    let mut addresses = b.addresses.clone();
+    addresses.sort();
+    addresses.dedup();
+    for a in &addresses {
+        conn.execute(
+            "INSERT OR IGNORE INTO blacklist_addresses(address, id) VALUES(?1, ?2)",
+            params![a, id],
+        )?;
+    }
+    let network = network_strike_in(conn, &b.network, b.network_strikes, &b.id, b.now)?;
+    Ok(WriteResult::Blacklisted {
+        newly: Some(BlacklistEntry {
+            id: b.id,
+            since: b.now,
+            reason: b.reason.clone(),
+            addresses,
+            network: b.network.clone(),
+        }),
+        network,
+    })
 }
 
 /// Store a report (once per reporter, host and input), count the distinct
@@ -967,8 +1063,23 @@ fn network_strike(
     conn: &Connection,
     r: &ReportRow,
 ) -> Result<Option<NetworkBlacklistEntry>, rusqlite::Error> {
-    let network = &r.reported_network;
-    if r.network_strikes == 0 || network.is_empty() {
+    network_strike_in(
+        conn,
+        &r.reported_network,
+        r.network_strikes,
+        &r.reported,
+        r.received,
+    )
+}
+
+fn network_strike_in(
+    conn: &Connection,
+    network: &str,
+    network_strikes: u32,
+    latest: &IdentityId,
+    now: u64,
+) -> Result<Option<NetworkBlacklistEntry>, rusqlite::Error> {
+    if network_strikes == 0 || network.is_empty() {
         return Ok(None);
     }
     let struck: i64 = conn.query_row(
@@ -976,20 +1087,20 @@ fn network_strike(
         [network],
         |row| row.get(0),
     )?;
-    if struck < i64::from(r.network_strikes) {
+    if struck < i64::from(network_strikes) {
         return Ok(None);
     }
     let reason = format!(
         "{struck} hosts in this network were blacklisted (the latest {}); no new identity registers from it",
-        r.reported
+        latest
     );
     let n = conn.execute(
         "INSERT OR IGNORE INTO blacklisted_networks(network, since, reason) VALUES(?1, ?2, ?3)",
-        params![network, r.received as i64, reason],
+        params![network, now as i64, reason],
     )?;
     Ok((n > 0).then(|| NetworkBlacklistEntry {
-        network: network.clone(),
-        since: r.received,
+        network: network.to_string(),
+        since: now,
         reason,
     }))
 }

@@ -9,6 +9,7 @@ mod dual;
 
 /// The shared compile network: coordinator, membership, status page.
 mod network {
+    mod adjudication;
     mod challenge_jobs;
     mod challenges;
     mod coordinator;

@@ -5,6 +5,7 @@
 
 mod admin;
 mod detail;
+mod evidence;
 mod heartbeat;
 mod host_list;
 mod link;
@@ -40,6 +41,9 @@ fn route(path: &str) -> (Endpoint, Method) {
         "/v1/admin/blacklist/lift-network" => (Endpoint::AdminLiftNetwork, Method::POST),
         "/v1/admin/vouch" => (Endpoint::AdminVouch, Method::POST),
         "/v1/admin/unvouch" => (Endpoint::AdminUnvouch, Method::POST),
+        p if p.starts_with(crate::network::api::EVIDENCE_PATH_PREFIX) => {
+            (Endpoint::Evidence, Method::PUT)
+        }
         _ => (Endpoint::Other, Method::GET),
     }
 }
@@ -114,6 +118,12 @@ async fn signed(
                 .get(hyper::header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("text/html")));
+    let evidence_hash = req
+        .uri()
+        .path()
+        .strip_prefix(crate::network::api::EVIDENCE_PATH_PREFIX)
+        .unwrap_or("")
+        .to_string();
     let (claim, body) = read_signed(shared, ep, peer.ip(), req).await?;
     let id = claim.key;
     match ep {
@@ -128,6 +138,7 @@ async fn signed(
         Endpoint::AdminLiftNetwork => admin::lift_network(shared, id, &body).await,
         Endpoint::AdminVouch => admin::vouch(shared, id, &body, true).await,
         Endpoint::AdminUnvouch => admin::vouch(shared, id, &body, false).await,
+        Endpoint::Evidence => evidence::evidence(shared, id, &evidence_hash, &body).await,
         Endpoint::Status | Endpoint::Metrics | Endpoint::Health | Endpoint::Other => {
             Err(ApiError::internal("unrouted endpoint"))
         }

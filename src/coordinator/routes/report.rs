@@ -15,11 +15,12 @@ use std::sync::Arc;
 
 use hyper::StatusCode;
 
+use crate::coordinator::disputes::{evidence_file, Pending};
 use crate::coordinator::http::{json_response, parse_json, ApiError, HttpResponse};
 use crate::coordinator::pool::NetKey;
 use crate::coordinator::state::Shared;
 use crate::coordinator::store::{ReportRow, WriteOp, WriteResult};
-use crate::network::api::{MismatchReport, ReportAck};
+use crate::network::api::{is_input_hash, MismatchReport, ReportAck};
 use crate::network::clock::unix_now;
 use crate::network::identity::IdentityId;
 
@@ -169,6 +170,31 @@ pub(super) async fn report(
             shared.cfg.network_strikes
         ));
     }
+    // Ask for the input when an adjudication can decide this dispute: a
+    // counted report with a toolchain against a registered host, over a
+    // dispute (host, input) not decided or under way already.
+    let evidence_wanted = counts && rep.toolchain.is_some() && is_input_hash(&rep.input_hash) && {
+        let pending = Pending {
+            report_id,
+            reporter,
+            accused: reported,
+            report: rep.clone(),
+            attempts: 0,
+            not_before_ms: 0,
+        };
+        let stored = evidence_file(&shared.cfg.data_dir, &rep.input_hash).exists();
+        let mut adj = shared.adjudications();
+        if adj.is_settled_or_running(&reported, &rep.input_hash) {
+            false
+        } else if stored {
+            // The input is here already (another member sent it).
+            adj.enqueue(pending);
+            false
+        } else {
+            adj.want(pending);
+            true
+        }
+    };
     let ack = ReportAck {
         report_id,
         host: reported,
@@ -177,8 +203,7 @@ pub(super) async fn report(
         blacklisted,
         duplicate,
         counted: counts && !duplicate,
-        // Adjudication (which asks for the input) is not implemented yet.
-        evidence_wanted: false,
+        evidence_wanted,
     };
     Ok(json_response(StatusCode::OK, &ack))
 }

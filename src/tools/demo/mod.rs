@@ -4,8 +4,9 @@
 //! proxy that flips a byte in every object it returns), then builds a bundled
 //! multi-file C program through the network as two different members with
 //! redundancy 2. The liar is caught by each member's dual dispatch, reported by
-//! both, and blacklisted by the coordinator's two-reporter rule; every object
-//! the build kept is compared with a local build.
+//! both, and blacklisted once the coordinator's referee re-ran the disputed
+//! job from the uploaded evidence (adjudication); every object the build kept
+//! is compared with a local build.
 //!
 //! Everything runs as child processes of this same binary, so the demo drives
 //! exactly the command lines a user would type.
@@ -112,6 +113,8 @@ struct Summary {
     objects_checked: usize,
     objects_wrong: Vec<String>,
     liar_blacklisted: bool,
+    /// The blacklisting came from an adjudication (a referee re-ran the job).
+    liar_adjudicated: bool,
     liar_listed_after: bool,
     program_output_matches: bool,
 }
@@ -177,7 +180,10 @@ fn run(options: &DemoOptions) -> anyhow::Result<Summary> {
             // referee of another network, so a challenge proves service only).
             .args(["--establish-challenges", "0", "--establish-agreements", "0"])
             .args(["--establish-age", "0s", "--new-hosts-per-network", "0"])
-            .args(["--new-hosts-per-wide-network", "0"]),
+            .args(["--new-hosts-per-wide-network", "0"])
+            // Disputes are re-run by one referee unrelated by owner (all
+            // hosts share 127.0.0.0/24, so not by network).
+            .args(["--referees", "1", "--referees-any-network"]),
     )?;
     let address = wait_for_address_file(&address_file, STEP_TIMEOUT, &mut children)
         .context("the coordinator did not start")?;
@@ -288,6 +294,9 @@ fn run(options: &DemoOptions) -> anyhow::Result<Summary> {
     let blacklist = coordinator_blacklist(&exe, &coordinator_dir)?;
     let liar_id = identity_of(&liar.identity_dir)?;
     summary.liar_blacklisted = blacklist.contains(&liar_id);
+    summary.liar_adjudicated = blacklist
+        .lines()
+        .any(|l| l.contains(&liar_id) && l.contains("adjudication"));
     let listed = network_environment(&exe, &daemons[0].identity_dir, &url)?;
     summary.liar_listed_after = listed
         .iter()
@@ -620,8 +629,13 @@ fn print_summary(summary: &Summary, honest_hosts: usize) {
         tick(summary.program_output_matches)
     ));
     say(&format!(
-        "  liar blacklisted           {} (after reports from 2 different members)",
-        tick(summary.liar_blacklisted)
+        "  liar blacklisted           {} {}",
+        tick(summary.liar_blacklisted),
+        if summary.liar_adjudicated {
+            "(a referee re-ran the disputed job from the evidence)"
+        } else {
+            "(after reports from 2 different members)"
+        }
     ));
     say(&format!(
         "  liar still handed out      {}",

@@ -1,0 +1,386 @@
+//! Disputes decided by re-running the evidence (`trust::adjudication`): the
+//! report route asks for a disputed job's input, the evidence route stores
+//! it under `DATA/evidence/<input_hash>.zst`, and the adjudicator task (spawned
+//! with the coordinator) sends the job to `--referees` unrelated established
+//! hosts serving the report's toolchain and applies their unanimous ruling.
+//!
+//! What is pending (evidence asked for, disputes waiting for referees) is
+//! kept in memory: a restart forgets it, and a member reporting again is
+//! asked again. Decided adjudications are recorded durably (the
+//! `adjudications` table) and the blacklistings they cause are the usual
+//! durable ones.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Weak;
+use std::time::Duration;
+
+use super::disputes::{decompress_bounded, evidence_file, Pending, MAX_ATTEMPTS};
+use super::state::Shared;
+use super::store::{AdjudicationRow, BlacklistRow, WriteOp, WriteResult};
+use crate::job_call::{self, JobCall};
+use crate::network::api::{result_hash_of, MismatchReport};
+use crate::network::clock::unix_now;
+use crate::network::identity::IdentityId;
+use crate::protocol::ProtocolVersion;
+use crate::trust::adjudication::{pick_referees, rule_with, Dispute, Ruling};
+use crate::trust::pairing::Listed;
+
+/// A candidate referee.
+struct Candidate {
+    id: IdentityId,
+    host: String,
+    port: u16,
+    lzo: bool,
+}
+
+/// The hash the reporter accepted and the hosts that returned it: the most
+/// common result among the report's results other than the accused's.
+fn reporter_side(
+    report: &MismatchReport,
+    accused: &IdentityId,
+    resolve: impl Fn(&str) -> Option<IdentityId>,
+) -> (Option<String>, Option<String>, Vec<IdentityId>) {
+    let is_accused = |r: &crate::network::api::HostResultHash| {
+        r.id.as_ref() == Some(accused)
+            || (r.id.is_none()
+                && (r.host == report.host_addr || resolve(&r.host).as_ref() == Some(accused)))
+    };
+    let accused_hash = report
+        .results
+        .iter()
+        .find(|r| is_accused(r))
+        .map(|r| r.hash.clone());
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for r in report.results.iter().filter(|r| !is_accused(r)) {
+        if Some(&r.hash) != accused_hash.as_ref() {
+            *counts.entry(r.hash.as_str()).or_default() += 1;
+        }
+    }
+    let accepted = counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+        .map(|(h, _)| h.to_string());
+    let side = report
+        .results
+        .iter()
+        .filter(|r| Some(&r.hash) == accepted.as_ref() && !is_accused(r))
+        .filter_map(|r| r.id.or_else(|| resolve(&r.host)))
+        .collect();
+    (accused_hash, accepted, side)
+}
+
+/// Run the adjudicator until the coordinator is dropped.
+pub(super) fn spawn_adjudicator(weak: Weak<Shared>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(s) = weak.upgrade() else { return };
+            if s.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let batch = s.adjudications().take_due(s.now_ms());
+            for p in batch {
+                adjudicate(&s, p).await;
+            }
+        }
+    });
+}
+
+async fn adjudicate(s: &Shared, mut p: Pending) {
+    p.attempts += 1;
+    let input = p.report.input_hash.clone();
+    let path = evidence_file(&s.cfg.data_dir, &input);
+    let source = match tokio::fs::read(&path)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|c| decompress_bounded(&c).map_err(|e| e.to_string()))
+    {
+        Ok(v) => v,
+        Err(why) => {
+            s.event(format!(
+                "adjudication of report #{} dropped: evidence {} unreadable ({why})",
+                p.report_id,
+                path.display()
+            ));
+            s.adjudication_counters
+                .dropped
+                .fetch_add(1, Ordering::Relaxed);
+            record(s, &p, "", "dropped", &[]).await;
+            s.adjudications().finish(&p, true);
+            return;
+        }
+    };
+    let toolchain = p.report.toolchain.clone().unwrap_or_default();
+    let now_unix = unix_now();
+    let (now, exp) = (s.now_ms(), s.expiry_ms());
+    // The pool of candidate referees, and the parties' indices in it.
+    let (candidates, listed, parties, dispute) = {
+        let pool = s.pool_read();
+        let mut candidates = Vec::new();
+        let mut listed = Vec::new();
+        for h in pool.hosts() {
+            let live = now.saturating_sub(h.last_seen_ms) <= exp;
+            if !live || pool.is_blacklisted(&h.id) || !h.fps.iter().any(|f| **f == *toolchain) {
+                continue;
+            }
+            candidates.push(Candidate {
+                id: h.id,
+                host: h.host.to_string(),
+                port: h.port,
+                lzo: h.lzo,
+            });
+            // With --referees-any-network every host is its own network.
+            let distinct = if s.cfg.referees_any_network {
+                listed.len()
+            } else {
+                0
+            };
+            listed.push(Listed {
+                owner: h.owner,
+                network: (h.network, distinct),
+                standing: pool.standing_of(&h.id, now_unix).unwrap_or(h.standing),
+                weight: 1,
+            });
+        }
+        let (accused_hash, accepted, side) =
+            reporter_side(&p.report, &p.accused, |a| pool.resolve_addr(a));
+        let reporter_owner = pool.owner_of(&p.reporter);
+        let mut party_ids: Vec<IdentityId> = vec![p.accused];
+        party_ids.extend(side.iter().copied());
+        let parties: Vec<usize> = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| party_ids.contains(&c.id) || pool.owner_of(&c.id) == reporter_owner)
+            .map(|(i, _)| i)
+            .collect();
+        // The reporter's own hosts side with its report.
+        let mut reporter_side: Vec<IdentityId> = side;
+        for c in &candidates {
+            if pool.owner_of(&c.id) == reporter_owner && !reporter_side.contains(&c.id) {
+                reporter_side.push(c.id);
+            }
+        }
+        let dispute = match (accused_hash, accepted) {
+            (Some(a), Some(r)) => Some(Dispute {
+                accused: p.accused,
+                accused_result: a,
+                reporter_side,
+                reported_result: r,
+            }),
+            _ => None,
+        };
+        (candidates, listed, parties, dispute)
+    };
+    let Some(dispute) = dispute else {
+        s.event(format!(
+            "adjudication of report #{} dropped: its results name no accused and accepted result",
+            p.report_id
+        ));
+        s.adjudication_counters
+            .dropped
+            .fetch_add(1, Ordering::Relaxed);
+        record(s, &p, "", "dropped", &[]).await;
+        s.adjudications().finish(&p, true);
+        return;
+    };
+    let chosen = {
+        let mut rng = rand::thread_rng();
+        pick_referees(&listed, &parties, s.cfg.referees, |_| true, &mut rng)
+    };
+    let mut set = tokio::task::JoinSet::new();
+    for &i in &chosen {
+        let c = &candidates[i];
+        let (id, target, lzo) = (c.id, format!("{}:{}", c.host, c.port), c.lzo);
+        let argv = p.report.args.clone();
+        let source = source.clone();
+        let timeout = s.cfg.referee_timeout;
+        set.spawn(async move {
+            let addr: Option<SocketAddr> = tokio::net::lookup_host(&target)
+                .await
+                .ok()
+                .and_then(|mut a| a.next());
+            let Some(addr) = addr else {
+                return (id, Err(format!("cannot resolve {target}")));
+            };
+            let job = JobCall {
+                addr,
+                version: if lzo {
+                    ProtocolVersion::V2
+                } else {
+                    ProtocolVersion::V1
+                },
+                argv: &argv,
+                source: &source,
+                timeout,
+            };
+            (
+                id,
+                job_call::call(&job)
+                    .await
+                    .map(|d| result_hash_of(&d))
+                    .map_err(|e| e.to_string()),
+            )
+        });
+    }
+    let mut answers: Vec<(IdentityId, Result<String, String>)> = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(a) = r {
+            answers.push(a);
+        }
+    }
+    let results: Vec<String> = answers
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().cloned())
+        .collect();
+    let referees_text = answers
+        .iter()
+        .map(|(id, r)| match r {
+            Ok(h) => format!("{id}={h}"),
+            Err(e) => format!("{id}=error: {e}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let ruling = rule_with(&dispute, &p.reporter, &results, s.cfg.referees);
+    match ruling {
+        Ruling::AccusedWrong { struck } => {
+            s.adjudication_counters
+                .accused_wrong
+                .fetch_add(1, Ordering::Relaxed);
+            let reason = format!(
+                "adjudication of report #{} (input {}): {} referee(s) agreed with the reporter",
+                p.report_id,
+                short(&input),
+                results.len()
+            );
+            blacklist(s, struck, &reason).await;
+            s.event(format!(
+                "adjudication: host {} returned a wrong result for input {} (report #{}); blacklisted",
+                struck.short(),
+                short(&input),
+                p.report_id
+            ));
+            record(s, &p, &referees_text, "accused_wrong", &[struck]).await;
+            s.adjudications().finish(&p, true);
+        }
+        Ruling::ReportFalse { struck } => {
+            s.adjudication_counters
+                .report_false
+                .fetch_add(1, Ordering::Relaxed);
+            let reason = format!(
+                "adjudication of report #{} (input {}): the referees agreed with the accused host; a false report",
+                p.report_id,
+                short(&input)
+            );
+            // The reporter's whole owner group (its reports and its hosts).
+            let mut all = struck.clone();
+            {
+                let pool = s.pool_read();
+                let owner = pool.owner_of(&p.reporter);
+                for h in pool.hosts() {
+                    if pool.owner_of(&h.id) == owner && !all.contains(&h.id) {
+                        all.push(h.id);
+                    }
+                }
+            }
+            for id in &all {
+                blacklist(s, *id, &reason).await;
+            }
+            s.event(format!(
+                "adjudication: report #{} against {} was false (input {}); blacklisted {}",
+                p.report_id,
+                p.accused.short(),
+                short(&input),
+                all.iter().map(|i| i.short()).collect::<Vec<_>>().join(", ")
+            ));
+            record(s, &p, &referees_text, "report_false", &all).await;
+            s.adjudications().finish(&p, true);
+        }
+        Ruling::Inconclusive => {
+            s.adjudication_counters
+                .inconclusive
+                .fetch_add(1, Ordering::Relaxed);
+            record(s, &p, &referees_text, "inconclusive", &[]).await;
+            if p.attempts >= MAX_ATTEMPTS {
+                s.adjudication_counters
+                    .dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                s.event(format!(
+                    "adjudication of report #{} inconclusive {} times ({} referee answer(s) of {} needed); dropped",
+                    p.report_id, p.attempts, results.len(), s.cfg.referees
+                ));
+                s.adjudications().finish(&p, false);
+            } else {
+                s.event(format!(
+                    "adjudication of report #{} inconclusive ({} referee answer(s) of {} needed); retrying later",
+                    p.report_id,
+                    results.len(),
+                    s.cfg.referees
+                ));
+                // Other referees may come up meanwhile: a minute, then two.
+                let delay = 60_000 * u64::from(p.attempts);
+                s.adjudications().requeue(p, s.now_ms(), delay);
+            }
+        }
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..16).unwrap_or(hash)
+}
+
+async fn blacklist(s: &Shared, id: IdentityId, reason: &str) {
+    let (addresses, network) = s
+        .pool_read()
+        .host(&id)
+        .map(|h| (h.blacklist_addresses(), h.network.display()))
+        .unwrap_or_default();
+    let op = WriteOp::Blacklist(BlacklistRow {
+        id,
+        now: unix_now(),
+        reason: reason.to_string(),
+        addresses,
+        network,
+        network_strikes: s.cfg.network_strikes,
+    });
+    match s.store.write(op).await {
+        Ok(WriteResult::Blacklisted { newly, network }) => {
+            if let Some(entry) = newly {
+                s.pool_write().set_blacklisted(entry);
+                s.counters.blacklistings.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(entry) = network {
+                let net = entry.network.clone();
+                s.pool_write().set_network_blacklisted(entry);
+                s.event(format!(
+                    "network {net} blacklisted after {} blacklisted hosts in it",
+                    s.cfg.network_strikes
+                ));
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!("blacklisting {id}: {e}"),
+    }
+}
+
+async fn record(s: &Shared, p: &Pending, referees: &str, ruling: &str, struck: &[IdentityId]) {
+    let op = WriteOp::Adjudication(AdjudicationRow {
+        accused: p.accused,
+        input_hash: p.report.input_hash.clone(),
+        report_ids: p.report_id.to_string(),
+        referees: referees.to_string(),
+        ruling: ruling.to_string(),
+        struck: struck
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        now: unix_now(),
+    });
+    if let Err(e) = s.store.write(op).await {
+        tracing::error!("recording an adjudication: {e}");
+    }
+}

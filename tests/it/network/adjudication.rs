@@ -1,0 +1,352 @@
+//! Disputes decided by re-running the evidence, over real sockets: a real
+//! `dportage coordinator` process asks the reporter for the disputed input,
+//! takes it with `PUT /v1/evidence/<input_hash>`, and sends the job to real
+//! referees (distccd 3.4 and `dportage serve`). The side the referees
+//! disagree with is blacklisted; reports alone blacklist nobody.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::dual::CompileHost;
+use crate::support::network::{
+    client, local_hosts_request, local_toolchains, CoordinatorProcess, Listening,
+    ESTABLISHED_AT_ONCE,
+};
+use crate::support::{wait_until_async, Distccd, DportageServer};
+use dportage::network::api::{result_hash, HostResultHash, MismatchReport, MAX_EVIDENCE_BYTES};
+use dportage::network::{Identity, NetworkError};
+use dportage::trust::challenge::generate;
+
+fn api_code(e: &NetworkError) -> String {
+    match e {
+        NetworkError::Api { code, status, .. } => format!("{status} {code}"),
+        other => format!("not an API error: {other}"),
+    }
+}
+
+/// A disputed job: argv, preprocessed source, and the result hash an honest
+/// host returns (the object this machine's gcc makes, status 0).
+struct Job {
+    argv: Vec<String>,
+    source: String,
+    honest: String,
+}
+
+fn disputed_job(seed: u64) -> Job {
+    let challenge = generate(seed);
+    let argv = challenge.argv("gcc");
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(&challenge.file), &challenge.source).unwrap();
+    let out = std::process::Command::new("gcc")
+        .args(&argv[1..])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let object = fs::read(dir.path().join(&argv[5])).unwrap();
+    let honest = result_hash(&blake3::hash(&object).to_hex(), 0);
+    Job {
+        argv,
+        source: challenge.source,
+        honest,
+    }
+}
+
+/// The network: a coordinator needing `referees` unanimous referees, two real
+/// referees, an accused host, a reporter with its daemon and an accomplice
+/// host of another owner (all established at once).
+struct Net {
+    coord: CoordinatorProcess,
+    _tmp: tempfile::TempDir,
+    _referees: (Distccd, DportageServer),
+    referee_ids: Vec<Arc<Identity>>,
+    accused: Arc<Identity>,
+    accused_at: Listening,
+    reporter: Arc<Identity>,
+    accomplice: Arc<Identity>,
+    accomplice_at: Listening,
+    _reporter_daemon: Listening,
+}
+
+fn network(test: &str, base: u8) -> Option<Net> {
+    if !Distccd::require(test) || !DportageServer::require(test) {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut flags = ESTABLISHED_AT_ONCE.to_vec();
+    flags.extend([
+        "--referees",
+        "2",
+        "--referees-any-network",
+        "--new-hosts-per-network",
+        "0",
+        "--new-hosts-per-wide-network",
+        "0",
+    ]);
+    let coord = CoordinatorProcess::start(&tmp.path().join("c"), &flags);
+    let referees = (
+        <Distccd as CompileHost>::start(Ipv4Addr::new(127, 0, 0, base)),
+        <DportageServer as CompileHost>::start(Ipv4Addr::new(127, 0, 0, base + 1)),
+    );
+    let net = Net {
+        referee_ids: vec![
+            Arc::new(Identity::generate()),
+            Arc::new(Identity::generate()),
+        ],
+        accused: Arc::new(Identity::generate()),
+        accused_at: Listening::on(Ipv4Addr::new(127, 0, 0, base + 2)),
+        reporter: Arc::new(Identity::generate()),
+        accomplice: Arc::new(Identity::generate()),
+        accomplice_at: Listening::on(Ipv4Addr::new(127, 0, 0, base + 3)),
+        _reporter_daemon: Listening::on(Ipv4Addr::new(127, 0, 0, base + 4)),
+        coord,
+        _tmp: tmp,
+        _referees: referees,
+    };
+    Some(net)
+}
+
+impl Net {
+    async fn start(&self) {
+        let url = &self.coord.url;
+        let hb = |addr: std::net::SocketAddr| {
+            crate::support::network::heartbeat(&addr.ip().to_string(), addr.port())
+        };
+        for (id, addr) in [
+            (&self.referee_ids[0], self._referees.0.addr()),
+            (&self.referee_ids[1], self._referees.1.addr()),
+            (&self.accused, self.accused_at.addr),
+            (&self.accomplice, self.accomplice_at.addr),
+            (&self.reporter, self._reporter_daemon.addr),
+        ] {
+            client(url, id).heartbeat(&hb(addr)).await.unwrap();
+        }
+        let list = client(url, &self.reporter)
+            .hosts(&local_hosts_request())
+            .await
+            .unwrap();
+        let listed: Vec<String> = list
+            .hosts
+            .iter()
+            .map(|h| format!("{}:{}", h.host, h.port))
+            .collect();
+        for want in [self.accused_at.addr, self.accomplice_at.addr] {
+            assert!(listed.contains(&want.to_string()), "{listed:?}");
+        }
+    }
+
+    fn report(&self, job: &Job, accused_hash: &str, other_hash: &str) -> MismatchReport {
+        MismatchReport {
+            host_id: Some(self.accused.id()),
+            host_addr: self.accused_at.addr.to_string(),
+            input_hash: blake3::hash(job.source.as_bytes()).to_hex().to_string(),
+            args: job.argv.clone(),
+            results: vec![
+                HostResultHash {
+                    host: self.accused_at.addr.to_string(),
+                    id: Some(self.accused.id()),
+                    hash: accused_hash.to_string(),
+                },
+                HostResultHash {
+                    host: self.accomplice_at.addr.to_string(),
+                    id: Some(self.accomplice.id()),
+                    hash: other_hash.to_string(),
+                },
+            ],
+            time: 1,
+            evidence_id: None,
+            toolchain: Some(local_toolchains()[0].id.clone()),
+        }
+    }
+
+    async fn blacklisted(&self) -> Vec<String> {
+        let detail: serde_json::Value = client(&self.coord.url, &self.referee_ids[0])
+            .call("GET", "/v1/status", Vec::new())
+            .await
+            .unwrap();
+        detail["blacklist"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    async fn metric(&self, line_start: &str) -> String {
+        let (_, body) = dportage::network::caller::send(
+            &dportage::network::caller::CoordinatorUrl::parse(&self.coord.url).unwrap(),
+            None,
+            "GET",
+            "/metrics",
+            &[],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn wait_blacklisted(net: &Net, id: &Arc<Identity>) -> Vec<String> {
+    let want = id.id().to_string();
+    wait_until_async(
+        Duration::from_secs(60),
+        format!("{want} to be blacklisted by adjudication"),
+        async || net.blacklisted().await.contains(&want),
+    )
+    .await;
+    net.blacklisted().await
+}
+
+#[test]
+fn a_lying_host_is_blacklisted_by_adjudication() {
+    let Some(net) = network("a_lying_host_is_blacklisted_by_adjudication", 111) else {
+        return;
+    };
+    let job = disputed_job(7);
+    rt().block_on(async {
+        net.start().await;
+        let lie = "ab".repeat(32);
+        let rep = net.report(&job, &lie, &job.honest);
+        let ack = client(&net.coord.url, &net.reporter)
+            .report(&rep)
+            .await
+            .unwrap();
+        assert!(ack.counted && ack.evidence_wanted, "{ack:?}");
+        assert!(!ack.blacklisted, "a report alone blacklists nobody");
+        assert!(net.blacklisted().await.is_empty());
+        // The same dispute is not asked for twice by another path: a repeat
+        // report from the same reporter is asked again (still pending).
+        let compressed = zstd::bulk::compress(job.source.as_bytes(), 3).unwrap();
+        let stored = client(&net.coord.url, &net.reporter)
+            .upload_evidence(&rep.input_hash, compressed)
+            .await
+            .unwrap();
+        assert!(stored.stored);
+        let b = wait_blacklisted(&net, &net.accused).await;
+        assert_eq!(b, vec![net.accused.id().to_string()], "only the liar");
+        let line = net
+            .metric("dportage_adjudications_total{ruling=\"accused_wrong\"}")
+            .await;
+        assert!(line.ends_with(" 1"), "{line:?}");
+        // Decided: a new report over the same dispute does not ask again.
+        let again = client(&net.coord.url, &net.reporter)
+            .report(&MismatchReport {
+                evidence_id: Some("x".into()),
+                ..rep.clone()
+            })
+            .await;
+        if let Ok(ack) = again {
+            assert!(!ack.evidence_wanted, "{ack:?}");
+        }
+    });
+}
+
+#[test]
+fn a_false_report_blacklists_the_reporters_side() {
+    let Some(net) = network("a_false_report_blacklists_the_reporters_side", 121) else {
+        return;
+    };
+    let job = disputed_job(8);
+    rt().block_on(async {
+        net.start().await;
+        // The accused returned the honest result; the reporter and its
+        // accomplice claim another one.
+        let flipped = "cd".repeat(32);
+        let rep = net.report(&job, &job.honest, &flipped);
+        let ack = client(&net.coord.url, &net.reporter)
+            .report(&rep)
+            .await
+            .unwrap();
+        assert!(ack.evidence_wanted, "{ack:?}");
+        let compressed = zstd::bulk::compress(job.source.as_bytes(), 3).unwrap();
+        client(&net.coord.url, &net.reporter)
+            .upload_evidence(&rep.input_hash, compressed)
+            .await
+            .unwrap();
+        wait_blacklisted(&net, &net.reporter).await;
+        let b = wait_blacklisted(&net, &net.accomplice).await;
+        assert!(
+            !b.contains(&net.accused.id().to_string()),
+            "the honest host stays: {b:?}"
+        );
+        for r in &net.referee_ids {
+            assert!(!b.contains(&r.id().to_string()));
+        }
+    });
+}
+
+#[test]
+fn bad_evidence_uploads_are_refused() {
+    let Some(net) = network("bad_evidence_uploads_are_refused", 131) else {
+        return;
+    };
+    let job = disputed_job(9);
+    rt().block_on(async {
+        net.start().await;
+        let url = &net.coord.url;
+        let input_hash = blake3::hash(job.source.as_bytes()).to_hex().to_string();
+        let compressed = zstd::bulk::compress(job.source.as_bytes(), 3).unwrap();
+        // Not asked for.
+        let e = client(url, &net.reporter)
+            .upload_evidence(&input_hash, compressed.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(api_code(&e), "409 not_wanted");
+        let rep = net.report(&job, &"ab".repeat(32), &job.honest);
+        let ack = client(url, &net.reporter).report(&rep).await.unwrap();
+        assert!(ack.evidence_wanted);
+        // Asked of the reporter, not of anyone else.
+        let e = client(url, &net.accomplice)
+            .upload_evidence(&input_hash, compressed.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(api_code(&e), "409 not_wanted");
+        // Another input than the hash names.
+        let other = zstd::bulk::compress(b"int other;", 3).unwrap();
+        let e = client(url, &net.reporter)
+            .upload_evidence(&input_hash, other)
+            .await
+            .unwrap_err();
+        assert_eq!(api_code(&e), "400 wrong_hash");
+        // Over the body limit (sent raw: the client refuses it itself). The
+        // coordinator answers 413 from the declared length and closes, so the
+        // sender may see the answer or a reset while still writing: the
+        // coordinator's own count says which answer it gave.
+        let path = dportage::network::api::evidence_path(&input_hash);
+        let e = client(url, &net.reporter)
+            .call::<serde_json::Value>("PUT", &path, vec![0; MAX_EVIDENCE_BYTES + 1])
+            .await
+            .unwrap_err();
+        let code = api_code(&e);
+        assert!(
+            code == "413 too_large" || code.contains("cannot reach"),
+            "{code}"
+        );
+        let line = net
+            .metric("dportage_http_requests_total{endpoint=\"evidence\",code=\"413\"}")
+            .await;
+        assert!(line.ends_with(" 1"), "{line:?}");
+        // Not zstd.
+        let e = client(url, &net.reporter)
+            .call::<serde_json::Value>("PUT", &path, b"plain text".to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(api_code(&e), "400 bad_request");
+        // Nothing was decided from any of it.
+        assert!(net.blacklisted().await.is_empty());
+    });
+}
