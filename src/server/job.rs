@@ -102,15 +102,18 @@ impl JobOutcome {
 /// one of `extra_compilers`; `insecure_compilers` lifts only this check.
 /// Input and output become [`INPUT_STEM`]`.<ext>` and [`OUTPUT_NAME`].
 pub fn check_command(argv: &[Vec<u8>], cfg: &JobConfig) -> Result<ServerCommand, Refusal> {
-    let allowed = |name: &str| {
-        cfg.insecure_compilers
-            || cfg.extra_compilers.iter().any(|c| c == name)
-            || cfg
-                .masquerade_dirs
-                .iter()
-                .any(|dir| executable(&dir.join(name)))
-    };
+    let allowed = |name: &str| compiler_allowed(name, cfg);
     crate::args::check_server_command(argv, &allowed, INPUT_STEM, OUTPUT_NAME)
+}
+
+/// Is the bare compiler `name` on this daemon's whitelist?
+pub fn compiler_allowed(name: &str, cfg: &JobConfig) -> bool {
+    cfg.insecure_compilers
+        || cfg.extra_compilers.iter().any(|c| c == name)
+        || cfg
+            .masquerade_dirs
+            .iter()
+            .any(|dir| executable(&dir.join(name)))
 }
 
 /// `access(path, X_OK)`.

@@ -151,11 +151,14 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
         }
     }
     // The identity key is readable only by its owner: load it before root is gone.
-    let heartbeat = match cfg
-        .heartbeat
-        .clone()
-        .map(heartbeat_agent::prepare_heartbeat)
-    {
+    // Advertise only the compilers this daemon runs: the coordinator's
+    // challenge jobs try each advertised toolchain, and a refusal fails them.
+    let heartbeat_cfg = cfg.heartbeat.clone().map(|mut hb| {
+        hb.compilers
+            .retain(|name| job::compiler_allowed(name, &cfg.job));
+        hb
+    });
+    let heartbeat = match heartbeat_cfg.map(heartbeat_agent::prepare_heartbeat) {
         None => None,
         Some(Ok(prepared)) => Some(prepared),
         Some(Err(e)) => {

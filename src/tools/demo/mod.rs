@@ -183,7 +183,10 @@ fn run(options: &DemoOptions) -> anyhow::Result<Summary> {
             .args(["--new-hosts-per-wide-network", "0"])
             // Disputes are re-run by one referee unrelated by owner (all
             // hosts share 127.0.0.0/24, so not by network).
-            .args(["--referees", "1", "--referees-any-network"]),
+            .args(["--referees", "1", "--referees-any-network"])
+            // The demo polls for its pool while challenges run; one member
+            // key asks far more often than a real one would.
+            .args(["--requests-per-key", "6000"]),
     )?;
     let address = wait_for_address_file(&address_file, STEP_TIMEOUT, &mut children)
         .context("the coordinator did not start")?;
@@ -447,7 +450,7 @@ fn wait_for_pool(
         if Instant::now() > deadline {
             anyhow::bail!("gave up waiting: {last}");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

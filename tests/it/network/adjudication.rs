@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::support::dual::CompileHost;
 use crate::support::network::{
     client, local_hosts_request, local_toolchains, CoordinatorProcess, Listening,
-    ESTABLISHED_AT_ONCE,
+    ESTABLISHED_AT_ONCE, NO_CHALLENGES,
 };
 use crate::support::{wait_until_async, Distccd, DportageServer};
 use dportage::network::api::{result_hash, HostResultHash, MismatchReport, MAX_EVIDENCE_BYTES};
@@ -75,7 +75,10 @@ fn network(test: &str, base: u8) -> Option<Net> {
         return None;
     }
     let tmp = tempfile::tempdir().unwrap();
+    // The accused, its accomplice and the reporter's daemon are fakes that
+    // only accept TCP: no challenge jobs (they are tested on their own).
     let mut flags = ESTABLISHED_AT_ONCE.to_vec();
+    flags.extend_from_slice(NO_CHALLENGES);
     flags.extend([
         "--referees",
         "2",

@@ -182,14 +182,15 @@ async fn a_lying_host_disagrees_with_an_established_referee_and_drops_out() {
 
     // Now the liar's answers are compared with the referee's: it fails, and
     // after two failures in a row it is no longer listed.
-    let failed_before = challenges(&metrics(coord.local_addr()).await, "failed");
     wait_until_async(LIMIT, "the liar to drop out", async || {
         // It stays live (expiry 10 min): only failed challenges drop it.
         !serves(&url, &liar_owner).await
     })
     .await;
     let m = metrics(coord.local_addr()).await;
-    assert!(challenges(&m, "failed") >= failed_before + 2, "{m}");
+    // Two in a row (the liar's: the honest host passes every one); the
+    // first may have come before the wait above began.
+    assert!(challenges(&m, "failed") >= 2, "{m}");
     assert!(!listed(&url, &honest_owner, liar_owner.id()).await.unwrap());
     assert!(listed(&url, &honest_owner, honest_owner.id())
         .await
