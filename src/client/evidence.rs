@@ -354,22 +354,26 @@ impl StateDir {
 
     /// An exclusive lock on the state, held until the file is dropped.
     fn lock(&self) -> Result<File, StateError> {
-        let path = self.dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| file_error(&path, source))?;
-        // SAFETY: flock on a descriptor we own; blocks until the other holder
-        // (another client process, for at most one small write) lets go.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(file_error(&path, std::io::Error::last_os_error()));
-        }
-        Ok(file)
+        lock_exclusive(&self.dir.join(LOCK_FILE))
     }
+}
+
+/// An exclusive `flock` on `path` (created 0600), held until the file is
+/// dropped. Blocks while another client process holds it (for one small
+/// write or one directory scan).
+pub(super) fn lock_exclusive(path: &Path) -> Result<File, StateError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| file_error(path, source))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(file_error(path, std::io::Error::last_os_error()));
+    }
+    Ok(file)
 }
 
 /// Records of `$DPORTAGE_DIR/evidence.jsonl` not yet sent to the coordinator.

@@ -11,14 +11,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::network::api::{is_input_hash, MAX_EVIDENCE_BYTES, MAX_EVIDENCE_INPUT};
 
-use super::evidence::{StateDir, StateError};
+use super::evidence::{lock_exclusive, StateDir, StateError};
 
 /// The folder inside `$DPORTAGE_DIR`.
 pub const INPUTS_DIR: &str = "evidence-inputs";
@@ -232,20 +231,7 @@ impl KeptInputs {
 
     /// An exclusive lock on the folder, held until the file is dropped.
     fn lock(&self) -> Result<File, StateError> {
-        let path = self.dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| file_error(&path, source))?;
-        // SAFETY: flock on a descriptor we own; another client holds it for
-        // at most one directory scan.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(file_error(&path, std::io::Error::last_os_error()));
-        }
-        Ok(file)
+        lock_exclusive(&self.dir.join(LOCK_FILE))
     }
 }
 
