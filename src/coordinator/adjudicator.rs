@@ -332,7 +332,15 @@ fn short(hash: &str) -> &str {
     hash.get(..16).unwrap_or(hash)
 }
 
-async fn blacklist(s: &Shared, id: IdentityId, reason: &str) {
+/// Blacklist `id` by a decision (an adjudication's ruling, or the operator's):
+/// its live addresses too, and its network at `--network-strikes`. The new
+/// entry, or `None` when it was blacklisted already (or the write failed,
+/// which is logged).
+pub(super) async fn blacklist(
+    s: &Shared,
+    id: IdentityId,
+    reason: &str,
+) -> Option<crate::network::api::BlacklistEntry> {
     let (addresses, network) = s
         .pool_read()
         .host(&id)
@@ -348,8 +356,8 @@ async fn blacklist(s: &Shared, id: IdentityId, reason: &str) {
     });
     match s.store.write(op).await {
         Ok(WriteResult::Blacklisted { newly, network }) => {
-            if let Some(entry) = newly {
-                s.pool_write().set_blacklisted(entry);
+            if let Some(entry) = &newly {
+                s.pool_write().set_blacklisted(entry.clone());
                 s.counters.blacklistings.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(entry) = network {
@@ -360,9 +368,13 @@ async fn blacklist(s: &Shared, id: IdentityId, reason: &str) {
                     s.cfg.network_strikes
                 ));
             }
+            newly
         }
-        Ok(_) => {}
-        Err(e) => tracing::error!("blacklisting {id}: {e}"),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::error!("blacklisting {id}: {e}");
+            None
+        }
     }
 }
 

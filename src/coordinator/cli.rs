@@ -117,10 +117,6 @@ struct RunArgs {
     /// member's report against it (remembered in memory: a restart forgets).
     #[arg(long, value_name = "DURATION", default_value_t = Span(defaults::DEFAULT_REPORT_WINDOW))]
     report_window: Span,
-    /// Distinct reporter networks (/24, IPv6 /48) needed for a blacklisting by
-    /// two reporters; with fewer, a third reporter is needed.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    reporter_networks: u32,
     /// Connections served at once; more are closed at accept.
     #[arg(long, value_name = "N", default_value_t = defaults::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -236,6 +232,17 @@ enum BlacklistAction {
     /// addresses the entry covers), then blacklisted networks (NETWORK,
     /// since, reason).
     List,
+    /// Blacklist a host by your decision, with its live address (and its
+    /// network at --network-strikes). Reports never blacklist by
+    /// themselves; this and lost adjudications do. Needs --coordinator URL:
+    /// only the running coordinator knows the host's live address.
+    Add {
+        /// The host's identity (64 hex digits).
+        id: IdentityId,
+        /// Why, kept with the entry.
+        #[arg(long, value_name = "TEXT", default_value = "operator's decision")]
+        reason: String,
+    },
     /// Remove an identity and the addresses it covered from the blacklist;
     /// its old reports stop counting. A network blacklisted because of it
     /// stays blacklisted: lift that with lift-network.
@@ -342,7 +349,6 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
     }
     cfg.challenge_interval = args.challenge_interval.0;
     cfg.challenge_timeout = args.challenge_timeout.0;
-    cfg.blacklist_rule.min_networks = args.reporter_networks.clamp(1, 8);
     for (option, v) in [
         ("--max-connections", args.max_connections),
         (
@@ -440,6 +446,12 @@ fn blacklist(
     }
     let mut conn = store::open_connection(&data)?;
     match action {
+        BlacklistAction::Add { .. } => {
+            return Err(CoordinatorError::Usage {
+                option: "--coordinator URL",
+                why: "`blacklist add` talks to the running coordinator (it covers the host's live address, which only it knows)".into(),
+            });
+        }
         BlacklistAction::List => {
             let state = store::read_blacklist_state(&conn, &path)?;
             print_blacklist(&state.entries, &state.networks);
@@ -496,6 +508,18 @@ fn blacklist_http(action: BlacklistAction, url: &str) -> Result<(), CoordinatorE
             BlacklistAction::List => {
                 let list = client.admin_blacklist().await?;
                 print_blacklist(&list.entries, &list.networks);
+            }
+            BlacklistAction::Add { id, reason } => {
+                let answer = client.admin_blacklist_add(id, &reason).await?;
+                println!(
+                    "{} {id} (addresses: {})",
+                    if answer.added {
+                        "blacklisted"
+                    } else {
+                        "already blacklisted:"
+                    },
+                    answer.addresses.join(", ")
+                );
             }
             BlacklistAction::Lift { id } => {
                 if !client.admin_lift(id).await?.lifted {

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::quota::Rate;
-use super::store::BlacklistRule;
 use crate::network::identity::IdentityId;
 use crate::trust::standing::StandingRules;
 
@@ -38,7 +37,6 @@ pub struct CoordinatorConfig {
     pub network_strikes: u32,
     /// How long a member may report a host after it was handed that host.
     pub report_window: Duration,
-    pub blacklist_rule: BlacklistRule,
     /// Most nonces remembered (bounds memory under a flood of valid requests).
     pub nonce_cache_cap: usize,
     /// Connections one client address (IPv4 address, IPv6 /64) may hold at
@@ -139,7 +137,6 @@ impl CoordinatorConfig {
             standing_rules: StandingRules::default(),
             network_strikes: DEFAULT_NETWORK_STRIKES,
             report_window: DEFAULT_REPORT_WINDOW,
-            blacklist_rule: BlacklistRule::default(),
             nonce_cache_cap: 20_000_000,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             requests_per_key: Rate::per_minute(DEFAULT_REQUESTS_PER_KEY_PER_MINUTE),

@@ -31,6 +31,7 @@ pub(super) enum Endpoint {
     Report,
     Detail,
     AdminBlacklist,
+    AdminBlacklistAdd,
     AdminLift,
     AdminLiftNetwork,
     AdminVouch,
@@ -40,7 +41,7 @@ pub(super) enum Endpoint {
 }
 
 impl Endpoint {
-    pub(super) const ALL: [Endpoint; 16] = [
+    pub(super) const ALL: [Endpoint; 17] = [
         Endpoint::Status,
         Endpoint::Metrics,
         Endpoint::Health,
@@ -51,6 +52,7 @@ impl Endpoint {
         Endpoint::Report,
         Endpoint::Detail,
         Endpoint::AdminBlacklist,
+        Endpoint::AdminBlacklistAdd,
         Endpoint::AdminLift,
         Endpoint::AdminLiftNetwork,
         Endpoint::AdminVouch,
@@ -71,6 +73,7 @@ impl Endpoint {
             Endpoint::Report => "report",
             Endpoint::Detail => "status_detail",
             Endpoint::AdminBlacklist => "admin_blacklist",
+            Endpoint::AdminBlacklistAdd => "admin_blacklist_add",
             Endpoint::AdminLift => "admin_lift",
             Endpoint::AdminLiftNetwork => "admin_lift_network",
             Endpoint::AdminVouch => "admin_vouch",

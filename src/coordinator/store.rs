@@ -90,34 +90,6 @@ pub enum StoreError {
     },
 }
 
-/// How a blacklisting is decided from the reports against one host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlacklistRule {
-    /// Distinct reporter owner groups needed.
-    pub min_reporters: u32,
-    /// When all those reporters share fewer networks than this, one more
-    /// reporter is needed ("prefer distinct networks"). The default, 1, lets
-    /// two owners on one LAN (or on 127.0.0.x) blacklist a liar; a public
-    /// coordinator raises it with `--reporter-networks 2`.
-    pub min_networks: u32,
-}
-
-impl Default for BlacklistRule {
-    fn default() -> Self {
-        Self {
-            min_reporters: 2,
-            min_networks: 1,
-        }
-    }
-}
-
-impl BlacklistRule {
-    pub fn decide(&self, reporters: u32, networks: u32) -> bool {
-        reporters >= self.min_reporters
-            && (networks >= self.min_networks || reporters > self.min_reporters)
-    }
-}
-
 /// A write the coordinator must not acknowledge before it is durable.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
@@ -206,18 +178,9 @@ pub struct ReportRow {
     pub report_time: u64,
     pub input_hash: String,
     pub body: String,
-    pub rule: BlacklistRule,
-    /// The reporter's owner group has an established host: the report
-    /// counts toward a blacklisting. Otherwise it is only stored.
+    /// The reporter's owner group has an established host: the report can
+    /// start an adjudication. Otherwise it is only stored.
     pub counts: bool,
-    /// What a blacklisting of the reported host also covers (see
-    /// [`BlacklistEntry::addresses`]).
-    pub reported_addresses: Vec<String>,
-    /// The network the reported host heartbeats from (`a.b.c.0/24`), empty
-    /// if unknown (it is not live).
-    pub reported_network: String,
-    /// Blacklisted hosts in one network that blacklist the network; 0: never.
-    pub network_strikes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,8 +190,8 @@ pub enum WriteResult {
         report_id: i64,
         reporters: u32,
         networks: u32,
-        newly_blacklisted: Option<BlacklistEntry>,
-        newly_blacklisted_network: Option<NetworkBlacklistEntry>,
+        /// The reported host is blacklisted (by an earlier decision: a
+        /// report never blacklists by itself).
         blacklisted: bool,
         /// The reporter had reported this host for this input before: nothing
         /// was stored, `report_id` is the first report's.
@@ -954,7 +917,7 @@ fn apply_blacklist(conn: &Connection, b: &BlacklistRow) -> Result<WriteResult, r
             params![a, id],
         )?;
     }
-    let network = network_strike_in(conn, &b.network, b.network_strikes, &b.id, b.now)?;
+    let network = network_strike(conn, &b.network, b.network_strikes, &b.id, b.now)?;
     Ok(WriteResult::Blacklisted {
         newly: Some(BlacklistEntry {
             id: b.id,
@@ -967,9 +930,10 @@ fn apply_blacklist(conn: &Connection, b: &BlacklistRow) -> Result<WriteResult, r
     })
 }
 
-/// Store a report (once per reporter, host and input), count the distinct
-/// established reporter owner groups against the host, and blacklist it (its
-/// addresses too, and its network at the strike limit) when the rule says so.
+/// Store a report (once per reporter, host and input) and count the distinct
+/// established reporter owner groups against the host, for the operator. A
+/// report never blacklists: disputes are decided by re-running the evidence
+/// (`adjudicator`), never by counting reporters, whose keys are free.
 fn apply_report(conn: &Connection, r: &ReportRow) -> Result<WriteResult, rusqlite::Error> {
     let reported = r.reported.to_string();
     let first: Option<i64> = conn
@@ -1009,70 +973,25 @@ fn apply_report(conn: &Connection, r: &ReportRow) -> Result<WriteResult, rusqlit
         [&reported],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
-    let (reporters, networks) = (reporters.max(0) as u32, networks.max(0) as u32);
-    let already: bool = conn
+    let blacklisted = conn
         .query_row("SELECT 1 FROM blacklist WHERE id=?1", [&reported], |_| {
             Ok(())
         })
         .optional()?
         .is_some();
-    let mut newly = None;
-    let mut newly_network = None;
-    if !already && !duplicate && r.rule.decide(reporters, networks) {
-        let reason = format!(
-            "mismatch reports from {reporters} different established members on {networks} network(s); latest input {}",
-            r.input_hash.chars().take(16).collect::<String>()
-        );
-        conn.execute(
-            "INSERT INTO blacklist(id, since, reason, network) VALUES(?1, ?2, ?3, ?4)",
-            params![reported, r.received as i64, reason, r.reported_network],
-        )?;
-        let mut addresses = r.reported_addresses.clone();
-        addresses.sort();
-        addresses.dedup();
-        for a in &addresses {
-            conn.execute(
-                "INSERT OR IGNORE INTO blacklist_addresses(address, id) VALUES(?1, ?2)",
-                params![a, reported],
-            )?;
-        }
-        newly = Some(BlacklistEntry {
-            id: r.reported,
-            since: r.received,
-            reason,
-            addresses,
-            network: r.reported_network.clone(),
-        });
-        newly_network = network_strike(conn, r)?;
-    }
     Ok(WriteResult::Report {
         report_id,
-        reporters,
-        networks,
-        blacklisted: already || newly.is_some(),
-        newly_blacklisted: newly,
-        newly_blacklisted_network: newly_network,
+        reporters: reporters.max(0) as u32,
+        networks: networks.max(0) as u32,
+        blacklisted,
         duplicate,
     })
 }
 
-/// After a blacklisting in `r.reported_network`: blacklist the network when
-/// it now holds `r.network_strikes` blacklisted identities (and is not
-/// blacklisted already).
+/// After a blacklisting in `network`: blacklist the network when it now
+/// holds `network_strikes` blacklisted identities (and is not blacklisted
+/// already).
 fn network_strike(
-    conn: &Connection,
-    r: &ReportRow,
-) -> Result<Option<NetworkBlacklistEntry>, rusqlite::Error> {
-    network_strike_in(
-        conn,
-        &r.reported_network,
-        r.network_strikes,
-        &r.reported,
-        r.received,
-    )
-}
-
-fn network_strike_in(
     conn: &Connection,
     network: &str,
     network_strikes: u32,
@@ -1120,12 +1039,20 @@ mod tests {
             report_time: 99,
             input_hash: blake3::hash(input.as_bytes()).to_hex().to_string(),
             body: "{}".into(),
-            rule: BlacklistRule::default(),
             counts: true,
-            reported_addresses: vec!["10.9.9.9".into()],
-            reported_network: "10.9.9.0/24".into(),
-            network_strikes: 2,
         }
+    }
+
+    /// An adjudication's blacklisting of `id` at 10.9.9.9 (10.9.9.0/24).
+    fn decided(id: IdentityId) -> WriteOp {
+        WriteOp::Blacklist(BlacklistRow {
+            id,
+            now: 100,
+            reason: "lost an adjudication".into(),
+            addresses: vec!["10.9.9.9".into()],
+            network: "10.9.9.0/24".into(),
+            network_strikes: 2,
+        })
     }
 
     fn report(reported: IdentityId, reporter: IdentityId, net: &str, input: &str) -> WriteOp {
@@ -1154,27 +1081,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn rule() {
-        let r = BlacklistRule::default();
-        assert!(!r.decide(1, 1));
-        assert!(!r.decide(1, 5), "one reporter never suffices");
-        assert!(r.decide(2, 1), "two reporters suffice by default");
-        let strict = BlacklistRule {
-            min_networks: 2,
-            ..r
-        };
-        assert!(!strict.decide(1, 5));
-        assert!(
-            !strict.decide(2, 1),
-            "two reporters on one network need a third"
-        );
-        assert!(strict.decide(2, 2));
-        assert!(strict.decide(3, 1));
-    }
-
     #[tokio::test]
-    async fn reports_blacklist_and_lift_persist() {
+    async fn reports_never_blacklist_decisions_do_and_lift_persists() {
         let dir = tempfile::tempdir().unwrap();
         let bad = Identity::generate().id();
         let (a, b) = (Identity::generate().id(), Identity::generate().id());
@@ -1189,19 +1097,25 @@ mod tests {
                     .unwrap();
                 assert_eq!(outcome(&r), (1, false, false), "{r:?}");
             }
-            let r = store
-                .write(report(bad, b, "10.0.1.0/24", "job b"))
-                .await
-                .unwrap();
+            // However many reporters on however many networks: counted, and
+            // nothing more.
+            for (i, net) in ["10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24"]
+                .iter()
+                .enumerate()
+            {
+                let r = store
+                    .write(report(bad, Identity::generate().id(), net, "job b"))
+                    .await
+                    .unwrap();
+                assert_eq!(outcome(&r), (2 + i as u32, false, false), "{r:?}");
+            }
+            let r = store.write(decided(bad)).await.unwrap();
             assert!(
                 matches!(
                     r,
-                    WriteResult::Report {
-                        reporters: 2,
-                        networks: 2,
-                        newly_blacklisted: Some(_),
-                        newly_blacklisted_network: None,
-                        ..
+                    WriteResult::Blacklisted {
+                        newly: Some(_),
+                        network: None
                     }
                 ),
                 "{r:?}"
@@ -1210,17 +1124,7 @@ mod tests {
                 .write(report(bad, b, "10.0.1.0/24", "job b2"))
                 .await
                 .unwrap();
-            assert!(
-                matches!(
-                    r,
-                    WriteResult::Report {
-                        newly_blacklisted: None,
-                        blacklisted: true,
-                        ..
-                    }
-                ),
-                "{r:?}"
-            );
+            assert_eq!(outcome(&r), (5, true, false), "{r:?}");
         }
         // Reopen: the blacklist is there, with the address and network it covers.
         let mut conn = open_connection(dir.path()).unwrap();
@@ -1245,7 +1149,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(outcome(&r), (1, false, false), "{r:?}");
-        assert_eq!(read_reports(&conn, &path, &bad).unwrap().len(), 8);
+        assert_eq!(read_reports(&conn, &path, &bad).unwrap().len(), 10);
     }
 
     #[tokio::test]
@@ -1268,7 +1172,7 @@ mod tests {
         assert_eq!(id_of(&first), id_of(&again), "acknowledged as the first");
         // The same input by another reporter is another report.
         let other = store.write(report(bad, b, "n2", "same")).await.unwrap();
-        assert_eq!(outcome(&other), (2, true, false));
+        assert_eq!(outcome(&other), (2, false, false));
         let conn = open_connection(dir.path()).unwrap();
         let path = dir.path().join(DB_FILE);
         assert_eq!(read_reports(&conn, &path, &bad).unwrap().len(), 2);
@@ -1310,16 +1214,16 @@ mod tests {
         for (i, liar) in liars.iter().enumerate() {
             store.write(register(*liar, 1)).await.unwrap();
             store.write(report(*liar, a, "n1", "j")).await.unwrap();
-            let r = store.write(report(*liar, b, "n2", "j")).await.unwrap();
-            let WriteResult::Report {
-                newly_blacklisted: Some(_),
-                newly_blacklisted_network,
-                ..
+            store.write(report(*liar, b, "n2", "j")).await.unwrap();
+            let r = store.write(decided(*liar)).await.unwrap();
+            let WriteResult::Blacklisted {
+                newly: Some(_),
+                network,
             } = r
             else {
                 panic!("liar {i} not blacklisted: {r:?}");
             };
-            networks.push(newly_blacklisted_network);
+            networks.push(network);
         }
         assert_eq!(networks[0], None, "one strike");
         let net = networks[1]

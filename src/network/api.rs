@@ -591,6 +591,23 @@ pub struct LiftRequest {
     pub id: IdentityId,
 }
 
+/// The operator blacklists a host by hand (`POST /v1/admin/blacklist/add`):
+/// the operator's own decision, with its reason kept in the entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlacklistAddRequest {
+    pub id: IdentityId,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlacklistAddResponse {
+    pub id: IdentityId,
+    /// False when it was blacklisted already.
+    pub added: bool,
+    /// The addresses the entry covers (the host's live ones).
+    pub addresses: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiftResponse {
     pub id: IdentityId,

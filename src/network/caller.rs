@@ -214,6 +214,19 @@ impl CoordinatorClient {
         self.call("GET", "/v1/admin/blacklist", Vec::new()).await
     }
 
+    /// Blacklist a host by the operator's decision.
+    pub async fn admin_blacklist_add(
+        &self,
+        id: IdentityId,
+        reason: &str,
+    ) -> Result<BlacklistAddResponse, NetworkError> {
+        let req = BlacklistAddRequest {
+            id,
+            reason: reason.to_string(),
+        };
+        self.post("/v1/admin/blacklist/add", &req).await
+    }
+
     pub async fn admin_lift(&self, id: IdentityId) -> Result<LiftResponse, NetworkError> {
         self.post("/v1/admin/blacklist/lift", &LiftRequest { id })
             .await

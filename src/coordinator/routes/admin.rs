@@ -1,4 +1,5 @@
-//! `GET /v1/admin/blacklist`, `POST /v1/admin/blacklist/lift`,
+//! `GET /v1/admin/blacklist`, `POST /v1/admin/blacklist/add`,
+//! `POST /v1/admin/blacklist/lift`,
 //! `POST /v1/admin/blacklist/lift-network`, `POST /v1/admin/vouch` and
 //! `POST /v1/admin/unvouch`, for the keys given with `--admin-key` only.
 
@@ -11,8 +12,8 @@ use crate::coordinator::pool::network_key;
 use crate::coordinator::state::Shared;
 use crate::coordinator::store::{WriteOp, WriteResult};
 use crate::network::api::{
-    BlacklistResponse, LiftNetworkRequest, LiftNetworkResponse, LiftRequest, LiftResponse,
-    VouchRequest, VouchResponse,
+    BlacklistAddRequest, BlacklistAddResponse, BlacklistResponse, LiftNetworkRequest,
+    LiftNetworkResponse, LiftRequest, LiftResponse, VouchRequest, VouchResponse,
 };
 use crate::network::clock::unix_now;
 use crate::network::identity::IdentityId;
@@ -37,6 +38,63 @@ pub(super) fn blacklist(shared: &Arc<Shared>, id: IdentityId) -> Result<HttpResp
     Ok(json_response(
         StatusCode::OK,
         &BlacklistResponse { entries, networks },
+    ))
+}
+
+/// Longest reason kept with an operator's blacklisting.
+const MAX_REASON: usize = 500;
+
+/// The operator blacklists a host by hand: the operator's decision, like an
+/// adjudication's (reports never blacklist by themselves).
+pub(super) async fn blacklist_add(
+    shared: &Arc<Shared>,
+    id: IdentityId,
+    body: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    require_admin(shared, &id)?;
+    let req: BlacklistAddRequest = parse_json(body)?;
+    if !shared.pool_read().is_known_daemon(&req.id) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_a_host",
+            format!(
+                "{} is not a host registered here (a member's or person's key is not blacklisted: its hosts are)",
+                req.id
+            ),
+        ));
+    }
+    let given: String = req
+        .reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_REASON)
+        .collect();
+    let reason = format!("by admin {}: {}", id.short(), given.trim());
+    let newly = crate::coordinator::adjudicator::blacklist(shared, req.id, &reason).await;
+    let addresses = match &newly {
+        Some(entry) => {
+            shared.event(format!(
+                "host {} blacklisted {reason}; address(es) {} blocked",
+                req.id.short(),
+                entry.addresses.join(", ")
+            ));
+            entry.addresses.clone()
+        }
+        None => shared
+            .pool_read()
+            .blacklist_entries()
+            .into_iter()
+            .find(|e| e.id == req.id)
+            .map(|e| e.addresses)
+            .unwrap_or_default(),
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &BlacklistAddResponse {
+            id: req.id,
+            added: newly.is_some(),
+            addresses,
+        },
     ))
 }
 

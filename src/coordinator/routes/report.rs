@@ -3,11 +3,12 @@
 //! registered host (not a person's or member's key), and one the coordinator
 //! handed to this reporter in a host list within `--report-window`. One
 //! report per (reporter, host, input) is stored; a duplicate is acknowledged,
-//! not counted again. A report counts toward blacklisting only when the
-//! reporter's owner group has an established host: a probationary host
-//! never counts as a reporter. The report is stored, and the host
-//! blacklisted (with its address, and its network at the strike limit) if
-//! the rule says so, before the answer.
+//! not counted again. A report never blacklists anyone by itself: keys are
+//! free, so counting reporters proves nothing. It starts an adjudication
+//! (the coordinator asks for the input and re-runs the job on unrelated
+//! referees, `adjudicator`) when the reporter's owner group has an
+//! established host; a probationary host's report is only stored. The
+//! report is stored before the answer.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -35,7 +36,7 @@ pub(super) async fn report(
         .map_err(|e| ApiError::bad_request(format!("invalid report: {e}")))?;
     let (now, exp) = (shared.now_ms(), shared.expiry_ms());
     let now_unix = unix_now();
-    let (reported, reporter_owner, counts, addresses, network) = {
+    let (reported, reporter_owner, counts) = {
         let pool = shared.pool_read();
         if pool.is_blacklisted(&reporter) {
             return Err(ApiError::blacklisted(&reporter));
@@ -94,12 +95,8 @@ pub(super) async fn report(
                 ),
             ));
         }
-        let (addresses, network) = pool
-            .host(&reported)
-            .map(|h| (h.blacklist_addresses(), h.network.display()))
-            .unwrap_or_default();
         let counts = pool.group_is_established(&reporter, now_unix);
-        (reported, owner, counts, addresses, network)
+        (reported, owner, counts)
     };
     let net = NetKey::of(peer).display();
     let row = ReportRow {
@@ -111,18 +108,12 @@ pub(super) async fn report(
         report_time: rep.time,
         input_hash: rep.input_hash.clone(),
         body: serde_json::to_string(&rep).unwrap_or_default(),
-        rule: shared.cfg.blacklist_rule,
         counts,
-        reported_addresses: addresses,
-        reported_network: network,
-        network_strikes: shared.cfg.network_strikes,
     };
     let WriteResult::Report {
         report_id,
         reporters,
         networks,
-        newly_blacklisted,
-        newly_blacklisted_network,
         blacklisted,
         duplicate,
     } = shared.store.write(WriteOp::Report(row)).await?
@@ -140,7 +131,7 @@ pub(super) async fn report(
     } else {
         shared.counters.reports.fetch_add(1, Ordering::Relaxed);
         shared.event(format!(
-            "report #{report_id} against {} by {} from {net}{} ({reporters} distinct established reporter(s))",
+            "report #{report_id} against {} by {} from {net}{} ({reporters} distinct established reporter(s); only an adjudication decides)",
             reported.short(),
             reporter.short(),
             if counts {
@@ -148,26 +139,6 @@ pub(super) async fn report(
             } else {
                 ", a probationary reporter: stored, not counted"
             }
-        ));
-    }
-    if let Some(entry) = newly_blacklisted {
-        let covered = entry.addresses.join(", ");
-        shared.pool_write().set_blacklisted(entry);
-        shared
-            .counters
-            .blacklistings
-            .fetch_add(1, Ordering::Relaxed);
-        shared.event(format!(
-            "host {} blacklisted: {reporters} members on {networks} network(s) reported it; address(es) {covered} blocked",
-            reported.short()
-        ));
-    }
-    if let Some(entry) = newly_blacklisted_network {
-        let network = entry.network.clone();
-        shared.pool_write().set_network_blacklisted(entry);
-        shared.event(format!(
-            "network {network} blacklisted after {} blacklisted hosts in it: no new identity registers from it",
-            shared.cfg.network_strikes
         ));
     }
     // Ask for the input when an adjudication can decide this dispute: a

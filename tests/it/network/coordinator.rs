@@ -292,7 +292,7 @@ async fn silent_hosts_expire_and_take_membership_with_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_distinct_reporters_blacklist_one_never_does_and_admin_lifts() {
+async fn reports_never_blacklist_the_admin_does_and_lifts() {
     let tmp = tempfile::tempdir().unwrap();
     let admin = Identity::generate();
     let coord = coordinator(
@@ -329,7 +329,7 @@ async fn two_distinct_reporters_blacklist_one_never_does_and_admin_lifts() {
             .unwrap();
         assert_eq!(ack.host, liar.id());
         assert_eq!(ack.distinct_reporters, 1);
-        assert!(!ack.blacklisted, "one reporter must never suffice");
+        assert!(!ack.blacklisted, "a report never blacklists");
     }
     // A person linked to m1 (same owner) does not make a second reporter.
     let person = Arc::new(Identity::generate());
@@ -351,13 +351,34 @@ async fn two_distinct_reporters_blacklist_one_never_does_and_admin_lifts() {
         .unwrap_err();
     assert_eq!(api_code(&e), "400 bad_request");
 
-    // A second, distinct member: blacklisted.
+    // A second, distinct member: counted, and still nothing more (keys are
+    // free; only an adjudication or the operator decides).
     let ack = client(&url, &m2)
         .report(&report_against(&ll.host(), ll.addr.port(), "job x"))
         .await
         .unwrap();
     assert_eq!(ack.distinct_reporters, 2);
-    assert!(ack.blacklisted);
+    assert!(!ack.blacklisted, "two reporters are two keys, not proof");
+    let got = client(&url, &m1).hosts(&hosts_request()).await.unwrap();
+    assert!(ids(&got.hosts).contains(&ll.addr.to_string()));
+
+    // The operator decides: only admins, and only for hosts.
+    let e = client(&url, &m1)
+        .admin_blacklist_add(liar.id(), "no")
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&e), "403 not_admin");
+    let e = client(&url, &admin)
+        .admin_blacklist_add(person.id(), "a person")
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&e), "404 not_a_host");
+    let added = client(&url, &admin)
+        .admin_blacklist_add(liar.id(), "wrong objects\x1b[2J seen by hand")
+        .await
+        .unwrap();
+    assert!(added.added);
+    assert_eq!(added.addresses, vec![ll.host()]);
     let got = client(&url, &m1).hosts(&hosts_request()).await.unwrap();
     assert!(
         !ids(&got.hosts).contains(&ll.addr.to_string()),
@@ -385,6 +406,11 @@ async fn two_distinct_reporters_blacklist_one_never_does_and_admin_lifts() {
     assert_eq!(
         list.entries.iter().map(|e| e.id).collect::<Vec<_>>(),
         vec![liar.id()]
+    );
+    assert!(
+        list.entries[0].reason.contains("seen by hand") && !list.entries[0].reason.contains('\x1b'),
+        "the reason is kept, without control characters: {:?}",
+        list.entries[0].reason
     );
     assert!(
         client(&url, &admin)
@@ -581,7 +607,13 @@ async fn reqwest_get(url: &str, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_and_metrics_show_the_pool() {
     let tmp = tempfile::tempdir().unwrap();
-    let coord = coordinator(&tmp.path().join("c"), Duration::from_secs(600), None).await;
+    let admin = Arc::new(Identity::generate());
+    let coord = coordinator(
+        &tmp.path().join("c"),
+        Duration::from_secs(600),
+        Some(&admin),
+    )
+    .await;
     let url = coord.url();
     let ids_: Vec<_> = (0..3).map(|_| Arc::new(Identity::generate())).collect();
     let ls: Vec<_> = (0..3)
@@ -597,6 +629,10 @@ async fn status_page_and_metrics_show_the_pool() {
             .await
             .unwrap();
     }
+    client(&url, &admin)
+        .admin_blacklist_add(ids_[0].id(), "test")
+        .await
+        .unwrap();
     let page = reqwest_get(&url, "/").await;
     assert!(page.contains("<html"), "{page}");
     let version = &local_toolchains()[0].version;
@@ -660,7 +696,11 @@ fn blacklist_and_identities_survive_kill_9() {
     let ll = Listening::on(Ipv4Addr::new(127, 0, 0, 50));
     let l1 = Listening::on(Ipv4Addr::new(127, 0, 0, 51));
     let l2 = Listening::on(Ipv4Addr::new(127, 0, 0, 52));
-    let first = CoordinatorProcess::start(&data, &[ESTABLISHED_AT_ONCE, NO_CHALLENGES].concat());
+    let admin = Arc::new(Identity::generate());
+    let admin_hex = admin.id().to_string();
+    let mut args = [ESTABLISHED_AT_ONCE, NO_CHALLENGES].concat();
+    args.extend(["--admin-key", admin_hex.as_str()]);
+    let first = CoordinatorProcess::start(&data, &args);
     let url = first.url.clone();
     rt.block_on(async {
         for (id, l) in [(&liar, &ll), (&m1, &l1), (&m2, &l2)] {
@@ -673,11 +713,11 @@ fn blacklist_and_identities_survive_kill_9() {
             .report(&report_against(&ll.host(), ll.addr.port(), "a"))
             .await
             .unwrap();
-        let ack = client(&url, &m2)
-            .report(&report_against(&ll.host(), ll.addr.port(), "b"))
+        let added = client(&url, &admin)
+            .admin_blacklist_add(liar.id(), "test")
             .await
             .unwrap();
-        assert!(ack.blacklisted);
+        assert!(added.added);
     });
     // The acknowledgement came after the write was durable: kill -9 right now.
     first.kill9();

@@ -187,10 +187,11 @@ fn status_page_renders_the_pool_in_headless_chromium_and_runs_no_peer_markup() {
         "this chromium does not run page script, so the page test would prove nothing:\n{control}"
     );
 
-    let coord = CoordinatorProcess::start(
-        &tmp.path().join("coord"),
-        &[ESTABLISHED_AT_ONCE, NO_CHALLENGES].concat(),
-    );
+    let admin = Arc::new(Identity::generate());
+    let admin_hex = admin.id().to_string();
+    let mut args = [ESTABLISHED_AT_ONCE, NO_CHALLENGES].concat();
+    args.extend(["--admin-key", admin_hex.as_str()]);
+    let coord = CoordinatorProcess::start(&tmp.path().join("coord"), &args);
     let url = coord.url.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -233,12 +234,20 @@ fn status_page_renders_the_pool_in_headless_chromium_and_runs_no_peer_markup() {
             .report(&report_against(&liar_addr, "job one"))
             .await
             .unwrap();
-        assert!(!ack.blacklisted, "one reporter is not enough");
+        assert!(!ack.blacklisted, "a report never blacklists");
         let ack = client(&url, &m2)
             .report(&report_against(&liar_addr, "job two"))
             .await
             .unwrap();
-        assert!(ack.blacklisted, "two distinct reporters blacklist");
+        assert!(!ack.blacklisted, "nor do two");
+        // The operator's decision, as a lost adjudication would be.
+        assert!(
+            client(&url, &admin)
+                .admin_blacklist_add(liar.id(), "test")
+                .await
+                .unwrap()
+                .added
+        );
     });
 
     // The public page: what any stranger's browser gets.
