@@ -22,8 +22,15 @@
 //!   of its established hosts (its hosts share input hashes, so they know), and
 //!   answers honestly otherwise; no vote ever shows a mismatch. Its
 //!   established hosts also file false reports (`COLLUSION_FRAMING`, 0.01 per
-//!   host and day): "honest host H returned X, my host returned Y", reporter
-//!   and colluder the same key; and as referees they side with the attacker.
+//!   host and day): "honest host H returned garbage, my host returned the
+//!   right object", reporter and colluder the same key; and as referees they
+//!   side with the attacker.
+//! * An adjudication also sends the job to the parties' hosts, and strikes a
+//!   host only for a wrong result the coordinator saw itself. The attacker's
+//!   hosts know the coordinator's address and answer it honestly
+//!   (`COLLUSION_EVADE`, 1; 0: they lie to it as to anyone), so with the
+//!   default a caught lie burns none of them: only each member's own
+//!   exclusion of a host it caught works against them.
 //! * Honest members' clients spot-check `COLLUSION_SPOTCHECK` (2 %) of their
 //!   jobs. A report (from a spot check, or a false one) goes to
 //!   `pick_referees` and `rule`, retried with fresh referees while inconclusive
@@ -113,6 +120,10 @@ struct Params {
     honest_weight: u32,
     attacker_weight: u32,
     framing: f64,
+    /// The attacker's hosts answer the coordinator's own re-run of a
+    /// disputed job honestly (they know its address), so an adjudication
+    /// never sees them lie.
+    evade: bool,
     builds: usize,
     frames: usize,
     seed: u64,
@@ -136,6 +147,7 @@ impl Params {
             honest_weight: 2,
             attacker_weight: knob("COLLUSION_ATTACKER_WEIGHT", 2u32).clamp(1, 4),
             framing: knob("COLLUSION_FRAMING", 0.01),
+            evade: knob("COLLUSION_EVADE", 1u32) != 0,
             builds: knob("COLLUSION_BUILDS", 20),
             frames: knob("COLLUSION_FRAMES", 2000),
             seed: knob("COLLUSION_SEED", 1),
@@ -189,6 +201,9 @@ enum Outcome {
     Accused,
     /// The report was false: the reporter's side was struck.
     Reporter,
+    /// The referees sided with the reporter but the accused, re-asked by the
+    /// coordinator, returned no wrong result: nobody struck.
+    Unconfirmed,
     Inconclusive,
 }
 
@@ -552,6 +567,15 @@ impl Sim {
                 .iter()
                 .map(|&i| if self.liar(i) { bad() } else { good() })
                 .collect();
+            // What the parties return when the coordinator sends them the job.
+            let seen: Vec<(usize, ResultDigest)> = accused
+                .iter()
+                .chain(side)
+                .map(|&i| {
+                    let lies = self.liar(i) && !self.p.evade;
+                    (i, if lies { bad() } else { good() })
+                })
+                .collect();
             let mut struck: Vec<usize> = Vec::new();
             let mut outcome = Outcome::Inconclusive;
             for &a in accused {
@@ -561,7 +585,7 @@ impl Sim {
                     reporter_side: side.to_vec(),
                     reported_result: reported,
                 };
-                match rule_with(&dispute, &reporter, &results, self.p.referees) {
+                match rule_with(&dispute, &reporter, &results, self.p.referees, &seen) {
                     Ruling::AccusedWrong { struck: s } => {
                         outcome = Outcome::Accused;
                         struck.push(s);
@@ -569,6 +593,11 @@ impl Sim {
                     Ruling::ReportFalse { struck: s } => {
                         outcome = Outcome::Reporter;
                         struck.extend(s);
+                    }
+                    Ruling::Unconfirmed => {
+                        if outcome == Outcome::Inconclusive {
+                            outcome = Outcome::Unconfirmed;
+                        }
                     }
                     Ruling::Inconclusive => {}
                 }
@@ -584,7 +613,7 @@ impl Sim {
 
     /// Blacklist the struck hosts; an attacker's re-joins at once under a fresh key.
     fn apply(&mut self, outcome: Outcome, struck: &[usize], framing: bool) {
-        if outcome == Outcome::Inconclusive {
+        if matches!(outcome, Outcome::Inconclusive | Outcome::Unconfirmed) {
             self.s.reports_inconclusive += 1;
         }
         for &i in struck {
@@ -616,7 +645,9 @@ impl Sim {
     fn frame(&mut self, liars: &[usize], apply: bool) -> Outcome {
         let c = liars[self.rng.borrow_mut().gen_range(0..liars.len())];
         let h = self.random_honest();
-        let (outcome, struck) = self.adjudicate(&[h], good(), &[c], c, bad());
+        // "Honest host h returned garbage, my host returned the right
+        // object": the claim about h is the framer's word alone.
+        let (outcome, struck) = self.adjudicate(&[h], bad(), &[c], c, good());
         if apply {
             self.s.frames += 1;
             if outcome == Outcome::Accused {
@@ -662,7 +693,7 @@ impl Sim {
                 match self.frame(&liars, false) {
                     Outcome::Accused => tally.0 += 1,
                     Outcome::Reporter => tally.1 += 1,
-                    Outcome::Inconclusive => tally.2 += 1,
+                    Outcome::Unconfirmed | Outcome::Inconclusive => tally.2 += 1,
                 }
             }
             if referees == 2 {

@@ -3,6 +3,9 @@
 //! it under `DATA/evidence/<input_hash>.zst`, and the adjudicator task (spawned
 //! with the coordinator) sends the job to `--referees` unrelated established
 //! hosts serving the report's toolchain and applies their unanimous ruling.
+//! The same job goes to the parties' hosts (the accused, and the hosts that
+//! sided with the reporter): a host is struck only for a wrong result the
+//! coordinator saw itself, never on the reporter's word.
 //!
 //! What is pending (evidence asked for, disputes waiting for referees) is
 //! kept in memory: a restart forgets it, and a member reporting again is
@@ -118,7 +121,7 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
     let now_unix = unix_now();
     let (now, exp) = (s.now_ms(), s.expiry_ms());
     // The pool of candidate referees, and the parties' indices in it.
-    let (candidates, listed, parties, dispute) = {
+    let (candidates, listed, parties, dispute, named) = {
         let pool = s.pool_read();
         let mut candidates = Vec::new();
         let mut listed = Vec::new();
@@ -157,6 +160,10 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
             .filter(|(_, c)| party_ids.contains(&c.id) || pool.owner_of(&c.id) == reporter_owner)
             .map(|(i, _)| i)
             .collect();
+        // The hosts the report names are asked for the job themselves.
+        let named: Vec<IdentityId> = std::iter::once(p.accused)
+            .chain(side.iter().copied())
+            .collect();
         // The reporter's own hosts side with its report.
         let mut reporter_side: Vec<IdentityId> = side;
         for c in &candidates {
@@ -173,7 +180,7 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
             }),
             _ => None,
         };
-        (candidates, listed, parties, dispute)
+        (candidates, listed, parties, dispute, named)
     };
     let Some(dispute) = dispute else {
         s.event(format!(
@@ -191,10 +198,26 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
         let mut rng = rand::thread_rng();
         pick_referees(&listed, &parties, s.cfg.referees, |_| true, &mut rng)
     };
+    // The referees, then the hosts the report names (what they return to
+    // the coordinator itself is the only evidence against them; the
+    // reporter's other hosts are struck with it for a false report anyway).
+    let mut calls: Vec<(bool, IdentityId, String, bool)> = chosen
+        .iter()
+        .map(|&i| {
+            let c = &candidates[i];
+            (true, c.id, format!("{}:{}", c.host, c.port), c.lzo)
+        })
+        .collect();
+    {
+        let pool = s.pool_read();
+        for id in &named {
+            if let Some(h) = pool.host(id) {
+                calls.push((false, h.id, format!("{}:{}", h.host, h.port), h.lzo));
+            }
+        }
+    }
     let mut set = tokio::task::JoinSet::new();
-    for &i in &chosen {
-        let c = &candidates[i];
-        let (id, target, lzo) = (c.id, format!("{}:{}", c.host, c.port), c.lzo);
+    for (referee, id, target, lzo) in calls {
         let argv = p.report.args.clone();
         let source = source.clone();
         let timeout = s.cfg.referee_timeout;
@@ -204,7 +227,7 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
                 .ok()
                 .and_then(|mut a| a.next());
             let Some(addr) = addr else {
-                return (id, Err(format!("cannot resolve {target}")));
+                return (referee, id, Err(format!("cannot resolve {target}")));
             };
             let job = JobCall {
                 addr,
@@ -218,6 +241,7 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
                 timeout,
             };
             (
+                referee,
                 id,
                 job_call::call(&job)
                     .await
@@ -227,9 +251,21 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
         });
     }
     let mut answers: Vec<(IdentityId, Result<String, String>)> = Vec::new();
+    let mut seen: Vec<(IdentityId, String)> = Vec::new();
+    let mut parties_text = Vec::new();
     while let Some(r) = set.join_next().await {
-        if let Ok(a) = r {
-            answers.push(a);
+        match r {
+            Ok((true, id, answer)) => answers.push((id, answer)),
+            Ok((false, id, answer)) => {
+                parties_text.push(match &answer {
+                    Ok(h) => format!("{id}={h}"),
+                    Err(e) => format!("{id}=error: {e}"),
+                });
+                if let Ok(h) = answer {
+                    seen.push((id, h));
+                }
+            }
+            Err(_) => {}
         }
     }
     let results: Vec<String> = answers
@@ -244,7 +280,12 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
         })
         .collect::<Vec<_>>()
         .join(",");
-    let ruling = rule_with(&dispute, &p.reporter, &results, s.cfg.referees);
+    let referees_text = if parties_text.is_empty() {
+        referees_text
+    } else {
+        format!("{referees_text}; parties {}", parties_text.join(","))
+    };
+    let ruling = rule_with(&dispute, &p.reporter, &results, s.cfg.referees, &seen);
     match ruling {
         Ruling::AccusedWrong { struck } => {
             s.adjudication_counters
@@ -275,7 +316,8 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
                 p.report_id,
                 short(&input)
             );
-            // The reporter's whole owner group (its reports and its hosts).
+            // The reporter's whole owner group (its reports and its hosts),
+            // and the hosts of its side seen returning a wrong result.
             let mut all = struck.clone();
             {
                 let pool = s.pool_read();
@@ -297,6 +339,20 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
                 all.iter().map(|i| i.short()).collect::<Vec<_>>().join(", ")
             ));
             record(s, &p, &referees_text, "report_false", &all).await;
+            s.adjudications().finish(&p, true);
+        }
+        Ruling::Unconfirmed => {
+            s.adjudication_counters
+                .unconfirmed
+                .fetch_add(1, Ordering::Relaxed);
+            s.event(format!(
+                "adjudication of report #{} (input {}): the referees side with the reporter, but host {} \
+                 returned no wrong result to the coordinator; nobody is struck on a reporter's word",
+                p.report_id,
+                short(&input),
+                p.accused.short()
+            ));
+            record(s, &p, &referees_text, "unconfirmed", &[]).await;
             s.adjudications().finish(&p, true);
         }
         Ruling::Inconclusive => {

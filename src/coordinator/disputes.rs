@@ -49,6 +49,7 @@ pub(super) struct AdjudicationCounters {
     pub(super) evidence_stored: AtomicU64,
     pub(super) accused_wrong: AtomicU64,
     pub(super) report_false: AtomicU64,
+    pub(super) unconfirmed: AtomicU64,
     pub(super) inconclusive: AtomicU64,
     pub(super) dropped: AtomicU64,
 }

@@ -113,6 +113,7 @@ pub(super) fn render(shared: &Shared) -> String {
     for (label, n) in [
         ("accused_wrong", &a.accused_wrong),
         ("report_false", &a.report_false),
+        ("unconfirmed", &a.unconfirmed),
         ("inconclusive", &a.inconclusive),
         ("dropped", &a.dropped),
     ] {

@@ -161,7 +161,7 @@ pub struct AdjudicationRow {
     pub report_ids: String,
     /// `id=result_hash` per referee (or `id=error`), comma separated.
     pub referees: String,
-    /// `accused_wrong`, `report_false`, `inconclusive` or `dropped`.
+    /// `accused_wrong`, `report_false`, `unconfirmed`, `inconclusive` or `dropped`.
     pub ruling: String,
     /// Who was struck, comma separated.
     pub struck: String,

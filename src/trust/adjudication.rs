@@ -3,6 +3,16 @@
 //! input, canonical arguments and toolchain) to [`REFEREES`] established hosts
 //! whose owners and networks are unrelated to everyone in the dispute, and the
 //! strike goes to whichever side disagrees with their unanimous result.
+//!
+//! A report is the reporter's word about what the hosts returned, and words
+//! are free: a host is struck only for a wrong result the coordinator saw
+//! itself, by sending the same job to the parties' hosts beside the referees.
+//! The reporter is struck for a report the referees contradict (it signed
+//! that report, claiming a result they do not get). So nobody can frame a
+//! host by claiming it returned garbage, nor by naming it as an accomplice.
+//! The price: a liar that answers the coordinator honestly is not struck by
+//! an adjudication (each member that caught it still excludes it); signed
+//! result receipts from the hosts would close that.
 
 use rand::Rng;
 
@@ -32,34 +42,47 @@ pub struct Dispute<Id, H> {
 /// Who loses a dispute.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ruling<Id> {
-    /// The referees agree with the reporter: the accused host gets a strike.
+    /// The referees agree with the reporter, and the accused returned a wrong
+    /// result to the coordinator too: the accused host gets a strike.
     AccusedWrong { struck: Id },
-    /// The referees agree with the accused: the report was false. The reporter
-    /// and every host that sided with it get a strike (a framing attempt).
+    /// The referees agree with the reporter, but the accused, asked by the
+    /// coordinator, did not return a wrong result (it returned the right one,
+    /// or nothing): what it returned to the reporter rests on the reporter's
+    /// word, so nobody is struck.
+    Unconfirmed,
+    /// The referees agree with the accused, and the accused returned that
+    /// result to the coordinator too: the report was false (a framing
+    /// attempt, or a broken reporter). The reporter gets a strike, and so does
+    /// every host that sided with it and returned a wrong result to the
+    /// coordinator too.
     ReportFalse { struck: Vec<Id> },
     /// The referees disagree among themselves, or with both sides, or too few
     /// answered: nobody is struck (the dispute may be retried).
     Inconclusive,
 }
 
-/// Rule on `dispute` given the referees' results ([`REFEREES`] are needed).
-/// `reporter` is the member that filed the report (struck with its side when
-/// the report was false).
-pub fn rule<Id: Clone, H: PartialEq>(
+/// Rule on `dispute` given the referees' results ([`REFEREES`] are needed)
+/// and what the parties' hosts returned when the coordinator sent them the
+/// job (`seen`: host, result; a host that did not answer is absent).
+/// `reporter` is the member that filed the report (struck when the report
+/// was false).
+pub fn rule<Id: Clone + PartialEq, H: PartialEq>(
     dispute: &Dispute<Id, H>,
     reporter: &Id,
     referee_results: &[H],
+    seen: &[(Id, H)],
 ) -> Ruling<Id> {
-    rule_with(dispute, reporter, referee_results, REFEREES)
+    rule_with(dispute, reporter, referee_results, REFEREES, seen)
 }
 
 /// [`rule`] with `needed` unanimous referees instead of [`REFEREES`] (for
 /// the simulation's comparison of two and three).
-pub fn rule_with<Id: Clone, H: PartialEq>(
+pub fn rule_with<Id: Clone + PartialEq, H: PartialEq>(
     dispute: &Dispute<Id, H>,
     reporter: &Id,
     referee_results: &[H],
     needed: usize,
+    seen: &[(Id, H)],
 ) -> Ruling<Id> {
     let Some((first, rest)) = referee_results.split_first() else {
         return Ruling::Inconclusive;
@@ -67,13 +90,35 @@ pub fn rule_with<Id: Clone, H: PartialEq>(
     if referee_results.len() < needed.max(1) || rest.iter().any(|r| r != first) {
         return Ruling::Inconclusive;
     }
+    // Did `host` return a wrong result to the coordinator itself?
+    let seen_wrong = |host: &Id| seen.iter().any(|(h, r)| h == host && r != first);
     if *first == dispute.reported_result && *first != dispute.accused_result {
-        Ruling::AccusedWrong {
-            struck: dispute.accused.clone(),
+        if seen_wrong(&dispute.accused) {
+            Ruling::AccusedWrong {
+                struck: dispute.accused.clone(),
+            }
+        } else {
+            Ruling::Unconfirmed
         }
     } else if *first == dispute.accused_result && *first != dispute.reported_result {
+        // The coordinator must have seen the accused return the referees'
+        // result too: otherwise the referees' word stands against what the
+        // accused gave the coordinator (or it did not answer), and a retry
+        // with other referees decides.
+        if !seen
+            .iter()
+            .any(|(h, r)| *h == dispute.accused && r == first)
+        {
+            return Ruling::Inconclusive;
+        }
         let mut struck = vec![reporter.clone()];
-        struck.extend(dispute.reporter_side.iter().cloned());
+        struck.extend(
+            dispute
+                .reporter_side
+                .iter()
+                .filter(|h| seen_wrong(h))
+                .cloned(),
+        );
         Ruling::ReportFalse { struck }
     } else {
         Ruling::Inconclusive
@@ -130,36 +175,102 @@ mod tests {
     #[test]
     fn rulings() {
         let d = dispute();
-        // (referee results, ruling)
-        let cases: Vec<(Vec<u8>, Ruling<&str>)> = vec![
+        // What the parties returned to the coordinator itself.
+        let liars_repeat: &[(&str, u8)] = &[("honest", 1), ("liar1", 2), ("liar2", 2)];
+        let liars_behave: &[(&str, u8)] = &[("honest", 1), ("liar1", 1)];
+        let accused_repeats: &[(&str, u8)] = &[("honest", 1)];
+        let accused_behaves: &[(&str, u8)] = &[("honest", 2)];
+        // (referee results, parties seen, ruling)
+        type Seen<'a> = &'a [(&'a str, u8)];
+        let cases: Vec<(Vec<u8>, Seen, Ruling<&str>)> = vec![
+            // A framing attempt: the reporter claims 2 is right; the
+            // referees and the accused say 1. The reporter is struck, and
+            // its side only where the coordinator saw it return 2.
             (
                 vec![1, 1, 1],
+                liars_repeat,
                 Ruling::ReportFalse {
                     struck: vec!["member", "liar1", "liar2"],
                 },
             ),
-            (vec![2, 2, 2], Ruling::AccusedWrong { struck: "honest" }),
-            (vec![2, 2, 1], Ruling::Inconclusive),
-            (vec![2, 2], Ruling::Inconclusive),
-            (vec![1], Ruling::Inconclusive),
-            (vec![], Ruling::Inconclusive),
-            (vec![3, 3, 3], Ruling::Inconclusive),
-            (vec![2, 2, 2, 2], Ruling::AccusedWrong { struck: "honest" }),
+            (
+                vec![1, 1, 1],
+                liars_behave,
+                Ruling::ReportFalse {
+                    struck: vec!["member"],
+                },
+            ),
+            // The accused gave the coordinator nothing, or not what the
+            // referees got: their word alone strikes nobody.
+            (vec![1, 1, 1], &[], Ruling::Inconclusive),
+            (vec![1, 1, 1], accused_behaves, Ruling::Inconclusive),
+            // The referees side with the reporter: the accused is struck
+            // only when it returned a wrong result to the coordinator too.
+            (
+                vec![2, 2, 2],
+                accused_repeats,
+                Ruling::AccusedWrong { struck: "honest" },
+            ),
+            (vec![2, 2, 2], accused_behaves, Ruling::Unconfirmed),
+            (vec![2, 2, 2], &[], Ruling::Unconfirmed),
+            (vec![2, 2, 1], accused_repeats, Ruling::Inconclusive),
+            (vec![2, 2], accused_repeats, Ruling::Inconclusive),
+            (vec![1], liars_repeat, Ruling::Inconclusive),
+            (vec![], liars_repeat, Ruling::Inconclusive),
+            (vec![3, 3, 3], liars_repeat, Ruling::Inconclusive),
+            (
+                vec![2, 2, 2, 2],
+                accused_repeats,
+                Ruling::AccusedWrong { struck: "honest" },
+            ),
         ];
-        for (results, want) in cases {
-            assert_eq!(rule(&d, &"member", &results), want, "{results:?}");
+        for (results, seen, want) in cases {
+            assert_eq!(
+                rule(&d, &"member", &results, seen),
+                want,
+                "{results:?} {seen:?}"
+            );
         }
         // A report whose two sides claim the same result proves nothing.
         let same = Dispute {
             reported_result: 1,
             ..dispute()
         };
-        assert_eq!(rule(&same, &"member", &[1, 1, 1]), Ruling::Inconclusive);
+        assert_eq!(
+            rule(&same, &"member", &[1, 1, 1], liars_repeat),
+            Ruling::Inconclusive
+        );
         // Two unanimous referees, where asked for.
         assert_eq!(
-            rule_with(&d, &"member", &[2, 2], 2),
+            rule_with(&d, &"member", &[2, 2], 2, accused_repeats),
             Ruling::AccusedWrong { struck: "honest" }
         );
+    }
+
+    #[test]
+    fn nobody_is_framed_on_the_reporters_word() {
+        // An honest accused returns the right result to the coordinator, and
+        // an honest host named as an accomplice too: whatever the report
+        // claims, neither is ever struck.
+        let d = Dispute {
+            accused: "honest",
+            accused_result: 9, // the claim: it returned garbage
+            reporter_side: vec!["framer", "bystander"],
+            reported_result: 1,
+        };
+        let seen: &[(&str, u8)] = &[("honest", 1), ("bystander", 1), ("framer", 1)];
+        for referees in [vec![1u8, 1, 1], vec![9, 9, 9], vec![1, 9, 1], vec![]] {
+            let ruling = rule(&d, &"member", &referees, seen);
+            let struck: Vec<&str> = match &ruling {
+                Ruling::AccusedWrong { struck } => vec![*struck],
+                Ruling::ReportFalse { struck } => struck.clone(),
+                Ruling::Unconfirmed | Ruling::Inconclusive => vec![],
+            };
+            assert!(
+                !struck.contains(&"honest") && !struck.contains(&"bystander"),
+                "{referees:?}: {ruling:?}"
+            );
+        }
     }
 
     #[test]

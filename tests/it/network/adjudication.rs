@@ -1,15 +1,17 @@
 //! Disputes decided by re-running the evidence, over real sockets: a real
 //! `dportage coordinator` process asks the reporter for the disputed input,
 //! takes it with `PUT /v1/evidence/<input_hash>`, and sends the job to real
-//! referees (distccd 3.4 and `dportage serve`). The side the referees
-//! disagree with is blacklisted; reports alone blacklist nobody.
+//! referees (distccd 3.4 and `dportage serve`), and to the parties' hosts.
+//! A host is struck only for a wrong result the coordinator saw itself; a
+//! reporter the referees contradict is struck for its report. Reports alone
+//! blacklist nobody.
 
 use std::fs;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::dual::CompileHost;
+use crate::support::dual::{CompileHost, Liar};
 use crate::support::network::{
     client, local_hosts_request, local_toolchains, CoordinatorProcess, Listening,
     ESTABLISHED_AT_ONCE, NO_CHALLENGES,
@@ -56,27 +58,29 @@ fn disputed_job(seed: u64) -> Job {
 
 /// The network: a coordinator needing `referees` unanimous referees, two real
 /// referees, an accused host, a reporter with its daemon and an accomplice
-/// host of another owner (all established at once).
+/// host of another owner (all established at once). The accused and the
+/// accomplice are `dportage __liar` proxies in front of a real server, lying
+/// as the test says (`honest`: passing replies through).
 struct Net {
     coord: CoordinatorProcess,
     _tmp: tempfile::TempDir,
     _referees: (Distccd, DportageServer),
     referee_ids: Vec<Arc<Identity>>,
     accused: Arc<Identity>,
-    accused_at: Listening,
+    accused_at: Liar,
     reporter: Arc<Identity>,
     accomplice: Arc<Identity>,
-    accomplice_at: Listening,
+    accomplice_at: Liar,
     _reporter_daemon: Listening,
 }
 
-fn network(test: &str, base: u8) -> Option<Net> {
+fn network(test: &str, base: u8, accused_lie: &str, accomplice_lie: &str) -> Option<Net> {
     if !Distccd::require(test) || !DportageServer::require(test) {
         return None;
     }
     let tmp = tempfile::tempdir().unwrap();
-    // The accused, its accomplice and the reporter's daemon are fakes that
-    // only accept TCP: no challenge jobs (they are tested on their own).
+    // The reporter's daemon is a fake that only accepts TCP: no challenge
+    // jobs (they are tested on their own).
     let mut flags = ESTABLISHED_AT_ONCE.to_vec();
     flags.extend_from_slice(NO_CHALLENGES);
     flags.extend([
@@ -87,22 +91,26 @@ fn network(test: &str, base: u8) -> Option<Net> {
         "0",
         "--new-hosts-per-wide-network",
         "0",
+        // The tests poll the blacklist while the referees work.
+        "--requests-per-key",
+        "6000",
     ]);
     let coord = CoordinatorProcess::start(&tmp.path().join("c"), &flags);
     let referees = (
         <Distccd as CompileHost>::start(Ipv4Addr::new(127, 0, 0, base)),
         <DportageServer as CompileHost>::start(Ipv4Addr::new(127, 0, 0, base + 1)),
     );
+    let upstream = referees.1.addr();
     let net = Net {
         referee_ids: vec![
             Arc::new(Identity::generate()),
             Arc::new(Identity::generate()),
         ],
         accused: Arc::new(Identity::generate()),
-        accused_at: Listening::on(Ipv4Addr::new(127, 0, 0, base + 2)),
+        accused_at: Liar::start(Ipv4Addr::new(127, 0, 0, base + 2), upstream, accused_lie),
         reporter: Arc::new(Identity::generate()),
         accomplice: Arc::new(Identity::generate()),
-        accomplice_at: Listening::on(Ipv4Addr::new(127, 0, 0, base + 3)),
+        accomplice_at: Liar::start(Ipv4Addr::new(127, 0, 0, base + 3), upstream, accomplice_lie),
         _reporter_daemon: Listening::on(Ipv4Addr::new(127, 0, 0, base + 4)),
         coord,
         _tmp: tmp,
@@ -216,7 +224,12 @@ async fn wait_blacklisted(net: &Net, id: &Arc<Identity>) -> Vec<String> {
 
 #[test]
 fn a_lying_host_is_blacklisted_by_adjudication() {
-    let Some(net) = network("a_lying_host_is_blacklisted_by_adjudication", 111) else {
+    let Some(net) = network(
+        "a_lying_host_is_blacklisted_by_adjudication",
+        111,
+        "flip",
+        "honest",
+    ) else {
         return;
     };
     let job = disputed_job(7);
@@ -259,8 +272,13 @@ fn a_lying_host_is_blacklisted_by_adjudication() {
 }
 
 #[test]
-fn a_false_report_blacklists_the_reporters_side() {
-    let Some(net) = network("a_false_report_blacklists_the_reporters_side", 121) else {
+fn a_false_report_blacklists_the_reporter_and_its_lying_accomplice() {
+    let Some(net) = network(
+        "a_false_report_blacklists_the_reporter_and_its_lying_accomplice",
+        121,
+        "honest",
+        "flip",
+    ) else {
         return;
     };
     let job = disputed_job(8);
@@ -281,6 +299,7 @@ fn a_false_report_blacklists_the_reporters_side() {
             .await
             .unwrap();
         wait_blacklisted(&net, &net.reporter).await;
+        // The accomplice returned a wrong object to the coordinator too.
         let b = wait_blacklisted(&net, &net.accomplice).await;
         assert!(
             !b.contains(&net.accused.id().to_string()),
@@ -292,9 +311,67 @@ fn a_false_report_blacklists_the_reporters_side() {
     });
 }
 
+/// Framing on the reporter's word: "the honest host returned garbage, my
+/// (honest) accomplice returned the right object". The referees agree with
+/// the right object, but the accused returns it to the coordinator as well:
+/// nobody is struck, and naming an honest host as an accomplice does not
+/// strike it either when the report is false.
+#[test]
+fn nobody_is_struck_on_a_reporters_word() {
+    let Some(net) = network(
+        "nobody_is_struck_on_a_reporters_word",
+        141,
+        "honest",
+        "honest",
+    ) else {
+        return;
+    };
+    let (job, other) = (disputed_job(10), disputed_job(11));
+    rt().block_on(async {
+        net.start().await;
+        let compressed = |j: &Job| zstd::bulk::compress(j.source.as_bytes(), 3).unwrap();
+        // 1. The accused "returned garbage".
+        let rep = net.report(&job, &"ab".repeat(32), &job.honest);
+        let ack = client(&net.coord.url, &net.reporter)
+            .report(&rep)
+            .await
+            .unwrap();
+        assert!(ack.evidence_wanted, "{ack:?}");
+        client(&net.coord.url, &net.reporter)
+            .upload_evidence(&rep.input_hash, compressed(&job))
+            .await
+            .unwrap();
+        wait_until_async(
+            Duration::from_secs(60),
+            "the adjudication to end unconfirmed",
+            async || {
+                net.metric("dportage_adjudications_total{ruling=\"unconfirmed\"}")
+                    .await
+                    .ends_with(" 1")
+            },
+        )
+        .await;
+        assert!(net.blacklisted().await.is_empty(), "nobody struck");
+        // 2. A false report naming the honest accomplice: only the reporter.
+        let rep = net.report(&other, &other.honest, &"cd".repeat(32));
+        client(&net.coord.url, &net.reporter)
+            .report(&rep)
+            .await
+            .unwrap();
+        client(&net.coord.url, &net.reporter)
+            .upload_evidence(&rep.input_hash, compressed(&other))
+            .await
+            .unwrap();
+        let b = wait_blacklisted(&net, &net.reporter).await;
+        for honest in [&net.accused, &net.accomplice] {
+            assert!(!b.contains(&honest.id().to_string()), "{b:?}");
+        }
+    });
+}
+
 #[test]
 fn bad_evidence_uploads_are_refused() {
-    let Some(net) = network("bad_evidence_uploads_are_refused", 131) else {
+    let Some(net) = network("bad_evidence_uploads_are_refused", 131, "honest", "honest") else {
         return;
     };
     let job = disputed_job(9);
