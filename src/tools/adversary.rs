@@ -97,15 +97,24 @@ impl Lie {
 }
 
 /// Serve connections on `listener` forever, forwarding each job to `upstream`
-/// and lying about the reply.
-pub async fn run_lying_proxy(listener: TcpListener, upstream: SocketAddr, lie: Lie) {
+/// and lying about the reply: about every reply, or (`target`) only about
+/// jobs whose preprocessed input contains those bytes. A targeted liar passes
+/// challenge jobs and every other job honestly, as a patient attacker's host
+/// would, and lies where it chose to.
+pub async fn run_lying_proxy(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    lie: Lie,
+    target: Option<Vec<u8>>,
+) {
+    let target = std::sync::Arc::new(target);
     loop {
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
-        let lie = lie.clone();
+        let (lie, target) = (lie.clone(), target.clone());
         tokio::spawn(async move {
-            if let Err(e) = proxy_one(client, upstream, &lie).await {
+            if let Err(e) = proxy_one(client, upstream, &lie, target.as_deref()).await {
                 tracing::debug!("lying proxy: {e}");
             }
         });
@@ -116,11 +125,13 @@ async fn proxy_one(
     mut client: TcpStream,
     upstream: SocketAddr,
     lie: &Lie,
+    target: Option<&[u8]>,
 ) -> Result<(), TransportError> {
     let limits = Limits::default();
     // Read the whole request, remembering its raw bytes to forward verbatim.
     let mut request_bytes = Vec::new();
     let mut version = ProtocolVersion::V1;
+    let mut targeted = target.is_none();
     let mut requests = FrameReader::new(&mut client, RequestDecoder::new(limits), READS);
     loop {
         match requests
@@ -129,7 +140,12 @@ async fn proxy_one(
         {
             Ok(RequestEvent::Version(v)) => version = v,
             Ok(RequestEvent::Argv(_)) => {}
-            Ok(RequestEvent::Doti(_)) => break,
+            Ok(RequestEvent::Doti(input)) => {
+                if let Some(t) = target {
+                    targeted = !t.is_empty() && input.windows(t.len()).any(|w| w == t);
+                }
+                break;
+            }
             // A client that gives up is not worth a log line.
             Err(TransportError::Closed { .. }) => return Ok(()),
             Err(e) => return Err(e),
@@ -143,6 +159,7 @@ async fn proxy_one(
         Err(TransportError::Closed { .. }) => return Ok(()),
         Err(e) => return Err(e),
     };
+    let lie = if targeted { lie } else { &Lie::Honest };
     lie.apply(&mut reply);
     client.write_all(&lie.wire_bytes(&reply)).await?;
     Ok(())
@@ -163,8 +180,9 @@ impl Lie {
     }
 }
 
-/// `dportage __liar --listen ADDR --upstream ADDR --lie KIND`: a stand-alone lying
-/// proxy for tests against real distccd. Prints the bound address on stdout.
+/// `dportage __liar --listen ADDR --upstream ADDR --lie KIND
+/// [--only-if-input-contains TEXT]`: a stand-alone lying proxy for tests
+/// against real distccd. Prints the bound address on stdout.
 pub fn liar_main(args: Vec<std::ffi::OsString>) -> i32 {
     let args: Vec<String> = args
         .into_iter()
@@ -173,12 +191,14 @@ pub fn liar_main(args: Vec<std::ffi::OsString>) -> i32 {
     let mut listen = "127.0.0.1:0".to_string();
     let mut upstream = None;
     let mut lie = Lie::FlipObjectByte;
+    let mut target = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let value = it.next();
         match (a.as_str(), value) {
             ("--listen", Some(v)) => listen = v.clone(),
             ("--upstream", Some(v)) => upstream = v.parse::<SocketAddr>().ok(),
+            ("--only-if-input-contains", Some(v)) => target = Some(v.clone().into_bytes()),
             ("--lie", Some(v)) => match v.parse() {
                 Ok(l) => lie = l,
                 Err(e) => {
@@ -187,7 +207,10 @@ pub fn liar_main(args: Vec<std::ffi::OsString>) -> i32 {
                 }
             },
             _ => {
-                eprintln!("usage: dportage __liar --listen ADDR --upstream ADDR --lie KIND");
+                eprintln!(
+                    "usage: dportage __liar --listen ADDR --upstream ADDR --lie KIND \
+                     [--only-if-input-contains TEXT]"
+                );
                 return crate::exitcode::BAD_ARGUMENTS;
             }
         }
@@ -214,7 +237,7 @@ pub fn liar_main(args: Vec<std::ffi::OsString>) -> i32 {
         if let Ok(addr) = listener.local_addr() {
             println!("{addr}");
         }
-        run_lying_proxy(listener, upstream, lie).await;
+        run_lying_proxy(listener, upstream, lie, target).await;
         0
     })
 }

@@ -14,6 +14,7 @@ mod network {
     mod challenges;
     mod coordinator;
     mod env_distcc;
+    mod framing;
     mod free_keys;
     mod limits;
     mod signed_list;

@@ -6,53 +6,23 @@
 //! reporter the referees contradict is struck for its report. Reports alone
 //! blacklist nobody.
 
-use std::fs;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::dual::{CompileHost, Liar};
 use crate::support::network::{
-    client, local_hosts_request, local_toolchains, CoordinatorProcess, Listening,
-    ESTABLISHED_AT_ONCE, NO_CHALLENGES,
+    client, disputed_job, local_hosts_request, local_toolchains, CoordinatorProcess, Job,
+    Listening, ESTABLISHED_AT_ONCE, NO_CHALLENGES,
 };
 use crate::support::{wait_until_async, Distccd, DportageServer};
-use dportage::network::api::{result_hash, HostResultHash, MismatchReport, MAX_EVIDENCE_BYTES};
+use dportage::network::api::{HostResultHash, MismatchReport, MAX_EVIDENCE_BYTES};
 use dportage::network::{Identity, NetworkError};
-use dportage::trust::challenge::generate;
 
 fn api_code(e: &NetworkError) -> String {
     match e {
         NetworkError::Api { code, status, .. } => format!("{status} {code}"),
         other => format!("not an API error: {other}"),
-    }
-}
-
-/// A disputed job: argv, preprocessed source, and the result hash an honest
-/// host returns (the object this machine's gcc makes, status 0).
-struct Job {
-    argv: Vec<String>,
-    source: String,
-    honest: String,
-}
-
-fn disputed_job(seed: u64) -> Job {
-    let challenge = generate(seed);
-    let argv = challenge.argv("gcc");
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join(&challenge.file), &challenge.source).unwrap();
-    let out = std::process::Command::new("gcc")
-        .args(&argv[1..])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let object = fs::read(dir.path().join(&argv[5])).unwrap();
-    let honest = result_hash(&blake3::hash(&object).to_hex(), 0);
-    Job {
-        argv,
-        source: challenge.source,
-        honest,
     }
 }
 

@@ -239,9 +239,25 @@ impl Liar {
     /// Listen on `at` (a free port) and forward to `upstream`, lying with `lie`
     /// (`flip`, `replace`, `oversize`, `status=N`, `honest`).
     pub fn start(at: Ipv4Addr, upstream: SocketAddr, lie: &str) -> Liar {
-        let mut child = Command::new(dportage_bin())
+        Liar::start_targeted(at, upstream, lie, None)
+    }
+
+    /// [`Liar::start`], lying only about jobs whose preprocessed input
+    /// contains `target` (honest about every other job, challenges included).
+    pub fn start_targeted(
+        at: Ipv4Addr,
+        upstream: SocketAddr,
+        lie: &str,
+        target: Option<&str>,
+    ) -> Liar {
+        let mut command = Command::new(dportage_bin());
+        command
             .args(["__liar", "--listen", &format!("{at}:0")])
-            .args(["--upstream", &upstream.to_string(), "--lie", lie])
+            .args(["--upstream", &upstream.to_string(), "--lie", lie]);
+        if let Some(t) = target {
+            command.args(["--only-if-input-contains", t]);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -204,3 +204,54 @@ pub fn wait_serving(rt: &tokio::runtime::Runtime, url: &str, owners: &[Arc<Ident
         );
     }
 }
+
+/// A job to dispute: argv, preprocessed source, and the result hash an
+/// honest host returns (the object this machine's gcc makes, status 0).
+pub struct Job {
+    pub argv: Vec<String>,
+    pub source: String,
+    pub honest: String,
+}
+
+impl Job {
+    /// Its input hash, as a report names it.
+    pub fn input_hash(&self) -> String {
+        blake3::hash(self.source.as_bytes()).to_hex().to_string()
+    }
+
+    /// Its input, as the evidence upload carries it.
+    pub fn evidence(&self) -> Vec<u8> {
+        zstd::bulk::compress(self.source.as_bytes(), 3).unwrap()
+    }
+}
+
+/// An ordinary-looking translation unit (a challenge's, from `seed`), with
+/// `extra` appended to its source.
+pub fn disputed_job_with(seed: u64, extra: &str) -> Job {
+    let challenge = dportage::trust::challenge::generate(seed);
+    let argv = challenge.argv("gcc");
+    let source = format!("{}{extra}", challenge.source);
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(&challenge.file), &source).unwrap();
+    let out = Command::new("gcc")
+        .args(&argv[1..])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let object = fs::read(dir.path().join(&argv[5])).unwrap();
+    let honest = dportage::network::api::result_hash(&blake3::hash(&object).to_hex(), 0);
+    Job {
+        argv,
+        source,
+        honest,
+    }
+}
+
+pub fn disputed_job(seed: u64) -> Job {
+    disputed_job_with(seed, "")
+}
