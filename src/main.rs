@@ -62,6 +62,10 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
             args.remove(0);
             dportage::tools::wanproxy::wanproxy_main(args)
         }
+        Some("__frame") => {
+            args.remove(0);
+            dportage::tools::framer::frame_main(args)
+        }
         Some("__liar") => {
             args.remove(0);
             dportage::tools::adversary::liar_main(args)

@@ -5,6 +5,7 @@
 
 pub mod adversary;
 pub mod demo;
+pub mod framer;
 pub mod wanproxy;
 
 /// A tool's command line that cannot be used (exit code `BAD_ARGUMENTS`).

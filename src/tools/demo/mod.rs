@@ -6,7 +6,9 @@
 //! redundancy 2. The liar is caught by each member's dual dispatch, reported by
 //! both, and blacklisted once the coordinator's referee re-ran the disputed
 //! job from the uploaded evidence (adjudication); every object the build kept
-//! is compared with a local build.
+//! is compared with a local build. Then an attacker's key (an honest-serving
+//! host's owner) tries to frame an honest host with a false report, and the
+//! same re-run strikes the attacker instead.
 //!
 //! Everything runs as child processes of this same binary, so the demo drives
 //! exactly the command lines a user would type.
@@ -117,6 +119,11 @@ struct Summary {
     liar_adjudicated: bool,
     liar_listed_after: bool,
     program_output_matches: bool,
+    /// What the framing attempt's report got (the `__frame` tool's line).
+    framing_report: String,
+    framer_blacklisted: bool,
+    framed_host_blacklisted: bool,
+    framed_host_listed_after: bool,
 }
 
 impl Summary {
@@ -126,6 +133,11 @@ impl Summary {
             && !self.mismatch_lines.is_empty()
             && self.liar_blacklisted
             && !self.liar_listed_after
+            && self.framing_failed()
+    }
+
+    fn framing_failed(&self) -> bool {
+        self.framer_blacklisted && !self.framed_host_blacklisted && self.framed_host_listed_after
     }
 }
 
@@ -225,7 +237,21 @@ fn run(options: &DemoOptions) -> anyhow::Result<Summary> {
         "  daemon        {:<10} {}  (flips a byte in every object it returns)",
         liar.name, liar.advertised
     ));
-    let pool_size = daemons.len() + 1;
+    // The framer: an honest-serving host whose owner will file a false report.
+    let framer = start_daemon(
+        &exe,
+        &root_path,
+        "framer",
+        Ipv4Addr::new(127, 0, 0, 41),
+        None,
+        &url,
+        &mut children,
+    )?;
+    say(&format!(
+        "  daemon        {:<10} {}  (serves honestly; its owner will frame honest-1)",
+        framer.name, framer.advertised
+    ));
+    let pool_size = daemons.len() + 2;
     wait_for_pool(
         &exe,
         &daemons[0].identity_dir,
@@ -304,6 +330,60 @@ fn run(options: &DemoOptions) -> anyhow::Result<Summary> {
     summary.liar_listed_after = listed
         .iter()
         .any(|(k, v)| k == "DISTCC_HOSTS" && v.contains(&liar.advertised.ip().to_string()));
+
+    // 6. A framing attempt: the framer's owner reports honest-1 ("its object
+    //    is wrong, mine is right") for a real job; the coordinator re-runs it.
+    let framed = &daemons[0];
+    say("");
+    say(&format!(
+        "the framer's owner reports {} falsely (\"its object is wrong, mine is right\")…",
+        framed.name
+    ));
+    let out = Command::new(&exe)
+        .arg("__frame")
+        .arg("--coordinator")
+        .arg(&url)
+        .arg("--accused")
+        .arg(framed.advertised.to_string())
+        .env("DPORTAGE_DIR", &framer.identity_dir)
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "the framing attempt could not be filed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    summary.framing_report = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    say(&format!("  {}", summary.framing_report));
+    let framer_id = identity_of(&framer.identity_dir)?;
+    let framed_id = identity_of(&framed.identity_dir)?;
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let blacklist = loop {
+        children.check_alive()?;
+        let b = coordinator_blacklist(&exe, &coordinator_dir)?;
+        if b.contains(&framer_id) || b.contains(&framed_id) || Instant::now() > deadline {
+            break b;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    summary.framer_blacklisted = blacklist.contains(&framer_id);
+    summary.framed_host_blacklisted = blacklist.contains(&framed_id);
+    let listed = network_environment(&exe, &daemons[1].identity_dir, &url)?;
+    summary.framed_host_listed_after = listed
+        .iter()
+        .any(|(k, v)| k == "DISTCC_HOSTS" && v.contains(&framed.advertised.to_string()));
+    say(&format!(
+        "  the referee re-ran the job: {}",
+        if summary.framing_failed() {
+            format!(
+                "{} gave it the right object, the report was false; the framer is blacklisted",
+                framed.name
+            )
+        } else {
+            "NOT as expected (see the summary)".to_string()
+        }
+    ));
 
     print_summary(&summary, options.honest_hosts);
     drop(children);
@@ -607,7 +687,7 @@ fn print_summary(summary: &Summary, honest_hosts: usize) {
     let tick = |ok: bool| if ok { "yes" } else { "NO" };
     say("summary");
     say(&format!(
-        "  hosts                      {honest_hosts} honest + 1 liar, each its own owner"
+        "  hosts                      {honest_hosts} honest + 1 liar + 1 framer, each its own owner"
     ));
     say(&format!(
         "  jobs                       {} per build, 2 builds by 2 members, each job on 2 hosts",
@@ -637,7 +717,7 @@ fn print_summary(summary: &Summary, honest_hosts: usize) {
         if summary.liar_adjudicated {
             "(a referee re-ran the disputed job from the evidence)"
         } else {
-            "(after reports from 2 different members)"
+            ""
         }
     ));
     say(&format!(
@@ -647,6 +727,13 @@ fn print_summary(summary: &Summary, honest_hosts: usize) {
         } else {
             "no"
         }
+    ));
+    say(&format!(
+        "  framing attempt failed     {} (framer blacklisted: {}; framed host blacklisted: {}; still handed out: {})",
+        tick(summary.framing_failed()),
+        tick(summary.framer_blacklisted),
+        if summary.framed_host_blacklisted { "YES" } else { "no" },
+        tick(summary.framed_host_listed_after)
     ));
     let walls: Vec<String> = summary
         .network_walls
@@ -659,7 +746,7 @@ fn print_summary(summary: &Summary, honest_hosts: usize) {
         walls.join(", ")
     ));
     say(if summary.passed() {
-        "result: every object right, the liar caught and voted out"
+        "result: every object right, the liar caught and blacklisted, the framing attempt turned on the framer"
     } else {
         "result: FAILED (see above)"
     });

@@ -7,7 +7,7 @@ use std::process::Command;
 use crate::support::dportage_bin;
 
 #[test]
-fn the_demo_catches_and_blacklists_the_liar_and_keeps_every_object_right() {
+fn the_demo_catches_the_liar_defeats_the_framer_and_keeps_every_object_right() {
     let out = Command::new(dportage_bin())
         .args(["demo", "--hosts", "2"])
         .output()
@@ -24,6 +24,11 @@ fn the_demo_catches_and_blacklists_the_liar_and_keeps_every_object_right() {
         "{stdout}"
     );
     assert!(stdout.contains("liar still handed out      no"), "{stdout}");
+    // The false report against an honest host struck its reporter instead.
+    assert!(
+        stdout.contains("framing attempt failed     yes (framer blacklisted: yes; framed host blacklisted: no; still handed out: yes)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("caught: dportage: mismatch:"), "{stdout}");
     assert!(stdout.contains("result: every object right"), "{stdout}");
 }
