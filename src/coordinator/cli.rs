@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::config::{self as defaults, CoordinatorConfig};
+use super::config::{self as defaults, CoordinatorConfig, TlsFiles};
 use super::pool::network_key;
 use super::quota::Rate;
 use super::service::{Coordinator, CoordinatorError};
@@ -68,6 +68,14 @@ struct RunArgs {
     /// Hosts each job is sent to, as told to clients.
     #[arg(long, default_value_t = 2)]
     redundancy: u32,
+    /// Serve https with this certificate chain (PEM; the server's certificate
+    /// first). Needs --tls-key. Without both: plain http, for loopback or
+    /// behind a TLS-terminating reverse proxy (README: "Running the coordinator").
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Also write the bound address (ADDR:PORT) to this file once listening.
     #[arg(long, value_name = "FILE")]
     address_file: Option<PathBuf>,
@@ -389,6 +397,10 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
     cfg.evidence_quota = args.evidence_quota;
     cfg.referees_any_network = args.referees_any_network;
     cfg.max_nonces_per_network = args.max_nonces_per_network.max(1);
+    cfg.tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
     let rt = crate::runtime::multi_thread(None)?;
     rt.block_on(async move {
         let coordinator = Coordinator::bind(cfg).await?;
@@ -396,7 +408,11 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "dportage coordinator listening on http://{addr}");
+            let _ = writeln!(
+                out,
+                "dportage coordinator listening on {}",
+                coordinator.url()
+            );
             let _ = out.flush();
         }
         if let Some(path) = args.address_file {

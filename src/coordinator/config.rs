@@ -75,6 +75,17 @@ pub struct CoordinatorConfig {
     pub referees_any_network: bool,
     /// How long a referee may take over a re-run job.
     pub referee_timeout: Duration,
+    /// Serve https with this PEM certificate chain and private key
+    /// (`--tls-cert`, `--tls-key`); `None`: plain http (loopback, or behind a
+    /// TLS-terminating proxy).
+    pub tls: Option<TlsFiles>,
+}
+
+/// The coordinator's certificate chain and its private key, both PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Defaults, shared with the command line's.
@@ -155,6 +166,7 @@ impl CoordinatorConfig {
             evidence_quota: 1 << 30,
             referee_timeout: Duration::from_secs(120),
             referees_any_network: false,
+            tls: None,
         }
     }
 }

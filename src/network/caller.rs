@@ -25,9 +25,12 @@ const MAX_RESPONSE: usize = 1 << 20;
 const EVIDENCE_TIMEOUT: Duration = Duration::from_secs(60);
 const JSON: &str = "application/json";
 
-/// `http://HOST[:PORT][/PREFIX]`.
+/// `http://HOST[:PORT][/PREFIX]` or `https://…` (no scheme: http).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorUrl {
+    /// `https://`: TLS, the server's certificate checked against the roots
+    /// of [`super::tls::client_config`].
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// Path prefix without a trailing slash ("" for the root).
@@ -41,12 +44,14 @@ impl CoordinatorUrl {
             why: why.to_string(),
         };
         let url = url.trim();
-        if url.starts_with("https://") {
-            return Err(bad(
-                "https is not supported by this build; use http:// on a trusted network or terminate TLS in a local proxy",
-            ));
+        let (tls, rest) = match url.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, url.strip_prefix("http://").unwrap_or(url)),
+        };
+        if rest.contains("://") {
+            return Err(bad("the scheme must be http:// or https://"));
         }
-        let rest = url.strip_prefix("http://").unwrap_or(url);
+        let default_port = if tls { 443 } else { 80 };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
@@ -60,7 +65,7 @@ impl CoordinatorUrl {
                 .ok_or_else(|| bad("unclosed [ in IPv6 address"))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| bad("port is not a number"))?,
-                None if after.is_empty() => 80,
+                None if after.is_empty() => default_port,
                 None => return Err(bad("junk after IPv6 address")),
             };
             (h.to_string(), port)
@@ -70,15 +75,25 @@ impl CoordinatorUrl {
                     h.to_string(),
                     p.parse().map_err(|_| bad("port is not a number"))?,
                 ),
-                None => (authority.to_string(), 80),
+                None => (authority.to_string(), default_port),
             }
         };
         check_host_name(&host).map_err(|e| bad(&e.to_string()))?;
         Ok(Self {
+            tls,
             host,
             port,
             prefix: path.trim_end_matches('/').to_string(),
         })
+    }
+
+    /// The warning to print before talking to this coordinator, if any:
+    /// plain http beyond loopback.
+    pub fn plain_http_warning(&self) -> Option<String> {
+        if self.tls {
+            return None;
+        }
+        super::tls::plain_http_warning(&self.host)
     }
 
     fn authority(&self) -> String {
@@ -92,7 +107,8 @@ impl CoordinatorUrl {
 
 impl std::fmt::Display for CoordinatorUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.prefix)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.prefix)
     }
 }
 
@@ -107,8 +123,14 @@ pub struct CoordinatorClient {
 
 impl CoordinatorClient {
     pub fn new(url: &str, identity: Arc<Identity>) -> Result<Self, NetworkError> {
+        let url = CoordinatorUrl::parse(url)?;
+        if let Some(warning) = url.plain_http_warning() {
+            // Once per process: a daemon makes a client per restart of its loop.
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| eprintln!("dportage: {warning}"));
+        }
         Ok(Self {
-            url: CoordinatorUrl::parse(url)?,
+            url,
             identity,
             source_ip: None,
             timeout: Duration::from_secs(15),
@@ -374,6 +396,37 @@ pub async fn send_as(
     }
     let stream = stream.ok_or_else(|| unreachable(last_err))?;
     let _ = stream.set_nodelay(true);
+    if url.tls {
+        let config = super::tls::client_config().map_err(|e| unreachable(e.to_string()))?;
+        let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+            .map_err(|e| unreachable(format!("{:?} as a TLS server name: {e}", url.host)))?;
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map_err(|e| unreachable(super::tls::explain_handshake_failure(&url.host, &e)))?;
+        exchange(url, stream, method, path, content_type, headers, body).await
+    } else {
+        exchange(url, stream, method, path, content_type, headers, body).await
+    }
+}
+
+/// One request and its answer on a connected stream (plain or TLS).
+async fn exchange<S>(
+    url: &CoordinatorUrl,
+    stream: S,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<(u16, Bytes), NetworkError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let unreachable = |why: String| NetworkError::Unreachable {
+        url: url.to_string(),
+        why,
+    };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| unreachable(e.to_string()))?;
@@ -503,10 +556,24 @@ mod tests {
         let u = CoordinatorUrl::parse("http://[::1]:9").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 9));
         assert_eq!(u.to_string(), "http://[::1]:9");
-        assert!(CoordinatorUrl::parse("https://x")
+        let u = CoordinatorUrl::parse("https://c.example/dp").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.prefix.as_str()),
+            (true, "c.example", 443, "/dp")
+        );
+        assert_eq!(u.to_string(), "https://c.example:443/dp");
+        assert_eq!(u.plain_http_warning(), None);
+        let u = CoordinatorUrl::parse("https://[::1]").unwrap();
+        assert_eq!((u.tls, u.port), (true, 443));
+        assert!(!CoordinatorUrl::parse("c.example").unwrap().tls);
+        assert!(CoordinatorUrl::parse("http://c.example")
+            .unwrap()
+            .plain_http_warning()
+            .is_some());
+        assert!(CoordinatorUrl::parse("ftp://x")
             .unwrap_err()
             .to_string()
-            .contains("https"));
+            .contains("scheme"));
         assert!(CoordinatorUrl::parse("http://:80").is_err());
         assert!(CoordinatorUrl::parse("http://h:port").is_err());
         assert!(CoordinatorUrl::parse("http://a b:1").is_err());

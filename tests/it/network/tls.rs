@@ -1,0 +1,73 @@
+//! The coordinator link over TLS: a real `dportage coordinator --tls-cert
+//! --tls-key` process, a real `dportage serve --coordinator https://…` daemon
+//! heartbeating to it, and `dportage --coordinator https://…` getting a host
+//! list whose signature checks out; a client that does not trust the
+//! certificate is refused with a message that says what to do.
+
+use std::time::Duration;
+
+use crate::support::network::*;
+use crate::support::serve::ServeOptions;
+use crate::support::*;
+
+#[test]
+fn a_daemon_and_a_member_use_an_https_coordinator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(tmp.path(), "good");
+    let mut args: Vec<String> = ca.coordinator_args();
+    args.extend(NO_CHALLENGES.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let coord = CoordinatorProcess::start(&tmp.path().join("coord"), &args);
+    assert!(coord.url.starts_with("https://127.0.0.1:"), "{}", coord.url);
+
+    // One identity for the daemon and the member (one DPORTAGE_DIR).
+    let dir = tmp.path().join("owner");
+    let ca_file = ca.ca.display().to_string();
+    let dir_text = dir.display().to_string();
+    let daemon = ServeOptions::new()
+        .args(&["--coordinator", &coord.url, "--heartbeat-interval", "1"])
+        .env(&[("DPORTAGE_DIR", &dir_text), ("DPORTAGE_CA_FILE", &ca_file)])
+        .start();
+    let trusted = [("DPORTAGE_CA_FILE", ca_file.as_str())];
+    // Listed once its heartbeat (over https) arrived.
+    let out = wait_until(Duration::from_secs(60), "a host list over https", || {
+        let out = run_dportage(&dir, &["--coordinator", &coord.url], &trusted);
+        out.status.success().then_some(out)
+    });
+    let stderr = stderr_text(&out);
+    assert!(stderr.contains("pinned coordinator"), "{stderr}");
+    assert!(!stderr.contains("plain http"), "{stderr}");
+    let vars = eval_in_sh(&String::from_utf8_lossy(&out.stdout), &["DISTCC_HOSTS"]);
+    let hosts = &vars[0].1;
+    assert!(hosts.contains(&daemon.addr.to_string()), "{hosts:?}");
+
+    // A client that trusts another CA only (SSL_CERT_FILE replaces the
+    // system's roots) refuses the coordinator and says what to do.
+    let other = TestCa::new(tmp.path(), "other");
+    let other_dir = tmp.path().join("stranger");
+    let out = run_dportage(
+        &other_dir,
+        &["--coordinator", &coord.url],
+        &[("SSL_CERT_FILE", other.ca.to_str().unwrap())],
+    );
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = stderr_text(&out);
+    for wanted in [
+        "not signed by an authority",
+        "DPORTAGE_CA_FILE",
+        "SSL_CERT_FILE",
+    ] {
+        assert!(stderr.contains(wanted), "{wanted:?} missing in {stderr}");
+    }
+    // Plain http to a TLS port is not mistaken for a refusal by the
+    // coordinator: it is unreachable, and the exit code says so.
+    let plain = coord.url.replacen("https://", "http://", 1);
+    let out = run_dportage(&other_dir, &["--coordinator", &plain], &[]);
+    assert!(!out.status.success());
+    drop(daemon);
+}
