@@ -79,7 +79,7 @@ fn refused_for_good(e: &NetworkError) -> bool {
 pub fn send_pending_evidence_blocking(coordinator: &str) -> Result<usize, NetworkError> {
     let dir = dportage_dir();
     let identity = Arc::new(Identity::load_or_create(&dir)?);
-    let client = CoordinatorClient::new(coordinator, identity)?;
+    let client = CoordinatorClient::new(coordinator, identity)?.expecting_pinned_key(&dir)?;
     let runtime = crate::runtime::current_thread()?;
     let inputs = KeptInputs::in_dir(&dir);
     let drained = super::evidence::drain_pending_reports(&dir, |record| {

@@ -207,6 +207,12 @@ impl Coordinator {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// The coordinator's public key: what signed requests must name, and
+    /// what signs host lists.
+    pub fn key(&self) -> IdentityId {
+        self.shared.key.id()
+    }
+
     /// Stop accepting; background tasks end on their next tick.
     pub fn shutdown(self) {
         self.shared.stopping.store(true, Ordering::SeqCst);

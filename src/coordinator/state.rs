@@ -24,6 +24,7 @@ pub(super) enum Endpoint {
     Status,
     Metrics,
     Health,
+    CoordinatorKey,
     Heartbeat,
     Hosts,
     Link,
@@ -40,10 +41,11 @@ pub(super) enum Endpoint {
 }
 
 impl Endpoint {
-    pub(super) const ALL: [Endpoint; 16] = [
+    pub(super) const ALL: [Endpoint; 17] = [
         Endpoint::Status,
         Endpoint::Metrics,
         Endpoint::Health,
+        Endpoint::CoordinatorKey,
         Endpoint::Heartbeat,
         Endpoint::Hosts,
         Endpoint::Link,
@@ -64,6 +66,7 @@ impl Endpoint {
             Endpoint::Status => "status",
             Endpoint::Metrics => "metrics",
             Endpoint::Health => "healthz",
+            Endpoint::CoordinatorKey => "coordinator_key",
             Endpoint::Heartbeat => "heartbeat",
             Endpoint::Hosts => "hosts",
             Endpoint::Link => "link",
@@ -103,11 +106,12 @@ pub(super) const LATENCY_BUCKETS: [f64; 10] = [
 ];
 
 /// Why a signature check failed: the `reason` label, in [`AuthError::label`]'s words.
-pub(super) const AUTH_LABELS: [&str; 8] = [
+pub(super) const AUTH_LABELS: [&str; 9] = [
     "missing",
     "malformed",
     "stale",
     "bad_signature",
+    "wrong_coordinator",
     "replay",
     "overloaded",
     "key_busy",

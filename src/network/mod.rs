@@ -79,6 +79,19 @@ pub enum NetworkError {
         code: String,
         message: String,
     },
+    #[error(
+        "coordinator {url} presents key {got}, but {expected} is expected ({}): it is not the \
+         coordinator you meant (a wrong URL, or someone in the path). If its operator really \
+         changed its key, check the new one with them, then {}",
+        key_source.what(),
+        key_source.fix()
+    )]
+    CoordinatorKeyMismatch {
+        url: String,
+        got: IdentityId,
+        expected: IdentityId,
+        key_source: caller::KeySource,
+    },
     #[error("coordinator {url} sent an unreadable answer: {why}")]
     BadResponse { url: String, why: String },
     #[error(transparent)]

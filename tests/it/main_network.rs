@@ -13,6 +13,7 @@ mod network {
     mod challenge_jobs;
     mod challenges;
     mod coordinator;
+    mod coordinator_identity;
     mod env_distcc;
     mod free_keys;
     mod limits;

@@ -30,6 +30,7 @@ fn route(path: &str) -> (Endpoint, Method) {
         "/" => (Endpoint::Status, Method::GET),
         "/metrics" => (Endpoint::Metrics, Method::GET),
         "/healthz" => (Endpoint::Health, Method::GET),
+        crate::network::api::COORDINATOR_KEY_PATH => (Endpoint::CoordinatorKey, Method::GET),
         "/v1/heartbeat" => (Endpoint::Heartbeat, Method::POST),
         "/v1/hosts" => (Endpoint::Hosts, Method::POST),
         "/v1/link" => (Endpoint::Link, Method::POST),
@@ -85,6 +86,7 @@ pub(super) async fn handle(
                 metrics_page::render(&shared),
             ),
             Endpoint::Health => text_response("text/plain; charset=utf-8", "ok\n".into()),
+            Endpoint::CoordinatorKey => coordinator_key(&shared, req.uri().query()),
             _ => match signed(&shared, ep, peer, req).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -98,6 +100,25 @@ pub(super) async fn handle(
         .counters
         .record(ep, resp.status().as_u16(), start.elapsed());
     Ok(resp)
+}
+
+/// `GET /v1/coordinator-key?challenge=HEX`: the key every signed request
+/// must name, proven by a signature over the caller's challenge. Unsigned:
+/// it is how a client learns what to sign for.
+fn coordinator_key(shared: &Shared, query: Option<&str>) -> HttpResponse {
+    use crate::network::api::CoordinatorKeyProof;
+    let challenge = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("challenge="))
+        .unwrap_or("");
+    match CoordinatorKeyProof::sign(&shared.key, challenge) {
+        Ok(proof) => super::http::json_response(StatusCode::OK, &proof),
+        Err(e) => error_response(&ApiError::bad_request(format!(
+            "challenge: {e} (GET {}?challenge=<32 lowercase hex digits>)",
+            crate::network::api::COORDINATOR_KEY_PATH
+        ))),
+    }
 }
 
 /// The `/v1/*` endpoints: authenticate, then hand the body to the handler.
@@ -139,8 +160,10 @@ async fn signed(
         Endpoint::AdminVouch => admin::vouch(shared, id, &body, true).await,
         Endpoint::AdminUnvouch => admin::vouch(shared, id, &body, false).await,
         Endpoint::Evidence => evidence::evidence(shared, id, &evidence_hash, &body).await,
-        Endpoint::Status | Endpoint::Metrics | Endpoint::Health | Endpoint::Other => {
-            Err(ApiError::internal("unrouted endpoint"))
-        }
+        Endpoint::Status
+        | Endpoint::Metrics
+        | Endpoint::Health
+        | Endpoint::CoordinatorKey
+        | Endpoint::Other => Err(ApiError::internal("unrouted endpoint")),
     }
 }

@@ -9,6 +9,12 @@ use std::time::Duration;
 use crate::support::network::*;
 use crate::support::serve::ServeOptions;
 use crate::support::*;
+use dportage::network::Identity;
+
+/// A member directory with no identity or pins yet.
+fn other_dir_for(tmp: &tempfile::TempDir) -> std::path::PathBuf {
+    tmp.path().join("stranger")
+}
 
 #[test]
 fn a_daemon_and_a_member_use_an_https_coordinator() {
@@ -35,16 +41,77 @@ fn a_daemon_and_a_member_use_an_https_coordinator() {
         out.status.success().then_some(out)
     });
     let stderr = stderr_text(&out);
-    assert!(stderr.contains("pinned coordinator"), "{stderr}");
     assert!(!stderr.contains("plain http"), "{stderr}");
     let vars = eval_in_sh(&String::from_utf8_lossy(&out.stdout), &["DISTCC_HOSTS"]);
     let hosts = &vars[0].1;
     assert!(hosts.contains(&daemon.addr.to_string()), "{hosts:?}");
+    // The daemon pinned the coordinator's key at its first heartbeat; the
+    // member (same directory) checked the signed list against it.
+    let key = Identity::load(&coord.data.join("coordinator-key"))
+        .unwrap()
+        .id()
+        .to_string();
+    let pins = std::fs::read_to_string(dir.join("coordinator-keys.json")).unwrap();
+    assert!(pins.contains(&key) && pins.contains(&coord.url), "{pins}");
+
+    // The key given up front: the right one is accepted, another refused
+    // with what went wrong and what to do.
+    let fresh = tmp.path().join("fresh-pins");
+    std::fs::create_dir_all(&fresh).unwrap();
+    for f in ["identity.key", "identity.pub"] {
+        if dir.join(f).exists() {
+            std::fs::copy(dir.join(f), fresh.join(f)).unwrap();
+        }
+    }
+    let out = run_dportage(
+        &fresh,
+        &["--coordinator", &coord.url, "--coordinator-key", &key],
+        &trusted,
+    );
+    assert_success(&out, "dportage --coordinator-key (right key)");
+    assert!(
+        stderr_text(&out).contains("--coordinator-key"),
+        "{}",
+        stderr_text(&out)
+    );
+    let wrong = Identity::generate().id().to_string();
+    let out = run_dportage(
+        &other_dir_for(&tmp),
+        &["--coordinator", &coord.url, "--coordinator-key", &wrong],
+        &trusted,
+    );
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let stderr = stderr_text(&out);
+    for wanted in ["presents key", &key, &wrong, "--coordinator-key"] {
+        assert!(stderr.contains(wanted), "{wanted:?} missing in {stderr}");
+    }
+    // A daemon told another key does not heartbeat, and says why.
+    let wrong_daemon = ServeOptions::new()
+        .args(&[
+            "--coordinator",
+            &coord.url,
+            "--coordinator-key",
+            &wrong,
+            "--heartbeat-interval",
+            "1",
+        ])
+        .env(&[
+            (
+                "DPORTAGE_DIR",
+                &tmp.path().join("wrong-daemon").display().to_string(),
+            ),
+            ("DPORTAGE_CA_FILE", &ca_file),
+        ])
+        .log_level("info")
+        .start();
+    let log = wrong_daemon.wait_for_log("presents key", Duration::from_secs(30));
+    assert!(log.contains(&wrong), "{log}");
 
     // A client that trusts another CA only (SSL_CERT_FILE replaces the
     // system's roots) refuses the coordinator and says what to do.
     let other = TestCa::new(tmp.path(), "other");
-    let other_dir = tmp.path().join("stranger");
+    let other_dir = other_dir_for(&tmp);
     let out = run_dportage(
         &other_dir,
         &["--coordinator", &coord.url],

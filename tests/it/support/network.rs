@@ -64,6 +64,15 @@ pub fn client(url: &str, identity: &Arc<Identity>) -> CoordinatorClient {
         .with_timeout(Duration::from_secs(20))
 }
 
+/// The key of the coordinator at `url`, as a client learns it (what signed
+/// requests must name).
+pub async fn coordinator_key(url: &str) -> dportage::network::IdentityId {
+    client(url, &Arc::new(Identity::generate()))
+        .coordinator_key()
+        .await
+        .expect("the coordinator's key")
+}
+
 /// A port on `ip` that really accepts TCP connections while the value lives
 /// (`dportage` drops candidates it cannot connect to).
 pub struct Listening {
