@@ -76,6 +76,12 @@ struct RunArgs {
     /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A reverse proxy (its address as the coordinator sees it) whose
+    /// X-Forwarded-For header names the real client: per-address limits,
+    /// network grouping and advertised addresses then use the client's
+    /// address. Repeatable. The header from anyone else is ignored.
+    #[arg(long = "trusted-proxy", value_name = "ADDR")]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Also write the bound address (ADDR:PORT) to this file once listening.
     #[arg(long, value_name = "FILE")]
     address_file: Option<PathBuf>,
@@ -397,6 +403,7 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
     cfg.evidence_quota = args.evidence_quota;
     cfg.referees_any_network = args.referees_any_network;
     cfg.max_nonces_per_network = args.max_nonces_per_network.max(1);
+    cfg.trusted_proxies = args.trusted_proxies;
     cfg.tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,

@@ -399,11 +399,19 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
-        // One address may not take every slot: honest clients elsewhere keep theirs.
-        let Some(address_slot) = shared.address_slots.try_acquire(peer.ip()) else {
-            shared.counters.refused_by(Limit::ConnectionsPerAddress);
-            drop(stream);
-            continue;
+        // One address may not take every slot: honest clients elsewhere keep
+        // theirs. A trusted proxy's connections carry everyone's requests.
+        let address_slot = if shared.cfg.trusted_proxies.contains(&peer.ip()) {
+            None
+        } else {
+            match shared.address_slots.try_acquire(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    shared.counters.refused_by(Limit::ConnectionsPerAddress);
+                    drop(stream);
+                    continue;
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::support::network::*;
 use crate::support::serve::ServeOptions;
 use crate::support::*;
-use dportage::network::Identity;
+use dportage::network::{unix_now, Identity};
 
 /// A member directory with no identity or pins yet.
 fn other_dir_for(tmp: &tempfile::TempDir) -> std::path::PathBuf {
@@ -137,4 +137,64 @@ fn a_daemon_and_a_member_use_an_https_coordinator() {
     let out = run_dportage(&other_dir, &["--coordinator", &plain], &[]);
     assert!(!out.status.success());
     drop(daemon);
+}
+
+/// Behind a reverse proxy (`--trusted-proxy`), the coordinator sees the
+/// client's address in `X-Forwarded-For`, from that proxy only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_trusted_proxy_names_the_client_address() {
+    use dportage::coordinator::{Coordinator, CoordinatorConfig};
+    use dportage::network::api::HeartbeatAck;
+    use dportage::network::auth;
+    use dportage::network::caller::{send, CoordinatorUrl};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let proxy = Ipv4Addr::new(127, 0, 0, 52);
+    let mut cfg = CoordinatorConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("c"));
+    cfg.challenges = false;
+    cfg.trusted_proxies = vec![IpAddr::V4(proxy)];
+    let coord = Coordinator::bind(cfg).await.unwrap();
+    let url = CoordinatorUrl::parse(&coord.url()).unwrap();
+    // A heartbeat that lets the coordinator choose the address to advertise
+    // (the one it sees), from `source`, claiming `forwarded`.
+    let heartbeat_from = |source: Ipv4Addr, forwarded: &'static str| {
+        let url = url.clone();
+        let key = coord.key();
+        async move {
+            let who = Identity::generate();
+            let mut hb = heartbeat("127.0.0.1", 4000);
+            hb.host = None;
+            let body = serde_json::to_vec(&hb).unwrap();
+            let signed = auth::sign_request(&who, &key, "POST", "/v1/heartbeat", &body, unix_now());
+            let mut headers = signed.pairs().to_vec();
+            headers.push(("x-forwarded-for", forwarded));
+            let (status, answer) = send(
+                &url,
+                Some(IpAddr::V4(source)),
+                "POST",
+                "/v1/heartbeat",
+                &headers,
+                body,
+            )
+            .await
+            .unwrap();
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+            serde_json::from_slice::<HeartbeatAck>(&answer)
+                .unwrap()
+                .advertised
+        }
+    };
+    // Through the proxy: the client's address (not the proxy's, nor what
+    // the client wrote into the header itself).
+    assert_eq!(
+        heartbeat_from(proxy, "127.0.9.9, 127.0.6.7").await,
+        "127.0.6.7:4000"
+    );
+    // From anyone else the header is ignored.
+    assert_eq!(
+        heartbeat_from(Ipv4Addr::new(127, 0, 0, 53), "127.0.6.8").await,
+        "127.0.0.53:4000"
+    );
+    coord.shutdown();
 }
