@@ -7,9 +7,10 @@
 //!
 //! # The coordinator's HTTP API (full text: `docs/coordinator-api.md`)
 //!
-//! JSON over HTTP/1.1. Every `/v1/*` request is signed with the caller's
-//! Ed25519 key ([`auth`]: headers `X-Dportage-Key`, `-Time`, `-Nonce`,
-//! `-Signature` over method, path, time, nonce and the blake3 of the body);
+//! JSON over HTTP/1.1 (https: [`tls`]). Every `/v1/*` request is signed with
+//! the caller's Ed25519 key ([`auth`]: headers `X-Dportage-Key`,
+//! `-Coordinator`, `-Time`, `-Nonce`, `-Signature` over the coordinator's key,
+//! method, path, time, nonce and the blake3 of the body);
 //! timestamps outside ±5 min and reused nonces are refused. Bodies are limited
 //! to 64 KiB (413; an evidence upload to [`api::MAX_EVIDENCE_BYTES`]),
 //! malformed JSON is 400, errors are `{"error", "code"}`.
@@ -29,6 +30,7 @@
 //! | `GET /` | anyone | HTML status page |
 //! | `GET /metrics` | anyone | Prometheus text |
 //! | `GET /healthz` | anyone | `ok` |
+//! | `GET /v1/coordinator-key?challenge=HEX` | anyone | [`api::CoordinatorKeyProof`]: the key signed requests name |
 //!
 //! # Membership across users
 //!
