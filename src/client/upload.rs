@@ -267,8 +267,19 @@ mod tests {
                     let counted = Arc::clone(&counted);
                     async move {
                         let path = req.uri().path().to_owned();
+                        let query = req.uri().query().unwrap_or("").to_owned();
                         let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let (status, answer) = if path == "/v1/report" {
+                        let (status, answer) = if path == crate::network::api::COORDINATOR_KEY_PATH
+                        {
+                            // Signed requests name the coordinator's key: give one.
+                            let challenge = query.trim_start_matches("challenge=");
+                            let proof = crate::network::api::CoordinatorKeyProof::sign(
+                                &Identity::generate(),
+                                challenge,
+                            )
+                            .unwrap();
+                            (200, serde_json::to_string(&proof).unwrap())
+                        } else if path == "/v1/report" {
                             let report: MismatchReport = serde_json::from_slice(&body).unwrap();
                             let ack = ReportAck {
                                 report_id: 1,

@@ -160,9 +160,10 @@ impl CoordinatorClient {
     pub fn new(url: &str, identity: Arc<Identity>) -> Result<Self, NetworkError> {
         let url = CoordinatorUrl::parse(url)?;
         if let Some(warning) = url.plain_http_warning() {
-            // Once per process: a daemon makes a client per restart of its loop.
+            // Once per process (a run may make several clients), through the
+            // log: a detached daemon's stderr goes nowhere.
             static WARNED: std::sync::Once = std::sync::Once::new();
-            WARNED.call_once(|| eprintln!("dportage: {warning}"));
+            WARNED.call_once(|| tracing::warn!("{warning}"));
         }
         Ok(Self {
             url,

@@ -179,7 +179,7 @@ pub fn plain_http_warning(host: &str) -> Option<String> {
             .is_ok_and(|ip| ip.is_loopback());
     (!loopback).then(|| {
         format!(
-            "warning: the coordinator {host} is reached over plain http: anyone on the path \
+            "the coordinator {host} is reached over plain http: anyone on the path \
              sees the requests (host lists, reports, evidence) and can delay or drop them. \
              Requests and host lists are signed, so they cannot be forged, but use an \
              https:// coordinator URL outside a trusted network"

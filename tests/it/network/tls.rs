@@ -198,3 +198,21 @@ async fn only_a_trusted_proxy_names_the_client_address() {
     );
     coord.shutdown();
 }
+
+/// Plain http to anything but loopback works but is warned about, once.
+#[test]
+fn plain_http_beyond_loopback_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dead = DeadPort::new();
+    // 0.0.0.0 is not a loopback address, yet reaches this machine (and the
+    // dead port refuses at once).
+    let url = format!("http://0.0.0.0:{}", dead.port);
+    let out = run_dportage(tmp.path(), &["--coordinator", &url], &[]);
+    assert!(!out.status.success());
+    let stderr = stderr_text(&out);
+    assert_eq!(stderr.matches("plain http").count(), 1, "{stderr}");
+    assert!(stderr.contains("https://"), "{stderr}");
+    let loopback = format!("http://127.0.0.1:{}", dead.port);
+    let out = run_dportage(tmp.path(), &["--coordinator", &loopback], &[]);
+    assert!(!stderr_text(&out).contains("plain http"));
+}
