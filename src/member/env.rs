@@ -525,7 +525,15 @@ async fn obtain(opts: &EnvOptions, coordinator: &str, dir: &Path) -> Result<Obta
         other => other.map_err(network_failure)?,
     };
     let url = client.url().to_string();
-    let response = open_signed_list(&signed, dir, &url, &me, opts.coordinator_key)?;
+    // The key our requests were signed for (already checked against the pin
+    // or --coordinator-key): the list must be signed by it too.
+    let presented = client.coordinator_key().await.map_err(network_failure)?;
+    let how = if opts.coordinator_key.is_some() {
+        "as given with --coordinator-key"
+    } else {
+        "first contact"
+    };
+    let response = open_signed_list(&signed, dir, &url, &me, (presented, how))?;
     let list_path = host_list::save(dir, &signed).map_err(|e| {
         Failure::new(
             exitcode::IO_ERROR,
@@ -582,7 +590,7 @@ fn open_signed_list(
     dir: &Path,
     url: &str,
     me: &IdentityId,
-    given: Option<IdentityId>,
+    (presented, how): (IdentityId, &str),
 ) -> Result<HostsResponse, Failure> {
     let refused = |why: String| {
         Failure::new(
@@ -591,20 +599,16 @@ fn open_signed_list(
         )
     };
     let pinned = host_list::pinned_key(dir, url).map_err(|e| refused(e.to_string()))?;
-    // A key given up front stands in for the pin (and becomes it).
+    // Without a pin, the key the coordinator presented (given up front, or
+    // seen at first contact) stands in for it, and becomes it.
     let response = signed
-        .open(pinned.or(given).as_ref())
+        .open(Some(&pinned.unwrap_or(presented)))
         .map_err(|e| refused(e.to_string()))?;
     response
         .check_for(me, unix_now())
         .map_err(|e| refused(e.to_string()))?;
     if pinned.is_none() {
         host_list::pin(dir, url, &signed.coordinator).map_err(|e| refused(e.to_string()))?;
-        let how = if given.is_some() {
-            "as given with --coordinator-key"
-        } else {
-            "first contact"
-        };
         tracing::warn!(
             "pinned coordinator {url}'s key {} ({how}; see {} in {})",
             signed.coordinator,
@@ -712,6 +716,52 @@ mod tests {
             arch: "x86_64".into(),
             standing: crate::trust::standing::Standing::Probationary,
         }
+    }
+
+    #[test]
+    fn a_list_must_be_signed_by_the_key_the_coordinator_presented() {
+        let dir = tempfile::tempdir().unwrap();
+        let (coordinator, other) = (Identity::generate(), Identity::generate());
+        let me = Identity::generate().id();
+        let list = serde_json::to_string(&HostsResponse {
+            hosts: Vec::new(),
+            redundancy: 2,
+            member_via: me,
+            issued_to: me,
+            issued_at: unix_now(),
+        })
+        .unwrap();
+        let url = "http://c:1";
+        // Signed by another key than the one our requests were signed for.
+        let forged = SignedHostList::sign(&other, list.clone());
+        let e = open_signed_list(
+            &forged,
+            dir.path(),
+            url,
+            &me,
+            (coordinator.id(), "first contact"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("impersonating"), "{}", e.message);
+        assert_eq!(
+            host_list::pinned_key(dir.path(), url).unwrap(),
+            None,
+            "nothing pinned"
+        );
+        // The right one is accepted and pinned.
+        let signed = SignedHostList::sign(&coordinator, list);
+        assert!(open_signed_list(
+            &signed,
+            dir.path(),
+            url,
+            &me,
+            (coordinator.id(), "first contact"),
+        )
+        .is_ok_and(|r| r.issued_to == me));
+        assert_eq!(
+            host_list::pinned_key(dir.path(), url).unwrap(),
+            Some(coordinator.id())
+        );
     }
 
     #[test]
