@@ -512,7 +512,7 @@ fn print_blacklist(
 fn blacklist_http(action: BlacklistAction, url: &str) -> Result<(), CoordinatorError> {
     let dir = identity::dportage_dir();
     let me = Arc::new(Identity::load_or_create(&dir)?);
-    let client = CoordinatorClient::new(url, me)?;
+    let client = CoordinatorClient::new(url, me)?.expecting_pinned_key(&dir)?;
     let rt = crate::runtime::current_thread()?;
     rt.block_on(async {
         match action {
@@ -550,8 +550,9 @@ fn vouch(
 ) -> Result<(), CoordinatorError> {
     let verb = if vouched { "vouched for" } else { "unvouched" };
     if let Some(url) = coordinator {
-        let me = Arc::new(Identity::load_or_create(&identity::dportage_dir())?);
-        let client = CoordinatorClient::new(&url, me)?;
+        let dir = identity::dportage_dir();
+        let me = Arc::new(Identity::load_or_create(&dir)?);
+        let client = CoordinatorClient::new(&url, me)?.expecting_pinned_key(&dir)?;
         let rt = crate::runtime::current_thread()?;
         let answer = rt.block_on(client.admin_vouch(id, vouched))?;
         println!("{verb} {id}: {}", answer.standing.name());
