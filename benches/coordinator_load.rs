@@ -35,7 +35,7 @@ use dportage::fingerprint::Toolchain;
 use dportage::network::api::{Heartbeat, HostsRequest};
 use dportage::network::auth;
 use dportage::network::unix_now;
-use dportage::network::Identity;
+use dportage::network::{Identity, IdentityId};
 
 fn knob(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -83,8 +83,13 @@ struct Signed {
     body: Bytes,
 }
 
-fn sign(identity: &Identity, path: &'static str, body: Vec<u8>) -> Signed {
-    let headers = auth::sign_request(identity, "POST", path, &body, unix_now());
+fn sign(
+    identity: &Identity,
+    coordinator: &IdentityId,
+    path: &'static str,
+    body: Vec<u8>,
+) -> Signed {
+    let headers = auth::sign_request(identity, coordinator, "POST", path, &body, unix_now());
     Signed {
         path,
         headers,
@@ -275,7 +280,7 @@ fn main() {
             .map(|k| {
                 let i = k % senders;
                 let (hb, _) = heartbeat(i);
-                sign(&identities[i], "/v1/heartbeat", serde_json::to_vec(&hb).unwrap())
+                sign(&identities[i], &coord.key(), "/v1/heartbeat", serde_json::to_vec(&hb).unwrap())
             })
             .collect();
         let r = run_phase(addr, heartbeats, connections, cap).await;
@@ -289,7 +294,7 @@ fn main() {
                     tz_offset_secs: ((k % 25) as i32 - 12) * 3600,
                     max: Some(32),
                 };
-                sign(&identities[i], "/v1/hosts", serde_json::to_vec(&req).unwrap())
+                sign(&identities[i], &coord.key(), "/v1/hosts", serde_json::to_vec(&req).unwrap())
             })
             .collect();
         let r = run_phase(addr, lists, connections, cap).await;

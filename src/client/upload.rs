@@ -79,7 +79,7 @@ fn refused_for_good(e: &NetworkError) -> bool {
 pub fn send_pending_evidence_blocking(coordinator: &str) -> Result<usize, NetworkError> {
     let dir = dportage_dir();
     let identity = Arc::new(Identity::load_or_create(&dir)?);
-    let client = CoordinatorClient::new(coordinator, identity)?;
+    let client = CoordinatorClient::new(coordinator, identity)?.expecting_pinned_key(&dir)?;
     let runtime = crate::runtime::current_thread()?;
     let inputs = KeptInputs::in_dir(&dir);
     let drained = super::evidence::drain_pending_reports(&dir, |record| {
@@ -267,8 +267,19 @@ mod tests {
                     let counted = Arc::clone(&counted);
                     async move {
                         let path = req.uri().path().to_owned();
+                        let query = req.uri().query().unwrap_or("").to_owned();
                         let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let (status, answer) = if path == "/v1/report" {
+                        let (status, answer) = if path == crate::network::api::COORDINATOR_KEY_PATH
+                        {
+                            // Signed requests name the coordinator's key: give one.
+                            let challenge = query.trim_start_matches("challenge=");
+                            let proof = crate::network::api::CoordinatorKeyProof::sign(
+                                &Identity::generate(),
+                                challenge,
+                            )
+                            .unwrap();
+                            (200, serde_json::to_string(&proof).unwrap())
+                        } else if path == "/v1/report" {
                             let report: MismatchReport = serde_json::from_slice(&body).unwrap();
                             let ack = ReportAck {
                                 report_id: 1,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::config::{self as defaults, CoordinatorConfig};
+use super::config::{self as defaults, CoordinatorConfig, TlsFiles};
 use super::pool::network_key;
 use super::quota::Rate;
 use super::service::{Coordinator, CoordinatorError};
@@ -68,6 +68,20 @@ struct RunArgs {
     /// Hosts each job is sent to, as told to clients.
     #[arg(long, default_value_t = 2)]
     redundancy: u32,
+    /// Serve https with this certificate chain (PEM; the server's certificate
+    /// first). Needs --tls-key. Without both: plain http, for loopback or
+    /// behind a TLS-terminating reverse proxy (README: "Running the coordinator").
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A reverse proxy (its address as the coordinator sees it) whose
+    /// X-Forwarded-For header names the real client: per-address limits,
+    /// network grouping and advertised addresses then use the client's
+    /// address. Repeatable. The header from anyone else is ignored.
+    #[arg(long = "trusted-proxy", value_name = "ADDR")]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Also write the bound address (ADDR:PORT) to this file once listening.
     #[arg(long, value_name = "FILE")]
     address_file: Option<PathBuf>,
@@ -395,6 +409,11 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
     cfg.evidence_quota = args.evidence_quota;
     cfg.referees_any_network = args.referees_any_network;
     cfg.max_nonces_per_network = args.max_nonces_per_network.max(1);
+    cfg.trusted_proxies = args.trusted_proxies;
+    cfg.tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
     let rt = crate::runtime::multi_thread(None)?;
     rt.block_on(async move {
         let coordinator = Coordinator::bind(cfg).await?;
@@ -402,7 +421,11 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "dportage coordinator listening on http://{addr}");
+            let _ = writeln!(
+                out,
+                "dportage coordinator listening on {}",
+                coordinator.url()
+            );
             let _ = out.flush();
         }
         if let Some(path) = args.address_file {
@@ -501,7 +524,7 @@ fn print_blacklist(
 fn blacklist_http(action: BlacklistAction, url: &str) -> Result<(), CoordinatorError> {
     let dir = identity::dportage_dir();
     let me = Arc::new(Identity::load_or_create(&dir)?);
-    let client = CoordinatorClient::new(url, me)?;
+    let client = CoordinatorClient::new(url, me)?.expecting_pinned_key(&dir)?;
     let rt = crate::runtime::current_thread()?;
     rt.block_on(async {
         match action {
@@ -551,8 +574,9 @@ fn vouch(
 ) -> Result<(), CoordinatorError> {
     let verb = if vouched { "vouched for" } else { "unvouched" };
     if let Some(url) = coordinator {
-        let me = Arc::new(Identity::load_or_create(&identity::dportage_dir())?);
-        let client = CoordinatorClient::new(&url, me)?;
+        let dir = identity::dportage_dir();
+        let me = Arc::new(Identity::load_or_create(&dir)?);
+        let client = CoordinatorClient::new(&url, me)?.expecting_pinned_key(&dir)?;
         let rt = crate::runtime::current_thread()?;
         let answer = rt.block_on(client.admin_vouch(id, vouched))?;
         println!("{verb} {id}: {}", answer.standing.name());

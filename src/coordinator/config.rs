@@ -1,7 +1,7 @@
 //! [`CoordinatorConfig`]: everything `dportage coordinator` can be told. Its
 //! own file because both the service and the shared state hold it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -73,6 +73,22 @@ pub struct CoordinatorConfig {
     pub referees_any_network: bool,
     /// How long a referee may take over a re-run job.
     pub referee_timeout: Duration,
+    /// Serve https with this PEM certificate chain and private key
+    /// (`--tls-cert`, `--tls-key`); `None`: plain http (loopback, or behind a
+    /// TLS-terminating proxy).
+    pub tls: Option<TlsFiles>,
+    /// Reverse proxies whose `X-Forwarded-For` names the real client
+    /// (`--trusted-proxy`): per-address limits, network grouping and
+    /// advertised addresses then see the client, not the proxy. Their own
+    /// connections are not limited per address (they carry everyone's).
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// The coordinator's certificate chain and its private key, both PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Defaults, shared with the command line's.
@@ -152,6 +168,8 @@ impl CoordinatorConfig {
             evidence_quota: 1 << 30,
             referee_timeout: Duration::from_secs(120),
             referees_any_network: false,
+            tls: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -308,7 +308,7 @@ pub(super) async fn read_signed(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&claim.key)?;
-        auth::verify_claim(&key, &claim, &method, &path, &body)
+        auth::verify_claim(&key, &claim, &shared.key.id(), &method, &path, &body)
     })();
     verified.inspect_err(|e| shared.counters.auth_failed(e))?;
     // Only a good signature reaches the nonce cache and the quotas, so forged

@@ -63,6 +63,8 @@ pub enum CoordinatorError {
     Usage { option: &'static str, why: String },
     #[error("{0} does not exist; is --data the coordinator's directory?")]
     NoDatabase(PathBuf),
+    #[error("--tls-cert/--tls-key: {0}")]
+    Tls(#[from] crate::network::tls::TlsError),
     #[error("the coordinator's signing key in {}: {reason}", dir.display())]
     Key { dir: PathBuf, reason: String },
     #[error("{0} is not blacklisted; `dportage coordinator blacklist list` shows who is")]
@@ -87,7 +89,9 @@ impl CoordinatorError {
             | CoordinatorError::NotBlacklisted(_)
             | CoordinatorError::NetworkNotBlacklisted(_)
             | CoordinatorError::NotAHost(_) => exitcode::NO_SUCH_FILE,
-            CoordinatorError::Store(_) | CoordinatorError::Key { .. } => exitcode::IO_ERROR,
+            CoordinatorError::Store(_)
+            | CoordinatorError::Key { .. }
+            | CoordinatorError::Tls(_) => exitcode::IO_ERROR,
             CoordinatorError::Remote(NetworkError::Api { code, .. }) if code == "not_admin" => {
                 exitcode::ACCESS_DENIED
             }
@@ -117,6 +121,13 @@ pub struct Coordinator {
 impl Coordinator {
     /// Open the store, bind, and serve on the current tokio runtime.
     pub async fn bind(cfg: CoordinatorConfig) -> Result<Coordinator, CoordinatorError> {
+        // Read before anything else: a wrong file is a start-up error.
+        let tls = match &cfg.tls {
+            Some(files) => Some(tokio_rustls::TlsAcceptor::from(
+                crate::network::tls::server_config(&files.cert, &files.key)?,
+            )),
+            None => None,
+        };
         let (store, snapshot) = Store::open(&cfg.data_dir)?;
         let key = Identity::load_or_create(&cfg.data_dir.join(KEY_DIR)).map_err(|e| {
             CoordinatorError::Key {
@@ -174,7 +185,7 @@ impl Coordinator {
         super::challenger::spawn(Arc::downgrade(&shared));
         super::adjudicator::spawn_adjudicator(Arc::downgrade(&shared));
         spawn_store_watcher(Arc::downgrade(&shared))?;
-        let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+        let accept = tokio::spawn(accept_loop(listener, shared.clone(), tls));
         Ok(Coordinator {
             addr,
             shared,
@@ -186,9 +197,20 @@ impl Coordinator {
         self.addr
     }
 
-    /// `http://ADDR:PORT`.
+    /// `http://ADDR:PORT`, or `https://` when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.shared.cfg.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The coordinator's public key: what signed requests must name, and
+    /// what signs host lists.
+    pub fn key(&self) -> IdentityId {
+        self.shared.key.id()
     }
 
     /// Stop accepting; background tasks end on their next tick.
@@ -353,7 +375,11 @@ fn spawn_store_watcher(weak: Weak<Shared>) -> Result<(), CoordinatorError> {
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let limit = Arc::new(Semaphore::new(shared.cfg.max_connections));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -373,31 +399,42 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             drop(stream);
             continue;
         };
-        // One address may not take every slot: honest clients elsewhere keep theirs.
-        let Some(address_slot) = shared.address_slots.try_acquire(peer.ip()) else {
-            shared.counters.refused_by(Limit::ConnectionsPerAddress);
-            drop(stream);
-            continue;
+        // One address may not take every slot: honest clients elsewhere keep
+        // theirs. A trusted proxy's connections carry everyone's requests.
+        let address_slot = if shared.cfg.trusted_proxies.contains(&peer.ip()) {
+            None
+        } else {
+            match shared.address_slots.try_acquire(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    shared.counters.refused_by(Limit::ConnectionsPerAddress);
+                    drop(stream);
+                    continue;
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             shared
                 .counters
                 .connections_open
                 .fetch_add(1, Ordering::Relaxed);
-            let svc_shared = shared.clone();
-            let svc = hyper::service::service_fn(move |req| {
-                routes::handle(svc_shared.clone(), peer, req)
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(shared.cfg.header_timeout)
-                .max_buf_size(MAX_BODY + 16 * 1024)
-                .keep_alive(true);
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
-                tracing::debug!("connection from {peer}: {e}");
+            match tls {
+                // The handshake is bounded like a request's headers: a peer
+                // that opens connections and says nothing holds no slot long.
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(shared.cfg.header_timeout, acceptor.accept(stream))
+                            .await;
+                    match handshake {
+                        Ok(Ok(stream)) => serve_http(&shared, peer, stream).await,
+                        Ok(Err(e)) => tracing::debug!("TLS handshake with {peer}: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake with {peer}: timed out"),
+                    }
+                }
+                None => serve_http(&shared, peer, stream).await,
             }
             shared
                 .counters
@@ -406,5 +443,23 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             drop(address_slot);
             drop(permit);
         });
+    }
+}
+
+/// HTTP/1.1 on one accepted connection, plain or TLS.
+async fn serve_http<S>(shared: &Arc<Shared>, peer: SocketAddr, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_shared = shared.clone();
+    let svc = hyper::service::service_fn(move |req| routes::handle(svc_shared.clone(), peer, req));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.cfg.header_timeout)
+        .max_buf_size(MAX_BODY + 16 * 1024)
+        .keep_alive(true);
+    if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+        tracing::debug!("connection from {peer}: {e}");
     }
 }

@@ -24,6 +24,7 @@ pub(super) enum Endpoint {
     Status,
     Metrics,
     Health,
+    CoordinatorKey,
     Heartbeat,
     Hosts,
     Link,
@@ -41,10 +42,11 @@ pub(super) enum Endpoint {
 }
 
 impl Endpoint {
-    pub(super) const ALL: [Endpoint; 17] = [
+    pub(super) const ALL: [Endpoint; 18] = [
         Endpoint::Status,
         Endpoint::Metrics,
         Endpoint::Health,
+        Endpoint::CoordinatorKey,
         Endpoint::Heartbeat,
         Endpoint::Hosts,
         Endpoint::Link,
@@ -66,6 +68,7 @@ impl Endpoint {
             Endpoint::Status => "status",
             Endpoint::Metrics => "metrics",
             Endpoint::Health => "healthz",
+            Endpoint::CoordinatorKey => "coordinator_key",
             Endpoint::Heartbeat => "heartbeat",
             Endpoint::Hosts => "hosts",
             Endpoint::Link => "link",
@@ -106,11 +109,12 @@ pub(super) const LATENCY_BUCKETS: [f64; 10] = [
 ];
 
 /// Why a signature check failed: the `reason` label, in [`AuthError::label`]'s words.
-pub(super) const AUTH_LABELS: [&str; 8] = [
+pub(super) const AUTH_LABELS: [&str; 9] = [
     "missing",
     "malformed",
     "stale",
     "bad_signature",
+    "wrong_coordinator",
     "replay",
     "overloaded",
     "key_busy",

@@ -24,7 +24,7 @@ use crate::exitcode;
 use crate::network::api::{
     check_host_name, HostEntry, HostsRequest, HostsResponse, SignedHostList,
 };
-use crate::network::caller::CoordinatorClient;
+use crate::network::caller::{CoordinatorClient, KeySource};
 use crate::network::clock::unix_now;
 use crate::network::host_list;
 use crate::network::identity::IdentityId;
@@ -73,12 +73,16 @@ pub enum UsageError {
     MaxHosts(String),
     #[error("unknown option {0:?}; see `dportage --help`")]
     UnknownOption(String),
+    #[error("--coordinator-key {0:?}: give the coordinator's public key, 64 hex digits (its operator has it in coordinator-key/identity.pub)")]
+    CoordinatorKey(String),
 }
 
 /// Parsed command line of the environment printer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvOptions {
     pub coordinator: Option<String>,
+    /// The key the coordinator must have (instead of trust on first use).
+    pub coordinator_key: Option<IdentityId>,
     pub shell: Shell,
     /// Compilers to match; empty = `$CC` (or `cc`) and `$CXX` (or `c++`).
     pub compilers: Vec<String>,
@@ -90,6 +94,7 @@ pub struct EnvOptions {
 pub fn parse_args(args: &[OsString]) -> Result<EnvOptions, UsageError> {
     let mut o = EnvOptions {
         coordinator: None,
+        coordinator_key: None,
         shell: Shell::Sh,
         compilers: Vec::new(),
         max_hosts: MAX_LISTED,
@@ -112,6 +117,9 @@ pub fn parse_args(args: &[OsString]) -> Result<EnvOptions, UsageError> {
             break;
         } else if a == "--coordinator" || a.starts_with("--coordinator=") {
             o.coordinator = Some(value("--coordinator")?);
+        } else if a == "--coordinator-key" || a.starts_with("--coordinator-key=") {
+            let v = value("--coordinator-key")?;
+            o.coordinator_key = Some(v.parse().map_err(|_| UsageError::CoordinatorKey(v))?);
         } else if a == "--shell" || a.starts_with("--shell=") {
             o.shell = Shell::parse(&value("--shell")?)?;
         } else if a == "--compiler" || a.starts_with("--compiler=") {
@@ -360,6 +368,7 @@ fn network_failure(e: NetworkError) -> Failure {
         NetworkError::Api { code, .. } if code == "not_member" || code == "blacklisted" => {
             exitcode::ACCESS_DENIED
         }
+        NetworkError::CoordinatorKeyMismatch { .. } => exitcode::ACCESS_DENIED,
         NetworkError::BadUrl { .. } | NetworkError::Usage(_) => exitcode::BAD_ARGUMENTS,
         _ => exitcode::DISTCC_FAILED,
     };
@@ -413,6 +422,11 @@ async fn obtain(opts: &EnvOptions, coordinator: &str, dir: &Path) -> Result<Obta
     let identity = Arc::new(Identity::load_or_create(dir).map_err(network_failure)?);
     let me = identity.id();
     let client = CoordinatorClient::new(coordinator, identity).map_err(network_failure)?;
+    // The key the coordinator must have: given, or pinned at first contact.
+    let client = match opts.coordinator_key {
+        Some(key) => client.expecting_key(key, KeySource::Given),
+        None => client.expecting_pinned_key(dir).map_err(network_failure)?,
+    };
     let cache = dir.join(probe::FINGERPRINT_CACHE_FILE);
     let mut fingerprints = Vec::new();
     for (name, path) in local_compilers(opts)? {
@@ -511,7 +525,15 @@ async fn obtain(opts: &EnvOptions, coordinator: &str, dir: &Path) -> Result<Obta
         other => other.map_err(network_failure)?,
     };
     let url = client.url().to_string();
-    let response = open_signed_list(&signed, dir, &url, &me)?;
+    // The key our requests were signed for (already checked against the pin
+    // or --coordinator-key): the list must be signed by it too.
+    let presented = client.coordinator_key().await.map_err(network_failure)?;
+    let how = if opts.coordinator_key.is_some() {
+        "as given with --coordinator-key"
+    } else {
+        "first contact"
+    };
+    let response = open_signed_list(&signed, dir, &url, &me, (presented, how))?;
     let list_path = host_list::save(dir, &signed).map_err(|e| {
         Failure::new(
             exitcode::IO_ERROR,
@@ -568,6 +590,7 @@ fn open_signed_list(
     dir: &Path,
     url: &str,
     me: &IdentityId,
+    (presented, how): (IdentityId, &str),
 ) -> Result<HostsResponse, Failure> {
     let refused = |why: String| {
         Failure::new(
@@ -576,8 +599,10 @@ fn open_signed_list(
         )
     };
     let pinned = host_list::pinned_key(dir, url).map_err(|e| refused(e.to_string()))?;
+    // Without a pin, the key the coordinator presented (given up front, or
+    // seen at first contact) stands in for it, and becomes it.
     let response = signed
-        .open(pinned.as_ref())
+        .open(Some(&pinned.unwrap_or(presented)))
         .map_err(|e| refused(e.to_string()))?;
     response
         .check_for(me, unix_now())
@@ -585,7 +610,7 @@ fn open_signed_list(
     if pinned.is_none() {
         host_list::pin(dir, url, &signed.coordinator).map_err(|e| refused(e.to_string()))?;
         tracing::warn!(
-            "pinned coordinator {url}'s key {} (first contact; see {} in {})",
+            "pinned coordinator {url}'s key {} ({how}; see {} in {})",
             signed.coordinator,
             host_list::PINS_FILE,
             dir.display()
@@ -694,6 +719,52 @@ mod tests {
     }
 
     #[test]
+    fn a_list_must_be_signed_by_the_key_the_coordinator_presented() {
+        let dir = tempfile::tempdir().unwrap();
+        let (coordinator, other) = (Identity::generate(), Identity::generate());
+        let me = Identity::generate().id();
+        let list = serde_json::to_string(&HostsResponse {
+            hosts: Vec::new(),
+            redundancy: 2,
+            member_via: me,
+            issued_to: me,
+            issued_at: unix_now(),
+        })
+        .unwrap();
+        let url = "http://c:1";
+        // Signed by another key than the one our requests were signed for.
+        let forged = SignedHostList::sign(&other, list.clone());
+        let e = open_signed_list(
+            &forged,
+            dir.path(),
+            url,
+            &me,
+            (coordinator.id(), "first contact"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("impersonating"), "{}", e.message);
+        assert_eq!(
+            host_list::pinned_key(dir.path(), url).unwrap(),
+            None,
+            "nothing pinned"
+        );
+        // The right one is accepted and pinned.
+        let signed = SignedHostList::sign(&coordinator, list);
+        assert!(open_signed_list(
+            &signed,
+            dir.path(),
+            url,
+            &me,
+            (coordinator.id(), "first contact"),
+        )
+        .is_ok_and(|r| r.issued_to == me));
+        assert_eq!(
+            host_list::pinned_key(dir.path(), url).unwrap(),
+            Some(coordinator.id())
+        );
+    }
+
+    #[test]
     fn args() {
         let o = parse_args(&os(&[
             "--coordinator",
@@ -724,6 +795,13 @@ mod tests {
         assert_eq!(
             parse_args(&os(&["--max-hosts=0"])),
             Err(UsageError::MaxHosts("0".into()))
+        );
+        let key = "ab".repeat(32);
+        let o = parse_args(&os(&["--coordinator-key", &key])).unwrap();
+        assert_eq!(o.coordinator_key, Some(key.parse().unwrap()));
+        assert_eq!(
+            parse_args(&os(&["--coordinator-key=zz"])),
+            Err(UsageError::CoordinatorKey("zz".into()))
         );
     }
 

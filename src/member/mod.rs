@@ -9,7 +9,8 @@ pub mod network_status;
 
 use std::ffi::OsString;
 
-/// `dportage [--coordinator URL] [--shell sh|csh|fish]` (print the environment) and
+/// `dportage [--coordinator URL] [--coordinator-key HEX] [--shell sh|csh|fish]` (print
+/// the environment) and
 /// `dportage [OPTIONS] CMD ARGS…` (run CMD in it).
 /// `dportage status …` is the member's view of the coordinator.
 pub fn env_main(mut args: Vec<OsString>) -> i32 {

@@ -64,8 +64,9 @@ pub fn status_main(args: Vec<OsString>) -> i32 {
 }
 
 fn fetch(url: &str) -> Result<Value, NetworkError> {
-    let me = Arc::new(Identity::load_or_create(&identity::dportage_dir())?);
-    let client = CoordinatorClient::new(url, me)?;
+    let dir = identity::dportage_dir();
+    let me = Arc::new(Identity::load_or_create(&dir)?);
+    let client = CoordinatorClient::new(url, me)?.expecting_pinned_key(&dir)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -319,6 +319,81 @@ pub enum HostListError {
     Stale { age_secs: u64, max_secs: u64 },
 }
 
+/// `GET /v1/coordinator-key?challenge=HEX` (unauthenticated): the
+/// coordinator's public key, which every signed request names (see
+/// [`super::auth`]), with its signature over the client's fresh challenge (32
+/// hex digits): the answer comes from the holder of the key, now. A client
+/// pins the key at first contact (or is given it, `--coordinator-key`).
+pub const COORDINATOR_KEY_PATH: &str = "/v1/coordinator-key";
+
+/// The answer of [`COORDINATOR_KEY_PATH`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorKeyProof {
+    pub key: IdentityId,
+    /// The client's challenge, echoed.
+    pub challenge: String,
+    /// ed25519 (hex) over [`CoordinatorKeyProof::signed_bytes`].
+    pub signature: String,
+}
+
+/// Why a [`CoordinatorKeyProof`] is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyProofError {
+    #[error("the challenge is not 32 hex digits")]
+    BadChallenge,
+    #[error("the answer is for another challenge (a replayed answer?)")]
+    OtherChallenge,
+    #[error("the signature does not verify under the key it names")]
+    BadSignature,
+}
+
+impl CoordinatorKeyProof {
+    pub fn signed_bytes(challenge: &str) -> Vec<u8> {
+        let mut out = b"dportage coordinator key v1\n".to_vec();
+        out.extend_from_slice(challenge.as_bytes());
+        out
+    }
+
+    pub fn is_challenge(challenge: &str) -> bool {
+        challenge.len() == 32
+            && challenge
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+
+    /// The coordinator's answer to `challenge`.
+    pub fn sign(
+        coordinator: &super::identity::Identity,
+        challenge: &str,
+    ) -> Result<Self, KeyProofError> {
+        if !Self::is_challenge(challenge) {
+            return Err(KeyProofError::BadChallenge);
+        }
+        Ok(CoordinatorKeyProof {
+            key: coordinator.id(),
+            challenge: challenge.to_string(),
+            signature: hex::encode(coordinator.sign(&Self::signed_bytes(challenge))),
+        })
+    }
+
+    /// The key, once the answer is for `challenge` and signed by that key.
+    pub fn verify(&self, challenge: &str) -> Result<IdentityId, KeyProofError> {
+        if self.challenge != challenge {
+            return Err(KeyProofError::OtherChallenge);
+        }
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.key.0)
+            .map_err(|_| KeyProofError::BadSignature)?;
+        let mut sig = [0u8; 64];
+        hex::decode_to_slice(&self.signature, &mut sig).map_err(|_| KeyProofError::BadSignature)?;
+        key.verify_strict(
+            &Self::signed_bytes(challenge),
+            &ed25519_dalek::Signature::from_bytes(&sig),
+        )
+        .map_err(|_| KeyProofError::BadSignature)?;
+        Ok(self.key)
+    }
+}
+
 /// How long a member's client uses a host list (a long build outlives the
 /// environment it started in, so days, not minutes).
 pub const HOST_LIST_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
@@ -856,5 +931,28 @@ mod tests {
         assert!(!is_input_hash(&h.to_uppercase()));
         assert!(!is_input_hash("../../etc/passwd"));
         assert!(!is_input_hash(&h[1..]));
+    }
+
+    #[test]
+    fn coordinator_key_proofs() {
+        let coordinator = crate::network::identity::Identity::generate();
+        let challenge = "0123456789abcdef0123456789abcdef";
+        let proof = CoordinatorKeyProof::sign(&coordinator, challenge).unwrap();
+        assert_eq!(proof.verify(challenge), Ok(coordinator.id()));
+        let other = "f".repeat(32);
+        assert_eq!(proof.verify(&other), Err(KeyProofError::OtherChallenge));
+        // Someone names the coordinator's key without holding it.
+        let mut claimed =
+            CoordinatorKeyProof::sign(&crate::network::identity::Identity::generate(), challenge)
+                .unwrap();
+        claimed.key = coordinator.id();
+        assert_eq!(claimed.verify(challenge), Err(KeyProofError::BadSignature));
+        for bad in ["", "0123", &"g".repeat(32), &"A".repeat(32)] {
+            assert_eq!(
+                CoordinatorKeyProof::sign(&coordinator, bad),
+                Err(KeyProofError::BadChallenge),
+                "{bad:?}"
+            );
+        }
     }
 }

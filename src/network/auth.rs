@@ -1,18 +1,24 @@
 //! Request signatures and replay protection. Pure: no sockets, no clocks (the
 //! caller passes `now`).
 //!
-//! Every API request carries four headers:
+//! Every API request carries five headers:
 //!
 //! | header | value |
 //! |---|---|
 //! | `X-Dportage-Key` | the signer's public key, 64 hex digits |
+//! | `X-Dportage-Coordinator` | the public key of the coordinator the request is for, 64 hex digits |
 //! | `X-Dportage-Time` | unix seconds when signed |
 //! | `X-Dportage-Nonce` | 16 random bytes, 32 hex digits, never reused |
 //! | `X-Dportage-Signature` | Ed25519 signature, 128 hex digits |
 //!
-//! The signature covers [`signing_bytes`]: a context string, the method, the
-//! path with query, the time, the nonce and the blake3 hash of the body, one per
-//! line. The coordinator rejects times more than [`CLOCK_WINDOW_SECS`] away from
+//! The signature covers [`signing_bytes`]: a context string, the coordinator's
+//! key, the method, the path with query, the time, the nonce and the blake3
+//! hash of the body, one per line. A coordinator verifies with its own key in
+//! that place, so a request recorded on the way to one coordinator cannot be
+//! replayed to another (whose nonce cache has never seen it). A client learns
+//! the key from `GET /v1/coordinator-key` (a signed proof, see
+//! [`super::api::CoordinatorKeyProof`]) and pins it, or is given it
+//! (`--coordinator-key`). The coordinator rejects times more than [`CLOCK_WINDOW_SECS`] away from
 //! its clock and nonces it has seen signed by the same key within that window
 //! (it remembers each nonce until its timestamp leaves the window, so memory is
 //! bounded by the request rate of authenticated members, and capped: in all,
@@ -28,11 +34,15 @@ pub const HDR_KEY: &str = "x-dportage-key";
 pub const HDR_TIME: &str = "x-dportage-time";
 pub const HDR_NONCE: &str = "x-dportage-nonce";
 pub const HDR_SIG: &str = "x-dportage-signature";
+pub const HDR_COORDINATOR: &str = "x-dportage-coordinator";
 pub use super::clock::CLOCK_WINDOW_SECS;
-const CONTEXT: &[u8] = b"dportage-request-v1\n";
+/// v2: v1 did not name the coordinator, so a v1 request is refused (it could
+/// have been recorded on its way to another coordinator).
+const CONTEXT: &[u8] = b"dportage-request-v2\n";
 
 /// The bytes a request signature covers.
 pub fn signing_bytes(
+    coordinator: &IdentityId,
     method: &str,
     path_and_query: &str,
     time: u64,
@@ -41,6 +51,8 @@ pub fn signing_bytes(
 ) -> Vec<u8> {
     let mut m = Vec::with_capacity(CONTEXT.len() + method.len() + path_and_query.len() + 128);
     m.extend_from_slice(CONTEXT);
+    m.extend_from_slice(coordinator.to_string().as_bytes());
+    m.push(b'\n');
     m.extend_from_slice(method.as_bytes());
     m.push(b'\n');
     m.extend_from_slice(path_and_query.as_bytes());
@@ -53,19 +65,21 @@ pub fn signing_bytes(
     m
 }
 
-/// The four header values for a signed request.
+/// The five header values for a signed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedHeaders {
     pub key: String,
+    pub coordinator: String,
     pub time: String,
     pub nonce: String,
     pub signature: String,
 }
 
 impl SignedHeaders {
-    pub fn pairs(&self) -> [(&'static str, &str); 4] {
+    pub fn pairs(&self) -> [(&'static str, &str); 5] {
         [
             (HDR_KEY, &self.key),
+            (HDR_COORDINATOR, &self.coordinator),
             (HDR_TIME, &self.time),
             (HDR_NONCE, &self.nonce),
             (HDR_SIG, &self.signature),
@@ -73,9 +87,11 @@ impl SignedHeaders {
     }
 }
 
-/// Sign a request with a fresh random nonce.
+/// Sign a request for the coordinator whose key is `coordinator`, with a
+/// fresh random nonce.
 pub fn sign_request(
     identity: &Identity,
+    coordinator: &IdentityId,
     method: &str,
     path_and_query: &str,
     body: &[u8],
@@ -83,11 +99,20 @@ pub fn sign_request(
 ) -> SignedHeaders {
     let mut nonce = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut nonce);
-    sign_request_with_nonce(identity, method, path_and_query, body, now_unix, nonce)
+    sign_request_with_nonce(
+        identity,
+        coordinator,
+        method,
+        path_and_query,
+        body,
+        now_unix,
+        nonce,
+    )
 }
 
 pub fn sign_request_with_nonce(
     identity: &Identity,
+    coordinator: &IdentityId,
     method: &str,
     path_and_query: &str,
     body: &[u8],
@@ -96,6 +121,7 @@ pub fn sign_request_with_nonce(
 ) -> SignedHeaders {
     let nonce_hex = hex::encode(nonce);
     let sig = identity.sign(&signing_bytes(
+        coordinator,
         method,
         path_and_query,
         now_unix,
@@ -104,6 +130,7 @@ pub fn sign_request_with_nonce(
     ));
     SignedHeaders {
         key: identity.id().to_string(),
+        coordinator: coordinator.to_string(),
         time: now_unix.to_string(),
         nonce: nonce_hex,
         signature: hex::encode(sig),
@@ -121,6 +148,19 @@ pub enum AuthError {
     Stale { claimed: u64, now: u64, skew: u64 },
     #[error("signature does not verify for key {0}")]
     BadSignature(String),
+    #[error(
+        "missing header {HDR_COORDINATOR}: a request must be signed for this coordinator's key \
+         (GET /v1/coordinator-key) so that it cannot be replayed to another coordinator; this \
+         client is older than the coordinator: upgrade dportage"
+    )]
+    NoCoordinator,
+    #[error(
+        "request signed for coordinator {signed_for}, but this coordinator's key is {this}: a \
+         request meant for another coordinator (or replayed from one) is refused. If this is \
+         the coordinator you meant, its key changed: check the new key with its operator, then \
+         delete its line from coordinator-keys.json in DPORTAGE_DIR (or give --coordinator-key)"
+    )]
+    WrongCoordinator { signed_for: String, this: String },
     #[error(
         "nonce already used by this key within the last {CLOCK_WINDOW_SECS} s: replayed request"
     )]
@@ -141,6 +181,7 @@ impl AuthError {
             AuthError::Malformed { .. } => "malformed",
             AuthError::Stale { .. } => "stale",
             AuthError::BadSignature(_) => "bad_signature",
+            AuthError::NoCoordinator | AuthError::WrongCoordinator { .. } => "wrong_coordinator",
             AuthError::Replay => "replay",
             AuthError::Overloaded => "overloaded",
             AuthError::KeyBusy(_) => "key_busy",
@@ -153,6 +194,8 @@ impl AuthError {
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub key: IdentityId,
+    /// The coordinator the signer says the request is for.
+    pub coordinator: IdentityId,
     pub time: u64,
     pub nonce: [u8; 16],
     pub nonce_hex: String,
@@ -169,6 +212,13 @@ pub fn parse_claim<'a>(
         .parse::<IdentityId>()
         .map_err(|why| AuthError::Malformed {
             header: HDR_KEY,
+            why: why.to_string(),
+        })?;
+    let coordinator = get(HDR_COORDINATOR)
+        .ok_or(AuthError::NoCoordinator)?
+        .parse::<IdentityId>()
+        .map_err(|why| AuthError::Malformed {
+            header: HDR_COORDINATOR,
             why: why.to_string(),
         })?;
     let time_s = need(HDR_TIME)?;
@@ -200,6 +250,7 @@ pub fn parse_claim<'a>(
     }
     Ok(Claimed {
         key,
+        coordinator,
         time,
         nonce,
         nonce_hex: nonce_hex.to_ascii_lowercase(),
@@ -220,15 +271,38 @@ pub fn check_time(claim: &Claimed, now_unix: u64) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// Verify the signature with an already-decoded key.
+/// Refuse a request signed for another coordinator than `this` (cheap; the
+/// signature check would refuse it too, with a less helpful message).
+pub fn check_coordinator(claim: &Claimed, this: &IdentityId) -> Result<(), AuthError> {
+    if claim.coordinator != *this {
+        return Err(AuthError::WrongCoordinator {
+            signed_for: claim.coordinator.to_string(),
+            this: this.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Verify the signature with an already-decoded key, as coordinator `this`:
+/// its own key, not the one the request names, is what the signature must
+/// cover.
 pub fn verify_claim(
     key: &VerifyingKey,
     claim: &Claimed,
+    this: &IdentityId,
     method: &str,
     path_and_query: &str,
     body: &[u8],
 ) -> Result<(), AuthError> {
-    let msg = signing_bytes(method, path_and_query, claim.time, &claim.nonce_hex, body);
+    check_coordinator(claim, this)?;
+    let msg = signing_bytes(
+        this,
+        method,
+        path_and_query,
+        claim.time,
+        &claim.nonce_hex,
+        body,
+    );
     key.verify_strict(&msg, &Signature::from_bytes(&claim.signature))
         .map_err(|_| AuthError::BadSignature(claim.key.short()))
 }
@@ -416,6 +490,9 @@ fn key_tag(key: &IdentityId) -> u64 {
 mod tests {
     use super::*;
 
+    /// The coordinator the tests' requests are for.
+    const COORD: IdentityId = IdentityId([7; 32]);
+
     fn claim_of(h: &SignedHeaders) -> Claimed {
         parse_claim(|name| h.pairs().iter().find(|(n, _)| *n == name).map(|(_, v)| *v)).unwrap()
     }
@@ -423,41 +500,72 @@ mod tests {
     #[test]
     fn sign_verify_round_trip_and_tamper() {
         let id = Identity::generate();
-        let h = sign_request(&id, "POST", "/v1/heartbeat", b"{}", 1000);
+        let h = sign_request(&id, &COORD, "POST", "/v1/heartbeat", b"{}", 1000);
         let c = claim_of(&h);
         let mut keys = KeyCache::default();
         let k = keys.get(&c.key).unwrap();
-        verify_claim(&k, &c, "POST", "/v1/heartbeat", b"{}").unwrap();
+        verify_claim(&k, &c, &COORD, "POST", "/v1/heartbeat", b"{}").unwrap();
         assert!(
-            verify_claim(&k, &c, "POST", "/v1/heartbeat", b"{ }").is_err(),
+            verify_claim(&k, &c, &COORD, "POST", "/v1/heartbeat", b"{ }").is_err(),
             "body is covered"
         );
         assert!(
-            verify_claim(&k, &c, "POST", "/v1/hosts", b"{}").is_err(),
+            verify_claim(&k, &c, &COORD, "POST", "/v1/hosts", b"{}").is_err(),
             "path is covered"
         );
         assert!(
-            verify_claim(&k, &c, "GET", "/v1/heartbeat", b"{}").is_err(),
+            verify_claim(&k, &c, &COORD, "GET", "/v1/heartbeat", b"{}").is_err(),
             "method is covered"
         );
         let mut later = c.clone();
         later.time += 1;
         assert!(
-            verify_claim(&k, &later, "POST", "/v1/heartbeat", b"{}").is_err(),
+            verify_claim(&k, &later, &COORD, "POST", "/v1/heartbeat", b"{}").is_err(),
             "time is covered"
         );
         let other = Identity::generate();
         let k2 = keys.get(&other.id()).unwrap();
         assert!(
-            verify_claim(&k2, &c, "POST", "/v1/heartbeat", b"{}").is_err(),
+            verify_claim(&k2, &c, &COORD, "POST", "/v1/heartbeat", b"{}").is_err(),
             "key is bound"
         );
     }
 
     #[test]
+    fn a_request_for_one_coordinator_is_refused_by_another() {
+        let id = Identity::generate();
+        let other_coordinator = IdentityId([8; 32]);
+        let h = sign_request(&id, &COORD, "POST", "/v1/hosts", b"{}", 1000);
+        assert_eq!(h.coordinator, COORD.to_string());
+        let c = claim_of(&h);
+        let k = KeyCache::default().get(&c.key).unwrap();
+        verify_claim(&k, &c, &COORD, "POST", "/v1/hosts", b"{}").unwrap();
+        let e = verify_claim(&k, &c, &other_coordinator, "POST", "/v1/hosts", b"{}").unwrap_err();
+        assert!(matches!(e, AuthError::WrongCoordinator { .. }), "{e}");
+        assert!(e.to_string().contains("coordinator-keys.json"), "{e}");
+        // Lying in the header does not help: the signature covers the key.
+        let mut lied = c.clone();
+        lied.coordinator = other_coordinator;
+        assert!(matches!(
+            verify_claim(&k, &lied, &other_coordinator, "POST", "/v1/hosts", b"{}"),
+            Err(AuthError::BadSignature(_))
+        ));
+        // No coordinator named: refused, and the message says why.
+        let without = |name: &str| {
+            h.pairs()
+                .iter()
+                .find(|(n, _)| *n == name && *n != HDR_COORDINATOR)
+                .map(|(_, v)| *v)
+        };
+        let e = parse_claim(without).unwrap_err();
+        assert_eq!(e, AuthError::NoCoordinator);
+        assert!(e.to_string().contains("upgrade"), "{e}");
+    }
+
+    #[test]
     fn time_window() {
         let id = Identity::generate();
-        let c = claim_of(&sign_request(&id, "GET", "/", b"", 10_000));
+        let c = claim_of(&sign_request(&id, &COORD, "GET", "/", b"", 10_000));
         assert!(check_time(&c, 10_000 + CLOCK_WINDOW_SECS).is_ok());
         assert!(check_time(&c, 10_000 - CLOCK_WINDOW_SECS).is_ok());
         assert!(matches!(
@@ -489,13 +597,14 @@ mod tests {
         let id = Identity::generate();
         let mut cache = NonceCache::new(1000);
         let c = claim_of(&sign_request_with_nonce(
-            &id, "GET", "/", b"", 5000, [7; 16],
+            &id, &COORD, "GET", "/", b"", 5000, [7; 16],
         ));
         cache.check_and_insert(&c, 5000).unwrap();
         assert_eq!(cache.check_and_insert(&c, 5001), Err(AuthError::Replay));
         // Same nonce from another key is not a replay.
         let c2 = claim_of(&sign_request_with_nonce(
             &Identity::generate(),
+            &COORD,
             "GET",
             "/",
             b"",
@@ -507,6 +616,7 @@ mod tests {
         // Once the time has left the window, the slot is forgotten.
         let c3 = claim_of(&sign_request_with_nonce(
             &id,
+            &COORD,
             "GET",
             "/",
             b"",
@@ -524,10 +634,14 @@ mod tests {
         let id = Identity::generate();
         let mut cache = NonceCache::new(3);
         for i in 0..3u8 {
-            let c = claim_of(&sign_request_with_nonce(&id, "GET", "/", b"", 100, [i; 16]));
+            let c = claim_of(&sign_request_with_nonce(
+                &id, &COORD, "GET", "/", b"", 100, [i; 16],
+            ));
             cache.check_and_insert(&c, 100).unwrap();
         }
-        let c = claim_of(&sign_request_with_nonce(&id, "GET", "/", b"", 100, [9; 16]));
+        let c = claim_of(&sign_request_with_nonce(
+            &id, &COORD, "GET", "/", b"", 100, [9; 16],
+        ));
         assert_eq!(cache.check_and_insert(&c, 100), Err(AuthError::Overloaded));
     }
 
@@ -537,12 +651,12 @@ mod tests {
         let mut cache = NonceCache::with_caps(10, 4, usize::MAX);
         for i in 0..4u8 {
             let c = claim_of(&sign_request_with_nonce(
-                &greedy, "GET", "/", b"", 100, [i; 16],
+                &greedy, &COORD, "GET", "/", b"", 100, [i; 16],
             ));
             cache.check_and_insert(&c, 100).unwrap();
         }
         let c = claim_of(&sign_request_with_nonce(
-            &greedy, "GET", "/", b"", 100, [9; 16],
+            &greedy, &COORD, "GET", "/", b"", 100, [9; 16],
         ));
         assert_eq!(cache.check_and_insert(&c, 100), Err(AuthError::KeyBusy(4)));
         assert_eq!(
@@ -552,11 +666,11 @@ mod tests {
         );
         // A replay is still a replay at the cap (not merely busy).
         let old = claim_of(&sign_request_with_nonce(
-            &greedy, "GET", "/", b"", 100, [0; 16],
+            &greedy, &COORD, "GET", "/", b"", 100, [0; 16],
         ));
         assert_eq!(cache.check_and_insert(&old, 100), Err(AuthError::Replay));
         let c = claim_of(&sign_request_with_nonce(
-            &other, "GET", "/", b"", 100, [9; 16],
+            &other, &COORD, "GET", "/", b"", 100, [9; 16],
         ));
         cache
             .check_and_insert(&c, 100)
@@ -564,7 +678,7 @@ mod tests {
         // Once the window passed, the greedy key may send again.
         let later = 100 + NONCE_LIFETIME_SECS;
         let c = claim_of(&sign_request_with_nonce(
-            &greedy, "GET", "/", b"", later, [9; 16],
+            &greedy, &COORD, "GET", "/", b"", later, [9; 16],
         ));
         cache.check_and_insert(&c, later).unwrap();
         assert_eq!(cache.len_of(&greedy.id()), 1);
@@ -579,6 +693,7 @@ mod tests {
         for i in 0..20u8 {
             let c = claim_of(&sign_request_with_nonce(
                 &Identity::generate(),
+                &COORD,
                 "GET",
                 "/",
                 b"",
@@ -592,14 +707,28 @@ mod tests {
             }
         }
         assert_eq!((cache.len(), refused), (5, 15));
-        let c = claim_of(&sign_request(&Identity::generate(), "GET", "/", b"", 100));
+        let c = claim_of(&sign_request(
+            &Identity::generate(),
+            &COORD,
+            "GET",
+            "/",
+            b"",
+            100,
+        ));
         cache
             .check(&c, elsewhere, 100)
             .expect("another network is served");
         cache.insert(&c, elsewhere);
         // Forgotten with the window, per network too.
         let later = 100 + NONCE_LIFETIME_SECS;
-        let c = claim_of(&sign_request(&Identity::generate(), "GET", "/", b"", later));
+        let c = claim_of(&sign_request(
+            &Identity::generate(),
+            &COORD,
+            "GET",
+            "/",
+            b"",
+            later,
+        ));
         cache.check(&c, flood, later).unwrap();
         cache.insert(&c, flood);
         assert_eq!(cache.len(), 1);

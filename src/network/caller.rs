@@ -25,9 +25,12 @@ const MAX_RESPONSE: usize = 1 << 20;
 const EVIDENCE_TIMEOUT: Duration = Duration::from_secs(60);
 const JSON: &str = "application/json";
 
-/// `http://HOST[:PORT][/PREFIX]`.
+/// `http://HOST[:PORT][/PREFIX]` or `https://…` (no scheme: http).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorUrl {
+    /// `https://`: TLS, the server's certificate checked against the roots
+    /// of [`super::tls::client_config`].
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// Path prefix without a trailing slash ("" for the root).
@@ -41,12 +44,14 @@ impl CoordinatorUrl {
             why: why.to_string(),
         };
         let url = url.trim();
-        if url.starts_with("https://") {
-            return Err(bad(
-                "https is not supported by this build; use http:// on a trusted network or terminate TLS in a local proxy",
-            ));
+        let (tls, rest) = match url.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, url.strip_prefix("http://").unwrap_or(url)),
+        };
+        if rest.contains("://") {
+            return Err(bad("the scheme must be http:// or https://"));
         }
-        let rest = url.strip_prefix("http://").unwrap_or(url);
+        let default_port = if tls { 443 } else { 80 };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
@@ -60,7 +65,7 @@ impl CoordinatorUrl {
                 .ok_or_else(|| bad("unclosed [ in IPv6 address"))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| bad("port is not a number"))?,
-                None if after.is_empty() => 80,
+                None if after.is_empty() => default_port,
                 None => return Err(bad("junk after IPv6 address")),
             };
             (h.to_string(), port)
@@ -70,15 +75,25 @@ impl CoordinatorUrl {
                     h.to_string(),
                     p.parse().map_err(|_| bad("port is not a number"))?,
                 ),
-                None => (authority.to_string(), 80),
+                None => (authority.to_string(), default_port),
             }
         };
         check_host_name(&host).map_err(|e| bad(&e.to_string()))?;
         Ok(Self {
+            tls,
             host,
             port,
             prefix: path.trim_end_matches('/').to_string(),
         })
+    }
+
+    /// The warning to print before talking to this coordinator, if any:
+    /// plain http beyond loopback.
+    pub fn plain_http_warning(&self) -> Option<String> {
+        if self.tls {
+            return None;
+        }
+        super::tls::plain_http_warning(&self.host)
     }
 
     fn authority(&self) -> String {
@@ -92,27 +107,133 @@ impl CoordinatorUrl {
 
 impl std::fmt::Display for CoordinatorUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.prefix)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.prefix)
     }
 }
 
-/// Signed calls to one coordinator as one identity.
+/// Where the key a coordinator must have came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `--coordinator-key`.
+    Given,
+    /// Pinned at first contact in this `coordinator-keys.json`.
+    Pinned(std::path::PathBuf),
+}
+
+impl KeySource {
+    pub fn what(&self) -> String {
+        match self {
+            KeySource::Given => "given with --coordinator-key".into(),
+            KeySource::Pinned(path) => format!("pinned at first contact in {}", path.display()),
+        }
+    }
+
+    pub fn fix(&self) -> String {
+        match self {
+            KeySource::Given => "give the new key with --coordinator-key".into(),
+            KeySource::Pinned(path) => format!(
+                "delete the coordinator's line from {} (or give the new key with \
+                 --coordinator-key)",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Signed calls to one coordinator as one identity. Every request is signed
+/// for the coordinator's key (see [`auth`]), learnt from the coordinator at
+/// the first call (`GET /v1/coordinator-key`, a signed proof) and checked
+/// against the key it must have, if one is known ([`Self::expecting_key`]).
 #[derive(Clone)]
 pub struct CoordinatorClient {
     url: CoordinatorUrl,
     identity: Arc<Identity>,
     source_ip: Option<IpAddr>,
     timeout: Duration,
+    expected_key: Option<(IdentityId, KeySource)>,
+    /// The coordinator's key once learnt (shared by clones).
+    coordinator_key: Arc<tokio::sync::OnceCell<IdentityId>>,
 }
 
 impl CoordinatorClient {
     pub fn new(url: &str, identity: Arc<Identity>) -> Result<Self, NetworkError> {
+        let url = CoordinatorUrl::parse(url)?;
+        if let Some(warning) = url.plain_http_warning() {
+            // Once per process (a run may make several clients), through the
+            // log: a detached daemon's stderr goes nowhere.
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| tracing::warn!("{warning}"));
+        }
         Ok(Self {
-            url: CoordinatorUrl::parse(url)?,
+            url,
             identity,
             source_ip: None,
             timeout: Duration::from_secs(15),
+            expected_key: None,
+            coordinator_key: Arc::new(tokio::sync::OnceCell::new()),
         })
+    }
+
+    /// Refuse to talk to a coordinator whose key is not `key`.
+    pub fn expecting_key(mut self, key: IdentityId, source: KeySource) -> Self {
+        self.expected_key = Some((key, source));
+        self
+    }
+
+    /// [`Self::expecting_key`] the key pinned for this coordinator's URL in
+    /// `dir` (`coordinator-keys.json`), if there is one.
+    pub fn expecting_pinned_key(self, dir: &std::path::Path) -> Result<Self, NetworkError> {
+        let url = self.url.to_string();
+        let pinned = super::host_list::pinned_key(dir, &url).map_err(|e| {
+            NetworkError::Usage(format!("reading the pinned coordinator keys: {e}"))
+        })?;
+        Ok(match pinned {
+            Some(key) => {
+                let path = dir.join(super::host_list::PINS_FILE);
+                self.expecting_key(key, KeySource::Pinned(path))
+            }
+            None => self,
+        })
+    }
+
+    /// The coordinator's key: asked for at the first call (a signed proof
+    /// over a fresh challenge), then remembered.
+    pub async fn coordinator_key(&self) -> Result<IdentityId, NetworkError> {
+        self.coordinator_key
+            .get_or_try_init(|| self.fetch_coordinator_key())
+            .await
+            .copied()
+    }
+
+    async fn fetch_coordinator_key(&self) -> Result<IdentityId, NetworkError> {
+        let mut bytes = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
+        let challenge = hex::encode(bytes);
+        let path = format!(
+            "{}{COORDINATOR_KEY_PATH}?challenge={challenge}",
+            self.url.prefix
+        );
+        let proof: CoordinatorKeyProof = self
+            .exchange_within(self.timeout, "GET", &path, JSON, &[], Vec::new())
+            .await?;
+        let key = proof
+            .verify(&challenge)
+            .map_err(|e| NetworkError::BadResponse {
+                url: self.url.to_string(),
+                why: format!("its key proof ({COORDINATOR_KEY_PATH}): {e}"),
+            })?;
+        if let Some((expected, source)) = &self.expected_key {
+            if *expected != key {
+                return Err(NetworkError::CoordinatorKeyMismatch {
+                    url: self.url.to_string(),
+                    got: key,
+                    expected: *expected,
+                    key_source: source.clone(),
+                });
+            }
+        }
+        Ok(key)
     }
 
     /// Connect from this local address (tests use 127.0.x.y to act as
@@ -292,16 +413,46 @@ impl CoordinatorClient {
         timeout: Duration,
     ) -> Result<T, NetworkError> {
         let full_path = format!("{}{}", self.url.prefix, path);
-        let signed = auth::sign_request(&self.identity, method, &full_path, &body, unix_now());
+        let coordinator = self.coordinator_key().await?;
+        let signed = auth::sign_request(
+            &self.identity,
+            &coordinator,
+            method,
+            &full_path,
+            &body,
+            unix_now(),
+        );
+        self.exchange_within(
+            timeout,
+            method,
+            &full_path,
+            content_type,
+            signed.pairs().as_slice(),
+            body,
+        )
+        .await
+    }
+
+    /// Send one request; decode a 2xx JSON answer, turn others into
+    /// [`NetworkError::Api`].
+    async fn exchange_within<T: DeserializeOwned>(
+        &self,
+        timeout: Duration,
+        method: &str,
+        full_path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<T, NetworkError> {
         let (status, bytes) = tokio::time::timeout(
             timeout,
             send_as(
                 &self.url,
                 self.source_ip,
                 method,
-                &full_path,
+                full_path,
                 content_type,
-                signed.pairs().as_slice(),
+                headers,
                 body,
             ),
         )
@@ -387,6 +538,37 @@ pub async fn send_as(
     }
     let stream = stream.ok_or_else(|| unreachable(last_err))?;
     let _ = stream.set_nodelay(true);
+    if url.tls {
+        let config = super::tls::client_config().map_err(|e| unreachable(e.to_string()))?;
+        let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+            .map_err(|e| unreachable(format!("{:?} as a TLS server name: {e}", url.host)))?;
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map_err(|e| unreachable(super::tls::explain_handshake_failure(&url.host, &e)))?;
+        exchange(url, stream, method, path, content_type, headers, body).await
+    } else {
+        exchange(url, stream, method, path, content_type, headers, body).await
+    }
+}
+
+/// One request and its answer on a connected stream (plain or TLS).
+async fn exchange<S>(
+    url: &CoordinatorUrl,
+    stream: S,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<(u16, Bytes), NetworkError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let unreachable = |why: String| NetworkError::Unreachable {
+        url: url.to_string(),
+        why,
+    };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| unreachable(e.to_string()))?;
@@ -436,8 +618,9 @@ pub fn send_report_blocking(
     coordinator: &str,
     report: &MismatchReport,
 ) -> Result<ReportAck, NetworkError> {
-    let identity = Arc::new(Identity::load_or_create(&super::identity::dportage_dir())?);
-    let client = CoordinatorClient::new(coordinator, identity)?;
+    let dir = super::identity::dportage_dir();
+    let identity = Arc::new(Identity::load_or_create(&dir)?);
+    let client = CoordinatorClient::new(coordinator, identity)?.expecting_pinned_key(&dir)?;
     let rt = crate::runtime::current_thread()?;
     rt.block_on(client.report(report))
 }
@@ -516,10 +699,24 @@ mod tests {
         let u = CoordinatorUrl::parse("http://[::1]:9").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 9));
         assert_eq!(u.to_string(), "http://[::1]:9");
-        assert!(CoordinatorUrl::parse("https://x")
+        let u = CoordinatorUrl::parse("https://c.example/dp").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.prefix.as_str()),
+            (true, "c.example", 443, "/dp")
+        );
+        assert_eq!(u.to_string(), "https://c.example:443/dp");
+        assert_eq!(u.plain_http_warning(), None);
+        let u = CoordinatorUrl::parse("https://[::1]").unwrap();
+        assert_eq!((u.tls, u.port), (true, 443));
+        assert!(!CoordinatorUrl::parse("c.example").unwrap().tls);
+        assert!(CoordinatorUrl::parse("http://c.example")
+            .unwrap()
+            .plain_http_warning()
+            .is_some());
+        assert!(CoordinatorUrl::parse("ftp://x")
             .unwrap_err()
             .to_string()
-            .contains("https"));
+            .contains("scheme"));
         assert!(CoordinatorUrl::parse("http://:80").is_err());
         assert!(CoordinatorUrl::parse("http://h:port").is_err());
         assert!(CoordinatorUrl::parse("http://a b:1").is_err());
@@ -535,7 +732,8 @@ mod tests {
     }
 
     /// Serve one request on 127.0.0.1: check its signature, answer
-    /// `status` with `answer`, and hand over what was seen.
+    /// `status` with `answer`, and hand over what was seen. Before it, the
+    /// coordinator's key is asked for and given, as a coordinator does.
     async fn serve_once(
         status: u16,
         answer: String,
@@ -544,47 +742,72 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let coordinator = Arc::new(Identity::generate());
+        let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
         tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let tx = std::sync::Mutex::new(Some(tx));
-            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let tx = tx.clone();
                 let answer = answer.clone();
-                let tx = tx.lock().unwrap().take();
-                async move {
-                    let (parts, body) = req.into_parts();
-                    let body = body.collect().await.unwrap().to_bytes().to_vec();
-                    let header =
-                        |h: &'static str| parts.headers.get(h).and_then(|v| v.to_str().ok());
-                    let path = parts.uri.path().to_owned();
-                    let method = parts.method.as_str().to_owned();
-                    let signature = auth::parse_claim(header)
-                        .and_then(|claim| {
-                            let key = auth::KeyCache::default().get(&claim.key)?;
-                            auth::verify_claim(&key, &claim, &method, &path, &body)
-                        })
-                        .map_err(|e| e.to_string());
-                    let seen = Seen {
-                        content_type: header("content-type").unwrap_or("").to_owned(),
-                        method,
-                        path,
-                        body,
-                        signature,
-                    };
-                    if let Some(tx) = tx {
-                        let _ = tx.send(seen);
+                let coordinator = coordinator.clone();
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let answer = answer.clone();
+                    let tx = tx.clone();
+                    let coordinator = coordinator.clone();
+                    async move {
+                        if req.uri().path() == COORDINATOR_KEY_PATH {
+                            let challenge =
+                                req.uri().query().unwrap_or("").replace("challenge=", "");
+                            let proof =
+                                CoordinatorKeyProof::sign(&coordinator, &challenge).unwrap();
+                            return Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                Full::new(Bytes::from(serde_json::to_vec(&proof).unwrap())),
+                            ));
+                        }
+                        let tx = tx.lock().unwrap().take();
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes().to_vec();
+                        let header =
+                            |h: &'static str| parts.headers.get(h).and_then(|v| v.to_str().ok());
+                        let path = parts.uri.path().to_owned();
+                        let method = parts.method.as_str().to_owned();
+                        let signature = auth::parse_claim(header)
+                            .and_then(|claim| {
+                                let key = auth::KeyCache::default().get(&claim.key)?;
+                                auth::verify_claim(
+                                    &key,
+                                    &claim,
+                                    &coordinator.id(),
+                                    &method,
+                                    &path,
+                                    &body,
+                                )
+                            })
+                            .map_err(|e| e.to_string());
+                        let seen = Seen {
+                            content_type: header("content-type").unwrap_or("").to_owned(),
+                            method,
+                            path,
+                            body,
+                            signature,
+                        };
+                        if let Some(tx) = tx {
+                            let _ = tx.send(seen);
+                        }
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(answer)))
+                                .unwrap(),
+                        )
                     }
-                    Ok::<_, std::convert::Infallible>(
-                        hyper::Response::builder()
-                            .status(status)
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from(answer)))
-                            .unwrap(),
-                    )
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
         });
         (url, rx)
     }

@@ -7,9 +7,10 @@
 //!
 //! # The coordinator's HTTP API (full text: `docs/coordinator-api.md`)
 //!
-//! JSON over HTTP/1.1. Every `/v1/*` request is signed with the caller's
-//! Ed25519 key ([`auth`]: headers `X-Dportage-Key`, `-Time`, `-Nonce`,
-//! `-Signature` over method, path, time, nonce and the blake3 of the body);
+//! JSON over HTTP/1.1 (https: [`tls`]). Every `/v1/*` request is signed with
+//! the caller's Ed25519 key ([`auth`]: headers `X-Dportage-Key`,
+//! `-Coordinator`, `-Time`, `-Nonce`, `-Signature` over the coordinator's key,
+//! method, path, time, nonce and the blake3 of the body);
 //! timestamps outside ±5 min and reused nonces are refused. Bodies are limited
 //! to 64 KiB (413; an evidence upload to [`api::MAX_EVIDENCE_BYTES`]),
 //! malformed JSON is 400, errors are `{"error", "code"}`.
@@ -29,6 +30,7 @@
 //! | `GET /` | anyone | HTML status page |
 //! | `GET /metrics` | anyone | Prometheus text |
 //! | `GET /healthz` | anyone | `ok` |
+//! | `GET /v1/coordinator-key?challenge=HEX` | anyone | [`api::CoordinatorKeyProof`]: the key signed requests name |
 //!
 //! # Membership across users
 //!
@@ -45,6 +47,7 @@ pub mod clock;
 pub mod host_list;
 pub mod identity;
 pub mod selection;
+pub mod tls;
 
 use std::path::PathBuf;
 
@@ -77,6 +80,19 @@ pub enum NetworkError {
         status: u16,
         code: String,
         message: String,
+    },
+    #[error(
+        "coordinator {url} presents key {got}, but {expected} is expected ({}): it is not the \
+         coordinator you meant (a wrong URL, or someone in the path). If its operator really \
+         changed its key, check the new one with them, then {}",
+        key_source.what(),
+        key_source.fix()
+    )]
+    CoordinatorKeyMismatch {
+        url: String,
+        got: IdentityId,
+        expected: IdentityId,
+        key_source: caller::KeySource,
     },
     #[error("coordinator {url} sent an unreadable answer: {why}")]
     BadResponse { url: String, why: String },

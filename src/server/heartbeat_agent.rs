@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::fingerprint::{HostFacts, Toolchain};
 use crate::network::api::{Heartbeat, HeartbeatAck};
-use crate::network::caller::CoordinatorClient;
+use crate::network::caller::{CoordinatorClient, KeySource};
 use crate::network::clock::unix_now;
 use crate::network::identity::{self, Identity, IdentityId};
 use crate::network::NetworkError;
@@ -51,6 +51,9 @@ pub struct HeartbeatConfig {
     /// Send heartbeats from this local address (default: the system's choice).
     /// The coordinator groups hosts by the network a heartbeat comes from.
     pub source_ip: Option<IpAddr>,
+    /// The key the coordinator must have (`--coordinator-key`); without it,
+    /// the key pinned in `identity_dir` at first contact.
+    pub coordinator_key: Option<IdentityId>,
 }
 
 impl HeartbeatConfig {
@@ -65,6 +68,7 @@ impl HeartbeatConfig {
             identity_dir: identity::dportage_dir(),
             membership_file: None,
             source_ip: None,
+            coordinator_key: None,
         }
     }
 }
@@ -218,6 +222,10 @@ fn start(cfg: &HeartbeatConfig) -> Result<(Arc<Identity>, CoordinatorClient), Ne
     if let Some(ip) = cfg.source_ip {
         client = client.with_source_ip(ip);
     }
+    client = match cfg.coordinator_key {
+        Some(key) => client.expecting_key(key, KeySource::Given),
+        None => client.expecting_pinned_key(&cfg.identity_dir)?,
+    };
     parse_advertise(&cfg.advertise)?;
     Ok((identity, client))
 }
@@ -293,6 +301,26 @@ pub async fn run(
     Ok(())
 }
 
+/// After the first accepted heartbeat: pin the coordinator's key in the
+/// identity directory (trust on first use, as `dportage` does), so that a
+/// restarted daemon refuses a coordinator with another key.
+async fn pin_coordinator_key(cfg: &HeartbeatConfig, client: &CoordinatorClient) {
+    let Ok(key) = client.coordinator_key().await else {
+        return;
+    };
+    let url = client.url().to_string();
+    match crate::network::host_list::pin(&cfg.identity_dir, &url, &key) {
+        Ok(crate::network::host_list::Pinned::New) => tracing::info!(
+            "pinned coordinator {url}'s key {key} in {}",
+            cfg.identity_dir
+                .join(crate::network::host_list::PINS_FILE)
+                .display()
+        ),
+        Ok(crate::network::host_list::Pinned::Known) => {}
+        Err(e) => tracing::warn!("cannot pin coordinator {url}'s key: {e}"),
+    }
+}
+
 async fn heartbeat_loop(
     cfg: HeartbeatConfig,
     identity: Arc<Identity>,
@@ -324,6 +352,9 @@ async fn heartbeat_loop(
             }
             Ok(hb) => match client.heartbeat(&hb).await {
                 Ok(ack) => {
+                    if status.acknowledged == 0 {
+                        pin_coordinator_key(&cfg, &client).await;
+                    }
                     if status.consecutive_failures > 0 || status.acknowledged == 0 {
                         tracing::info!(
                             "coordinator {} lists this daemon ({}) at {}; {} hosts in the pool",

@@ -200,7 +200,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 4096)]
     pub min_body_rate: u64,
 
-    /// [dportage] Join the network: register and heartbeat with this coordinator (http://HOST:PORT).
+    /// [dportage] Join the network: register and heartbeat with this coordinator (https://HOST[:PORT], or http:// on loopback or a trusted network).
     #[arg(long, value_name = "URL")]
     pub coordinator: Option<String>,
 
@@ -216,6 +216,10 @@ pub struct ServeArgs {
         requires = "coordinator"
     )]
     pub heartbeat_interval: u64,
+
+    /// [dportage] The coordinator's public key (64 hex digits), instead of trusting the key it presents at first contact; a coordinator with another key is refused.
+    #[arg(long, value_name = "HEX", requires = "coordinator")]
+    pub coordinator_key: Option<crate::network::identity::IdentityId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -521,6 +525,7 @@ impl ServeArgs {
                     hb.advertise = advertise.clone();
                 }
                 hb.interval = Duration::from_secs(self.heartbeat_interval);
+                hb.coordinator_key = self.coordinator_key;
                 // Heartbeat from the address we serve on, so the coordinator sees
                 // the network this host really is on.
                 hb.source_ip = listen.filter(|ip| !ip.is_unspecified());

@@ -13,10 +13,12 @@ mod network {
     mod challenge_jobs;
     mod challenges;
     mod coordinator;
+    mod coordinator_identity;
     mod env_distcc;
     mod framing;
     mod free_keys;
     mod limits;
     mod signed_list;
     mod status_browser;
+    mod tls;
 }

@@ -12,7 +12,7 @@ mod link;
 mod report;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +30,7 @@ fn route(path: &str) -> (Endpoint, Method) {
         "/" => (Endpoint::Status, Method::GET),
         "/metrics" => (Endpoint::Metrics, Method::GET),
         "/healthz" => (Endpoint::Health, Method::GET),
+        crate::network::api::COORDINATOR_KEY_PATH => (Endpoint::CoordinatorKey, Method::GET),
         "/v1/heartbeat" => (Endpoint::Heartbeat, Method::POST),
         "/v1/hosts" => (Endpoint::Hosts, Method::POST),
         "/v1/link" => (Endpoint::Link, Method::POST),
@@ -49,6 +50,33 @@ fn route(path: &str) -> (Endpoint, Method) {
     }
 }
 
+/// The client's address: the connection's peer, unless the peer is a trusted
+/// reverse proxy; then the address that proxy saw, which it appended last to
+/// `X-Forwarded-For` (entries further left are whatever the client claimed,
+/// except where they too were appended by trusted proxies in a chain). A
+/// proxy's own request without the header (a health check) is the proxy's.
+fn client_ip(peer: IpAddr, trusted: &[IpAddr], forwarded_for: &[&str]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let entries = forwarded_for.iter().flat_map(|h| h.split(',')).rev();
+    for entry in entries {
+        match entry.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !trusted.contains(&ip) {
+                    break;
+                }
+            }
+            // Something a proxy would not write (a port, a name): stop at
+            // the last address we can vouch for.
+            Err(_) => break,
+        }
+    }
+    client
+}
+
 /// Answer one request; every request is counted, whatever the answer.
 pub(super) async fn handle(
     shared: Arc<Shared>,
@@ -56,6 +84,18 @@ pub(super) async fn handle(
     req: Request<Incoming>,
 ) -> Result<HttpResponse, Infallible> {
     let start = Instant::now();
+    let peer = if shared.cfg.trusted_proxies.is_empty() {
+        peer
+    } else {
+        let forwarded: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let ip = client_ip(peer.ip(), &shared.cfg.trusted_proxies, &forwarded);
+        SocketAddr::new(ip, peer.port())
+    };
     let (ep, method) = route(req.uri().path());
     let resp = if ep == Endpoint::Other {
         error_response(&ApiError::new(
@@ -86,6 +126,7 @@ pub(super) async fn handle(
                 metrics_page::render(&shared),
             ),
             Endpoint::Health => text_response("text/plain; charset=utf-8", "ok\n".into()),
+            Endpoint::CoordinatorKey => coordinator_key(&shared, req.uri().query()),
             _ => match signed(&shared, ep, peer, req).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -99,6 +140,25 @@ pub(super) async fn handle(
         .counters
         .record(ep, resp.status().as_u16(), start.elapsed());
     Ok(resp)
+}
+
+/// `GET /v1/coordinator-key?challenge=HEX`: the key every signed request
+/// must name, proven by a signature over the caller's challenge. Unsigned:
+/// it is how a client learns what to sign for.
+fn coordinator_key(shared: &Shared, query: Option<&str>) -> HttpResponse {
+    use crate::network::api::CoordinatorKeyProof;
+    let challenge = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("challenge="))
+        .unwrap_or("");
+    match CoordinatorKeyProof::sign(&shared.key, challenge) {
+        Ok(proof) => super::http::json_response(StatusCode::OK, &proof),
+        Err(e) => error_response(&ApiError::bad_request(format!(
+            "challenge: {e} (GET {}?challenge=<32 lowercase hex digits>)",
+            crate::network::api::COORDINATOR_KEY_PATH
+        ))),
+    }
 }
 
 /// The `/v1/*` endpoints: authenticate, then hand the body to the handler.
@@ -141,8 +201,52 @@ async fn signed(
         Endpoint::AdminVouch => admin::vouch(shared, id, &body, true).await,
         Endpoint::AdminUnvouch => admin::vouch(shared, id, &body, false).await,
         Endpoint::Evidence => evidence::evidence(shared, id, &evidence_hash, &body).await,
-        Endpoint::Status | Endpoint::Metrics | Endpoint::Health | Endpoint::Other => {
-            Err(ApiError::internal("unrouted endpoint"))
+        Endpoint::Status
+        | Endpoint::Metrics
+        | Endpoint::Health
+        | Endpoint::CoordinatorKey
+        | Endpoint::Other => Err(ApiError::internal("unrouted endpoint")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_ip;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_from_trusted_proxies() {
+        let proxies = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let table: &[(&str, &[&str], &str)] = &[
+            // Not a proxy: the header is the client's word, ignored.
+            ("192.0.2.7", &["198.51.100.1"], "192.0.2.7"),
+            // The proxy appended the address it saw.
+            ("10.0.0.1", &["198.51.100.1"], "198.51.100.1"),
+            // A client's forged entry left of it is ignored.
+            ("10.0.0.1", &["6.6.6.6, 198.51.100.1"], "198.51.100.1"),
+            // Two header lines count as one list.
+            ("10.0.0.1", &["6.6.6.6", "198.51.100.1"], "198.51.100.1"),
+            // A chain of trusted proxies.
+            (
+                "10.0.0.1",
+                &["6.6.6.6, 198.51.100.1, 10.0.0.2"],
+                "198.51.100.1",
+            ),
+            // The proxy's own request (no header), or garbage: the proxy.
+            ("10.0.0.1", &[], "10.0.0.1"),
+            ("10.0.0.1", &["unknown"], "10.0.0.1"),
+            ("10.0.0.1", &["2001:db8::1"], "2001:db8::1"),
+        ];
+        for (peer, header, want) in table {
+            assert_eq!(
+                client_ip(ip(peer), &proxies, header),
+                ip(want),
+                "{peer} {header:?}"
+            );
         }
     }
 }

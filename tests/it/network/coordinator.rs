@@ -444,6 +444,7 @@ async fn forged_replayed_stale_malformed_and_oversized_requests_are_refused() {
     let coord = coordinator(&tmp.path().join("c"), Duration::from_secs(600), None).await;
     let url = coord.url();
     let curl = CoordinatorUrl::parse(&url).unwrap();
+    let ckey = coord.key();
     let honest = Arc::new(Identity::generate());
     let mallory = Identity::generate();
     let lh = Listening::on(Ipv4Addr::new(127, 0, 0, 20));
@@ -479,21 +480,21 @@ async fn forged_replayed_stale_malformed_and_oversized_requests_are_refused() {
     let (st, b) = post(vec![], body.clone()).await;
     assert_eq!((st, error_code(&b)), (401, "unauthenticated".into()));
     // Mallory signs but claims the honest member's key.
-    let mut forged = auth::sign_request(&mallory, "POST", "/v1/hosts", &body, now);
+    let mut forged = auth::sign_request(&mallory, &ckey, "POST", "/v1/hosts", &body, now);
     forged.key = honest.id().to_string();
     let (st, b) = post(headers_of(forged), body.clone()).await;
     assert_eq!((st, error_code(&b)), (401, "unauthenticated".into()));
     assert!(String::from_utf8_lossy(&b).contains("signature"));
     // A genuine signature over another body.
-    let signed = auth::sign_request(&honest, "POST", "/v1/hosts", b"{}", now);
+    let signed = auth::sign_request(&honest, &ckey, "POST", "/v1/hosts", b"{}", now);
     let (st, _) = post(headers_of(signed), body.clone()).await;
     assert_eq!(st, 401);
     // A genuine signature for another path.
-    let signed = auth::sign_request(&honest, "POST", "/v1/whoami", &body, now);
+    let signed = auth::sign_request(&honest, &ckey, "POST", "/v1/whoami", &body, now);
     let (st, _) = post(headers_of(signed), body.clone()).await;
     assert_eq!(st, 401);
     // Stale.
-    let signed = auth::sign_request(&honest, "POST", "/v1/hosts", &body, now - 3600);
+    let signed = auth::sign_request(&honest, &ckey, "POST", "/v1/hosts", &body, now - 3600);
     let (st, b) = post(headers_of(signed), body.clone()).await;
     assert_eq!(st, 401);
     assert!(String::from_utf8_lossy(&b).contains("clock"));
@@ -510,7 +511,14 @@ async fn forged_replayed_stale_malformed_and_oversized_requests_are_refused() {
     .await;
     assert_eq!(st, 401);
     // Replay: the first copy is served, the second refused.
-    let signed = headers_of(auth::sign_request(&honest, "POST", "/v1/hosts", &body, now));
+    let signed = headers_of(auth::sign_request(
+        &honest,
+        &ckey,
+        "POST",
+        "/v1/hosts",
+        &body,
+        now,
+    ));
     let (st, _) = post(signed.clone(), body.clone()).await;
     assert_eq!(st, 200);
     let (st, b) = post(signed, body.clone()).await;
@@ -524,7 +532,14 @@ async fn forged_replayed_stale_malformed_and_oversized_requests_are_refused() {
         b"{\"fingerprints\":1}",
         b"\xff\xfe",
     ] {
-        let signed = headers_of(auth::sign_request(&honest, "POST", "/v1/hosts", bad, now));
+        let signed = headers_of(auth::sign_request(
+            &honest,
+            &ckey,
+            "POST",
+            "/v1/hosts",
+            bad,
+            now,
+        ));
         let (st, b) = post(signed, bad.to_vec()).await;
         assert_eq!((st, error_code(&b)), (400, "bad_request".into()), "{bad:?}");
     }
@@ -539,7 +554,14 @@ async fn forged_replayed_stale_malformed_and_oversized_requests_are_refused() {
     assert_eq!(api_code(&e), "400 bad_request");
     // Oversized, declared and chunked (no Content-Length).
     let big = vec![b' '; 64 * 1024 + 1];
-    let signed = headers_of(auth::sign_request(&honest, "POST", "/v1/hosts", &big, now));
+    let signed = headers_of(auth::sign_request(
+        &honest,
+        &ckey,
+        "POST",
+        "/v1/hosts",
+        &big,
+        now,
+    ));
     let (st, _) = post(signed, big.clone()).await;
     assert_eq!(st, 413);
     let (st, b) = raw_chunked(lh_coord_addr(&url), 200 * 1024).await;

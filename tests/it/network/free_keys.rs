@@ -310,7 +310,8 @@ async fn raw_heartbeat(
     hb: &Heartbeat,
 ) -> String {
     let body = serde_json::to_vec(hb).unwrap();
-    let signed = auth::sign_request(who, "POST", "/v1/heartbeat", &body, unix_now());
+    let ckey = coordinator_key(&format!("http://{coord}")).await;
+    let signed = auth::sign_request(who, &ckey, "POST", "/v1/heartbeat", &body, unix_now());
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind(SocketAddr::from((source, 0))).unwrap();
     let mut s = sock.connect(coord).await.unwrap();

@@ -219,7 +219,14 @@ async fn a_report_flood_from_one_key_is_cut_before_the_database() {
 
     // The refusal says when to come back.
     let body = serde_json::to_vec(&report(&ll, "one more", 1)).unwrap();
-    let signed = auth::sign_request(&flooder, "POST", "/v1/report", &body, unix_now());
+    let signed = auth::sign_request(
+        &flooder,
+        &coord.key(),
+        "POST",
+        "/v1/report",
+        &body,
+        unix_now(),
+    );
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut req = format!(
         "POST /v1/report HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n",

@@ -143,7 +143,8 @@ fn only_a_signed_list_under_the_pinned_key_is_used() {
         "a host got a job from an altered list"
     );
 
-    // Another key claims to be the coordinator: `dportage` refuses its list.
+    // Another key claims to be the coordinator: `dportage` refuses it (at the
+    // key it presents, before asking for a list).
     let pins = dirs[0].join("coordinator-keys.json");
     let text = fs::read_to_string(&pins).unwrap();
     let real = coord_key_in(&text);
@@ -152,7 +153,8 @@ fn only_a_signed_list_under_the_pinned_key_is_used() {
     let out = run_dportage(&dirs[0], &["--coordinator", &url], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("impersonating"), "{stderr}");
+    assert!(stderr.contains("not the coordinator you meant"), "{stderr}");
+    assert!(stderr.contains(&fake) && stderr.contains(&real), "{stderr}");
     assert!(out.stdout.is_empty(), "nothing to eval");
     drop(coord);
 }

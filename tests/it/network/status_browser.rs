@@ -313,8 +313,9 @@ fn status_page_renders_the_pool_in_headless_chromium_and_runs_no_peer_markup() {
     // The detailed page: unsigned or a stranger's signature gets nothing.
     let curl = CoordinatorUrl::parse(&url).unwrap();
     let path = "/v1/status?format=html";
+    let ckey = rt.block_on(coordinator_key(&url));
     let get_signed = |who: Option<&Identity>| {
-        let headers = who.map(|id| auth::sign_request(id, "GET", path, b"", unix_now()));
+        let headers = who.map(|id| auth::sign_request(id, &ckey, "GET", path, b"", unix_now()));
         let pairs: Vec<(&str, &str)> = headers
             .as_ref()
             .map(|h| h.pairs().to_vec())

@@ -64,6 +64,15 @@ pub fn client(url: &str, identity: &Arc<Identity>) -> CoordinatorClient {
         .with_timeout(Duration::from_secs(20))
 }
 
+/// The key of the coordinator at `url`, as a client learns it (what signed
+/// requests must name).
+pub async fn coordinator_key(url: &str) -> dportage::network::IdentityId {
+    client(url, &Arc::new(Identity::generate()))
+        .coordinator_key()
+        .await
+        .expect("the coordinator's key")
+}
+
 /// A port on `ip` that really accepts TCP connections while the value lives
 /// (`dportage` drops candidates it cannot connect to).
 pub struct Listening {
@@ -140,7 +149,13 @@ impl CoordinatorProcess {
                 .ok()
                 .filter(|text| text.ends_with('\n'))
         });
-        me.url = format!("http://{}", addr.trim());
+        // `--tls-cert` makes it an https coordinator.
+        let scheme = if extra.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
+        me.url = format!("{scheme}://{}", addr.trim());
         me
     }
 
@@ -165,6 +180,7 @@ pub fn run_dportage(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env("DPORTAGE_DIR", dir)
         .env_remove("DPORTAGE_COORDINATOR")
         .env_remove("DPORTAGE_MEMBERSHIP")
+        .env_remove("DPORTAGE_CA_FILE")
         .env_remove("CC")
         .env_remove("CXX")
         .stdin(Stdio::null());
@@ -254,4 +270,51 @@ pub fn disputed_job_with(seed: u64, extra: &str) -> Job {
 
 pub fn disputed_job(seed: u64) -> Job {
     disputed_job_with(seed, "")
+}
+
+/// A certificate authority made for one test, and a server certificate it
+/// issued for 127.0.0.1 and localhost: PEM files in `dir`.
+pub struct TestCa {
+    /// The CA's certificate: what a client must trust.
+    pub ca: PathBuf,
+    /// The server's certificate (chain) and private key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCa {
+    /// Files `NAME-ca.pem`, `NAME-cert.pem`, `NAME-key.pem` in `dir`.
+    pub fn new(dir: &Path, name: &str) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("dportage test CA {name}"));
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
+        let out = TestCa {
+            ca: dir.join(format!("{name}-ca.pem")),
+            cert: dir.join(format!("{name}-cert.pem")),
+            key: dir.join(format!("{name}-key.pem")),
+        };
+        fs::write(&out.ca, ca_cert.pem()).unwrap();
+        fs::write(&out.cert, leaf.pem()).unwrap();
+        fs::write(&out.key, leaf_key.serialize_pem()).unwrap();
+        out
+    }
+
+    /// `--tls-cert FILE --tls-key FILE` for `dportage coordinator`.
+    pub fn coordinator_args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.cert.display().to_string(),
+            "--tls-key".into(),
+            self.key.display().to_string(),
+        ]
+    }
 }
