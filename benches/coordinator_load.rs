@@ -73,6 +73,7 @@ fn heartbeat(i: usize) -> (Heartbeat, IpAddr) {
         capacity: 1 + (i % 16) as u32,
         lzo: true,
         software: "bench".into(),
+        confined: true,
     };
     (hb, IpAddr::V4(ip))
 }
@@ -293,6 +294,7 @@ fn main() {
                     fingerprints: vec![toolchain(i).id],
                     tz_offset_secs: ((k % 25) as i32 - 12) * 3600,
                     max: Some(32),
+                    include_unconfined: false,
                 };
                 sign(&identities[i], &coord.key(), "/v1/hosts", serde_json::to_vec(&req).unwrap())
             })

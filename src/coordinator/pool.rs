@@ -72,6 +72,8 @@ pub struct HostRec {
     pub tz: i32,
     pub capacity: u32,
     pub lzo: bool,
+    /// Runs jobs in the sandbox (its heartbeat's word).
+    pub confined: bool,
     pub last_seen_ms: u64,
     pub first_seen_ms: u64,
     /// Position of this host in each of its buckets: (fingerprint, position).
@@ -98,6 +100,8 @@ struct Candidate {
     /// 64 bits (a 2^64 search to arrange) would only shorten a list.
     owner_tag: u64,
     network: NetKey,
+    /// Runs jobs in the sandbox; unconfined hosts are listed only on request.
+    confined: bool,
     /// 64 bits of blake3 over the advertised address, for "never the same
     /// address twice in one list" (same reasoning as `owner_tag`).
     addr_tag: u64,
@@ -127,6 +131,7 @@ impl HostRec {
             entry_json: self.entry_json.clone(),
             owner_tag: owner_tag(&self.owner),
             network: self.network,
+            confined: self.confined,
             addr_tag: addr_tag(&self.host, self.port),
             idx,
         }
@@ -153,6 +158,7 @@ impl HostRec {
             network: self.network.display(),
             arch: self.arch.to_string(),
             standing: self.standing,
+            confined: self.confined,
         }
     }
 
@@ -656,6 +662,7 @@ impl Pool {
                     && *h.arch == *hb.arch
                     && h.capacity == hb.capacity
                     && h.lzo == hb.lzo
+                    && h.confined == hb.confined
             };
             if !same_index {
                 self.unindex(idx);
@@ -687,6 +694,7 @@ impl Pool {
                 h.tz = hb.tz_offset_secs;
                 h.capacity = hb.capacity;
                 h.lzo = hb.lzo;
+                h.confined = hb.confined;
                 h.last_seen_ms = now_ms;
                 if !same_index {
                     h.refresh_entry_json();
@@ -727,6 +735,7 @@ impl Pool {
             tz: hb.tz_offset_secs,
             capacity: hb.capacity,
             lzo: hb.lzo,
+            confined: hb.confined,
             last_seen_ms: now_ms,
             first_seen_ms: now_ms,
             slots: Vec::new(),
@@ -874,7 +883,7 @@ impl Pool {
         expiry_ms: u64,
         rng: &mut impl Rng,
     ) -> Vec<HostEntry> {
-        self.choose(fps, tz, max, now_ms, expiry_ms, rng)
+        self.choose(fps, tz, max, now_ms, expiry_ms, true, rng)
             .into_iter()
             .filter_map(|c| self.hosts.get(c.idx as usize)?.as_ref())
             .map(HostRec::entry)
@@ -883,6 +892,8 @@ impl Pool {
 
     /// [`Pool::select`]'s hosts as their ids and entries' JSON (the wire
     /// form), in list order, without building or serialising entries.
+    /// Unconfined hosts only with `include_unconfined`.
+    #[allow(clippy::too_many_arguments)]
     pub fn select_json(
         &self,
         fps: &[String],
@@ -890,9 +901,10 @@ impl Pool {
         max: usize,
         now_ms: u64,
         expiry_ms: u64,
+        include_unconfined: bool,
         rng: &mut impl Rng,
     ) -> Vec<(IdentityId, &[u8])> {
-        self.choose(fps, tz, max, now_ms, expiry_ms, rng)
+        self.choose(fps, tz, max, now_ms, expiry_ms, include_unconfined, rng)
             .into_iter()
             .map(|c| (c.id, &*c.entry_json))
             .collect()
@@ -906,6 +918,7 @@ impl Pool {
     /// `2 * max` entries (scanned, not hashed). Only the buckets' compact
     /// candidates are read, plus a candidate's host record when the request
     /// names more than one fingerprint.
+    #[allow(clippy::too_many_arguments)]
     fn choose(
         &self,
         fps: &[String],
@@ -913,6 +926,7 @@ impl Pool {
         max: usize,
         now_ms: u64,
         expiry_ms: u64,
+        include_unconfined: bool,
         rng: &mut impl Rng,
     ) -> Vec<&Candidate> {
         let Some(first) = fps.first() else {
@@ -973,6 +987,7 @@ impl Pool {
                     && spill.len() < want
                     && !spill_owners.contains(&c.owner_tag);
                 if !(goes_distinct || goes_spill)
+                    || (!c.confined && !include_unconfined)
                     || addrs.contains(&c.addr_tag)
                     || now_ms.saturating_sub(c.last_seen_ms) > expiry_ms
                     || (check_blacklist && self.blacklist.contains_key(&c.id))
@@ -1095,6 +1110,7 @@ mod tests {
             tz_offset_secs: tz,
             capacity: 4,
             lzo: true,
+            confined: true,
             software: String::new(),
         }
     }
@@ -1306,7 +1322,7 @@ mod tests {
         assert_entry_json_current(&pool);
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let entries = pool.select(&[fp(1)], 0, 10, 1, 1000, &mut rng.clone());
-        let json = pool.select_json(&[fp(1)], 0, 10, 1, 1000, &mut rng);
+        let json = pool.select_json(&[fp(1)], 0, 10, 1, 1000, true, &mut rng);
         assert_eq!(entries.len(), json.len());
         for (e, (id, j)) in entries.iter().zip(json) {
             assert_eq!(serde_json::to_vec(e).unwrap(), j, "same hosts, same order");

@@ -445,6 +445,8 @@ async fn obtain(opts: &EnvOptions, coordinator: &str, dir: &Path) -> Result<Obta
         fingerprints,
         tz_offset_secs: my_tz,
         max: Some(32),
+        // Hosts that run jobs unconfined are used only on request.
+        include_unconfined: std::env::var("DPORTAGE_INCLUDE_UNCONFINED").is_ok_and(|v| v == "1"),
     };
     let signed = match client.hosts_signed(&request).await {
         Err(NetworkError::Api { code, message, .. }) if code == "not_member" => {
@@ -715,6 +717,7 @@ mod tests {
             network: net.into(),
             arch: "x86_64".into(),
             standing: crate::trust::standing::Standing::Probationary,
+            confined: true,
         }
     }
 

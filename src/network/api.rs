@@ -51,6 +51,12 @@ pub struct Heartbeat {
     /// Free text: the daemon's software and version.
     #[serde(default)]
     pub software: String,
+    /// Jobs run in the sandbox (Landlock and seccomp): a job cannot read the
+    /// host's files. A daemon without it (a kernel without Landlock, whose
+    /// operator accepted `--sandbox best-effort`) says false, and members do
+    /// not get it unless they ask. Absent (older daemons): false.
+    #[serde(default)]
+    pub confined: bool,
 }
 
 /// Why a message from a peer is refused. The coordinator sends the text back
@@ -212,6 +218,12 @@ pub struct HostsRequest {
     /// them by its own latency measurements and keeps 10.
     #[serde(default)]
     pub max: Option<u32>,
+    /// Also list hosts that run jobs unconfined (no Landlock): they can be
+    /// made to read their own files by a job, which harms their owner, not
+    /// this member; off by default so that nobody's machine is used that way
+    /// unless someone asks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_unconfined: bool,
 }
 
 impl HostsRequest {
@@ -264,6 +276,14 @@ pub struct HostEntry {
     /// Probationary hosts are never paired with each other.
     #[serde(default = "probationary")]
     pub standing: Standing,
+    /// Runs jobs in the sandbox (see [`Heartbeat::confined`]); absent from
+    /// older coordinators, which listed only hosts they took as confined.
+    #[serde(default = "confined_by_default")]
+    pub confined: bool,
+}
+
+fn confined_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -791,6 +811,7 @@ mod tests {
             capacity: 8,
             lzo: true,
             software: "dportage".into(),
+            confined: true,
         }
     }
 

@@ -54,6 +54,8 @@ pub struct HeartbeatConfig {
     /// The key the coordinator must have (`--coordinator-key`); without it,
     /// the key pinned in `identity_dir` at first contact.
     pub coordinator_key: Option<IdentityId>,
+    /// Jobs run confined (Landlock); see [`crate::network::api::Heartbeat::confined`].
+    pub confined: bool,
 }
 
 impl HeartbeatConfig {
@@ -69,6 +71,7 @@ impl HeartbeatConfig {
             membership_file: None,
             source_ip: None,
             coordinator_key: None,
+            confined: true,
         }
     }
 }
@@ -193,6 +196,7 @@ pub fn build_heartbeat(cfg: &HeartbeatConfig) -> Result<Heartbeat, NetworkError>
         capacity: cfg.capacity.clamp(1, crate::network::api::MAX_CAPACITY),
         lzo: cfg.lzo,
         software: format!("dportage {}", env!("CARGO_PKG_VERSION")),
+        confined: cfg.confined,
     })
 }
 

@@ -156,9 +156,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub masquerade_dir: Vec<PathBuf>,
 
-    /// [dportage] Compiler sandbox: required, best-effort or off.
-    #[arg(long, value_enum, value_name = "MODE", default_value = "best-effort")]
-    pub sandbox: SandboxArg,
+    /// [dportage] Compiler sandbox: required, best-effort or off [default: best-effort]. With --coordinator on a kernel without Landlock, best-effort must be given explicitly (jobs would run unconfined; the host is then listed as unconfined).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub sandbox: Option<SandboxArg>,
 
     /// [dportage] Largest object a compile may produce (bytes; K, M, G suffixes).
     #[arg(long, value_name = "SIZE")]
@@ -357,6 +357,8 @@ pub struct Environment {
     pub self_exe: PathBuf,
     /// The soft open-file limit (RLIMIT_NOFILE).
     pub nofile: u64,
+    /// The Landlock ABI the kernel offers (0: none).
+    pub landlock_abi: i32,
 }
 
 impl Environment {
@@ -370,7 +372,36 @@ impl Environment {
                 .unwrap_or(1),
             self_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
             nofile: soft_nofile(),
+            landlock_abi: super::sandbox::landlock_abi(),
         }
+    }
+}
+
+/// May a daemon joining a network (`--coordinator`) run with `sandbox` on a
+/// kernel offering Landlock ABI `landlock_abi`, and are its jobs confined?
+/// Strangers' jobs unconfined can read the host's files (`.incbin
+/// "/etc/passwd"`, its identity key): the default (best-effort) refuses to
+/// join without Landlock, and an operator who accepts that says so
+/// explicitly; the coordinator then lists the host as unconfined, and
+/// members do not get it unless they ask.
+pub fn network_confinement(
+    sandbox: Option<SandboxArg>,
+    landlock_abi: i32,
+) -> Result<bool, OptionError> {
+    match sandbox {
+        // Required fails every job without Landlock: never unconfined.
+        Some(SandboxArg::Required) => Ok(true),
+        None if landlock_abi > 0 => Ok(true),
+        None => Err(OptionError::Invalid(
+            "--coordinator: this kernel offers no Landlock, so strangers' compilers would run unconfined \
+             and could read this machine's files (its identity key too). Use a kernel with Landlock \
+             (Linux 5.13 or later, CONFIG_SECURITY_LANDLOCK, `lsm=landlock,…`), or accept it \
+             explicitly with --sandbox best-effort: the coordinator then lists this host as \
+             unconfined, and members do not get it unless they ask (DPORTAGE_INCLUDE_UNCONFINED=1)"
+                .into(),
+        )),
+        Some(SandboxArg::BestEffort) => Ok(landlock_abi > 0),
+        Some(SandboxArg::Off) => Ok(false),
     }
 }
 
@@ -526,6 +557,7 @@ impl ServeArgs {
                 }
                 hb.interval = Duration::from_secs(self.heartbeat_interval);
                 hb.coordinator_key = self.coordinator_key;
+                hb.confined = network_confinement(self.sandbox, env.landlock_abi)?;
                 // Heartbeat from the address we serve on, so the coordinator sees
                 // the network this host really is on.
                 hb.source_ip = listen.filter(|ip| !ip.is_unspecified());
@@ -579,7 +611,7 @@ impl ServeArgs {
             compiler_path,
             work_root,
             limits: job_limits,
-            sandbox: match self.sandbox {
+            sandbox: match self.sandbox.unwrap_or(SandboxArg::BestEffort) {
                 SandboxArg::Required => SandboxMode::Required,
                 SandboxArg::BestEffort => SandboxMode::BestEffort,
                 SandboxArg::Off => SandboxMode::Off,
@@ -696,7 +728,54 @@ mod tests {
             ncpus: 2,
             self_exe: PathBuf::from("/usr/bin/dportage"),
             nofile: 1024,
+            landlock_abi: 3,
         }
+    }
+
+    #[test]
+    fn network_daemons_refuse_to_run_unconfined_unless_told() {
+        use SandboxArg::*;
+        // (--sandbox, Landlock ABI, confined or refused)
+        let cases = [
+            (None, 3, Some(true)),
+            (None, 0, None),
+            (Some(BestEffort), 3, Some(true)),
+            (Some(BestEffort), 0, Some(false)),
+            (Some(Required), 0, Some(true)),
+            (Some(Required), 3, Some(true)),
+            (Some(Off), 3, Some(false)),
+            (Some(Off), 0, Some(false)),
+        ];
+        for (sandbox, abi, want) in cases {
+            let got = network_confinement(sandbox, abi).ok();
+            assert_eq!(got, want, "{sandbox:?} on ABI {abi}");
+        }
+        let why = network_confinement(None, 0).unwrap_err().to_string();
+        assert!(why.contains("--sandbox best-effort"), "{why}");
+        // Through the options: refused at start, before anything listens.
+        let mut e = env();
+        e.landlock_abi = 0;
+        let with = |args: &[&str]| {
+            let argv = std::iter::once("distccd").chain(args.iter().copied());
+            ServeArgs::try_parse_from(argv)
+                .unwrap()
+                .into_config(false, &e)
+        };
+        assert!(with(&["--coordinator", "http://127.0.0.1:1"]).is_err());
+        let cfg = with(&[
+            "--coordinator",
+            "http://127.0.0.1:1",
+            "--sandbox",
+            "best-effort",
+        ])
+        .unwrap();
+        assert!(!cfg.heartbeat.unwrap().confined);
+        let cfg = cfg_ok(&["--coordinator", "http://127.0.0.1:1"]);
+        assert!(cfg.heartbeat.unwrap().confined, "Landlock here: confined");
+    }
+
+    fn cfg_ok(args: &[&str]) -> ServerConfig {
+        cfg(args).unwrap()
     }
 
     fn cfg(args: &[&str]) -> Result<ServerConfig, OptionError> {

@@ -77,6 +77,7 @@ fn frame(url: &str, accused: &str) -> anyhow::Result<String> {
                 fingerprints: vec![toolchain.id.clone()],
                 tz_offset_secs: 0,
                 max: None,
+                include_unconfined: false,
             })
             .await?;
         let target = list

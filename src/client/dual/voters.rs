@@ -364,6 +364,7 @@ mod tests {
             network: String::new(),
             arch: "x86_64".into(),
             standing,
+            confined: true,
         }
     }
 

@@ -43,6 +43,7 @@ pub(super) fn hosts(
             max,
             now,
             exp,
+            req.include_unconfined,
             &mut rand::thread_rng(),
         );
         let given: Vec<IdentityId> = hosts.iter().map(|(h, _)| *h).collect();
@@ -122,6 +123,7 @@ mod tests {
                 } else {
                     crate::trust::standing::Standing::Probationary
                 },
+                confined: i != 2,
             })
             .collect();
         let via = Identity::generate().id();

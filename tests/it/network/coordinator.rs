@@ -36,11 +36,7 @@ async fn coordinator(dir: &Path, expiry: Duration, admin: Option<&Identity>) -> 
 }
 
 fn hosts_request() -> HostsRequest {
-    HostsRequest {
-        fingerprints: local_toolchains().into_iter().map(|t| t.id).collect(),
-        tz_offset_secs: 0,
-        max: None,
-    }
+    local_hosts_request()
 }
 
 fn api_code(e: &NetworkError) -> String {
@@ -968,4 +964,49 @@ async fn dportage_status_shows_details_to_a_member_only() {
     assert_eq!(stranger_out.status.code(), Some(113), "access denied");
     assert!(stranger_out.stdout.is_empty());
     assert!(stderr_text(&stranger_out).contains("not a member"));
+}
+
+/// A host that runs jobs unconfined (no Landlock; its operator accepted
+/// `--sandbox best-effort`) is listed only to a member who asks for such
+/// hosts, and its entry says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfined_hosts_are_listed_only_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = coordinator(&tmp.path().join("c"), Duration::from_secs(600), None).await;
+    let url = coord.url();
+    let (confined, unconfined) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let lc = Listening::on(Ipv4Addr::new(127, 0, 0, 61));
+    let lu = Listening::on(Ipv4Addr::new(127, 0, 0, 62));
+    client(&url, &confined)
+        .heartbeat(&lc.heartbeat())
+        .await
+        .unwrap();
+    let hb = dportage::network::api::Heartbeat {
+        confined: false,
+        ..lu.heartbeat()
+    };
+    client(&url, &unconfined).heartbeat(&hb).await.unwrap();
+    let got = client(&url, &confined)
+        .hosts(&hosts_request())
+        .await
+        .unwrap();
+    assert_eq!(ids(&got.hosts), vec![lc.addr.to_string()], "by default");
+    let asked = HostsRequest {
+        include_unconfined: true,
+        ..hosts_request()
+    };
+    let got = client(&url, &confined).hosts(&asked).await.unwrap();
+    let entry = got
+        .hosts
+        .iter()
+        .find(|h| h.id == unconfined.id())
+        .expect("listed on request");
+    assert!(!entry.confined);
+    assert!(got
+        .hosts
+        .iter()
+        .any(|h| h.id == confined.id() && h.confined));
 }

@@ -46,6 +46,7 @@ pub fn heartbeat(host: &str, port: u16) -> Heartbeat {
         capacity: 2,
         lzo: true,
         software: "test".into(),
+        confined: true,
     }
 }
 
@@ -55,6 +56,7 @@ pub fn local_hosts_request() -> dportage::network::api::HostsRequest {
         fingerprints: local_toolchains().into_iter().map(|t| t.id).collect(),
         tz_offset_secs: 0,
         max: None,
+        include_unconfined: false,
     }
 }
 
