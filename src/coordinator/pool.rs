@@ -72,6 +72,8 @@ pub struct HostRec {
     pub tz: i32,
     pub capacity: u32,
     pub lzo: bool,
+    /// Takes tickets (its heartbeat says so): members get one for it.
+    pub tickets: bool,
     pub last_seen_ms: u64,
     pub first_seen_ms: u64,
     /// Position of this host in each of its buckets: (fingerprint, position).
@@ -148,6 +150,7 @@ impl HostRec {
             port: self.port,
             capacity: self.capacity,
             lzo: self.lzo,
+            tickets: self.tickets,
             tz_offset_secs: self.tz,
             owner: self.owner,
             network: self.network.display(),
@@ -244,6 +247,14 @@ impl Pool {
     pub fn add_known(&mut self, id: IdentityId, daemon: bool) {
         let e = self.known.entry(id).or_insert(false);
         *e |= daemon;
+    }
+
+    /// Is `id` a live host whose heartbeat says it takes tickets?
+    pub fn takes_tickets(&self, id: &IdentityId) -> bool {
+        self.by_id
+            .get(id)
+            .and_then(|&idx| self.hosts[idx as usize].as_ref())
+            .is_some_and(|h| h.tickets)
     }
 
     pub fn is_blacklisted(&self, id: &IdentityId) -> bool {
@@ -656,6 +667,7 @@ impl Pool {
                     && *h.arch == *hb.arch
                     && h.capacity == hb.capacity
                     && h.lzo == hb.lzo
+                    && h.tickets == hb.tickets
             };
             if !same_index {
                 self.unindex(idx);
@@ -687,6 +699,7 @@ impl Pool {
                 h.tz = hb.tz_offset_secs;
                 h.capacity = hb.capacity;
                 h.lzo = hb.lzo;
+                h.tickets = hb.tickets;
                 h.last_seen_ms = now_ms;
                 if !same_index {
                     h.refresh_entry_json();
@@ -727,6 +740,7 @@ impl Pool {
             tz: hb.tz_offset_secs,
             capacity: hb.capacity,
             lzo: hb.lzo,
+            tickets: hb.tickets,
             last_seen_ms: now_ms,
             first_seen_ms: now_ms,
             slots: Vec::new(),
@@ -1095,6 +1109,7 @@ mod tests {
             tz_offset_secs: tz,
             capacity: 4,
             lzo: true,
+            tickets: false,
             software: String::new(),
         }
     }

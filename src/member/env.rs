@@ -685,6 +685,7 @@ mod tests {
             port: 3632,
             capacity: 4,
             lzo: true,
+            tickets: false,
             tz_offset_secs: tz,
             owner: IdentityId([owner; 32]),
             network: net.into(),

@@ -45,6 +45,7 @@ pub mod clock;
 pub mod host_list;
 pub mod identity;
 pub mod selection;
+pub mod ticket;
 
 use std::path::PathBuf;
 

@@ -18,9 +18,12 @@ use crate::fingerprint::{HostFacts, Toolchain};
 use crate::network::api::{Heartbeat, HeartbeatAck};
 use crate::network::caller::CoordinatorClient;
 use crate::network::clock::unix_now;
+use crate::network::host_list;
 use crate::network::identity::{self, Identity, IdentityId};
 use crate::network::NetworkError;
 use crate::probe;
+
+use super::tickets::{Learned, TicketGate};
 
 /// Compilers advertised when the server names none: those of these found in `PATH`.
 pub const DEFAULT_COMPILERS: &[&str] = &["cc", "c++", "gcc", "g++", "clang", "clang++"];
@@ -188,6 +191,7 @@ pub fn build_heartbeat(cfg: &HeartbeatConfig) -> Result<Heartbeat, NetworkError>
         tz_offset_secs: facts.tz_offset_secs,
         capacity: cfg.capacity.clamp(1, crate::network::api::MAX_CAPACITY),
         lzo: cfg.lzo,
+        tickets: true,
         software: format!("dportage {}", env!("CARGO_PKG_VERSION")),
     })
 }
@@ -229,16 +233,62 @@ pub struct PreparedHeartbeat {
     cfg: HeartbeatConfig,
     identity: Arc<Identity>,
     client: CoordinatorClient,
+    gate: Arc<TicketGate>,
+}
+
+impl PreparedHeartbeat {
+    /// What the daemon checks its network clients' tickets with; the
+    /// heartbeat loop pins the coordinator's key into it.
+    pub fn ticket_gate(&self) -> Arc<TicketGate> {
+        Arc::clone(&self.gate)
+    }
+}
+
+/// The gate for this daemon, with the coordinator key an earlier run pinned.
+fn ticket_gate(cfg: &HeartbeatConfig, identity: &Identity, url: &str) -> Arc<TicketGate> {
+    let pinned = match host_list::pinned_key(&cfg.identity_dir, url) {
+        Ok(key) => key,
+        Err(e) => {
+            tracing::warn!("{e}; the coordinator's key will be learned from its next answer");
+            None
+        }
+    };
+    Arc::new(TicketGate::new(identity.id(), pinned))
+}
+
+/// Take the coordinator's key from a heartbeat answer: pinned in memory and
+/// (so a restart does not trust a new one) in `DPORTAGE_DIR`.
+fn learn_coordinator_key(gate: &TicketGate, key: IdentityId, cfg: &HeartbeatConfig, url: &str) {
+    match gate.learn(key) {
+        Learned::Known => {}
+        Learned::New => {
+            tracing::info!(
+                "serving members of {url} that present its tickets (coordinator key {})",
+                key.short()
+            );
+            if let Err(e) = host_list::pin(&cfg.identity_dir, url, &key) {
+                tracing::warn!("cannot remember the coordinator's key: {e}");
+            }
+        }
+        Learned::Conflict => tracing::error!(
+            "coordinator {url} now answers with key {key}, not the pinned {}: its tickets are              refused (if its operator really changed keys, delete its line from {} in {})",
+            gate.coordinator_key().map(|k| k.to_string()).unwrap_or_default(),
+            host_list::PINS_FILE,
+            cfg.identity_dir.display()
+        ),
+    }
 }
 
 /// Load (or create) the identity and check the configuration, without
 /// starting anything.
 pub fn prepare_heartbeat(cfg: HeartbeatConfig) -> Result<PreparedHeartbeat, NetworkError> {
     let (identity, client) = start(&cfg)?;
+    let gate = ticket_gate(&cfg, &identity, &client.url().to_string());
     Ok(PreparedHeartbeat {
         cfg,
         identity,
         client,
+        gate,
     })
 }
 
@@ -254,10 +304,11 @@ pub fn spawn_prepared_heartbeat(prepared: PreparedHeartbeat) -> HeartbeatHandle 
         cfg,
         identity,
         client,
+        gate,
     } = prepared;
     let id = identity.id();
     let (tx, rx) = watch::channel(HeartbeatStatus::default());
-    let task = tokio::spawn(heartbeat_loop(cfg, identity, client, tx));
+    let task = tokio::spawn(heartbeat_loop(cfg, identity, client, gate, tx));
     HeartbeatHandle {
         id,
         status: rx,
@@ -285,9 +336,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NetworkError> {
     let (identity, client) = start(&cfg)?;
+    let gate = ticket_gate(&cfg, &identity, &client.url().to_string());
     let (tx, _rx) = watch::channel(HeartbeatStatus::default());
     tokio::select! {
-        _ = heartbeat_loop(cfg, identity, client, tx) => {}
+        _ = heartbeat_loop(cfg, identity, client, gate, tx) => {}
         _ = shutdown => {}
     }
     Ok(())
@@ -297,6 +349,7 @@ async fn heartbeat_loop(
     cfg: HeartbeatConfig,
     identity: Arc<Identity>,
     client: CoordinatorClient,
+    gate: Arc<TicketGate>,
     tx: watch::Sender<HeartbeatStatus>,
 ) {
     let mut status = HeartbeatStatus::default();
@@ -324,6 +377,9 @@ async fn heartbeat_loop(
             }
             Ok(hb) => match client.heartbeat(&hb).await {
                 Ok(ack) => {
+                    if let Some(key) = ack.coordinator {
+                        learn_coordinator_key(&gate, key, &cfg, &client.url().to_string());
+                    }
                     if status.consecutive_failures > 0 || status.acknowledged == 0 {
                         tracing::info!(
                             "coordinator {} lists this daemon ({}) at {}; {} hosts in the pool",

@@ -128,7 +128,7 @@ async fn proxy_one(
             .await
         {
             Ok(RequestEvent::Version(v)) => version = v,
-            Ok(RequestEvent::Argv(_)) => {}
+            Ok(RequestEvent::Argv(_) | RequestEvent::Ticket(_)) => {}
             Ok(RequestEvent::Doti(_)) => break,
             // A client that gives up is not worth a log line.
             Err(TransportError::Closed { .. }) => return Ok(()),

@@ -359,6 +359,7 @@ mod tests {
             port: port.parse().unwrap(),
             capacity: 4,
             lzo: false,
+            tickets: false,
             tz_offset_secs: 0,
             owner: IdentityId([owner; 32]),
             network: String::new(),
@@ -409,6 +410,7 @@ mod tests {
             member_via: me,
             issued_to: me,
             issued_at: 0,
+            tickets: Vec::new(),
         };
         let mut voters = Voters::new(&hosts, &[]);
         voters.pair_by(&list);
@@ -441,6 +443,7 @@ mod tests {
             member_via: me,
             issued_to: me,
             issued_at: 0,
+            tickets: Vec::new(),
         };
         let mut voters = Voters::new(&hosts, &[]);
         voters.pair_by(&list);
