@@ -33,6 +33,7 @@ struct Candidate {
     host: String,
     port: u16,
     lzo: bool,
+    tickets: bool,
 }
 
 /// The hash the reporter accepted and the hosts that returned it: the most
@@ -132,6 +133,7 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
                 host: h.host.to_string(),
                 port: h.port,
                 lzo: h.lzo,
+                tickets: h.tickets,
             });
             // With --referees-any-network every host is its own network.
             let distinct = if s.cfg.referees_any_network {
@@ -195,6 +197,7 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
     for &i in &chosen {
         let c = &candidates[i];
         let (id, target, lzo) = (c.id, format!("{}:{}", c.host, c.port), c.lzo);
+        let ticket_pass = c.tickets.then(|| s.own_ticket_pass(c.id));
         let argv = p.report.args.clone();
         let source = source.clone();
         let timeout = s.cfg.referee_timeout;
@@ -216,6 +219,7 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
                 argv: &argv,
                 source: &source,
                 timeout,
+                ticket_pass,
             };
             (
                 id,
