@@ -18,4 +18,5 @@ mod network {
     mod limits;
     mod signed_list;
     mod status_browser;
+    mod tickets;
 }
