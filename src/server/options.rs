@@ -200,7 +200,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 4096)]
     pub min_body_rate: u64,
 
-    /// [dportage] Join the network: register and heartbeat with this coordinator (http://HOST:PORT).
+    /// [dportage] Join the network: register and heartbeat with this coordinator (http://HOST:PORT). Its members are served from anywhere with the tickets it signs; other clients only from --allow (default: private networks).
     #[arg(long, value_name = "URL")]
     pub coordinator: Option<String>,
 
