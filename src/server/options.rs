@@ -216,6 +216,10 @@ pub struct ServeArgs {
         requires = "coordinator"
     )]
     pub heartbeat_interval: u64,
+
+    /// [dportage] The coordinator's public key (64 hex digits): check its members' tickets against this key instead of pinning the one its first answer names.
+    #[arg(long, value_name = "HEX", requires = "coordinator")]
+    pub coordinator_key: Option<crate::network::identity::IdentityId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -521,6 +525,7 @@ impl ServeArgs {
                     hb.advertise = advertise.clone();
                 }
                 hb.interval = Duration::from_secs(self.heartbeat_interval);
+                hb.coordinator_key = self.coordinator_key;
                 // Heartbeat from the address we serve on, so the coordinator sees
                 // the network this host really is on.
                 hb.source_ip = listen.filter(|ip| !ip.is_unspecified());
@@ -699,6 +704,21 @@ mod tests {
         let parsed =
             ServeArgs::try_parse_from(argv).map_err(|e| OptionError::Clap(e.to_string()))?;
         parsed.into_config(false, &env())
+    }
+
+    #[test]
+    fn coordinator_key_is_pinned_from_the_command_line() {
+        let key = "ab".repeat(32);
+        let c = cfg(&["--coordinator", "http://c:1", "--coordinator-key", &key]).unwrap();
+        assert_eq!(
+            c.heartbeat.unwrap().coordinator_key.map(|k| k.to_string()),
+            Some(key.clone())
+        );
+        assert!(
+            cfg(&["--coordinator-key", &key]).is_err(),
+            "needs --coordinator"
+        );
+        assert!(cfg(&["--coordinator", "http://c:1", "--coordinator-key", "ab"]).is_err());
     }
 
     #[test]
