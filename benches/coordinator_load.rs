@@ -72,6 +72,8 @@ fn heartbeat(i: usize) -> (Heartbeat, IpAddr) {
         tz_offset_secs: ((i % 25) as i32 - 12) * 3600,
         capacity: 1 + (i % 16) as u32,
         lzo: true,
+        // As real daemons: every host list then carries signed tickets.
+        tickets: true,
         software: "bench".into(),
         confined: true,
     };

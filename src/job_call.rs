@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::protocol::request::{encode_doti, encode_request_head};
+use crate::protocol::request::{encode_doti, encode_request_head, encode_ticket};
 use crate::protocol::{Limits, ProtocolError, ProtocolVersion, ReplyEvent, ReplyStreamDecoder};
 use crate::transport::{FrameReader, Pace, Patience, ReadPolicy, TransportError};
 use crate::verify::{normalize_diagnostics, ResultDigest};
@@ -32,6 +32,9 @@ pub struct JobCall<'a> {
     pub argv: &'a [String],
     /// The preprocessed source.
     pub source: &'a [u8],
+    /// A ticket pass (`TCKT` body) to present before the job, for hosts
+    /// that take tickets.
+    pub ticket_pass: Option<Vec<u8>>,
     /// Bounds the connect, every write, the wait for the reply's first byte
     /// and (four times over) the whole reply.
     pub timeout: Duration,
@@ -83,7 +86,11 @@ pub async fn call(job: &JobCall<'_>) -> Result<ResultDigest, JobCallError> {
     };
     let _ = stream.set_nodelay(true);
     let argv: Vec<Vec<u8>> = job.argv.iter().map(|a| a.clone().into_bytes()).collect();
-    let mut request = encode_request_head(job.version, &argv);
+    let mut request = match &job.ticket_pass {
+        Some(pass) => encode_ticket(pass),
+        None => Vec::new(),
+    };
+    request.extend(encode_request_head(job.version, &argv));
     request.extend(encode_doti(job.version, job.source));
     match timeout(job.timeout, stream.write_all(&request)).await {
         Err(_) => {

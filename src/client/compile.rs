@@ -366,6 +366,9 @@ impl Distribution<'_> {
             host: name.clone(),
             port,
             version,
+            // Tickets come with the signed list, which only verified
+            // dispatch reads.
+            ticket: None,
         })
     }
 

@@ -12,6 +12,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -19,7 +20,10 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::exitcode;
-use crate::protocol::request::{encode_doti, encode_request_head};
+use crate::network::clock::unix_now;
+use crate::network::identity::Identity;
+use crate::network::ticket::{present, Ticket, NONCE_LEN};
+use crate::protocol::request::{encode_doti, encode_request_head, encode_ticket};
 use crate::protocol::{
     Limits, ProtocolError, ProtocolVersion, ReplyEvent, ReplyHead, ReplyStreamDecoder,
 };
@@ -75,6 +79,32 @@ pub struct RemoteHost {
     pub port: u16,
     /// `V1` or `V2`; `V3` (pump) is never spoken by this client.
     pub version: ProtocolVersion,
+    /// The coordinator's ticket for this host, when its signed list entry
+    /// says it takes one: presented before the job (`TCKT`).
+    pub ticket: Option<Arc<TicketHolder>>,
+}
+
+/// A ticket and the member key that proves it is ours.
+#[derive(Debug)]
+pub struct TicketHolder {
+    pub ticket: Ticket,
+    pub member: Arc<Identity>,
+}
+
+impl PartialEq for TicketHolder {
+    fn eq(&self, other: &Self) -> bool {
+        self.ticket == other.ticket && self.member.id() == other.member.id()
+    }
+}
+
+impl Eq for TicketHolder {}
+
+impl TicketHolder {
+    /// The `TCKT` packet for one connection: the ticket and a fresh proof.
+    pub fn packet(&self) -> Vec<u8> {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        encode_ticket(&present(&self.ticket, &self.member, unix_now(), nonce))
+    }
 }
 
 /// Time limits for one job.
@@ -208,7 +238,11 @@ impl Connection {
             version: host.version,
             io_timeout: timeouts.io,
         };
-        let head = encode_request_head(host.version, argv);
+        let mut head = match &host.ticket {
+            Some(holder) => holder.packet(),
+            None => Vec::new(),
+        };
+        head.extend(encode_request_head(host.version, argv));
         conn.write("sending the request", &head).await?;
         Ok(conn)
     }

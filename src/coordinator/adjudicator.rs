@@ -36,6 +36,7 @@ struct Candidate {
     host: String,
     port: u16,
     lzo: bool,
+    tickets: bool,
 }
 
 /// The hash the reporter accepted and the hosts that returned it: the most
@@ -135,6 +136,7 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
                 host: h.host.to_string(),
                 port: h.port,
                 lzo: h.lzo,
+                tickets: h.tickets,
             });
             // With --referees-any-network every host is its own network.
             let distinct = if s.cfg.referees_any_network {
@@ -201,23 +203,37 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
     // The referees, then the hosts the report names (what they return to
     // the coordinator itself is the only evidence against them; the
     // reporter's other hosts are struck with it for a false report anyway).
-    let mut calls: Vec<(bool, IdentityId, String, bool)> = chosen
+    // (referee?, host, address, lzo, takes tickets)
+    let mut calls: Vec<(bool, IdentityId, String, bool, bool)> = chosen
         .iter()
         .map(|&i| {
             let c = &candidates[i];
-            (true, c.id, format!("{}:{}", c.host, c.port), c.lzo)
+            (
+                true,
+                c.id,
+                format!("{}:{}", c.host, c.port),
+                c.lzo,
+                c.tickets,
+            )
         })
         .collect();
     {
         let pool = s.pool_read();
         for id in &named {
             if let Some(h) = pool.host(id) {
-                calls.push((false, h.id, format!("{}:{}", h.host, h.port), h.lzo));
+                calls.push((
+                    false,
+                    h.id,
+                    format!("{}:{}", h.host, h.port),
+                    h.lzo,
+                    h.tickets,
+                ));
             }
         }
     }
     let mut set = tokio::task::JoinSet::new();
-    for (referee, id, target, lzo) in calls {
+    for (referee, id, target, lzo, tickets) in calls {
+        let ticket_pass = tickets.then(|| s.own_ticket_pass(id));
         let argv = p.report.args.clone();
         let source = source.clone();
         let timeout = s.cfg.referee_timeout;
@@ -239,6 +255,7 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
                 argv: &argv,
                 source: &source,
                 timeout,
+                ticket_pass,
             };
             (
                 referee,

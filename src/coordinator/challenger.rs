@@ -39,6 +39,8 @@ struct Target {
     host: String,
     port: u16,
     lzo: bool,
+    /// Takes tickets: the job goes with the coordinator's own.
+    tickets: bool,
     /// The toolchain's name on this host.
     compiler: String,
 }
@@ -154,6 +156,7 @@ fn plan_round(
                 host: r.host.to_string(),
                 port: r.port,
                 lzo: r.lzo,
+                tickets: r.tickets,
                 compiler: name,
             })
         });
@@ -163,6 +166,7 @@ fn plan_round(
                 host: h.host.to_string(),
                 port: h.port,
                 lzo: h.lzo,
+                tickets: h.tickets,
                 compiler: tc.name.clone(),
             },
             toolchain: tc.id.clone(),
@@ -175,6 +179,7 @@ fn plan_round(
 
 /// Send one job to `t`; the digest or why not.
 async fn send(
+    s: &Shared,
     t: &Target,
     argv: &[String],
     source: &[u8],
@@ -198,6 +203,7 @@ async fn send(
         argv,
         source,
         timeout,
+        ticket_pass: t.tickets.then(|| s.own_ticket_pass(t.id)),
     })
     .await
     .map_err(|e| e.to_string())
@@ -212,8 +218,8 @@ async fn run(s: &Shared, plan: Plan) {
         Some(r) => {
             let rargv = challenge.argv(&r.compiler);
             let (mine, theirs) = tokio::join!(
-                send(&plan.host, &argv, source, timeout),
-                send(r, &rargv, source, timeout)
+                send(s, &plan.host, &argv, source, timeout),
+                send(s, r, &rargv, source, timeout)
             );
             match (mine, theirs) {
                 (Err(e), _) => (false, e),
@@ -238,7 +244,7 @@ async fn run(s: &Shared, plan: Plan) {
                 ),
             }
         }
-        None => match send(&plan.host, &argv, source, timeout).await {
+        None => match send(s, &plan.host, &argv, source, timeout).await {
             Ok(d) => judge_alone(&d, "no referee for its toolchain"),
             Err(e) => (false, e),
         },

@@ -82,6 +82,12 @@ struct RunArgs {
     /// address. Repeatable. The header from anyone else is ignored.
     #[arg(long = "trusted-proxy", value_name = "ADDR")]
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// Seconds the tickets given with a host list are good for: a member's
+    /// client needs one to use a daemon outside that daemon's --allow.
+    /// Shorter drops a blacklisted member sooner; longer outlasts longer
+    /// builds (a client whose tickets expired compiles locally).
+    #[arg(long, value_name = "SECS", default_value_t = crate::network::ticket::DEFAULT_LIFETIME_SECS)]
+    ticket_lifetime: u64,
     /// Also write the bound address (ADDR:PORT) to this file once listening.
     #[arg(long, value_name = "FILE")]
     address_file: Option<PathBuf>,
@@ -330,8 +336,15 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
             why: "must be at least 1 second".into(),
         });
     }
+    if args.ticket_lifetime == 0 {
+        return Err(CoordinatorError::Usage {
+            option: "--ticket-lifetime",
+            why: "must be at least 1 second".into(),
+        });
+    }
     let mut cfg = CoordinatorConfig::new(listen, data);
     cfg.expiry = Duration::from_secs(args.expiry);
+    cfg.ticket_lifetime = Duration::from_secs(args.ticket_lifetime);
     cfg.admin_keys = args.admin_keys;
     cfg.redundancy = args.redundancy.clamp(1, 8);
     cfg.new_hosts_per_network = args.new_hosts_per_network;

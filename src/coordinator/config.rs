@@ -20,6 +20,8 @@ pub struct CoordinatorConfig {
     pub admin_keys: Vec<IdentityId>,
     /// Hosts per job, told to clients.
     pub redundancy: u32,
+    /// How long the tickets handed out with a host list last.
+    pub ticket_lifetime: Duration,
     /// Limit for receiving a request's headers, and for an idle keep-alive connection.
     pub header_timeout: Duration,
     /// Limit for receiving a request's body.
@@ -145,6 +147,7 @@ impl CoordinatorConfig {
             expiry: Duration::from_secs(600),
             admin_keys: Vec::new(),
             redundancy: 2,
+            ticket_lifetime: Duration::from_secs(crate::network::ticket::DEFAULT_LIFETIME_SECS),
             header_timeout: Duration::from_secs(20),
             body_timeout: Duration::from_secs(10),
             max_connections: DEFAULT_MAX_CONNECTIONS,

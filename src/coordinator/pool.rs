@@ -74,6 +74,8 @@ pub struct HostRec {
     pub lzo: bool,
     /// Runs jobs in the sandbox (its heartbeat's word).
     pub confined: bool,
+    /// Takes tickets (its heartbeat says so): members get one for it.
+    pub tickets: bool,
     pub last_seen_ms: u64,
     pub first_seen_ms: u64,
     /// Position of this host in each of its buckets: (fingerprint, position).
@@ -153,6 +155,7 @@ impl HostRec {
             port: self.port,
             capacity: self.capacity,
             lzo: self.lzo,
+            tickets: self.tickets,
             tz_offset_secs: self.tz,
             owner: self.owner,
             network: self.network.display(),
@@ -250,6 +253,14 @@ impl Pool {
     pub fn add_known(&mut self, id: IdentityId, daemon: bool) {
         let e = self.known.entry(id).or_insert(false);
         *e |= daemon;
+    }
+
+    /// Is `id` a live host whose heartbeat says it takes tickets?
+    pub fn takes_tickets(&self, id: &IdentityId) -> bool {
+        self.by_id
+            .get(id)
+            .and_then(|&idx| self.hosts[idx as usize].as_ref())
+            .is_some_and(|h| h.tickets)
     }
 
     pub fn is_blacklisted(&self, id: &IdentityId) -> bool {
@@ -663,6 +674,7 @@ impl Pool {
                     && h.capacity == hb.capacity
                     && h.lzo == hb.lzo
                     && h.confined == hb.confined
+                    && h.tickets == hb.tickets
             };
             if !same_index {
                 self.unindex(idx);
@@ -695,6 +707,7 @@ impl Pool {
                 h.capacity = hb.capacity;
                 h.lzo = hb.lzo;
                 h.confined = hb.confined;
+                h.tickets = hb.tickets;
                 h.last_seen_ms = now_ms;
                 if !same_index {
                     h.refresh_entry_json();
@@ -736,6 +749,7 @@ impl Pool {
             capacity: hb.capacity,
             lzo: hb.lzo,
             confined: hb.confined,
+            tickets: hb.tickets,
             last_seen_ms: now_ms,
             first_seen_ms: now_ms,
             slots: Vec::new(),
@@ -1111,6 +1125,7 @@ mod tests {
             capacity: 4,
             lzo: true,
             confined: true,
+            tickets: false,
             software: String::new(),
         }
     }

@@ -274,6 +274,18 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// A `TCKT` body for the coordinator's own jobs (challenges,
+    /// adjudication) to `host`: a ticket it issues itself, proved with the
+    /// same key, so a daemon that serves only `--allow` and ticket holders
+    /// serves the coordinator too.
+    pub(super) fn own_ticket_pass(&self, host: IdentityId) -> Vec<u8> {
+        use crate::network::ticket::{present, Ticket, PROOF_WINDOW_SECS};
+        let now = unix_now();
+        // Only this connection uses it: a few minutes is plenty.
+        let ticket = Ticket::issue(&self.key, self.key.id(), host, now, PROOF_WINDOW_SECS);
+        present(&ticket, &self.key, now, rand::random()).to_vec()
+    }
+
     pub(super) fn new(mut cfg: CoordinatorConfig, key: Identity, pool: Pool, store: Store) -> Self {
         // Daemons are told to heartbeat within half the expiry; a short
         // --expiry must not make that rate-limited. Allow four times it.

@@ -712,6 +712,7 @@ mod tests {
             port: 3632,
             capacity: 4,
             lzo: true,
+            tickets: false,
             tz_offset_secs: tz,
             owner: IdentityId([owner; 32]),
             network: net.into(),
@@ -732,6 +733,7 @@ mod tests {
             member_via: me,
             issued_to: me,
             issued_at: unix_now(),
+            tickets: Default::default(),
         })
         .unwrap();
         let url = "http://c:1";

@@ -48,6 +48,10 @@ pub struct Heartbeat {
     pub capacity: u32,
     /// Speaks distcc protocol 2 (`,lzo`).
     pub lzo: bool,
+    /// Serves clients outside its `--allow` that present the coordinator's
+    /// tickets (`network::ticket`); absent from older daemons.
+    #[serde(default)]
+    pub tickets: bool,
     /// Free text: the daemon's software and version.
     #[serde(default)]
     pub software: String,
@@ -206,6 +210,10 @@ pub struct HeartbeatAck {
     pub pool_size: usize,
     /// The address clients are given for this host.
     pub advertised: String,
+    /// The coordinator's public key, which signs the tickets this daemon is
+    /// to accept (pinned at first sight); absent from older coordinators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<IdentityId>,
 }
 
 /// `POST /v1/hosts`: a member asks for hosts compatible with its compilers.
@@ -265,6 +273,10 @@ pub struct HostEntry {
     pub port: u16,
     pub capacity: u32,
     pub lzo: bool,
+    /// Takes a ticket (`TCKT`) before the job: send it one from
+    /// [`HostsResponse::tickets`]. Absent from older coordinators.
+    #[serde(default)]
+    pub tickets: bool,
     pub tz_offset_secs: i32,
     /// Owner group (hosts of one owner are never handed out next to each other).
     pub owner: IdentityId,
@@ -302,6 +314,10 @@ pub struct HostsResponse {
     /// Unix seconds when the coordinator made the list.
     #[serde(default)]
     pub issued_at: u64,
+    /// Hex tickets (`network::ticket`) for `issued_to`, one per listed host
+    /// that takes them; each names its host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tickets: Vec<String>,
 }
 
 /// What `POST /v1/hosts` answers: a [`HostsResponse`] as the exact JSON text
@@ -810,6 +826,7 @@ mod tests {
             tz_offset_secs: 3600,
             capacity: 8,
             lzo: true,
+            tickets: false,
             software: "dportage".into(),
             confined: true,
         }

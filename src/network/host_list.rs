@@ -172,6 +172,7 @@ mod tests {
             member_via: me,
             issued_to: me,
             issued_at: at,
+            tickets: Vec::new(),
         })
         .unwrap()
     }

@@ -47,6 +47,7 @@ pub mod clock;
 pub mod host_list;
 pub mod identity;
 pub mod selection;
+pub mod ticket;
 pub mod tls;
 
 use std::path::PathBuf;

@@ -25,9 +25,13 @@ pub enum Token {
     Sout,
     Doto,
     Dotd,
+    /// dportage extension: a ticket pass before `DIST` (see
+    /// `crate::network::ticket`), sent only to hosts listed as taking
+    /// tickets, so no distcc release ever receives one.
+    Tckt,
 }
 
-const ALL: [Token; 15] = [
+const ALL: [Token; 16] = [
     Token::Dist,
     Token::Cdir,
     Token::Argc,
@@ -43,6 +47,7 @@ const ALL: [Token; 15] = [
     Token::Sout,
     Token::Doto,
     Token::Dotd,
+    Token::Tckt,
 ];
 
 impl Token {
@@ -63,6 +68,7 @@ impl Token {
             Token::Sout => b"SOUT",
             Token::Doto => b"DOTO",
             Token::Dotd => b"DOTD",
+            Token::Tckt => b"TCKT",
         }
     }
 

@@ -31,6 +31,8 @@ impl Request {
         let (mut version, mut argv) = (None, None);
         loop {
             match decoder.decode(&mut buf)? {
+                // Judging a ticket is the server's business, not the codec's.
+                Some(RequestEvent::Ticket(_)) => {}
                 Some(RequestEvent::Version(v)) => version = Some(v),
                 Some(RequestEvent::Argv(a)) => argv = Some(a),
                 Some(RequestEvent::Doti(doti)) => {
@@ -70,9 +72,24 @@ pub fn encode_doti(version: ProtocolVersion, source: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The `TCKT` packet (dportage extension) carrying a ticket pass of
+/// `pass.len()` bytes, sent before `DIST`.
+pub fn encode_ticket(pass: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + pass.len());
+    put_str(&mut out, Token::Tckt, pass);
+    out
+}
+
+/// Largest `TCKT` body a decoder accepts; the ticket layer wants an exact
+/// length, this only bounds what is buffered before it looks.
+pub const MAX_TICKET_PACKET: u32 = 1024;
+
 /// One step of an incoming request, in wire order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestEvent {
+    /// A `TCKT` body (dportage extension), at most once and only before
+    /// `DIST`. The decoder does not judge it: the server does.
+    Ticket(Vec<u8>),
     /// `DIST` read. For `V3` the decoder stops: the caller decides to refuse.
     Version(ProtocolVersion),
     /// `ARGC` and all `ARGV` packets read.
@@ -102,6 +119,8 @@ pub struct RequestDecoder {
     state: State,
     /// Body length of a packet whose header has arrived but not its body.
     pending_body: Option<u32>,
+    /// A `TCKT` was read (a second one is a protocol error).
+    ticket_seen: bool,
 }
 
 impl RequestDecoder {
@@ -110,6 +129,7 @@ impl RequestDecoder {
             limits,
             state: State::Dist,
             pending_body: None,
+            ticket_seen: false,
         }
     }
 
@@ -120,6 +140,9 @@ impl RequestDecoder {
         self.pending_body = match self.state {
             State::Argv { .. } => peek_len(buf, Token::Argv, "", u64::MAX).ok().flatten(),
             State::Doti(_) => peek_len(buf, Token::Doti, "", u64::MAX).ok().flatten(),
+            State::Dist if starts_with_ticket(buf) => {
+                peek_len(buf, Token::Tckt, "", u64::MAX).ok().flatten()
+            }
             _ => None,
         };
         event
@@ -128,6 +151,14 @@ impl RequestDecoder {
     fn decode_inner(&mut self, buf: &mut BytesMut) -> Result<Option<RequestEvent>, ProtocolError> {
         loop {
             match &mut self.state {
+                State::Dist if !self.ticket_seen && starts_with_ticket(buf) => {
+                    let limit = u64::from(MAX_TICKET_PACKET);
+                    let Some(pass) = take_body(buf, Token::Tckt, "TCKT", limit)? else {
+                        return Ok(None);
+                    };
+                    self.ticket_seen = true;
+                    return Ok(Some(RequestEvent::Ticket(pass.to_vec())));
+                }
                 State::Dist => {
                     let Some(v) = take_int(buf, Token::Dist)? else {
                         return Ok(None);
@@ -211,6 +242,10 @@ impl RequestDecoder {
     }
 }
 
+fn starts_with_ticket(buf: &[u8]) -> bool {
+    buf.starts_with(Token::Tckt.as_bytes())
+}
+
 impl super::Decoder for RequestDecoder {
     type Event = RequestEvent;
 
@@ -236,6 +271,61 @@ mod tests {
                 .collect(),
             doti: b"# 0 \"x.c\"\nint answer(void) { return 42; }\n".repeat(50),
         }
+    }
+
+    /// One `TCKT` may come before `DIST`, fed byte by byte; a second one, one
+    /// after `DIST` or one over the bound is a protocol error.
+    #[test]
+    fn ticket_before_dist() {
+        let request = sample(ProtocolVersion::V2);
+        let mut bytes = encode_ticket(b"pass");
+        bytes.extend(request.encode());
+        let mut decoder = RequestDecoder::new(Limits::default());
+        let mut buf = BytesMut::new();
+        let mut events = Vec::new();
+        for b in bytes {
+            buf.extend_from_slice(&[b]);
+            assert!(decoder.wanted(buf.len()) >= 1);
+            while !decoder.is_finished() {
+                match decoder.decode(&mut buf).unwrap() {
+                    Some(e) => events.push(e),
+                    None => break,
+                }
+            }
+        }
+        assert_eq!(events[0], RequestEvent::Ticket(b"pass".to_vec()));
+        assert_eq!(events[1], RequestEvent::Version(ProtocolVersion::V2));
+        assert_eq!(events.len(), 4);
+
+        let twice = [encode_ticket(b"a"), encode_ticket(b"b")].concat();
+        let mut decoder = RequestDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(twice.as_slice());
+        assert!(decoder.decode(&mut buf).unwrap().is_some());
+        assert!(decoder.decode(&mut buf).is_err());
+
+        let mut after = encode_request_head(ProtocolVersion::V1, &request.argv);
+        after.extend(encode_ticket(b"late"));
+        let mut decoder = RequestDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(after.as_slice());
+        assert!(decoder.decode(&mut buf).unwrap().is_some());
+        assert!(decoder.decode(&mut buf).unwrap().is_some());
+        assert!(decoder.decode(&mut buf).is_err());
+
+        let big = encode_ticket(&vec![0; MAX_TICKET_PACKET as usize + 1]);
+        let mut decoder = RequestDecoder::new(Limits::default());
+        let mut buf = BytesMut::from(&big[..12]);
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Err(ProtocolError::TooLong { what: "TCKT", .. })
+        ));
+
+        // And a whole request with a ticket still decodes whole.
+        let mut with = encode_ticket(b"pass");
+        with.extend(request.encode());
+        assert_eq!(
+            Request::decode_all(&with, &Limits::default()).unwrap(),
+            request
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@ use super::stats::{Outcome, StallPhase};
 use super::Shared;
 use crate::args::Refusal;
 use crate::exitcode;
+use crate::network::clock::unix_now;
+use crate::network::ticket::TicketError;
 use crate::protocol::{
     ProtocolError, ProtocolVersion, Reply, Request, RequestDecoder, RequestEvent,
 };
@@ -50,6 +52,10 @@ enum ReadError {
     Busy(Refused),
     #[error("reading from the client failed: {0}")]
     Io(#[from] io::Error),
+    #[error("denied: not in --allow and no ticket")]
+    NoTicket,
+    #[error("denied: not in --allow and its ticket is refused: {0}")]
+    Ticket(TicketError),
 }
 
 impl From<TransportError> for ReadError {
@@ -78,6 +84,7 @@ impl ReadError {
             }
             ReadError::Busy(_) => (Outcome::RejOverload, exitcode::BUSY),
             ReadError::Io(_) => (Outcome::CliDisconnect, exitcode::IO_ERROR),
+            ReadError::NoTicket | ReadError::Ticket(_) => (Outcome::Other, exitcode::ACCESS_DENIED),
         }
     }
 }
@@ -144,10 +151,41 @@ where
     W: AsyncWrite + Unpin,
 {
     let started = Instant::now();
-    let end = handle(&mut reader, &mut writer, shared).await;
+    let end = handle(&mut reader, &mut writer, shared, Admit::ByAddress).await;
     drop(reader);
     drop(writer);
     record(shared, peer, started, &end);
+}
+
+/// [`serve`] for a client outside `--allow`: its first packet must be a
+/// ticket pass that [`Shared::tickets`] accepts, or the connection is closed
+/// without a byte, as distccd closes on clients it does not allow (their
+/// client compiles locally).
+pub async fn serve_ticketed<R, W>(mut reader: R, mut writer: W, peer: &str, shared: &Shared)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let end = handle(&mut reader, &mut writer, shared, Admit::ByTicket).await;
+    drop(reader);
+    drop(writer);
+    if matches!(end.ret, exitcode::ACCESS_DENIED) {
+        tracing::warn!(
+            "connection from client '{peer}' {}",
+            end.note.as_deref().unwrap_or("denied")
+        );
+    }
+    record(shared, peer, started, &end);
+}
+
+/// What lets a connection in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Its address is in `--allow` (or nothing is checked: inetd).
+    ByAddress,
+    /// Only a valid ticket pass before `DIST`.
+    ByTicket,
 }
 
 /// Count and log a finished connection: one line, like distccd's `dcc_job_summary`.
@@ -183,7 +221,7 @@ pub fn record(shared: &Shared, peer: &str, started: Instant, end: &JobEnd) {
     );
 }
 
-async fn handle<R, W>(reader: &mut R, writer: &mut W, shared: &Shared) -> JobEnd
+async fn handle<R, W>(reader: &mut R, writer: &mut W, shared: &Shared, admit: Admit) -> JobEnd
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -198,7 +236,7 @@ where
         };
         timeout(
             cfg.request_timeout,
-            read_request(&mut charged, shared, &mut phase),
+            read_request(&mut charged, shared, &mut phase, admit),
         )
         .await
         .unwrap_or(Err(ReadError::Deadline(cfg.request_timeout)))
@@ -389,6 +427,7 @@ async fn read_request<R>(
     reader: &mut R,
     shared: &Shared,
     phase: &mut StallPhase,
+    mut admit: Admit,
 ) -> Result<Request, ReadError>
 where
     R: AsyncRead + Unpin,
@@ -418,6 +457,18 @@ where
                 .map_err(|_| ReadError::HeaderDeadline(cfg.header_timeout))??
         };
         match event {
+            RequestEvent::Ticket(pass) => {
+                if admit == Admit::ByTicket {
+                    let gate = shared.tickets.as_ref().ok_or(ReadError::NoTicket)?;
+                    let member = gate.check(&pass, unix_now()).map_err(ReadError::Ticket)?;
+                    tracing::debug!("admitted by the ticket of member {}", member.short());
+                    admit = Admit::ByAddress;
+                }
+                // From an allowed address a ticket adds nothing.
+            }
+            RequestEvent::Version(_) if admit == Admit::ByTicket => {
+                return Err(ReadError::NoTicket)
+            }
             RequestEvent::Version(ProtocolVersion::V3) => return Err(ReadError::Pump),
             RequestEvent::Version(v) => version = Some(v),
             RequestEvent::Argv(a) => argv = Some(a),

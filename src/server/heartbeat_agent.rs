@@ -18,9 +18,12 @@ use crate::fingerprint::{HostFacts, Toolchain};
 use crate::network::api::{Heartbeat, HeartbeatAck};
 use crate::network::caller::{CoordinatorClient, KeySource};
 use crate::network::clock::unix_now;
+use crate::network::host_list;
 use crate::network::identity::{self, Identity, IdentityId};
 use crate::network::NetworkError;
 use crate::probe;
+
+use super::tickets::{Learned, TicketGate};
 
 /// Compilers advertised when the server names none: those of these found in `PATH`.
 pub const DEFAULT_COMPILERS: &[&str] = &["cc", "c++", "gcc", "g++", "clang", "clang++"];
@@ -52,7 +55,8 @@ pub struct HeartbeatConfig {
     /// The coordinator groups hosts by the network a heartbeat comes from.
     pub source_ip: Option<IpAddr>,
     /// The key the coordinator must have (`--coordinator-key`); without it,
-    /// the key pinned in `identity_dir` at first contact.
+    /// the key pinned in `identity_dir` at first contact. Tickets must be
+    /// signed with it.
     pub coordinator_key: Option<IdentityId>,
     /// Jobs run confined (Landlock); see [`crate::network::api::Heartbeat::confined`].
     pub confined: bool,
@@ -195,6 +199,7 @@ pub fn build_heartbeat(cfg: &HeartbeatConfig) -> Result<Heartbeat, NetworkError>
         tz_offset_secs: facts.tz_offset_secs,
         capacity: cfg.capacity.clamp(1, crate::network::api::MAX_CAPACITY),
         lzo: cfg.lzo,
+        tickets: true,
         software: format!("dportage {}", env!("CARGO_PKG_VERSION")),
         confined: cfg.confined,
     })
@@ -241,16 +246,65 @@ pub struct PreparedHeartbeat {
     cfg: HeartbeatConfig,
     identity: Arc<Identity>,
     client: CoordinatorClient,
+    gate: Arc<TicketGate>,
+}
+
+impl PreparedHeartbeat {
+    /// What the daemon checks its network clients' tickets with; the
+    /// heartbeat loop pins the coordinator's key into it.
+    pub fn ticket_gate(&self) -> Arc<TicketGate> {
+        Arc::clone(&self.gate)
+    }
+}
+
+/// The gate for this daemon, with the coordinator key an earlier run pinned.
+fn ticket_gate(cfg: &HeartbeatConfig, identity: &Identity, url: &str) -> Arc<TicketGate> {
+    if let Some(key) = cfg.coordinator_key {
+        return Arc::new(TicketGate::new(identity.id(), Some(key)));
+    }
+    let pinned = match host_list::pinned_key(&cfg.identity_dir, url) {
+        Ok(key) => key,
+        Err(e) => {
+            tracing::warn!("{e}; the coordinator's key will be learned from its next answer");
+            None
+        }
+    };
+    Arc::new(TicketGate::new(identity.id(), pinned))
+}
+
+/// Take the coordinator's key from a heartbeat answer: pinned in memory and
+/// (so a restart does not trust a new one) in `DPORTAGE_DIR`.
+fn learn_coordinator_key(gate: &TicketGate, key: IdentityId, cfg: &HeartbeatConfig, url: &str) {
+    match gate.learn(key) {
+        Learned::Known => {}
+        Learned::New => {
+            tracing::info!(
+                "serving members of {url} that present its tickets (coordinator key {})",
+                key.short()
+            );
+            if let Err(e) = host_list::pin(&cfg.identity_dir, url, &key) {
+                tracing::warn!("cannot remember the coordinator's key: {e}");
+            }
+        }
+        Learned::Conflict => tracing::error!(
+            "coordinator {url} now answers with key {key}, not the pinned {}: its tickets are              refused (if its operator really changed keys, delete its line from {} in {})",
+            gate.coordinator_key().map(|k| k.to_string()).unwrap_or_default(),
+            host_list::PINS_FILE,
+            cfg.identity_dir.display()
+        ),
+    }
 }
 
 /// Load (or create) the identity and check the configuration, without
 /// starting anything.
 pub fn prepare_heartbeat(cfg: HeartbeatConfig) -> Result<PreparedHeartbeat, NetworkError> {
     let (identity, client) = start(&cfg)?;
+    let gate = ticket_gate(&cfg, &identity, &client.url().to_string());
     Ok(PreparedHeartbeat {
         cfg,
         identity,
         client,
+        gate,
     })
 }
 
@@ -266,10 +320,11 @@ pub fn spawn_prepared_heartbeat(prepared: PreparedHeartbeat) -> HeartbeatHandle 
         cfg,
         identity,
         client,
+        gate,
     } = prepared;
     let id = identity.id();
     let (tx, rx) = watch::channel(HeartbeatStatus::default());
-    let task = tokio::spawn(heartbeat_loop(cfg, identity, client, tx));
+    let task = tokio::spawn(heartbeat_loop(cfg, identity, client, gate, tx));
     HeartbeatHandle {
         id,
         status: rx,
@@ -297,38 +352,20 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NetworkError> {
     let (identity, client) = start(&cfg)?;
+    let gate = ticket_gate(&cfg, &identity, &client.url().to_string());
     let (tx, _rx) = watch::channel(HeartbeatStatus::default());
     tokio::select! {
-        _ = heartbeat_loop(cfg, identity, client, tx) => {}
+        _ = heartbeat_loop(cfg, identity, client, gate, tx) => {}
         _ = shutdown => {}
     }
     Ok(())
-}
-
-/// After the first accepted heartbeat: pin the coordinator's key in the
-/// identity directory (trust on first use, as `dportage` does), so that a
-/// restarted daemon refuses a coordinator with another key.
-async fn pin_coordinator_key(cfg: &HeartbeatConfig, client: &CoordinatorClient) {
-    let Ok(key) = client.coordinator_key().await else {
-        return;
-    };
-    let url = client.url().to_string();
-    match crate::network::host_list::pin(&cfg.identity_dir, &url, &key) {
-        Ok(crate::network::host_list::Pinned::New) => tracing::info!(
-            "pinned coordinator {url}'s key {key} in {}",
-            cfg.identity_dir
-                .join(crate::network::host_list::PINS_FILE)
-                .display()
-        ),
-        Ok(crate::network::host_list::Pinned::Known) => {}
-        Err(e) => tracing::warn!("cannot pin coordinator {url}'s key: {e}"),
-    }
 }
 
 async fn heartbeat_loop(
     cfg: HeartbeatConfig,
     identity: Arc<Identity>,
     client: CoordinatorClient,
+    gate: Arc<TicketGate>,
     tx: watch::Sender<HeartbeatStatus>,
 ) {
     let mut status = HeartbeatStatus::default();
@@ -356,8 +393,18 @@ async fn heartbeat_loop(
             }
             Ok(hb) => match client.heartbeat(&hb).await {
                 Ok(ack) => {
-                    if status.acknowledged == 0 {
-                        pin_coordinator_key(&cfg, &client).await;
+                    // The key the client verified (its proof over a fresh
+                    // challenge, checked against the pin), not the answer's
+                    // word: tickets are checked against it.
+                    if let Ok(key) = client.coordinator_key().await {
+                        if ack.coordinator.is_some_and(|k| k != key) {
+                            tracing::warn!(
+                                "coordinator {} answered naming key {:?}, but proved key {key}; using the proven one",
+                                client.url(),
+                                ack.coordinator
+                            );
+                        }
+                        learn_coordinator_key(&gate, key, &cfg, &client.url().to_string());
                     }
                     if status.consecutive_failures > 0 || status.acknowledged == 0 {
                         tracing::info!(

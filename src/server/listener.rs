@@ -134,8 +134,13 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         let started = Instant::now();
         shared.stats.accepted();
         let label = peer_label(peer);
+        // Outside --allow, a registered daemon still hears the client out
+        // for a ticket (`connection::serve_ticketed`); otherwise, distccd's way.
+        let mut needs_ticket = false;
         if let Some(access) = &shared.cfg.access {
-            if !access.allows(peer.ip()) {
+            if !access.allows(peer.ip()) && shared.tickets.is_some() {
+                needs_ticket = true;
+            } else if !access.allows(peer.ip()) {
                 drop(stream);
                 tracing::warn!(
                     "connection from client '{}' denied by access list",
@@ -188,7 +193,11 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 let label = label.clone();
                 async move {
                     let (reader, writer) = stream.into_split();
-                    connection::serve(reader, writer, &label, &shared).await;
+                    if needs_ticket {
+                        connection::serve_ticketed(reader, writer, &label, &shared).await;
+                    } else {
+                        connection::serve(reader, writer, &label, &shared).await;
+                    }
                 }
             });
             if let Err(e) = job.await {

@@ -17,6 +17,7 @@ pub mod listener;
 pub mod options;
 pub mod sandbox;
 pub mod stats;
+pub mod tickets;
 
 use std::ffi::OsString;
 use std::sync::Arc;
@@ -40,6 +41,9 @@ pub struct Shared {
     pub job_slots: Semaphore,
     /// Connection caps, the job-slot queue and the memory budget.
     pub admission: Arc<Admission>,
+    /// Set when registered with a coordinator: clients outside `--allow`
+    /// are served when they present a valid ticket.
+    pub tickets: Option<Arc<tickets::TicketGate>>,
 }
 
 impl Shared {
@@ -52,7 +56,14 @@ impl Shared {
             stats,
             job_slots,
             admission,
+            tickets: None,
         }
+    }
+
+    /// These connections also take tickets checked by `gate`.
+    pub fn with_tickets(mut self, gate: Option<Arc<tickets::TicketGate>>) -> Self {
+        self.tickets = gate;
+        self
     }
 }
 
@@ -183,7 +194,10 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
                      this binary as its sandbox trampoline instead (slower, same sandbox)"
                 );
             }
-            run_runtime(cfg.clone(), |shared| async move {
+            let gate = heartbeat
+                .as_ref()
+                .map(heartbeat_agent::PreparedHeartbeat::ticket_gate);
+            run_runtime(cfg.clone(), gate, |shared| async move {
                 // The handle stops the heartbeat when dropped, so it lives as
                 // long as the accept loop.
                 let _heartbeat = heartbeat.map(heartbeat_agent::spawn_prepared_heartbeat);
@@ -219,7 +233,7 @@ fn drop_privileges(cfg: &ServerConfig, persona: Option<&daemon::Persona>) -> Res
     Ok(())
 }
 
-fn run_runtime<F, Fut>(cfg: ServerConfig, body: F) -> i32
+fn run_runtime<F, Fut>(cfg: ServerConfig, tickets: Option<Arc<tickets::TicketGate>>, body: F) -> i32
 where
     F: FnOnce(Arc<Shared>) -> Fut,
     Fut: std::future::Future<Output = i32>,
@@ -231,7 +245,7 @@ where
             return exitcode::DISTCC_FAILED;
         }
     };
-    let shared = Arc::new(Shared::new(cfg));
+    let shared = Arc::new(Shared::new(cfg).with_tickets(tickets));
     let code = runtime.block_on(body(shared));
     // Blocking reads (stdin in inetd mode) must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_millis(500));
@@ -267,7 +281,7 @@ fn serve_inetd(cfg: ServerConfig) -> i32 {
         return code;
     }
     let peer = stdin_peer();
-    run_runtime(cfg, |shared| async move {
+    run_runtime(cfg, None, |shared| async move {
         shared.stats.accepted();
         let label = match peer {
             Some(addr) => listener::peer_label(addr),

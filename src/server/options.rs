@@ -200,7 +200,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 4096)]
     pub min_body_rate: u64,
 
-    /// [dportage] Join the network: register and heartbeat with this coordinator (https://HOST[:PORT], or http:// on loopback or a trusted network).
+    /// [dportage] Join the network: register and heartbeat with this coordinator (https://HOST[:PORT], or http:// on loopback or a trusted network). Its members are served from anywhere with the tickets it signs; other clients only from --allow (default: private networks).
     #[arg(long, value_name = "URL")]
     pub coordinator: Option<String>,
 
@@ -217,7 +217,7 @@ pub struct ServeArgs {
     )]
     pub heartbeat_interval: u64,
 
-    /// [dportage] The coordinator's public key (64 hex digits), instead of trusting the key it presents at first contact; a coordinator with another key is refused.
+    /// [dportage] The coordinator's public key (64 hex digits), instead of trusting the key it presents at first contact; a coordinator with another key is refused, and members' tickets are checked against it.
     #[arg(long, value_name = "HEX", requires = "coordinator")]
     pub coordinator_key: Option<crate::network::identity::IdentityId>,
 }
@@ -783,6 +783,21 @@ mod tests {
         let parsed =
             ServeArgs::try_parse_from(argv).map_err(|e| OptionError::Clap(e.to_string()))?;
         parsed.into_config(false, &env())
+    }
+
+    #[test]
+    fn coordinator_key_is_pinned_from_the_command_line() {
+        let key = "ab".repeat(32);
+        let c = cfg(&["--coordinator", "http://c:1", "--coordinator-key", &key]).unwrap();
+        assert_eq!(
+            c.heartbeat.unwrap().coordinator_key.map(|k| k.to_string()),
+            Some(key.clone())
+        );
+        assert!(
+            cfg(&["--coordinator-key", &key]).is_err(),
+            "needs --coordinator"
+        );
+        assert!(cfg(&["--coordinator", "http://c:1", "--coordinator-key", "ab"]).is_err());
     }
 
     #[test]

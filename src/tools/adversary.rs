@@ -139,7 +139,7 @@ async fn proxy_one(
             .await
         {
             Ok(RequestEvent::Version(v)) => version = v,
-            Ok(RequestEvent::Argv(_)) => {}
+            Ok(RequestEvent::Argv(_) | RequestEvent::Ticket(_)) => {}
             Ok(RequestEvent::Doti(input)) => {
                 if let Some(t) = target {
                     targeted = !t.is_empty() && input.windows(t.len()).any(|w| w == t);

@@ -20,5 +20,6 @@ mod network {
     mod limits;
     mod signed_list;
     mod status_browser;
+    mod tickets;
     mod tls;
 }

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use crate::args::{server_argv, CompileJob};
 use crate::canonical::{canonicalize, preprocessor_extra_args, Canonical};
+use crate::network::{clock::unix_now, identity};
 use crate::verify::scheduler::{BackOffReason, HostId, Rules};
 use crate::verify::ResultDigest;
 
@@ -53,11 +54,12 @@ use voters::Voters;
 
 /// The signed host list of `DPORTAGE_HOST_LIST`, checked against the key
 /// pinned for `DPORTAGE_COORDINATOR` and this member's identity.
+/// Also returns the member's identity, which proves its tickets.
 fn signed_host_list(
     path: &std::path::Path,
     settings: &Settings,
-) -> Result<crate::network::api::HostsResponse, String> {
-    use crate::network::{caller::CoordinatorUrl, clock::unix_now, host_list, identity};
+) -> Result<(crate::network::api::HostsResponse, identity::Identity), String> {
+    use crate::network::{caller::CoordinatorUrl, host_list};
     let dir = settings
         .dportage_dir
         .as_deref()
@@ -69,10 +71,9 @@ fn signed_host_list(
     let url = CoordinatorUrl::parse(url.trim())
         .map_err(|e| e.to_string())?
         .to_string();
-    let me = identity::Identity::load(dir)
-        .map_err(|e| e.to_string())?
-        .id();
-    host_list::load(path, dir, &url, &me, unix_now()).map_err(|e| e.to_string())
+    let me = identity::Identity::load(dir).map_err(|e| e.to_string())?;
+    let list = host_list::load(path, dir, &url, &me.id(), unix_now()).map_err(|e| e.to_string())?;
+    Ok((list, me))
 }
 
 /// Compile `job` with verified dispatch and return the exit code.
@@ -140,7 +141,7 @@ pub fn distribute(
     let mut voters = Voters::new(&hosts, &excluded);
     if let Some(path) = &settings.host_list {
         match signed_host_list(path, settings) {
-            Ok(list) => voters.pair_by(&list),
+            Ok((list, me)) => voters.pair_by(&list, &Arc::new(me), unix_now()),
             Err(why) => {
                 // Hosts of a list nobody vouches for are hosts of anyone's
                 // choosing: no vote among them is worth anything.

@@ -1,17 +1,19 @@
 //! The hosts that may vote on a job, and a slot on the next one to ask.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 
 use crate::hosts::{HostKind, HostList, HostSpec};
 use crate::network::api::HostsResponse;
-use crate::network::identity::IdentityId;
+use crate::network::identity::{Identity, IdentityId};
 use crate::network::selection::NetKey;
+use crate::network::ticket::Ticket;
 use crate::protocol::ProtocolVersion;
 use crate::trust::pairing::{draw, may_join, Listed, MAX_SPEED_WEIGHT};
 use crate::trust::standing::Standing;
 
 use crate::client::evidence::{StateDir, EXCLUDED_FILE};
-use crate::client::remote::RemoteHost;
+use crate::client::remote::{RemoteHost, TicketHolder};
 use crate::client::settings::Settings;
 use crate::client::slots::{LockDir, SlotGuard};
 
@@ -101,6 +103,26 @@ pub(super) enum Take {
     NoneLeft,
 }
 
+/// The tickets of `list` this member can present at `now`. Expired ones are
+/// left out (a host would refuse them) with a word on what to do.
+fn usable_tickets(list: &HostsResponse, me: &IdentityId, now: u64) -> Vec<Ticket> {
+    let mine: Vec<Ticket> = list
+        .tickets
+        .iter()
+        .filter_map(|hex| Ticket::from_hex(hex).ok())
+        .filter(|t| t.member == *me)
+        .collect();
+    let valid: Vec<Ticket> = mine.iter().filter(|t| now < t.expires).cloned().collect();
+    if valid.len() < mine.len() {
+        tracing::warn!(
+            "{} of the coordinator's tickets have expired, so network hosts outside your own \
+             --allow will refuse jobs (they then compile here): run `dportage` again for fresh ones",
+            mine.len() - valid.len()
+        );
+    }
+    valid
+}
+
 impl Voters {
     pub(super) fn new(hosts: &HostList, excluded: &[SocketAddr]) -> Voters {
         let mut candidates = Vec::new();
@@ -158,6 +180,7 @@ impl Voters {
                     host: addr.ip().to_string(),
                     port,
                     version,
+                    ticket: None,
                 },
                 addr,
             });
@@ -181,10 +204,14 @@ impl Voters {
     /// `list` tells of each candidate (owner, network, standing). Hosts of
     /// `DISTCC_HOSTS` that the list does not name are the user's own: trusted
     /// like established hosts, each its own owner.
-    pub(super) fn pair_by(&mut self, list: &HostsResponse) {
+    ///
+    /// Hosts whose entry says they take tickets get this member's ticket for
+    /// them (one that is `member`'s and still valid at `now`).
+    pub(super) fn pair_by(&mut self, list: &HostsResponse, member: &Arc<Identity>, now: u64) {
+        let tickets = usable_tickets(list, &member.id(), now);
         let mut listed: Vec<Listed<Owner, Network>> = self
             .candidates
-            .iter()
+            .iter_mut()
             .enumerate()
             .map(|(i, c)| {
                 let entry = list.hosts.iter().find(|h| {
@@ -195,6 +222,15 @@ impl Voters {
                             .or_else(|| resolve(&h.host, h.port).map(|a| a.ip()))
                             == Some(c.addr.ip())
                 });
+                c.remote.ticket = entry
+                    .filter(|h| h.tickets)
+                    .and_then(|h| tickets.iter().find(|t| t.host == h.id))
+                    .map(|t| {
+                        Arc::new(TicketHolder {
+                            ticket: t.clone(),
+                            member: Arc::clone(member),
+                        })
+                    });
                 Listed {
                     owner: entry.map_or(Owner::Own(i), |h| Owner::Listed(h.owner)),
                     network: Network::Key(NetKey::of(c.addr.ip())),
@@ -359,6 +395,7 @@ mod tests {
             port: port.parse().unwrap(),
             capacity: 4,
             lzo: false,
+            tickets: false,
             tz_offset_secs: 0,
             owner: IdentityId([owner; 32]),
             network: String::new(),
@@ -410,9 +447,10 @@ mod tests {
             member_via: me,
             issued_to: me,
             issued_at: 0,
+            tickets: Vec::new(),
         };
         let mut voters = Voters::new(&hosts, &[]);
-        voters.pair_by(&list);
+        voters.pair_by(&list, &Arc::new(Identity::from_seed([0; 32])), 0);
         let mut firsts = std::collections::HashSet::new();
         for pair in draw_jobs(&voters, &lock, 2, 400) {
             assert_eq!(pair.len(), 2, "a pair can always be drawn");
@@ -442,13 +480,59 @@ mod tests {
             member_via: me,
             issued_to: me,
             issued_at: 0,
+            tickets: Vec::new(),
         };
         let mut voters = Voters::new(&hosts, &[]);
-        voters.pair_by(&list);
+        voters.pair_by(&list, &Arc::new(Identity::from_seed([0; 32])), 0);
         for pair in draw_jobs(&voters, &lock, 2, 100) {
             assert_eq!(pair.len(), 2);
             assert!(pair.contains(&2), "hosts 0 and 1 share an owner: {pair:?}");
         }
+    }
+
+    /// A host whose entry takes tickets gets this member's valid ticket for
+    /// it; other hosts, other members' and expired tickets give none.
+    #[test]
+    fn tickets_go_to_the_hosts_that_take_them() {
+        use crate::network::ticket::Ticket;
+        let hosts =
+            crate::hosts::parse_host_list("127.0.0.2:1/2 127.0.0.3:1/2 127.0.0.4:1/2 127.0.0.5:1")
+                .unwrap();
+        let coordinator = Identity::from_seed([9; 32]);
+        let me = Arc::new(Identity::from_seed([8; 32]));
+        let other = Identity::from_seed([7; 32]).id();
+        let entries: Vec<_> = (2..=5u8)
+            .map(|i| crate::network::api::HostEntry {
+                tickets: i != 5,
+                ..entry(&format!("127.0.0.{i}:1"), i, Standing::Established)
+            })
+            .collect();
+        let now = 1_000_000;
+        let ticket = |host: IdentityId, member: IdentityId, lifetime: u64| {
+            Ticket::issue(&coordinator, member, host, now, lifetime)
+        };
+        let list = HostsResponse {
+            tickets: vec![
+                ticket(entries[0].id, me.id(), 3600).to_hex(),
+                ticket(entries[1].id, other, 3600).to_hex(),
+                ticket(entries[2].id, me.id(), 10).to_hex(),
+                ticket(entries[3].id, me.id(), 3600).to_hex(),
+                "not a ticket".into(),
+            ],
+            hosts: entries.clone(),
+            redundancy: 2,
+            member_via: me.id(),
+            issued_to: me.id(),
+            issued_at: now,
+        };
+        let mut voters = Voters::new(&hosts, &[]);
+        voters.pair_by(&list, &me, now + 60);
+        let got: Vec<Option<IdentityId>> = voters
+            .candidates
+            .iter()
+            .map(|c| c.remote.ticket.as_ref().map(|t| t.ticket.host))
+            .collect();
+        assert_eq!(got, [Some(entries[0].id), None, None, None]);
     }
 
     #[test]

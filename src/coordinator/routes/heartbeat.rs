@@ -86,6 +86,7 @@ pub(super) async fn heartbeat(
         heartbeat_within_secs: (expiry / 2).max(1),
         pool_size: shared.pool_read().held_count(),
         advertised,
+        coordinator: Some(shared.key.id()),
     };
     Ok(json_response(StatusCode::OK, &ack))
 }

@@ -12,6 +12,7 @@ use crate::coordinator::state::Shared;
 use crate::network::api::{HostsRequest, SignedHostList, MAX_HOSTS_PER_RESPONSE};
 use crate::network::clock::unix_now;
 use crate::network::identity::IdentityId;
+use crate::network::ticket::Ticket;
 
 pub(super) fn hosts(
     shared: &Arc<Shared>,
@@ -26,7 +27,7 @@ pub(super) fn hosts(
         .unwrap_or(32)
         .clamp(1, MAX_HOSTS_PER_RESPONSE as u32) as usize;
     let (now, exp) = (shared.now_ms(), shared.expiry_ms());
-    let (body, given) = {
+    let (body, given, takes_tickets) = {
         let pool = shared.pool_read();
         if pool.is_blacklisted(&id) {
             return Err(ApiError::blacklisted(&id));
@@ -47,6 +48,11 @@ pub(super) fn hosts(
             &mut rand::thread_rng(),
         );
         let given: Vec<IdentityId> = hosts.iter().map(|(h, _)| *h).collect();
+        let takes_tickets: Vec<IdentityId> = given
+            .iter()
+            .copied()
+            .filter(|h| pool.takes_tickets(h))
+            .collect();
         let body = hosts_response_json(
             hosts.into_iter().map(|(_, json)| json),
             shared.cfg.redundancy,
@@ -54,8 +60,16 @@ pub(super) fn hosts(
             &id,
             unix_now(),
         );
-        (body, given)
+        (body, given, takes_tickets)
     };
+    // Signed outside the pool's lock, like the list.
+    let now = unix_now();
+    let lifetime = shared.cfg.ticket_lifetime.as_secs();
+    let tickets: Vec<String> = takes_tickets
+        .into_iter()
+        .map(|host| Ticket::issue(&shared.key, id, host, now, lifetime).to_hex())
+        .collect();
+    let body = with_tickets(body, &tickets);
     shared.handed_out.record(&id, &given, shared.now_secs());
     // Signed outside the pool's lock: the list is the member's, the
     // signature the coordinator's word on it.
@@ -63,6 +77,27 @@ pub(super) fn hosts(
         .map_err(|_| ApiError::internal("a host list is not UTF-8 (cannot happen)"))?;
     let signed = SignedHostList::sign(&shared.key, list);
     Ok(json_response(StatusCode::OK, &signed))
+}
+
+/// `list` (the JSON of [`hosts_response_json`]) with its `tickets` field:
+/// what `serde_json` makes of the struct, which leaves an empty one out.
+fn with_tickets(mut list: Vec<u8>, tickets: &[String]) -> Vec<u8> {
+    if tickets.is_empty() || list.last() != Some(&b'}') {
+        return list;
+    }
+    list.pop();
+    list.extend_from_slice(b",\"tickets\":[");
+    for (i, t) in tickets.iter().enumerate() {
+        if i > 0 {
+            list.push(b',');
+        }
+        // Hex: nothing to escape.
+        list.push(b'"');
+        list.extend_from_slice(t.as_bytes());
+        list.push(b'"');
+    }
+    list.extend_from_slice(b"]}");
+    list
 }
 
 /// A [`HostsResponse`](crate::network::api::HostsResponse) serialised from
@@ -114,6 +149,7 @@ mod tests {
                 port: 3632 + u16::from(i),
                 capacity: u32::from(i) + 1,
                 lzo: i % 2 == 0,
+                tickets: i != 0,
                 tz_offset_secs: -3600 * i32::from(i),
                 owner: Identity::generate().id(),
                 network: format!("10.0.{i}.0/24"),
@@ -128,18 +164,28 @@ mod tests {
             .collect();
         let via = Identity::generate().id();
         let me = Identity::generate().id();
+        let coordinator = Identity::generate();
         for n in [0, 1, 3] {
             let cached: Vec<Vec<u8>> = entries[..n]
                 .iter()
                 .map(|e| serde_json::to_vec(e).unwrap())
                 .collect();
-            let fast = hosts_response_json(cached.iter().map(Vec::as_slice), 2, &via, &me, 77);
+            let tickets: Vec<String> = entries[..n]
+                .iter()
+                .filter(|e| e.tickets)
+                .map(|e| Ticket::issue(&coordinator, me, e.id, 77, 3600).to_hex())
+                .collect();
+            let fast = with_tickets(
+                hosts_response_json(cached.iter().map(Vec::as_slice), 2, &via, &me, 77),
+                &tickets,
+            );
             let want = serde_json::to_vec(&HostsResponse {
                 hosts: entries[..n].to_vec(),
                 redundancy: 2,
                 member_via: via,
                 issued_to: me,
                 issued_at: 77,
+                tickets,
             })
             .unwrap();
             assert_eq!(

@@ -53,6 +53,7 @@ fn challenges_match_local_compiles<H: CompileHost>() {
                 argv: &argv,
                 source: challenge.source.as_bytes(),
                 timeout: Duration::from_secs(30),
+                ticket_pass: None,
             }))
             .unwrap_or_else(|e| panic!("{} on challenge {seed}: {e}", H::KIND));
         assert_eq!(digest.status, 0, "{} on challenge {seed}", H::KIND);
@@ -75,6 +76,7 @@ fn challenges_match_local_compiles<H: CompileHost>() {
             argv: &challenge.argv("gcc"),
             source: challenge.source.as_bytes(),
             timeout: Duration::from_secs(5),
+            ticket_pass: None,
         }))
         .unwrap_err();
     assert!(err.to_string().contains("cannot connect"), "{err}");

@@ -45,6 +45,7 @@ pub fn heartbeat(host: &str, port: u16) -> Heartbeat {
         tz_offset_secs: 0,
         capacity: 2,
         lzo: true,
+        tickets: false,
         software: "test".into(),
         confined: true,
     }
