@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::TryAcquireError;
 use tokio::time::timeout;
 
-use super::admission::{ByteCharge, Refused};
+use super::admission::{ByteCharge, ConnectionTicket, Refused};
 use super::job::{check_command, run_job, JobOutcome, JobResult};
 use super::stats::{Outcome, StallPhase};
 use super::Shared;
@@ -137,14 +137,20 @@ impl JobEnd {
 }
 
 /// Serve one job on `reader`/`writer` and record it. `peer` is the text the log
-/// line shows after `client:`.
-pub async fn serve<R, W>(mut reader: R, mut writer: W, peer: &str, shared: &Shared)
-where
+/// line shows after `client:`. `ticket` is the connection's place in the
+/// admission counts (none under `--inetd`, one connection per process).
+pub async fn serve<R, W>(
+    mut reader: R,
+    mut writer: W,
+    peer: &str,
+    shared: &Shared,
+    ticket: Option<&mut ConnectionTicket>,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let started = Instant::now();
-    let end = handle(&mut reader, &mut writer, shared).await;
+    let end = handle(&mut reader, &mut writer, shared, ticket).await;
     drop(reader);
     drop(writer);
     record(shared, peer, started, &end);
@@ -183,7 +189,12 @@ pub fn record(shared: &Shared, peer: &str, started: Instant, end: &JobEnd) {
     );
 }
 
-async fn handle<R, W>(reader: &mut R, writer: &mut W, shared: &Shared) -> JobEnd
+async fn handle<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    shared: &Shared,
+    mut ticket: Option<&mut ConnectionTicket>,
+) -> JobEnd
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -198,11 +209,14 @@ where
         };
         timeout(
             cfg.request_timeout,
-            read_request(&mut charged, shared, &mut phase),
+            read_request(&mut charged, shared, ticket.as_deref(), &mut phase),
         )
         .await
         .unwrap_or(Err(ReadError::Deadline(cfg.request_timeout)))
     };
+    if let (Ok(_), Some(ticket)) = (&read, ticket.as_deref_mut()) {
+        ticket.request_arrived();
+    }
     // The decoded request is what stays in memory (larger than what was
     // read when it came LZO-compressed): charge that from now on.
     let read = read.and_then(|r| {
@@ -217,7 +231,7 @@ where
                 ReadError::Stalled(_) | ReadError::HeaderDeadline(_) => {
                     shared.stats.stall_kill(phase)
                 }
-                ReadError::Deadline(_) => shared.stats.stall_kill(StallPhase::Body),
+                ReadError::Deadline(_) => shared.stats.stall_kill(phase),
                 ReadError::Busy(why) => shared.stats.refused(why),
                 _ => {}
             }
@@ -383,23 +397,33 @@ fn body_patience(io_timeout: Duration, rate: u64) -> Patience {
 
 /// Read one request. The header (`DIST` … `ARGV`) must be complete within
 /// `--header-timeout`, and every piece of it within `--io-timeout`; the body
-/// must keep up `--min-body-rate`. `phase` says which part was being read
-/// when an error ended it.
+/// must keep up `--min-body-rate`. Nothing is read before the client's turn
+/// (`--max-per-client` of its connections are read at once); the header
+/// deadline counts from the turn, so a crowd behind one address is not
+/// timed out for waiting behind itself (a waiting connection costs no
+/// buffer, only its own address waits, and `--request-timeout` still bounds
+/// it). `phase` says which part was being read when an error ended it.
 async fn read_request<R>(
     reader: &mut R,
     shared: &Shared,
+    ticket: Option<&ConnectionTicket>,
     phase: &mut StallPhase,
 ) -> Result<Request, ReadError>
 where
     R: AsyncRead + Unpin,
 {
     let cfg = &shared.cfg;
+    *phase = StallPhase::Header;
+    let _turn = match ticket {
+        Some(ticket) => Some(ticket.sending_turn().await),
+        None => None,
+    };
+    let header_deadline = tokio::time::Instant::now() + cfg.header_timeout;
     let policy = ReadPolicy {
         min_read: MIN_READ,
         max_read: MAX_READ,
         patience: Some(body_patience(cfg.io_timeout, cfg.min_body_rate)),
     };
-    let header_deadline = tokio::time::Instant::now() + cfg.header_timeout;
     let mut frames = FrameReader::new(reader, RequestDecoder::new(cfg.limits), policy);
     let mut version = None;
     let mut argv = None;

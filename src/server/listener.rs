@@ -1,8 +1,9 @@
 //! The accept loops (job port and stats port) and graceful shutdown, in the
 //! shape of mini-redis' server: one task per connection, a signal (or
 //! `--lifetime`) ends accepting, running jobs finish. Accepting is cheap:
-//! a connection only has to pass the caps of [`super::admission`] (per
-//! client address and in all); job slots are taken once a request is whole.
+//! a connection only has to pass the caps of [`super::admission`] (in all,
+//! and per client address on connections still sending their request); job
+//! slots are taken once a request is whole.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,7 +50,7 @@ pub async fn run(
     };
     if let Ok(addr) = jobs.local_addr() {
         tracing::info!(
-            "listening on {addr}, {} job slots; up to {} connections ({} per client), \
+            "listening on {addr}, {} job slots; up to {} connections ({} per client read at once), \
              {} queued requests, {} bytes of requests in memory",
             shared.cfg.jobs,
             shared.cfg.admission.max_connections,
@@ -156,7 +157,7 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 continue;
             }
         }
-        let ticket = match shared.admission.connect(peer.ip()) {
+        let mut ticket = match shared.admission.connect(peer.ip()) {
             Ok(t) => t,
             Err(why) => {
                 // Closing at once is what distccd's clients know from a full
@@ -181,14 +182,15 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
-            let _ticket = ticket;
             let _open = shared.stats.open_connection();
+            // The ticket lives in the job task: a panic there drops it while
+            // unwinding, so the counts stay right.
             let job = tokio::spawn({
                 let shared = Arc::clone(&shared);
                 let label = label.clone();
                 async move {
                     let (reader, writer) = stream.into_split();
-                    connection::serve(reader, writer, &label, &shared).await;
+                    connection::serve(reader, writer, &label, &shared, Some(&mut ticket)).await;
                 }
             });
             if let Err(e) = job.await {

@@ -280,7 +280,14 @@ fn serve_inetd(cfg: ServerConfig) -> i32 {
             }
         }
         let _open = shared.stats.open_connection();
-        connection::serve(tokio::io::stdin(), tokio::io::stdout(), &label, &shared).await;
+        connection::serve(
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            &label,
+            &shared,
+            None,
+        )
+        .await;
         0
     })
 }

@@ -38,6 +38,8 @@ const REFUSAL_LABELS: [&str; 4] = ["per_client", "global", "queue_full", "queue_
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AdmissionSnapshot {
     pub open_connections: usize,
+    /// Connections whose request has not fully arrived (read or waiting their turn).
+    pub unsent: usize,
     pub queued: usize,
     pub held_bytes: u64,
     pub max_connections: usize,
@@ -51,6 +53,7 @@ impl AdmissionSnapshot {
         let limits = admission.limits();
         Self {
             open_connections: admission.open_connections(),
+            unsent: admission.unsent(),
             queued: admission.queued(),
             held_bytes: admission.held_bytes(),
             max_connections: limits.max_connections,
@@ -623,6 +626,7 @@ pub fn render_stats_page(
     let a = admission;
     for (key, value) in [
         ("dportage_open_connections", a.open_connections as u64),
+        ("dportage_unsent_connections", a.unsent as u64),
         ("dportage_max_connections", a.max_connections as u64),
         ("dportage_max_per_client", a.max_per_client as u64),
         ("dportage_queue_depth", a.queued as u64),
@@ -711,6 +715,12 @@ pub fn render_metrics(stats: &Stats, admission: &AdmissionSnapshot) -> String {
         "Job connections open (reading, queued, compiling or replying).",
     )
     .sample(&[], admission.open_connections);
+    page.gauge(
+        "dportage_connections_unsent",
+        "Job connections whose request has not fully arrived (being read, or waiting for \
+         their client address's turn: --max-per-client are read at once).",
+    )
+    .sample(&[], admission.unsent);
     page.gauge(
         "dportage_connections_limit",
         "Job connections allowed at once (--max-connections).",

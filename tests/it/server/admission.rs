@@ -1,9 +1,10 @@
 //! Admission under crowds and stalls, over real sockets: stalled connections
-//! from one address cannot keep out a client from another, clients that send
+//! from one address cannot keep out a client from another (nor, once they
+//! time out, one from the same address), clients that send
 //! too slowly are dropped and counted, complete requests queue for a job
 //! slot instead of being refused, and a crowd of 200 real distcc 3.4 clients
-//! against two job slots all get correct objects from a server whose memory
-//! stays bounded.
+//! from one address against two job slots and default settings all get
+//! correct objects from a server whose memory stays bounded.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -103,33 +104,39 @@ fn stats_line(server: &DportageServer, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in:\n{page}"))
 }
 
-/// (a) 64 connections from 127.0.0.2 that send a few bytes and stop: 32 are
-/// held (the per-client cap), 32 are closed at accept and counted, and an
-/// honest job from 127.0.0.3 is served within seconds while they are held.
-/// Later the header deadline drops the held ones as stall kills.
+/// (a) 63 connections from 127.0.0.2 that send a few bytes and stop: 32 are
+/// read (`--max-per-client`), 31 wait their turn unread, and an honest job
+/// from 127.0.0.3 is served within seconds while they are all held. An honest
+/// job from 127.0.0.2 itself waits behind them and is served once the header
+/// deadline has dropped the stalled ones it waited behind; one more connection
+/// from 127.0.0.2 (its 65th unsent, over half of `--max-connections 128`) is
+/// refused at accept and counted.
 #[test]
 fn stalled_connections_from_one_address_do_not_keep_out_another() {
+    const STALLS: usize = 63;
     let s = DportageServer::start(&[
         "--allow",
         "127.0.0.0/8",
         "--jobs",
         "2",
+        "--max-connections",
+        "128",
         "--header-timeout",
-        "20",
+        "4",
         "--io-timeout",
         "60",
     ]);
     let attacker = Ipv4Addr::new(127, 0, 0, 2);
     let honest = Ipv4Addr::new(127, 0, 0, 3);
     let mut held = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..STALLS {
         let mut c = connect_from(attacker, s.addr());
-        // Refused connections may already be closed: a failed write is fine.
-        let _ = c.write_all(b"DIST0000");
+        c.write_all(b"DIST0000")
+            .expect("stalled connection is held");
         held.push(c);
     }
-    wait_metric(&s, "dportage_refused_total{reason=\"per_client\"}", 32);
-    wait_metric(&s, "dportage_connections_open", 32);
+    wait_metric(&s, "dportage_connections_open", STALLS as u64);
+    wait_metric(&s, "dportage_connections_unsent", STALLS as u64);
 
     let started = Instant::now();
     let reply = exchange_from(honest, s.addr(), &honest_request(), Duration::from_secs(30));
@@ -148,16 +155,30 @@ fn stalled_connections_from_one_address_do_not_keep_out_another() {
         String::from_utf8_lossy(&reply.stderr)
     );
     assert!(reply.object.starts_with(b"\x7fELF"));
-    eprintln!("honest job beside 32 held + 32 refused stalled connections: {took:?}");
+    eprintln!("honest job beside {STALLS} stalled connections from one address: {took:?}");
     assert!(took < Duration::from_secs(10), "honest job took {took:?}");
-    // It went through while all 32 were still held, not after they were dropped.
+    // It went through while all of them were still held, not after they were dropped.
     assert_eq!(
         metric(&s, "dportage_stall_kills_total{phase=\"header\"}"),
         0
     );
-    assert_eq!(stats_line(&s, "dportage_refused_per_client"), 32);
 
-    // The real distcc 3.4 client (from 127.0.0.1) is served too.
+    // An honest job from the stalled address waits its turn (its 64th
+    // connection still fits), and a 65th is refused at accept.
+    let addr = s.addr();
+    let same_address = std::thread::spawn(move || {
+        let started = Instant::now();
+        let reply = exchange_from(attacker, addr, &honest_request(), Duration::from_secs(60));
+        (started.elapsed(), reply)
+    });
+    wait_metric(&s, "dportage_connections_unsent", STALLS as u64 + 1);
+    let mut extra = connect_from(attacker, s.addr());
+    let _ = extra.write_all(&honest_request());
+    wait_metric(&s, "dportage_refused_total{reason=\"per_client\"}", 1);
+    assert_eq!(stats_line(&s, "dportage_refused_per_client"), 1);
+    drop(extra);
+
+    // The real distcc 3.4 client (from 127.0.0.1) is served meanwhile too.
     if require_distcc("stalled_connections_from_one_address_do_not_keep_out_another") {
         let work = shared_tempdir();
         std::fs::write(work.path().join("y.c"), "int y(void) { return 7; }\n").unwrap();
@@ -171,10 +192,25 @@ fn stalled_connections_from_one_address_do_not_keep_out_another() {
         s.wait_counter("dcc_compile_ok", 2);
     }
 
-    // The header deadline ends the held ones, each counted as a stall kill.
-    wait_metric(&s, "dportage_stall_kills_total{phase=\"header\"}", 32);
+    // The header deadline ends the stalled ones (the first 32 once it
+    // passes, the 31 that waited a turn one deadline later), each counted as
+    // a stall kill; the honest job from their address is served in between.
+    let (waited, reply) = same_address.join().expect("same-address client");
+    let reply = parse_reply_v1(&reply).unwrap_or_else(|| {
+        panic!(
+            "the honest job from the stalled address got no valid reply; log:\n{}",
+            log_tail(&s)
+        )
+    });
+    assert_eq!(reply.status, 0);
+    eprintln!("honest job from the stalled address: served after {waited:?}");
+    wait_metric(
+        &s,
+        "dportage_stall_kills_total{phase=\"header\"}",
+        STALLS as u64,
+    );
     wait_metric(&s, "dportage_connections_open", 0);
-    assert_eq!(stats_line(&s, "dportage_stall_kills_header"), 32);
+    assert_eq!(stats_line(&s, "dportage_stall_kills_header"), STALLS as u64);
     drop(held);
     assert_honest_job_succeeds(&s);
 }
@@ -307,28 +343,20 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .expect("VmHWM")
 }
 
-/// (b) 200 real distcc 3.4 clients at once against --jobs 2, with no local
+/// (b) 200 real distcc 3.4 clients at once, all from 127.0.0.1, against a
+/// server with default admission settings and --jobs 2, with no local
 /// fallback (DISTCC_FALLBACK=0), each allowed 200 connections to the host:
-/// every one succeeds, each object equals a
-/// local compile of its source, the server counts 200 COMPILE_OK, and its
-/// peak memory stays bounded.
+/// every one succeeds (the per-address cap counts only connections still
+/// sending; the others queue), each object equals a local compile of its
+/// source, the server counts 200 COMPILE_OK, and its peak memory stays
+/// bounded.
 #[test]
 fn two_hundred_concurrent_distcc_clients_against_two_slots() {
     const CLIENTS: usize = 200;
     if !require_distcc("two_hundred_concurrent_distcc_clients_against_two_slots") {
         return;
     }
-    // All 200 come from 127.0.0.1, standing in for the many machines of a
-    // farm: the per-address cap (default 32) is lifted so it does not count
-    // them as one client.
-    let s = DportageServer::start(&[
-        "--jobs",
-        "2",
-        "--io-timeout",
-        "120",
-        "--max-per-client",
-        "256",
-    ]);
+    let s = DportageServer::start(&["--jobs", "2", "--io-timeout", "120"]);
     let pid = s.pid().expect("server pid");
     let rss_before = peak_rss_kib(pid);
     let work = shared_tempdir();
@@ -386,6 +414,10 @@ fn two_hundred_concurrent_distcc_clients_against_two_slots() {
     );
     s.wait_counter("dcc_compile_ok", CLIENTS as u64);
     assert_eq!(s.counter("dcc_rej_overload"), 0);
+    assert_eq!(
+        metric(&s, "dportage_refused_total{reason=\"per_client\"}"),
+        0
+    );
 
     // One local gcc run compiles every reference object next to its source.
     let names: Vec<String> = (0..CLIENTS).map(|i| format!("t{i}.c")).collect();
