@@ -276,7 +276,11 @@ impl Distribution<'_> {
                 (Attempt::Failed(e), slot) => {
                     drop(slot);
                     log_remote_error(&input, &remote.label, &e);
-                    self.lock.mark_failed(&host);
+                    // A busy host is healthy: skip it for this job only, or a
+                    // full queue would keep it out of the whole build.
+                    if !e.is_busy() {
+                        self.lock.mark_failed(&host);
+                    }
                     exclude.push(host.verbatim.clone());
                     last_failure = Some((e.exit_code(), Vec::new()));
                 }

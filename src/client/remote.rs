@@ -87,7 +87,8 @@ pub struct NetTimeouts {
 }
 
 /// Why a job could not be completed on a host. Every variant counts as "failed
-/// to distribute" (spec §8.9): the host is backed off and another one is tried.
+/// to distribute" (spec §8.9): another host is tried, and the host is backed
+/// off unless it only said it was busy ([`RemoteError::is_busy`]).
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     // distcc's words, which build logs are grepped for.
@@ -123,6 +124,8 @@ pub enum RemoteError {
     Closed { during: &'static str },
     #[error("the reply came too slowly: {0} (a host that drips is treated as failed)")]
     TooSlow(PaceError),
+    #[error("the server is busy ({0}); trying another host")]
+    Busy(String),
     #[error("bad reply: {0}")]
     Protocol(#[from] ProtocolError),
     #[error("cannot write the object received to a temporary file beside {path}: {source}")]
@@ -134,6 +137,12 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
+    /// The host answered that it is too busy to queue the job: a healthy
+    /// host, so it is not backed off (it is only skipped for this job).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, RemoteError::Busy(_))
+    }
+
     /// distcc's exit code for this failure, used when fallback is disabled.
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -145,6 +154,7 @@ impl RemoteError {
                 exitcode::IO_ERROR
             }
             RemoteError::Closed { .. } => exitcode::TRUNCATED,
+            RemoteError::Busy(_) => exitcode::BUSY,
             RemoteError::Protocol(_) => exitcode::PROTOCOL_ERROR,
             RemoteError::SourceTooLarge(_)
             | RemoteError::Unsupported
@@ -311,6 +321,7 @@ fn reply_error(e: TransportError) -> RemoteError {
         return RemoteError::TooSlow(pace);
     }
     match e {
+        TransportError::Protocol(ProtocolError::Busy(reason)) => RemoteError::Busy(reason),
         TransportError::Protocol(e) => RemoteError::Protocol(e),
         TransportError::Closed { .. } => RemoteError::Closed { during: DURING },
         TransportError::Stalled(after) => RemoteError::Timeout {

@@ -7,7 +7,8 @@ use super::ProtocolError;
 
 pub const HEADER_LEN: usize = 12;
 
-/// Every token distcc 3.4 puts on the wire (GSS-API's `TLEN` excluded).
+/// Every token distcc 3.4 puts on the wire (GSS-API's `TLEN` excluded), and
+/// dportage's `BUSY`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Token {
     Dist,
@@ -25,9 +26,11 @@ pub enum Token {
     Sout,
     Doto,
     Dotd,
+    /// dportage's own: a server too busy to queue the request (see `busy`).
+    Busy,
 }
 
-const ALL: [Token; 15] = [
+const ALL: [Token; 16] = [
     Token::Dist,
     Token::Cdir,
     Token::Argc,
@@ -43,6 +46,7 @@ const ALL: [Token; 15] = [
     Token::Sout,
     Token::Doto,
     Token::Dotd,
+    Token::Busy,
 ];
 
 impl Token {
@@ -63,6 +67,7 @@ impl Token {
             Token::Sout => b"SOUT",
             Token::Doto => b"DOTO",
             Token::Dotd => b"DOTD",
+            Token::Busy => b"BUSY",
         }
     }
 

@@ -13,10 +13,12 @@ use tokio::time::timeout;
 
 use super::admission::{ByteCharge, ConnectionTicket, Refused};
 use super::job::{check_command, run_job, JobOutcome, JobResult};
+use super::refusal_log::LogLine;
 use super::stats::{Outcome, StallPhase};
 use super::Shared;
 use crate::args::Refusal;
 use crate::exitcode;
+use crate::protocol::busy::encode_busy;
 use crate::protocol::{
     ProtocolError, ProtocolVersion, Reply, Request, RequestDecoder, RequestEvent,
 };
@@ -156,14 +158,40 @@ pub async fn serve<R, W>(
     record(shared, peer, started, &end);
 }
 
-/// Count and log a finished connection: one line, like distccd's `dcc_job_summary`.
+/// Count and log a finished connection: one line, like distccd's
+/// `dcc_job_summary`. Refusals (`refusal` names the reason) are counted
+/// always but logged through [`super::refusal_log`], so a flood of them
+/// gives a few lines and a summary.
 pub fn record(shared: &Shared, peer: &str, started: Instant, end: &JobEnd) {
+    record_refusal(shared, peer, started, end, None);
+}
+
+pub fn record_refusal(
+    shared: &Shared,
+    peer: &str,
+    started: Instant,
+    end: &JobEnd,
+    refusal: Option<&'static str>,
+) {
     let elapsed = started.elapsed();
     shared.stats.finish(
         end.outcome,
         elapsed,
         end.job.as_ref().map(|(c, i)| (i.as_str(), c.as_str())),
     );
+    if let Some(reason) = refusal {
+        let (line, summary) = shared
+            .refusal_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .refusal(Instant::now(), reason);
+        if let Some(summary) = summary {
+            tracing::warn!("{summary}");
+        }
+        if line == LogLine::Suppress {
+            return;
+        }
+    }
     let status = end.status;
     let (exit, sig, core) = (
         (status >> 8) & 0xff,
@@ -193,7 +221,7 @@ async fn handle<R, W>(
     reader: &mut R,
     writer: &mut W,
     shared: &Shared,
-    mut ticket: Option<&mut ConnectionTicket>,
+    ticket: Option<&mut ConnectionTicket>,
 ) -> JobEnd
 where
     R: AsyncRead + Unpin,
@@ -214,7 +242,7 @@ where
         .await
         .unwrap_or(Err(ReadError::Deadline(cfg.request_timeout)))
     };
-    if let (Ok(_), Some(ticket)) = (&read, ticket.as_deref_mut()) {
+    if let (Ok(_), Some(ticket)) = (&read, ticket) {
         ticket.request_arrived();
     }
     // The decoded request is what stays in memory (larger than what was
@@ -232,7 +260,12 @@ where
                     shared.stats.stall_kill(phase)
                 }
                 ReadError::Deadline(_) => shared.stats.stall_kill(phase),
-                ReadError::Busy(why) => shared.stats.refused(why),
+                ReadError::Busy(why) => {
+                    shared.stats.refused(why);
+                    // Best effort: the client is still sending, so it may
+                    // see the connection reset before it reads this.
+                    let _ = write_busy(writer, why, shared).await;
+                }
                 _ => {}
             }
             let (outcome, ret) = e.outcome();
@@ -284,15 +317,19 @@ where
                 Ok(t) => t,
                 Err(why) => {
                     shared.stats.refused(&why);
-                    // distccd 3.4 has no busy reply: closing without a byte
-                    // is what its clients see from an overloaded distccd,
-                    // and they compile locally.
+                    // The busy answer (see protocol::busy): distcc 3.4 takes
+                    // it as a failure to distribute (another host, then a
+                    // local compile), ours as "busy, try another host".
+                    let sent = write_busy(writer, &why, shared).await;
                     return JobEnd {
                         outcome: Outcome::RejOverload,
                         status: 0,
                         ret: exitcode::BUSY,
                         job: job_names,
-                        note: Some(format!("server busy: {why}")),
+                        note: Some(match sent {
+                            Ok(()) => format!("server busy: {why}; told the client"),
+                            Err(e) => format!("server busy: {why}; telling the client failed: {e}"),
+                        }),
                     };
                 }
             };
@@ -479,6 +516,27 @@ async fn client_gone<R: AsyncRead + Unpin>(reader: &mut R) {
             }
         }
     }
+}
+
+/// The busy answer for `why`, then close our side; counted.
+async fn write_busy<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    why: &Refused,
+    shared: &Shared,
+) -> io::Result<()> {
+    shared.stats.busy_answer();
+    let bytes = encode_busy(&busy_reason(why));
+    write_all_or_stall(writer, &bytes, shared.cfg.io_timeout, |n| {
+        shared.stats.add_bytes_out(n)
+    })
+    .await?;
+    let _ = timeout(shared.cfg.io_timeout, writer.shutdown()).await;
+    Ok(())
+}
+
+/// The text of a busy answer: what was full, and what the client should do.
+pub fn busy_reason(why: &Refused) -> String {
+    format!("dportage server busy: {why}; try another host or compile locally")
 }
 
 async fn write_reply<W: AsyncWrite + Unpin>(

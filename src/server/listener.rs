@@ -16,10 +16,12 @@ use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
 use super::access::display_ip;
+use super::admission::Refused;
 use super::connection::{self, JobEnd};
 use super::stats::{render_metrics, render_stats_page, AdmissionSnapshot, Outcome, SystemSnapshot};
 use super::Shared;
 use crate::exitcode;
+use crate::protocol::busy::encode_busy;
 
 /// How long running jobs get to finish after SIGTERM/SIGINT or `--lifetime`.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
@@ -68,6 +70,15 @@ pub async fn run(
             loop {
                 tick.tick().await;
                 shared.stats.sample_running();
+                // A flood of refusals that stopped still gets its summary line.
+                let summary = shared
+                    .refusal_log
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .tick(Instant::now());
+                if let Some(summary) = summary {
+                    tracing::warn!("{summary}");
+                }
             }
         }
     });
@@ -138,11 +149,7 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         if let Some(access) = &shared.cfg.access {
             if !access.allows(peer.ip()) {
                 drop(stream);
-                tracing::warn!(
-                    "connection from client '{}' denied by access list",
-                    display_ip(peer.ip())
-                );
-                connection::record(
+                connection::record_refusal(
                     shared,
                     &label,
                     started,
@@ -151,8 +158,12 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                         status: 0,
                         ret: exitcode::ACCESS_DENIED,
                         job: None,
-                        note: Some("denied by access list".into()),
+                        note: Some(format!(
+                            "connection from client '{}' denied by access list",
+                            display_ip(peer.ip())
+                        )),
                     },
+                    Some("access"),
                 );
                 continue;
             }
@@ -160,11 +171,9 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         let mut ticket = match shared.admission.connect(peer.ip()) {
             Ok(t) => t,
             Err(why) => {
-                // Closing at once is what distccd's clients know from a full
-                // host; they compile locally or try another.
-                drop(stream);
                 shared.stats.refused(&why);
-                connection::record(
+                refuse_busy(stream, &why, shared);
+                connection::record_refusal(
                     shared,
                     &label,
                     started,
@@ -175,6 +184,7 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                         job: None,
                         note: Some(why.to_string()),
                     },
+                    Some(why.label()),
                 );
                 continue;
             }
@@ -215,6 +225,46 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             }
         });
     }
+}
+
+/// Refused connections being closed gracefully at once, at most.
+const REFUSAL_DRAINS: usize = 32;
+/// How long, and how many bytes, a refused client's request is read and
+/// thrown away so that closing sends FIN, not RST (an RST could destroy the
+/// busy answer before the client reads it).
+const REFUSAL_DRAIN_TIME: Duration = Duration::from_secs(2);
+const REFUSAL_DRAIN_BYTES: usize = 1 << 20;
+
+/// Refuse a connection at accept with the busy answer: written without
+/// waiting (it fits any socket buffer), then our side is shut and, while
+/// fewer than [`REFUSAL_DRAINS`] are, the client's request drained briefly.
+/// Past that the connection is just closed, as distccd closes when full.
+fn refuse_busy(stream: TcpStream, why: &Refused, shared: &Arc<Shared>) {
+    static DRAINS: Semaphore = Semaphore::const_new(REFUSAL_DRAINS);
+    let answer = encode_busy(&connection::busy_reason(why));
+    if stream.try_write(&answer).is_ok_and(|n| n == answer.len()) {
+        shared.stats.busy_answer();
+        shared.stats.add_bytes_out(answer.len());
+    }
+    let Ok(permit) = DRAINS.try_acquire() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let _ = timeout(REFUSAL_DRAIN_TIME, async {
+            let mut sink = [0u8; 16 * 1024];
+            let mut drained = 0;
+            while drained < REFUSAL_DRAIN_BYTES {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        })
+        .await;
+    });
 }
 
 fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {

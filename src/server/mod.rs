@@ -15,6 +15,7 @@ pub mod job;
 pub mod limits;
 pub mod listener;
 pub mod options;
+pub mod refusal_log;
 pub mod sandbox;
 pub mod stats;
 
@@ -40,6 +41,8 @@ pub struct Shared {
     pub job_slots: Semaphore,
     /// Connection caps, the job-slot queue and the memory budget.
     pub admission: Arc<Admission>,
+    /// Keeps a flood of refusals from flooding the log.
+    pub refusal_log: std::sync::Mutex<refusal_log::RefusalLog>,
 }
 
 impl Shared {
@@ -52,6 +55,7 @@ impl Shared {
             stats,
             job_slots,
             admission,
+            refusal_log: std::sync::Mutex::new(refusal_log::RefusalLog::default()),
         }
     }
 }

@@ -218,6 +218,8 @@ pub struct Stats {
     refused: [AtomicU64; 4],
     /// Clients dropped for being too slow, by [`StallPhase`].
     stall_kills: [AtomicU64; 2],
+    /// Busy answers sent (`BUSY`, instead of closing without a word).
+    busy_answers: AtomicU64,
     longest: Mutex<Option<Longest>>,
     history: Mutex<History>,
     histogram: Mutex<JobDurations>,
@@ -237,6 +239,7 @@ impl Stats {
             bytes_out: AtomicU64::new(0),
             refused: Default::default(),
             stall_kills: Default::default(),
+            busy_answers: AtomicU64::new(0),
             longest: Mutex::new(None),
             history: Mutex::new(History::default()),
             histogram: Mutex::new(JobDurations {
@@ -304,6 +307,15 @@ impl Stats {
             .iter()
             .position(|l| *l == label)
             .map_or(0, |i| self.refused[i].load(Ordering::Relaxed))
+    }
+
+    /// Count a busy answer sent.
+    pub fn busy_answer(&self) {
+        self.busy_answers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn busy_answers(&self) -> u64 {
+        self.busy_answers.load(Ordering::Relaxed)
     }
 
     /// Count a client dropped for being too slow.
@@ -647,6 +659,7 @@ pub fn render_stats_page(
             stats.stall_kills(phase)
         );
     }
+    let _ = writeln!(s, "dportage_busy_answers {}", stats.busy_answers());
     s.push_str("</dportagestats>\n");
     s
 }
@@ -741,6 +754,11 @@ pub fn render_metrics(stats: &Stats, admission: &AdmissionSnapshot) -> String {
     for phase in StallPhase::ALL {
         stalls.sample(&[("phase", phase.label())], stats.stall_kills(phase));
     }
+    page.counter(
+        "dportage_busy_answers_total",
+        "Busy answers (BUSY) sent to refused clients instead of closing without a word.",
+    )
+    .sample(&[], stats.busy_answers());
     let mut durations = page.histogram(
         "dportage_job_duration_seconds",
         "Time from accept to reply of jobs that ran the compiler.",

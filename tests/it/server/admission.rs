@@ -12,6 +12,7 @@ use std::os::fd::FromRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::client::assert_same_file;
 use crate::support::server::*;
 use crate::support::*;
 
@@ -293,10 +294,13 @@ fn slow_headers_and_slow_bodies_are_stall_kills() {
 }
 
 /// With one job slot busy, a complete request waits in the queue (and is
-/// served once the slot frees); past --queue the next is closed without a
-/// byte, as an overloaded distccd closes, and counted.
+/// served once the slot frees); past --queue the next gets the busy answer
+/// (`BUSY` + reason) and is counted. The real distcc 3.4 client takes that
+/// answer as a failure to distribute and compiles locally at once and
+/// correctly, with and without DISTCC_SKIP_LOCAL_RETRY; ours goes to its
+/// next host without backing the busy one off, or compiles locally.
 #[test]
-fn complete_requests_queue_and_past_the_queue_are_closed() {
+fn complete_requests_queue_and_past_the_queue_get_a_busy_answer() {
     let s = DportageServer::start(&["--jobs", "1", "--queue", "1", "--io-timeout", "30"]);
     let doti = slow_source(100_000); // ~80 s if left alone
     let mut busy = TcpStream::connect(s.addr()).expect("connect");
@@ -312,9 +316,79 @@ fn complete_requests_queue_and_past_the_queue_are_closed() {
     assert!(held > 0, "the queued request holds no bytes");
 
     let ex = exchange(s.addr(), &honest_request(), false, Duration::from_secs(20));
-    assert!(ex.reply.is_empty(), "a request past --queue got a reply");
+    let answer = String::from_utf8_lossy(&ex.reply);
+    assert!(
+        answer.starts_with("BUSY") && answer.contains("over --queue"),
+        "a request past --queue got {answer:?}"
+    );
     s.wait_counter("dcc_rej_overload", 1);
     wait_metric(&s, "dportage_refused_total{reason=\"queue_full\"}", 1);
+    wait_metric(&s, "dportage_busy_answers_total", 1);
+    let mut refused = 1;
+
+    if require_distcc("complete_requests_queue_and_past_the_queue_get_a_busy_answer") {
+        let work = shared_tempdir();
+        std::fs::write(work.path().join("b.c"), "int b(int x) { return x + 3; }\n").unwrap();
+        run_checked(
+            Command::new("gcc")
+                .args(["-c", "b.c", "-o", "local.o"])
+                .current_dir(work.path()),
+            "local reference compile",
+        );
+        for extra in [&[][..], &[("DISTCC_SKIP_LOCAL_RETRY", "1")][..]] {
+            let _ = std::fs::remove_file(work.path().join("b.o"));
+            let started = Instant::now();
+            let run = run_distcc(
+                work.path(),
+                &format!("127.0.0.1:{}", s.port),
+                &["gcc", "-c", "b.c", "-o", "b.o"],
+                extra,
+            );
+            let took = started.elapsed();
+            assert!(run.status.success(), "distcc {extra:?}: {}", run.stderr);
+            assert!(
+                run.stderr.contains("busy"),
+                "distcc 3.4 shows the reason: {}",
+                run.stderr
+            );
+            assert_same_file(&work.path().join("b.o"), &work.path().join("local.o"));
+            assert!(
+                took < Duration::from_secs(15),
+                "distcc {extra:?} took {took:?}"
+            );
+            refused += 1;
+            wait_metric(&s, "dportage_busy_answers_total", refused);
+        }
+    }
+
+    // Ours: the busy host is skipped for this job, not backed off; the next
+    // host compiles it, or (alone) the job is compiled here.
+    let other = DportageServer::start(&["--jobs", "1"]);
+    for (hosts, served_elsewhere) in [
+        (
+            format!("127.0.0.1:{} 127.0.0.1:{}", s.port, other.port),
+            true,
+        ),
+        (format!("127.0.0.1:{}", s.port), false),
+    ] {
+        let mut env = crate::support::client::ClientEnv::new(&hosts);
+        env.set("DISTCC_VERBOSE", "1");
+        env.write("c.c", "int c(int x) { return x * 5; }\n");
+        env.reference(&["gcc", "-c", "c.c", "-o", "local.o"]);
+        let out = env.distcc(&["gcc", "-c", "c.c", "-o", "c.o"]);
+        assert_success(&out, "our client beside a busy host");
+        assert_eq!(env.read("c.o"), env.read("local.o"), "hosts {hosts}");
+        assert!(stderr_text(&out).contains("busy"), "{}", stderr_text(&out));
+        assert!(
+            !env.backoff_file(s.port).exists(),
+            "a busy host must not be backed off"
+        );
+        refused += 1;
+        wait_metric(&s, "dportage_busy_answers_total", refused);
+        if served_elsewhere {
+            other.wait_counter("dcc_compile_ok", 1);
+        }
+    }
 
     // Free the slot: the client goes away, its compiler is killed.
     busy.shutdown(std::net::Shutdown::Write)
