@@ -37,13 +37,36 @@ pub const MAX_OBJECT: usize = 1024 * 1024 * 1024;
 /// `PACE_MIN_BYTES` (16 KiB/s on average, a 128 kbit/s link) or the end of the
 /// reply. A distcc server sends its whole reply at once after the compile, so
 /// an honest one is never near this; a dripping one fails within 10 s.
+/// Defaults of `DPORTAGE_REPLY_PACE_WINDOW` and `DPORTAGE_REPLY_MIN_RATE`.
 pub const PACE_WINDOW: Duration = Duration::from_secs(10);
 pub const PACE_MIN_BYTES: usize = 160 * 1024;
 /// The whole reply (compile included) must be in within this many
 /// `DISTCC_IO_TIMEOUT`s of sending the source: 20 minutes by default. The
 /// compile itself is already bounded by one timeout (the first byte must come
-/// within it); the rest leaves a 1 GiB object ~1 MiB/s.
+/// within it); the rest leaves a 1 GiB object ~1 MiB/s. Default of
+/// `DPORTAGE_REPLY_TIMEOUTS`.
 pub const REPLY_DEADLINE_TIMEOUTS: u32 = 4;
+
+/// How a reply must keep coming once it has started (the client's
+/// `DPORTAGE_REPLY_*` settings; the defaults are the constants above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyPace {
+    /// Every `window` must bring `min_bytes` or the end of the reply.
+    pub window: Duration,
+    pub min_bytes: usize,
+    /// The whole reply within this many `DISTCC_IO_TIMEOUT`s.
+    pub deadline_timeouts: u32,
+}
+
+impl Default for ReplyPace {
+    fn default() -> Self {
+        Self {
+            window: PACE_WINDOW,
+            min_bytes: PACE_MIN_BYTES,
+            deadline_timeouts: REPLY_DEADLINE_TIMEOUTS,
+        }
+    }
+}
 /// Largest `SERR` or `SOUT` the client accepts: compiler diagnostics, not data.
 pub const MAX_STREAM: usize = 16 * 1024 * 1024;
 /// Writes are split so that `DISTCC_IO_TIMEOUT` bounds the time without progress,
@@ -84,6 +107,8 @@ pub struct NetTimeouts {
     pub connect: Duration,
     /// Per read or write without progress (`DISTCC_IO_TIMEOUT`).
     pub io: Duration,
+    /// How the reply must keep coming once started.
+    pub pace: ReplyPace,
 }
 
 /// Why a job could not be completed on a host. Every variant counts as "failed
@@ -196,6 +221,7 @@ pub struct Connection {
     stream: TcpStream,
     version: ProtocolVersion,
     io_timeout: Duration,
+    pace: ReplyPace,
 }
 
 impl Connection {
@@ -217,6 +243,7 @@ impl Connection {
             stream,
             version: host.version,
             io_timeout: timeouts.io,
+            pace: timeouts.pace,
         };
         let head = encode_request_head(host.version, argv);
         conn.write("sending the request", &head).await?;
@@ -262,9 +289,10 @@ impl Connection {
             patience: Some(Patience::per_read(self.io_timeout)),
         };
         let pace = Pace {
-            window: PACE_WINDOW,
-            min_bytes: PACE_MIN_BYTES,
-            deadline: tokio::time::Instant::now() + self.io_timeout * REPLY_DEADLINE_TIMEOUTS,
+            window: self.pace.window,
+            min_bytes: self.pace.min_bytes,
+            deadline: tokio::time::Instant::now()
+                + self.io_timeout.saturating_mul(self.pace.deadline_timeouts),
         };
         let decoder = ReplyStreamDecoder::new(self.version, reply_limits());
         let mut frames = FrameReader::new(&mut self.stream, decoder, policy).with_pace(pace);
