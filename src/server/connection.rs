@@ -14,6 +14,7 @@ use tokio::time::timeout;
 use super::admission::{ByteCharge, ConnectionTicket, Refused};
 use super::job::{check_command, run_job, JobOutcome, JobResult};
 use super::refusal_log::LogLine;
+use super::spool::{should_spool, Spooled};
 use super::stats::{Outcome, StallPhase};
 use super::Shared;
 use crate::args::Refusal;
@@ -275,8 +276,9 @@ where
     let Request {
         version,
         argv,
-        doti: source,
+        doti: mut source,
     } = request;
+    let argv_bytes = argv.iter().map(Vec::len).sum::<usize>() as u64;
     let job_names = Some((
         printable(argv.first().map(Vec::as_slice).unwrap_or(b"")),
         input_name(&argv),
@@ -333,7 +335,14 @@ where
                     };
                 }
             };
-            tokio::select! {
+            // A large source waits on disk (see spool.rs), its memory given
+            // back to --queue-bytes; it is read back once the slot comes.
+            let spooled = if should_spool(source.len()) {
+                spool(&mut source, &mut charge, argv_bytes, shared).await
+            } else {
+                None
+            };
+            let slot = tokio::select! {
                 slot = shared.job_slots.acquire() => slot.map_err(|_| ()),
                 () = client_gone(reader) => {
                     return JobEnd {
@@ -344,7 +353,26 @@ where
                         note: Some("client went away while waiting for a job slot".into()),
                     };
                 }
+            };
+            if let (Ok(_), Some(spooled)) = (&slot, spooled) {
+                let back = tokio::task::spawn_blocking(move || spooled.read_back())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|read| read.map_err(|e| e.to_string()));
+                match back {
+                    Ok(back) => source = back,
+                    Err(why) => {
+                        return JobEnd {
+                            outcome: Outcome::Other,
+                            status: 0,
+                            ret: exitcode::IO_ERROR,
+                            job: job_names,
+                            note: Some(format!("reading back the spooled source failed: {why}")),
+                        };
+                    }
+                }
             }
+            slot
         }
     };
     let Ok(_slot) = slot else {
@@ -514,6 +542,42 @@ async fn client_gone<R: AsyncRead + Unpin>(reader: &mut R) {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Move a queued request's `source` to a spool file and give its memory
+/// back (the charge keeps only the arguments). On failure the source stays
+/// in memory, as before spooling existed.
+async fn spool(
+    source: &mut Vec<u8>,
+    charge: &mut ByteCharge,
+    argv_bytes: u64,
+    shared: &Shared,
+) -> Option<Spooled> {
+    let taken = std::mem::take(source);
+    let dir = shared.cfg.job.work_root.clone();
+    let (taken, written) = tokio::task::spawn_blocking(move || {
+        let written = Spooled::write(&dir, &taken);
+        (taken, written)
+    })
+    .await
+    .ok()?;
+    match written {
+        Ok(spooled) => {
+            drop(taken);
+            let _ = charge.resize(argv_bytes);
+            shared.stats.spooled(spooled.len());
+            Some(spooled)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot spool a {}-byte source to {}: {e}; it waits in memory",
+                taken.len(),
+                shared.cfg.job.work_root.display()
+            );
+            *source = taken;
+            None
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod listener;
 pub mod options;
 pub mod refusal_log;
 pub mod sandbox;
+pub mod spool;
 pub mod stats;
 
 use std::ffi::OsString;

@@ -220,6 +220,9 @@ pub struct Stats {
     stall_kills: [AtomicU64; 2],
     /// Busy answers sent (`BUSY`, instead of closing without a word).
     busy_answers: AtomicU64,
+    /// Queued sources spooled to disk, and their bytes.
+    spooled: AtomicU64,
+    spooled_bytes: AtomicU64,
     longest: Mutex<Option<Longest>>,
     history: Mutex<History>,
     histogram: Mutex<JobDurations>,
@@ -240,6 +243,8 @@ impl Stats {
             refused: Default::default(),
             stall_kills: Default::default(),
             busy_answers: AtomicU64::new(0),
+            spooled: AtomicU64::new(0),
+            spooled_bytes: AtomicU64::new(0),
             longest: Mutex::new(None),
             history: Mutex::new(History::default()),
             histogram: Mutex::new(JobDurations {
@@ -316,6 +321,21 @@ impl Stats {
 
     pub fn busy_answers(&self) -> u64 {
         self.busy_answers.load(Ordering::Relaxed)
+    }
+
+    /// Count a queued source spooled to disk.
+    pub fn spooled(&self, bytes: usize) {
+        self.spooled.fetch_add(1, Ordering::Relaxed);
+        self.spooled_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// (sources spooled, their bytes)
+    pub fn spooled_totals(&self) -> (u64, u64) {
+        (
+            self.spooled.load(Ordering::Relaxed),
+            self.spooled_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Count a client dropped for being too slow.
@@ -660,6 +680,9 @@ pub fn render_stats_page(
         );
     }
     let _ = writeln!(s, "dportage_busy_answers {}", stats.busy_answers());
+    let (spooled, spooled_bytes) = stats.spooled_totals();
+    let _ = writeln!(s, "dportage_spooled_requests {spooled}");
+    let _ = writeln!(s, "dportage_spooled_bytes {spooled_bytes}");
     s.push_str("</dportagestats>\n");
     s
 }
@@ -759,6 +782,17 @@ pub fn render_metrics(stats: &Stats, admission: &AdmissionSnapshot) -> String {
         "Busy answers (BUSY) sent to refused clients instead of closing without a word.",
     )
     .sample(&[], stats.busy_answers());
+    let (spooled, spooled_bytes) = stats.spooled_totals();
+    page.counter(
+        "dportage_spooled_requests_total",
+        "Queued requests whose source (over 1 MiB) waited on disk instead of in memory.",
+    )
+    .sample(&[], spooled);
+    page.counter(
+        "dportage_spooled_bytes_total",
+        "Bytes of sources spooled to disk while they queued.",
+    )
+    .sample(&[], spooled_bytes);
     let mut durations = page.histogram(
         "dportage_job_duration_seconds",
         "Time from accept to reply of jobs that ran the compiler.",

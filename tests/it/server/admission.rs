@@ -514,3 +514,97 @@ fn two_hundred_concurrent_distcc_clients_against_two_slots() {
         "server peak RSS {peak} KiB for {CLIENTS} tiny jobs"
     );
 }
+
+/// Many large requests queued behind a busy job slot: their sources (over
+/// the 1 MiB spool threshold) wait on disk, so the server's peak memory stays
+/// well below their sum (what remains is the few requests in flight at once
+/// and what the allocator keeps of them), and once the slot frees every one
+/// is compiled from its own source into the right object.
+#[test]
+fn large_queued_requests_are_spooled_and_memory_stays_bounded() {
+    const REQUESTS: usize = 24;
+    const PAD: usize = 6 << 20;
+    let s = DportageServer::start(&["--jobs", "1", "--io-timeout", "60"]);
+    let pid = s.pid().expect("server pid");
+    let mut busy = TcpStream::connect(s.addr()).expect("connect");
+    busy.write_all(&slow_request(&slow_source(100_000)))
+        .expect("send");
+    s.wait_for_job_processes();
+
+    let work = shared_tempdir();
+    let mut queued = Vec::new();
+    for i in 0..REQUESTS {
+        // Preprocessed C: a line marker naming the file, a function, and
+        // 6 MiB of blank lines (what a huge generated header can look like).
+        let mut source =
+            format!("# 1 \"big{i}.c\"\nint big{i}(int x) {{ return x * {i}; }}\n").into_bytes();
+        source.resize(source.len() + PAD, b'\n');
+        std::fs::write(work.path().join(format!("big{i}.i")), &source).unwrap();
+        let req = request(
+            1,
+            &[
+                "x86_64-linux-gnu-gcc",
+                "-c",
+                &format!("big{i}.c"),
+                "-o",
+                &format!("big{i}.o"),
+            ],
+            &source,
+        );
+        let mut c = TcpStream::connect(s.addr()).expect("connect");
+        c.write_all(&req).expect("send a large request");
+        // One at a time: each is whole and queued before the next is sent.
+        wait_metric(&s, "dportage_queue_depth", i as u64 + 1);
+        queued.push(c);
+    }
+    wait_metric(&s, "dportage_spooled_requests_total", REQUESTS as u64);
+    let held = metric(&s, "dportage_queued_bytes");
+    assert!(
+        held < 1 << 20,
+        "{REQUESTS} spooled requests still hold {held} bytes in memory"
+    );
+    let queued_peak = peak_rss_kib(pid);
+    assert_eq!(stats_line(&s, "dportage_spooled_requests"), REQUESTS as u64);
+
+    busy.shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    for (i, mut c) in queued.into_iter().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let mut reply = Vec::new();
+        c.read_to_end(&mut reply).expect("reply");
+        let reply = parse_reply_v1(&reply)
+            .unwrap_or_else(|| panic!("big{i}: no valid reply; log:\n{}", log_tail(&s)));
+        assert_eq!(
+            reply.status,
+            0,
+            "big{i}: {}",
+            String::from_utf8_lossy(&reply.stderr)
+        );
+        run_checked(
+            Command::new("gcc")
+                .args(["-c", &format!("big{i}.i"), "-o", &format!("big{i}.o")])
+                .current_dir(work.path()),
+            "local reference compile",
+        );
+        let local = std::fs::read(work.path().join(format!("big{i}.o"))).unwrap();
+        assert!(
+            reply.object == local,
+            "big{i}.o differs from a local compile"
+        );
+    }
+    let peak = peak_rss_kib(pid);
+    let sum_kib = (REQUESTS * PAD / 1024) as u64;
+    eprintln!(
+        "{REQUESTS} queued requests of {} MiB each ({} MiB in all): server VmHWM {} MiB \
+         while queued, {} MiB after running them",
+        PAD >> 20,
+        sum_kib / 1024,
+        queued_peak / 1024,
+        peak / 1024
+    );
+    assert!(
+        queued_peak < sum_kib / 2,
+        "server peak RSS {queued_peak} KiB with {sum_kib} KiB of sources queued"
+    );
+}
