@@ -167,6 +167,16 @@ pub fn record(shared: &Shared, peer: &str, started: Instant, end: &JobEnd) {
     record_refusal(shared, peer, started, end, None);
 }
 
+/// Count a finished connection without a log line (a refusal the rate
+/// limit suppressed).
+pub fn record_quietly(shared: &Shared, started: Instant, end: &JobEnd) {
+    shared.stats.finish(
+        end.outcome,
+        started.elapsed(),
+        end.job.as_ref().map(|(c, i)| (i.as_str(), c.as_str())),
+    );
+}
+
 pub fn record_refusal(
     shared: &Shared,
     peer: &str,
@@ -180,18 +190,8 @@ pub fn record_refusal(
         elapsed,
         end.job.as_ref().map(|(c, i)| (i.as_str(), c.as_str())),
     );
-    if let Some(reason) = refusal {
-        let (line, summary) = shared
-            .refusal_log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .refusal(Instant::now(), reason);
-        if let Some(summary) = summary {
-            tracing::warn!("{summary}");
-        }
-        if line == LogLine::Suppress {
-            return;
-        }
+    if refusal.is_some_and(|reason| !refusal_logged(shared, reason)) {
+        return;
     }
     let status = end.status;
     let (exit, sig, core) = (
@@ -580,6 +580,20 @@ async fn spool(
             None
         }
     }
+}
+
+/// Whether a refusal for `reason` gets its log lines now (see
+/// [`super::refusal_log`]); writes the summary of a past interval if one ended.
+pub fn refusal_logged(shared: &Shared, reason: &'static str) -> bool {
+    let (line, summary) = shared
+        .refusal_log
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .refusal(Instant::now(), reason);
+    if let Some(summary) = summary {
+        tracing::warn!("{summary}");
+    }
+    line == LogLine::Write
 }
 
 /// The busy answer for `why`, then close our side; counted.

@@ -149,22 +149,22 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         if let Some(access) = &shared.cfg.access {
             if !access.allows(peer.ip()) {
                 drop(stream);
-                connection::record_refusal(
-                    shared,
-                    &label,
-                    started,
-                    &JobEnd {
-                        outcome: Outcome::Other,
-                        status: 0,
-                        ret: exitcode::ACCESS_DENIED,
-                        job: None,
-                        note: Some(format!(
-                            "connection from client '{}' denied by access list",
-                            display_ip(peer.ip())
-                        )),
-                    },
-                    Some("access"),
-                );
+                let end = JobEnd {
+                    outcome: Outcome::Other,
+                    status: 0,
+                    ret: exitcode::ACCESS_DENIED,
+                    job: None,
+                    note: Some("denied by access list".into()),
+                };
+                if connection::refusal_logged(shared, "access") {
+                    tracing::warn!(
+                        "connection from client '{}' denied by access list",
+                        display_ip(peer.ip())
+                    );
+                    connection::record(shared, &label, started, &end);
+                } else {
+                    connection::record_quietly(shared, started, &end);
+                }
                 continue;
             }
         }
