@@ -156,7 +156,10 @@ pub async fn serve<R, W>(
     let end = handle(&mut reader, &mut writer, shared, ticket).await;
     drop(reader);
     drop(writer);
-    record(shared, peer, started, &end);
+    // Requests refused for a full queue or memory budget come in floods
+    // too: their lines go through the same rate limit as refusals at accept.
+    let refusal = (end.outcome == Outcome::RejOverload).then_some("queue_or_bytes");
+    record_refusal(shared, peer, started, &end, refusal);
 }
 
 /// Count and log a finished connection: one line, like distccd's
