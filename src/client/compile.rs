@@ -72,10 +72,21 @@ pub fn compile(invocation: Invocation, settings: &Settings) -> i32 {
         }
         Ok(ScanOutcome::Distribute(job)) => match &settings.dispatch {
             Ok(Dispatch::Plain) => distribute(job, settings),
-            Ok(Dispatch::Verified(verification)) => match &settings.io_timeout {
-                Ok(io_timeout) => super::dual::distribute(job, settings, verification, *io_timeout),
-                Err(e) => bad_setting(e),
-            },
+            Ok(Dispatch::Verified(verification)) => {
+                match (&settings.io_timeout, &settings.reply_pace) {
+                    (Ok(io_timeout), Ok(pace)) => super::dual::distribute(
+                        job,
+                        settings,
+                        verification,
+                        NetTimeouts {
+                            connect: CONNECT_TIMEOUT,
+                            io: *io_timeout,
+                            pace: *pace,
+                        },
+                    ),
+                    (Err(e), _) | (_, Err(e)) => bad_setting(e),
+                }
+            }
             Err(e) => bad_setting(e),
         },
     }
@@ -208,6 +219,10 @@ fn distribute(job: CompileJob, settings: &Settings) -> i32 {
         Ok(io) => *io,
         Err(e) => return bad_setting(e),
     };
+    let pace = match &settings.reply_pace {
+        Ok(pace) => *pace,
+        Err(e) => return bad_setting(e),
+    };
     let Some(lock) = open_lock_dir(settings) else {
         return fallback::without_lock_dir(&job, settings);
     };
@@ -223,6 +238,7 @@ fn distribute(job: CompileJob, settings: &Settings) -> i32 {
         timeouts: NetTimeouts {
             connect: CONNECT_TIMEOUT,
             io,
+            pace,
         },
         wire_argv,
         runtime: None,
@@ -276,7 +292,11 @@ impl Distribution<'_> {
                 (Attempt::Failed(e), slot) => {
                     drop(slot);
                     log_remote_error(&input, &remote.label, &e);
-                    self.lock.mark_failed(&host);
+                    // A busy host is healthy: skip it for this job only, or a
+                    // full queue would keep it out of the whole build.
+                    if !e.is_busy() {
+                        self.lock.mark_failed(&host);
+                    }
                     exclude.push(host.verbatim.clone());
                     last_failure = Some((e.exit_code(), Vec::new()));
                 }

@@ -41,13 +41,36 @@ pub const MAX_OBJECT: usize = 1024 * 1024 * 1024;
 /// `PACE_MIN_BYTES` (16 KiB/s on average, a 128 kbit/s link) or the end of the
 /// reply. A distcc server sends its whole reply at once after the compile, so
 /// an honest one is never near this; a dripping one fails within 10 s.
+/// Defaults of `DPORTAGE_REPLY_PACE_WINDOW` and `DPORTAGE_REPLY_MIN_RATE`.
 pub const PACE_WINDOW: Duration = Duration::from_secs(10);
 pub const PACE_MIN_BYTES: usize = 160 * 1024;
 /// The whole reply (compile included) must be in within this many
 /// `DISTCC_IO_TIMEOUT`s of sending the source: 20 minutes by default. The
 /// compile itself is already bounded by one timeout (the first byte must come
-/// within it); the rest leaves a 1 GiB object ~1 MiB/s.
+/// within it); the rest leaves a 1 GiB object ~1 MiB/s. Default of
+/// `DPORTAGE_REPLY_TIMEOUTS`.
 pub const REPLY_DEADLINE_TIMEOUTS: u32 = 4;
+
+/// How a reply must keep coming once it has started (the client's
+/// `DPORTAGE_REPLY_*` settings; the defaults are the constants above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyPace {
+    /// Every `window` must bring `min_bytes` or the end of the reply.
+    pub window: Duration,
+    pub min_bytes: usize,
+    /// The whole reply within this many `DISTCC_IO_TIMEOUT`s.
+    pub deadline_timeouts: u32,
+}
+
+impl Default for ReplyPace {
+    fn default() -> Self {
+        Self {
+            window: PACE_WINDOW,
+            min_bytes: PACE_MIN_BYTES,
+            deadline_timeouts: REPLY_DEADLINE_TIMEOUTS,
+        }
+    }
+}
 /// Largest `SERR` or `SOUT` the client accepts: compiler diagnostics, not data.
 pub const MAX_STREAM: usize = 16 * 1024 * 1024;
 /// Writes are split so that `DISTCC_IO_TIMEOUT` bounds the time without progress,
@@ -114,10 +137,13 @@ pub struct NetTimeouts {
     pub connect: Duration,
     /// Per read or write without progress (`DISTCC_IO_TIMEOUT`).
     pub io: Duration,
+    /// How the reply must keep coming once started.
+    pub pace: ReplyPace,
 }
 
 /// Why a job could not be completed on a host. Every variant counts as "failed
-/// to distribute" (spec §8.9): the host is backed off and another one is tried.
+/// to distribute" (spec §8.9): another host is tried, and the host is backed
+/// off unless it only said it was busy ([`RemoteError::is_busy`]).
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     // distcc's words, which build logs are grepped for.
@@ -153,6 +179,8 @@ pub enum RemoteError {
     Closed { during: &'static str },
     #[error("the reply came too slowly: {0} (a host that drips is treated as failed)")]
     TooSlow(PaceError),
+    #[error("the server is busy ({0}); trying another host")]
+    Busy(String),
     #[error("bad reply: {0}")]
     Protocol(#[from] ProtocolError),
     #[error("cannot write the object received to a temporary file beside {path}: {source}")]
@@ -164,6 +192,12 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
+    /// The host answered that it is too busy to queue the job: a healthy
+    /// host, so it is not backed off (it is only skipped for this job).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, RemoteError::Busy(_))
+    }
+
     /// distcc's exit code for this failure, used when fallback is disabled.
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -175,6 +209,7 @@ impl RemoteError {
                 exitcode::IO_ERROR
             }
             RemoteError::Closed { .. } => exitcode::TRUNCATED,
+            RemoteError::Busy(_) => exitcode::BUSY,
             RemoteError::Protocol(_) => exitcode::PROTOCOL_ERROR,
             RemoteError::SourceTooLarge(_)
             | RemoteError::Unsupported
@@ -216,6 +251,7 @@ pub struct Connection {
     stream: TcpStream,
     version: ProtocolVersion,
     io_timeout: Duration,
+    pace: ReplyPace,
 }
 
 impl Connection {
@@ -237,6 +273,7 @@ impl Connection {
             stream,
             version: host.version,
             io_timeout: timeouts.io,
+            pace: timeouts.pace,
         };
         let mut head = match &host.ticket {
             Some(holder) => holder.packet(),
@@ -286,9 +323,10 @@ impl Connection {
             patience: Some(Patience::per_read(self.io_timeout)),
         };
         let pace = Pace {
-            window: PACE_WINDOW,
-            min_bytes: PACE_MIN_BYTES,
-            deadline: tokio::time::Instant::now() + self.io_timeout * REPLY_DEADLINE_TIMEOUTS,
+            window: self.pace.window,
+            min_bytes: self.pace.min_bytes,
+            deadline: tokio::time::Instant::now()
+                + self.io_timeout.saturating_mul(self.pace.deadline_timeouts),
         };
         let decoder = ReplyStreamDecoder::new(self.version, reply_limits());
         let mut frames = FrameReader::new(&mut self.stream, decoder, policy).with_pace(pace);
@@ -345,6 +383,7 @@ fn reply_error(e: TransportError) -> RemoteError {
         return RemoteError::TooSlow(pace);
     }
     match e {
+        TransportError::Protocol(ProtocolError::Busy(reason)) => RemoteError::Busy(reason),
         TransportError::Protocol(e) => RemoteError::Protocol(e),
         TransportError::Closed { .. } => RemoteError::Closed { during: DURING },
         TransportError::Stalled(after) => RemoteError::Timeout {

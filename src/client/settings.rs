@@ -4,6 +4,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::remote::ReplyPace;
+
 /// Default `DISTCC_IO_TIMEOUT` in seconds.
 const DEFAULT_IO_TIMEOUT_SECS: u64 = 300;
 /// Default `DISTCC_BACKOFF_PERIOD` in seconds.
@@ -61,6 +63,16 @@ pub enum SettingsError {
         variable: &'static str,
         value: String,
     },
+    #[error(
+        "bad {variable} value {value:?}: it must be a whole number greater than 0 \
+         ({meaning}; unset it for the default of {default})"
+    )]
+    ReplyPace {
+        variable: &'static str,
+        value: String,
+        meaning: &'static str,
+        default: u64,
+    },
 }
 
 /// Everything the compile path reads from the environment.
@@ -96,6 +108,13 @@ pub struct Settings {
     /// of verified dispatch). An invalid value stops every distributable job
     /// (exit 101) rather than silently turning verification off.
     pub dispatch: Result<Dispatch, SettingsError>,
+    /// How a reply must keep coming once it has started:
+    /// `DPORTAGE_REPLY_PACE_WINDOW` (seconds, 10), `DPORTAGE_REPLY_MIN_RATE`
+    /// (bytes a second averaged over the window, 16384) and
+    /// `DPORTAGE_REPLY_TIMEOUTS` (the whole reply within this many
+    /// `DISTCC_IO_TIMEOUT`s, 4). Like `DISTCC_IO_TIMEOUT`, an invalid value
+    /// stops a job only once it needs the network.
+    pub reply_pace: Result<ReplyPace, SettingsError>,
     /// `DPORTAGE_DIR` (default `~/.dportage`): exclusions and evidence.
     pub dportage_dir: Option<PathBuf>,
     /// `DPORTAGE_COORDINATOR`: where evidence is reported (by the network layer).
@@ -143,6 +162,7 @@ impl Settings {
             tmpdir,
             safeguard: text("_DISTCC_SAFEGUARD"),
             dispatch: parse_dispatch(&text),
+            reply_pace: parse_reply_pace(&text),
             dportage_dir: lookup("DPORTAGE_DIR")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
@@ -193,6 +213,46 @@ fn parse_io_timeout(value: Option<&str>) -> Result<Duration, SettingsError> {
             value: value.to_owned(),
         }),
     }
+}
+
+/// The `DPORTAGE_REPLY_*` settings; the first bad one is reported.
+fn parse_reply_pace(text: &impl Fn(&str) -> Option<String>) -> Result<ReplyPace, SettingsError> {
+    let defaults = ReplyPace::default();
+    let window_secs = defaults.window.as_secs();
+    let number = |variable: &'static str, meaning: &'static str, default: u64| {
+        let Some(value) = text(variable) else {
+            return Ok(default);
+        };
+        match value.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(SettingsError::ReplyPace {
+                variable,
+                value,
+                meaning,
+                default,
+            }),
+        }
+    };
+    let window = number(
+        "DPORTAGE_REPLY_PACE_WINDOW",
+        "seconds over which a started reply must keep up the minimum rate",
+        window_secs,
+    )?;
+    let rate = number(
+        "DPORTAGE_REPLY_MIN_RATE",
+        "bytes a second a started reply must average over the window",
+        defaults.min_bytes as u64 / window_secs,
+    )?;
+    let timeouts = number(
+        "DPORTAGE_REPLY_TIMEOUTS",
+        "the whole reply must arrive within this many DISTCC_IO_TIMEOUTs",
+        u64::from(defaults.deadline_timeouts),
+    )?;
+    Ok(ReplyPace {
+        window: Duration::from_secs(window),
+        min_bytes: usize::try_from(rate.saturating_mul(window)).unwrap_or(usize::MAX),
+        deadline_timeouts: u32::try_from(timeouts).unwrap_or(u32::MAX),
+    })
 }
 
 /// `DPORTAGE_REDUNDANCY`, and with 2 or more the other settings of verified
@@ -403,6 +463,56 @@ mod tests {
             .to_string();
         assert!(text.contains("DPORTAGE_SPOTCHECK value \"5%\""), "{text}");
         assert!(text.contains("e.g. 0.05"), "{text}");
+    }
+
+    #[test]
+    fn reply_pace_settings() {
+        assert_eq!(settings(&[]).reply_pace, Ok(ReplyPace::default()));
+        assert_eq!(
+            ReplyPace::default(),
+            ReplyPace {
+                window: Duration::from_secs(10),
+                min_bytes: 160 * 1024,
+                deadline_timeouts: 4,
+            }
+        );
+        assert_eq!(
+            settings(&[
+                ("DPORTAGE_REPLY_PACE_WINDOW", "30"),
+                ("DPORTAGE_REPLY_MIN_RATE", " 1000 "),
+                ("DPORTAGE_REPLY_TIMEOUTS", "2"),
+            ])
+            .reply_pace,
+            Ok(ReplyPace {
+                window: Duration::from_secs(30),
+                min_bytes: 30_000,
+                deadline_timeouts: 2,
+            })
+        );
+        // (variable, bad value)
+        let table = [
+            ("DPORTAGE_REPLY_PACE_WINDOW", "0"),
+            ("DPORTAGE_REPLY_PACE_WINDOW", "1.5"),
+            ("DPORTAGE_REPLY_MIN_RATE", "16K"),
+            ("DPORTAGE_REPLY_MIN_RATE", "-1"),
+            ("DPORTAGE_REPLY_TIMEOUTS", ""),
+            ("DPORTAGE_REPLY_TIMEOUTS", "0"),
+        ];
+        for (variable, bad) in table {
+            let err = settings(&[(variable, bad)]).reply_pace.unwrap_err();
+            assert!(
+                matches!(&err, SettingsError::ReplyPace { variable: v, value, .. }
+                    if *v == variable && value == bad),
+                "{variable}={bad:?}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("bad {variable} value {bad:?}"))
+                    && text.contains("whole number greater than 0")
+                    && text.contains("unset it for the default"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,8 @@ use super::ProtocolError;
 
 pub const HEADER_LEN: usize = 12;
 
-/// Every token distcc 3.4 puts on the wire (GSS-API's `TLEN` excluded).
+/// Every token distcc 3.4 puts on the wire (GSS-API's `TLEN` excluded), and
+/// dportage's `BUSY`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Token {
     Dist,
@@ -29,9 +30,11 @@ pub enum Token {
     /// `crate::network::ticket`), sent only to hosts listed as taking
     /// tickets, so no distcc release ever receives one.
     Tckt,
+    /// dportage's own: a server too busy to queue the request (see `busy`).
+    Busy,
 }
 
-const ALL: [Token; 16] = [
+const ALL: [Token; 17] = [
     Token::Dist,
     Token::Cdir,
     Token::Argc,
@@ -48,6 +51,7 @@ const ALL: [Token; 16] = [
     Token::Doto,
     Token::Dotd,
     Token::Tckt,
+    Token::Busy,
 ];
 
 impl Token {
@@ -69,6 +73,7 @@ impl Token {
             Token::Doto => b"DOTO",
             Token::Dotd => b"DOTD",
             Token::Tckt => b"TCKT",
+            Token::Busy => b"BUSY",
         }
     }
 

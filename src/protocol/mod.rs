@@ -6,6 +6,7 @@
 //! bytes", `Err` means the peer broke the protocol. Every length from the peer is
 //! checked against [`Limits`] before a single byte of it is buffered.
 
+pub mod busy;
 mod codec;
 pub mod header;
 pub mod lzo;
@@ -157,4 +158,6 @@ pub enum ProtocolError {
     Incomplete,
     #[error("{0} bytes after the end of the message")]
     TrailingBytes(usize),
+    #[error("the server is busy: {0}")]
+    Busy(String),
 }

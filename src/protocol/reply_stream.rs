@@ -101,6 +101,12 @@ impl ReplyStreamDecoder {
         loop {
             match &mut self.state {
                 State::Done => {
+                    if super::busy::starts_busy(buf) {
+                        return match super::busy::take_busy(buf)? {
+                            Some(reason) => Err(ProtocolError::Busy(reason)),
+                            None => Ok(None),
+                        };
+                    }
                     let Some(v) = take_int(buf, Token::Done)? else {
                         return Ok(None);
                     };

@@ -4,9 +4,19 @@
 //!
 //! * A connection costs a small read buffer and no job slot until its whole
 //!   request has arrived, so accepting is cheap and the caps here are far
-//!   above `--jobs`: `--max-connections` in all, `--max-per-client` per client
-//!   address (an IPv6 client is its /64: one host is given a whole /64, so
-//!   counting single IPv6 addresses would cap nothing).
+//!   above `--jobs`: `--max-connections` in all.
+//! * Per client address (an IPv6 client is its /64: one host is given a whole
+//!   /64, so counting single IPv6 addresses would cap nothing) only the
+//!   connections still *sending* their request are capped, because those are
+//!   the ones that can stall: `--max-per-client` of them are read at once, the
+//!   others wait their turn in arrival order without being read (costing a
+//!   descriptor, no buffer), and at most half of `--max-connections` may be
+//!   sending or waiting to send from one address, so one address can never
+//!   take every connection. A request that has fully arrived no longer counts
+//!   against its address: it waits in the bounded queue, then runs. So a
+//!   crowd behind one address (a NAT'd build farm, 200 `distcc` processes on
+//!   one machine) is served, and stalled connections from one address delay
+//!   only that address, and only until `--header-timeout`.
 //! * Every byte a request holds in memory, while it is read and while it
 //!   waits for a job slot, is charged to one budget (`--queue-bytes`); a
 //!   request that would overflow it is closed, as distccd closes when it is
@@ -19,6 +29,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What the per-client cap counts: an IPv4 address, or an IPv6 /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,7 +56,8 @@ impl ClientKey {
 pub struct AdmissionLimits {
     /// Open job connections in all.
     pub max_connections: usize,
-    /// Open job connections per [`ClientKey`].
+    /// Connections per [`ClientKey`] read at once while their request is
+    /// still arriving (others from that client wait their turn).
     pub max_per_client: usize,
     /// Complete requests waiting for a job slot.
     pub max_queued: usize,
@@ -55,7 +68,10 @@ pub struct AdmissionLimits {
 /// Why a connection or a request was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    #[error("{0} connections open from this client: over --max-per-client")]
+    #[error(
+        "{0} connections from this client are still sending their request or waiting to: \
+         over half of --max-connections"
+    )]
     PerClient(usize),
     #[error("{0} connections open: over --max-connections")]
     Global(usize),
@@ -77,10 +93,27 @@ impl Refused {
     }
 }
 
+impl AdmissionLimits {
+    /// Connections one client may have sending or waiting to send: half of
+    /// `--max-connections`, so the rest always stays open to other clients.
+    pub fn max_unsent_per_client(&self) -> usize {
+        (self.max_connections / 2).max(self.max_per_client).max(1)
+    }
+}
+
+/// One client's connections whose request has not fully arrived.
+#[derive(Debug)]
+struct Unsent {
+    count: usize,
+    /// `--max-per-client` turns to be read; tokio's semaphore is fair, so
+    /// waiting connections get them in arrival order.
+    turns: Arc<Semaphore>,
+}
+
 #[derive(Debug, Default)]
 struct Counts {
     open: usize,
-    per_client: HashMap<ClientKey, usize>,
+    per_client: HashMap<ClientKey, Unsent>,
     queued: usize,
 }
 
@@ -112,22 +145,29 @@ impl Admission {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admit a new connection from `ip`; the ticket holds its place until dropped.
+    /// Admit a new connection from `ip`; the ticket holds its place until
+    /// dropped, and counts it as unsent until [`ConnectionTicket::request_arrived`].
     pub fn connect(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionTicket, Refused> {
         let key = ClientKey::of(ip);
         let mut c = self.counts();
         if c.open >= self.limits.max_connections {
             return Err(Refused::Global(c.open));
         }
-        let mine = c.per_client.get(&key).copied().unwrap_or(0);
-        if mine >= self.limits.max_per_client {
-            return Err(Refused::PerClient(mine));
+        let max_per_client = self.limits.max_per_client;
+        let unsent = c.per_client.entry(key).or_insert_with(|| Unsent {
+            count: 0,
+            turns: Arc::new(Semaphore::new(max_per_client)),
+        });
+        if unsent.count >= self.limits.max_unsent_per_client() {
+            return Err(Refused::PerClient(unsent.count));
         }
+        unsent.count += 1;
+        let turns = Arc::clone(&unsent.turns);
         c.open += 1;
-        c.per_client.insert(key, mine + 1);
         Ok(ConnectionTicket {
             admission: Arc::clone(self),
             key,
+            unsent: Some(turns),
         })
     }
 
@@ -155,6 +195,12 @@ impl Admission {
         self.counts().open
     }
 
+    /// Connections whose request has not fully arrived (being read or
+    /// waiting for their client's turn).
+    pub fn unsent(&self) -> usize {
+        self.counts().per_client.values().map(|u| u.count).sum()
+    }
+
     pub fn queued(&self) -> usize {
         self.counts().queued
     }
@@ -169,18 +215,51 @@ impl Admission {
 pub struct ConnectionTicket {
     admission: Arc<Admission>,
     key: ClientKey,
+    /// The client's turns to be read, while the request has not fully arrived.
+    unsent: Option<Arc<Semaphore>>,
+}
+
+/// A turn to be read: one of `--max-per-client` per client address.
+#[derive(Debug)]
+pub struct SendingTurn(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+impl ConnectionTicket {
+    /// Wait until this connection may be read: at most `--max-per-client`
+    /// connections of one client are read at once, the others wait here in
+    /// arrival order.
+    pub async fn sending_turn(&self) -> SendingTurn {
+        match &self.unsent {
+            Some(turns) => SendingTurn(Arc::clone(turns).acquire_owned().await.ok()),
+            None => SendingTurn(None),
+        }
+    }
+
+    /// The whole request has arrived: it no longer counts against its client.
+    pub fn request_arrived(&mut self) {
+        if self.unsent.take().is_some() {
+            self.admission.counts().forget_unsent(self.key);
+        }
+    }
+}
+
+impl Counts {
+    fn forget_unsent(&mut self, key: ClientKey) {
+        if let Some(unsent) = self.per_client.get_mut(&key) {
+            unsent.count -= 1;
+            if unsent.count == 0 {
+                // Forget the client, or a scan of many addresses would grow the map forever.
+                self.per_client.remove(&key);
+            }
+        }
+    }
 }
 
 impl Drop for ConnectionTicket {
     fn drop(&mut self) {
         let mut c = self.admission.counts();
         c.open = c.open.saturating_sub(1);
-        if let Some(n) = c.per_client.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                // Forget the client, or a scan of many addresses would grow the map forever.
-                c.per_client.remove(&self.key);
-            }
+        if self.unsent.take().is_some() {
+            c.forget_unsent(self.key);
         }
     }
 }
@@ -289,23 +368,64 @@ mod tests {
 
     #[test]
     fn per_client_and_global_caps() {
-        let a = admission(3, 2);
-        let t1 = a.connect(ip("127.0.0.2")).unwrap();
+        // 6 connections in all: at most 3 unsent from one client.
+        let a = admission(6, 1);
+        let mut t1 = a.connect(ip("127.0.0.2")).unwrap();
         let _t2 = a.connect(ip("127.0.0.2")).unwrap();
+        let _t3 = a.connect(ip("127.0.0.2")).unwrap();
         assert_eq!(
             a.connect(ip("127.0.0.2")).unwrap_err(),
-            Refused::PerClient(2)
+            Refused::PerClient(3)
         );
-        let _t3 = a.connect(ip("127.0.0.3")).unwrap();
-        assert_eq!(a.connect(ip("127.0.0.4")).unwrap_err(), Refused::Global(3));
-        drop(t1);
-        assert_eq!(a.open_connections(), 2);
+        // A whole request no longer counts against its client…
+        t1.request_arrived();
+        assert_eq!(a.unsent(), 2);
         let _t4 = a.connect(ip("127.0.0.2")).unwrap();
-        drop(_t3);
+        // …but still against --max-connections.
+        let t5 = a.connect(ip("127.0.0.3")).unwrap();
+        let _t6 = a.connect(ip("127.0.0.4")).unwrap();
+        assert_eq!(a.connect(ip("127.0.0.5")).unwrap_err(), Refused::Global(6));
+        drop(t1);
+        assert_eq!(a.open_connections(), 5);
+        drop(t5);
         assert!(!a
             .counts()
             .per_client
             .contains_key(&ClientKey::of(ip("127.0.0.3"))));
+    }
+
+    #[tokio::test]
+    async fn turns_to_send_are_per_client_and_in_arrival_order() {
+        let a = admission(100, 2);
+        let t1 = a.connect(ip("127.0.0.2")).unwrap();
+        let t2 = a.connect(ip("127.0.0.2")).unwrap();
+        let mut t3 = a.connect(ip("127.0.0.2")).unwrap();
+        let other = a.connect(ip("127.0.0.3")).unwrap();
+        let turn1 = t1.sending_turn().await;
+        let _turn2 = t2.sending_turn().await;
+        let mut third = Box::pin(t3.sending_turn());
+        assert!(
+            futures_poll_once(&mut third).is_none(),
+            "two turns per client"
+        );
+        // Another client is not held up by this one's turns.
+        let _other_turn = other.sending_turn().await;
+        drop(turn1);
+        let turn3 = third.await;
+        drop(turn3);
+        t3.request_arrived();
+        // Once the request is whole, no turn is needed to go on.
+        let _free = t3.sending_turn().await;
+        assert_eq!(a.unsent(), 3);
+    }
+
+    fn futures_poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match std::pin::Pin::new(f).poll(&mut cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        }
     }
 
     #[test]

@@ -11,14 +11,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::TryAcquireError;
 use tokio::time::timeout;
 
-use super::admission::{ByteCharge, Refused};
+use super::admission::{ByteCharge, ConnectionTicket, Refused};
 use super::job::{check_command, run_job, JobOutcome, JobResult};
+use super::refusal_log::LogLine;
+use super::spool::{should_spool, Spooled};
 use super::stats::{Outcome, StallPhase};
 use super::Shared;
 use crate::args::Refusal;
 use crate::exitcode;
 use crate::network::clock::unix_now;
 use crate::network::ticket::TicketError;
+use crate::protocol::busy::encode_busy;
 use crate::protocol::{
     ProtocolError, ProtocolVersion, Reply, Request, RequestDecoder, RequestEvent,
 };
@@ -144,30 +147,44 @@ impl JobEnd {
 }
 
 /// Serve one job on `reader`/`writer` and record it. `peer` is the text the log
-/// line shows after `client:`.
-pub async fn serve<R, W>(mut reader: R, mut writer: W, peer: &str, shared: &Shared)
-where
+/// line shows after `client:`. `ticket` is the connection's place in the
+/// admission counts (none under `--inetd`, one connection per process).
+pub async fn serve<R, W>(
+    mut reader: R,
+    mut writer: W,
+    peer: &str,
+    shared: &Shared,
+    ticket: Option<&mut ConnectionTicket>,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let started = Instant::now();
-    let end = handle(&mut reader, &mut writer, shared, Admit::ByAddress).await;
+    let end = handle(&mut reader, &mut writer, shared, Admit::ByAddress, ticket).await;
     drop(reader);
     drop(writer);
-    record(shared, peer, started, &end);
+    // Requests refused for a full queue or memory budget come in floods
+    // too: their lines go through the same rate limit as refusals at accept.
+    let refusal = (end.outcome == Outcome::RejOverload).then_some("queue_or_bytes");
+    record_refusal(shared, peer, started, &end, refusal);
 }
 
 /// [`serve`] for a client outside `--allow`: its first packet must be a
 /// ticket pass that [`Shared::tickets`] accepts, or the connection is closed
 /// without a byte, as distccd closes on clients it does not allow (their
 /// client compiles locally).
-pub async fn serve_ticketed<R, W>(mut reader: R, mut writer: W, peer: &str, shared: &Shared)
-where
+pub async fn serve_ticketed<R, W>(
+    mut reader: R,
+    mut writer: W,
+    peer: &str,
+    shared: &Shared,
+    ticket: Option<&mut ConnectionTicket>,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let started = Instant::now();
-    let end = handle(&mut reader, &mut writer, shared, Admit::ByTicket).await;
+    let end = handle(&mut reader, &mut writer, shared, Admit::ByTicket, ticket).await;
     drop(reader);
     drop(writer);
     if matches!(end.ret, exitcode::ACCESS_DENIED) {
@@ -188,14 +205,40 @@ enum Admit {
     ByTicket,
 }
 
-/// Count and log a finished connection: one line, like distccd's `dcc_job_summary`.
+/// Count and log a finished connection: one line, like distccd's
+/// `dcc_job_summary`. Refusals (`refusal` names the reason) are counted
+/// always but logged through [`super::refusal_log`], so a flood of them
+/// gives a few lines and a summary.
 pub fn record(shared: &Shared, peer: &str, started: Instant, end: &JobEnd) {
+    record_refusal(shared, peer, started, end, None);
+}
+
+/// Count a finished connection without a log line (a refusal the rate
+/// limit suppressed).
+pub fn record_quietly(shared: &Shared, started: Instant, end: &JobEnd) {
+    shared.stats.finish(
+        end.outcome,
+        started.elapsed(),
+        end.job.as_ref().map(|(c, i)| (i.as_str(), c.as_str())),
+    );
+}
+
+pub fn record_refusal(
+    shared: &Shared,
+    peer: &str,
+    started: Instant,
+    end: &JobEnd,
+    refusal: Option<&'static str>,
+) {
     let elapsed = started.elapsed();
     shared.stats.finish(
         end.outcome,
         elapsed,
         end.job.as_ref().map(|(c, i)| (i.as_str(), c.as_str())),
     );
+    if refusal.is_some_and(|reason| !refusal_logged(shared, reason)) {
+        return;
+    }
     let status = end.status;
     let (exit, sig, core) = (
         (status >> 8) & 0xff,
@@ -221,7 +264,13 @@ pub fn record(shared: &Shared, peer: &str, started: Instant, end: &JobEnd) {
     );
 }
 
-async fn handle<R, W>(reader: &mut R, writer: &mut W, shared: &Shared, admit: Admit) -> JobEnd
+async fn handle<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    shared: &Shared,
+    admit: Admit,
+    ticket: Option<&mut ConnectionTicket>,
+) -> JobEnd
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -236,11 +285,14 @@ where
         };
         timeout(
             cfg.request_timeout,
-            read_request(&mut charged, shared, &mut phase, admit),
+            read_request(&mut charged, shared, ticket.as_deref(), &mut phase, admit),
         )
         .await
         .unwrap_or(Err(ReadError::Deadline(cfg.request_timeout)))
     };
+    if let (Ok(_), Some(ticket)) = (&read, ticket) {
+        ticket.request_arrived();
+    }
     // The decoded request is what stays in memory (larger than what was
     // read when it came LZO-compressed): charge that from now on.
     let read = read.and_then(|r| {
@@ -255,8 +307,13 @@ where
                 ReadError::Stalled(_) | ReadError::HeaderDeadline(_) => {
                     shared.stats.stall_kill(phase)
                 }
-                ReadError::Deadline(_) => shared.stats.stall_kill(StallPhase::Body),
-                ReadError::Busy(why) => shared.stats.refused(why),
+                ReadError::Deadline(_) => shared.stats.stall_kill(phase),
+                ReadError::Busy(why) => {
+                    shared.stats.refused(why);
+                    // Best effort: the client is still sending, so it may
+                    // see the connection reset before it reads this.
+                    let _ = write_busy(writer, why, shared).await;
+                }
                 _ => {}
             }
             let (outcome, ret) = e.outcome();
@@ -266,8 +323,9 @@ where
     let Request {
         version,
         argv,
-        doti: source,
+        doti: mut source,
     } = request;
+    let argv_bytes = argv.iter().map(Vec::len).sum::<usize>() as u64;
     let job_names = Some((
         printable(argv.first().map(Vec::as_slice).unwrap_or(b"")),
         input_name(&argv),
@@ -308,19 +366,30 @@ where
                 Ok(t) => t,
                 Err(why) => {
                     shared.stats.refused(&why);
-                    // distccd 3.4 has no busy reply: closing without a byte
-                    // is what its clients see from an overloaded distccd,
-                    // and they compile locally.
+                    // The busy answer (see protocol::busy): distcc 3.4 takes
+                    // it as a failure to distribute (another host, then a
+                    // local compile), ours as "busy, try another host".
+                    let sent = write_busy(writer, &why, shared).await;
                     return JobEnd {
                         outcome: Outcome::RejOverload,
                         status: 0,
                         ret: exitcode::BUSY,
                         job: job_names,
-                        note: Some(format!("server busy: {why}")),
+                        note: Some(match sent {
+                            Ok(()) => format!("server busy: {why}; told the client"),
+                            Err(e) => format!("server busy: {why}; telling the client failed: {e}"),
+                        }),
                     };
                 }
             };
-            tokio::select! {
+            // A large source waits on disk (see spool.rs), its memory given
+            // back to --queue-bytes; it is read back once the slot comes.
+            let spooled = if should_spool(source.len()) {
+                spool(&mut source, &mut charge, argv_bytes, shared).await
+            } else {
+                None
+            };
+            let slot = tokio::select! {
                 slot = shared.job_slots.acquire() => slot.map_err(|_| ()),
                 () = client_gone(reader) => {
                     return JobEnd {
@@ -331,7 +400,26 @@ where
                         note: Some("client went away while waiting for a job slot".into()),
                     };
                 }
+            };
+            if let (Ok(_), Some(spooled)) = (&slot, spooled) {
+                let back = tokio::task::spawn_blocking(move || spooled.read_back())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|read| read.map_err(|e| e.to_string()));
+                match back {
+                    Ok(back) => source = back,
+                    Err(why) => {
+                        return JobEnd {
+                            outcome: Outcome::Other,
+                            status: 0,
+                            ret: exitcode::IO_ERROR,
+                            job: job_names,
+                            note: Some(format!("reading back the spooled source failed: {why}")),
+                        };
+                    }
+                }
             }
+            slot
         }
     };
     let Ok(_slot) = slot else {
@@ -421,11 +509,16 @@ fn body_patience(io_timeout: Duration, rate: u64) -> Patience {
 
 /// Read one request. The header (`DIST` … `ARGV`) must be complete within
 /// `--header-timeout`, and every piece of it within `--io-timeout`; the body
-/// must keep up `--min-body-rate`. `phase` says which part was being read
-/// when an error ended it.
+/// must keep up `--min-body-rate`. Nothing is read before the client's turn
+/// (`--max-per-client` of its connections are read at once); the header
+/// deadline counts from the turn, so a crowd behind one address is not
+/// timed out for waiting behind itself (a waiting connection costs no
+/// buffer, only its own address waits, and `--request-timeout` still bounds
+/// it). `phase` says which part was being read when an error ended it.
 async fn read_request<R>(
     reader: &mut R,
     shared: &Shared,
+    ticket: Option<&ConnectionTicket>,
     phase: &mut StallPhase,
     mut admit: Admit,
 ) -> Result<Request, ReadError>
@@ -433,12 +526,17 @@ where
     R: AsyncRead + Unpin,
 {
     let cfg = &shared.cfg;
+    *phase = StallPhase::Header;
+    let _turn = match ticket {
+        Some(ticket) => Some(ticket.sending_turn().await),
+        None => None,
+    };
+    let header_deadline = tokio::time::Instant::now() + cfg.header_timeout;
     let policy = ReadPolicy {
         min_read: MIN_READ,
         max_read: MAX_READ,
         patience: Some(body_patience(cfg.io_timeout, cfg.min_body_rate)),
     };
-    let header_deadline = tokio::time::Instant::now() + cfg.header_timeout;
     let mut frames = FrameReader::new(reader, RequestDecoder::new(cfg.limits), policy);
     let mut version = None;
     let mut argv = None;
@@ -506,6 +604,77 @@ async fn client_gone<R: AsyncRead + Unpin>(reader: &mut R) {
             }
         }
     }
+}
+
+/// Move a queued request's `source` to a spool file and give its memory
+/// back (the charge keeps only the arguments). On failure the source stays
+/// in memory, as before spooling existed.
+async fn spool(
+    source: &mut Vec<u8>,
+    charge: &mut ByteCharge,
+    argv_bytes: u64,
+    shared: &Shared,
+) -> Option<Spooled> {
+    let taken = std::mem::take(source);
+    let dir = shared.cfg.job.work_root.clone();
+    let (taken, written) = tokio::task::spawn_blocking(move || {
+        let written = Spooled::write(&dir, &taken);
+        (taken, written)
+    })
+    .await
+    .ok()?;
+    match written {
+        Ok(spooled) => {
+            drop(taken);
+            let _ = charge.resize(argv_bytes);
+            shared.stats.spooled(spooled.len());
+            Some(spooled)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot spool a {}-byte source to {}: {e}; it waits in memory",
+                taken.len(),
+                shared.cfg.job.work_root.display()
+            );
+            *source = taken;
+            None
+        }
+    }
+}
+
+/// Whether a refusal for `reason` gets its log lines now (see
+/// [`super::refusal_log`]); writes the summary of a past interval if one ended.
+pub fn refusal_logged(shared: &Shared, reason: &'static str) -> bool {
+    let (line, summary) = shared
+        .refusal_log
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .refusal(Instant::now(), reason);
+    if let Some(summary) = summary {
+        tracing::warn!("{summary}");
+    }
+    line == LogLine::Write
+}
+
+/// The busy answer for `why`, then close our side; counted.
+async fn write_busy<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    why: &Refused,
+    shared: &Shared,
+) -> io::Result<()> {
+    shared.stats.busy_answer();
+    let bytes = encode_busy(&busy_reason(why));
+    write_all_or_stall(writer, &bytes, shared.cfg.io_timeout, |n| {
+        shared.stats.add_bytes_out(n)
+    })
+    .await?;
+    let _ = timeout(shared.cfg.io_timeout, writer.shutdown()).await;
+    Ok(())
+}
+
+/// The text of a busy answer: what was full, and what the client should do.
+pub fn busy_reason(why: &Refused) -> String {
+    format!("dportage server busy: {why}; try another host or compile locally")
 }
 
 async fn write_reply<W: AsyncWrite + Unpin>(

@@ -1,8 +1,9 @@
 //! The accept loops (job port and stats port) and graceful shutdown, in the
 //! shape of mini-redis' server: one task per connection, a signal (or
 //! `--lifetime`) ends accepting, running jobs finish. Accepting is cheap:
-//! a connection only has to pass the caps of [`super::admission`] (per
-//! client address and in all); job slots are taken once a request is whole.
+//! a connection only has to pass the caps of [`super::admission`] (in all,
+//! and per client address on connections still sending their request); job
+//! slots are taken once a request is whole.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,10 +16,12 @@ use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
 use super::access::display_ip;
+use super::admission::Refused;
 use super::connection::{self, JobEnd};
 use super::stats::{render_metrics, render_stats_page, AdmissionSnapshot, Outcome, SystemSnapshot};
 use super::Shared;
 use crate::exitcode;
+use crate::protocol::busy::encode_busy;
 
 /// How long running jobs get to finish after SIGTERM/SIGINT or `--lifetime`.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
@@ -49,7 +52,7 @@ pub async fn run(
     };
     if let Ok(addr) = jobs.local_addr() {
         tracing::info!(
-            "listening on {addr}, {} job slots; up to {} connections ({} per client), \
+            "listening on {addr}, {} job slots; up to {} connections ({} per client read at once), \
              {} queued requests, {} bytes of requests in memory",
             shared.cfg.jobs,
             shared.cfg.admission.max_connections,
@@ -67,6 +70,15 @@ pub async fn run(
             loop {
                 tick.tick().await;
                 shared.stats.sample_running();
+                // A flood of refusals that stopped still gets its summary line.
+                let summary = shared
+                    .refusal_log
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .tick(Instant::now());
+                if let Some(summary) = summary {
+                    tracing::warn!("{summary}");
+                }
             }
         }
     });
@@ -142,33 +154,31 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 needs_ticket = true;
             } else if !access.allows(peer.ip()) {
                 drop(stream);
-                tracing::warn!(
-                    "connection from client '{}' denied by access list",
-                    display_ip(peer.ip())
-                );
-                connection::record(
-                    shared,
-                    &label,
-                    started,
-                    &JobEnd {
-                        outcome: Outcome::Other,
-                        status: 0,
-                        ret: exitcode::ACCESS_DENIED,
-                        job: None,
-                        note: Some("denied by access list".into()),
-                    },
-                );
+                let end = JobEnd {
+                    outcome: Outcome::Other,
+                    status: 0,
+                    ret: exitcode::ACCESS_DENIED,
+                    job: None,
+                    note: Some("denied by access list".into()),
+                };
+                if connection::refusal_logged(shared, "access") {
+                    tracing::warn!(
+                        "connection from client '{}' denied by access list",
+                        display_ip(peer.ip())
+                    );
+                    connection::record(shared, &label, started, &end);
+                } else {
+                    connection::record_quietly(shared, started, &end);
+                }
                 continue;
             }
         }
-        let ticket = match shared.admission.connect(peer.ip()) {
+        let mut ticket = match shared.admission.connect(peer.ip()) {
             Ok(t) => t,
             Err(why) => {
-                // Closing at once is what distccd's clients know from a full
-                // host; they compile locally or try another.
-                drop(stream);
                 shared.stats.refused(&why);
-                connection::record(
+                refuse_busy(stream, &why, shared);
+                connection::record_refusal(
                     shared,
                     &label,
                     started,
@@ -179,6 +189,7 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                         job: None,
                         note: Some(why.to_string()),
                     },
+                    Some(why.label()),
                 );
                 continue;
             }
@@ -186,17 +197,25 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
-            let _ticket = ticket;
             let _open = shared.stats.open_connection();
+            // The ticket lives in the job task: a panic there drops it while
+            // unwinding, so the counts stay right.
             let job = tokio::spawn({
                 let shared = Arc::clone(&shared);
                 let label = label.clone();
                 async move {
                     let (reader, writer) = stream.into_split();
                     if needs_ticket {
-                        connection::serve_ticketed(reader, writer, &label, &shared).await;
+                        connection::serve_ticketed(
+                            reader,
+                            writer,
+                            &label,
+                            &shared,
+                            Some(&mut ticket),
+                        )
+                        .await;
                     } else {
-                        connection::serve(reader, writer, &label, &shared).await;
+                        connection::serve(reader, writer, &label, &shared, Some(&mut ticket)).await;
                     }
                 }
             });
@@ -222,6 +241,46 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             }
         });
     }
+}
+
+/// Refused connections being closed gracefully at once, at most.
+const REFUSAL_DRAINS: usize = 32;
+/// How long, and how many bytes, a refused client's request is read and
+/// thrown away so that closing sends FIN, not RST (an RST could destroy the
+/// busy answer before the client reads it).
+const REFUSAL_DRAIN_TIME: Duration = Duration::from_secs(2);
+const REFUSAL_DRAIN_BYTES: usize = 1 << 20;
+
+/// Refuse a connection at accept with the busy answer: written without
+/// waiting (it fits any socket buffer), then our side is shut and, while
+/// fewer than [`REFUSAL_DRAINS`] are, the client's request drained briefly.
+/// Past that the connection is just closed, as distccd closes when full.
+fn refuse_busy(stream: TcpStream, why: &Refused, shared: &Arc<Shared>) {
+    static DRAINS: Semaphore = Semaphore::const_new(REFUSAL_DRAINS);
+    let answer = encode_busy(&connection::busy_reason(why));
+    if stream.try_write(&answer).is_ok_and(|n| n == answer.len()) {
+        shared.stats.busy_answer();
+        shared.stats.add_bytes_out(answer.len());
+    }
+    let Ok(permit) = DRAINS.try_acquire() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let _ = timeout(REFUSAL_DRAIN_TIME, async {
+            let mut sink = [0u8; 16 * 1024];
+            let mut drained = 0;
+            while drained < REFUSAL_DRAIN_BYTES {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        })
+        .await;
+    });
 }
 
 fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {

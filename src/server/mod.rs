@@ -15,7 +15,9 @@ pub mod job;
 pub mod limits;
 pub mod listener;
 pub mod options;
+pub mod refusal_log;
 pub mod sandbox;
+pub mod spool;
 pub mod stats;
 pub mod tickets;
 
@@ -44,6 +46,8 @@ pub struct Shared {
     /// Set when registered with a coordinator: clients outside `--allow`
     /// are served when they present a valid ticket.
     pub tickets: Option<Arc<tickets::TicketGate>>,
+    /// Keeps a flood of refusals from flooding the log.
+    pub refusal_log: std::sync::Mutex<refusal_log::RefusalLog>,
 }
 
 impl Shared {
@@ -57,6 +61,7 @@ impl Shared {
             job_slots,
             admission,
             tickets: None,
+            refusal_log: std::sync::Mutex::new(refusal_log::RefusalLog::default()),
         }
     }
 
@@ -294,7 +299,14 @@ fn serve_inetd(cfg: ServerConfig) -> i32 {
             }
         }
         let _open = shared.stats.open_connection();
-        connection::serve(tokio::io::stdin(), tokio::io::stdout(), &label, &shared).await;
+        connection::serve(
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            &label,
+            &shared,
+            None,
+        )
+        .await;
         0
     })
 }

@@ -188,7 +188,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u32>,
 
-    /// [dportage] Job connections open at once from one client address (an IPv6 client is its /64).
+    /// [dportage] Connections from one client address (an IPv6 client is its /64) read at once while their request is still arriving; later ones wait their turn, and a whole request no longer counts.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PER_CLIENT)]
     pub max_per_client: u32,
 

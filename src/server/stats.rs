@@ -38,6 +38,8 @@ const REFUSAL_LABELS: [&str; 4] = ["per_client", "global", "queue_full", "queue_
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AdmissionSnapshot {
     pub open_connections: usize,
+    /// Connections whose request has not fully arrived (read or waiting their turn).
+    pub unsent: usize,
     pub queued: usize,
     pub held_bytes: u64,
     pub max_connections: usize,
@@ -51,6 +53,7 @@ impl AdmissionSnapshot {
         let limits = admission.limits();
         Self {
             open_connections: admission.open_connections(),
+            unsent: admission.unsent(),
             queued: admission.queued(),
             held_bytes: admission.held_bytes(),
             max_connections: limits.max_connections,
@@ -215,6 +218,11 @@ pub struct Stats {
     refused: [AtomicU64; 4],
     /// Clients dropped for being too slow, by [`StallPhase`].
     stall_kills: [AtomicU64; 2],
+    /// Busy answers sent (`BUSY`, instead of closing without a word).
+    busy_answers: AtomicU64,
+    /// Queued sources spooled to disk, and their bytes.
+    spooled: AtomicU64,
+    spooled_bytes: AtomicU64,
     longest: Mutex<Option<Longest>>,
     history: Mutex<History>,
     histogram: Mutex<JobDurations>,
@@ -234,6 +242,9 @@ impl Stats {
             bytes_out: AtomicU64::new(0),
             refused: Default::default(),
             stall_kills: Default::default(),
+            busy_answers: AtomicU64::new(0),
+            spooled: AtomicU64::new(0),
+            spooled_bytes: AtomicU64::new(0),
             longest: Mutex::new(None),
             history: Mutex::new(History::default()),
             histogram: Mutex::new(JobDurations {
@@ -301,6 +312,30 @@ impl Stats {
             .iter()
             .position(|l| *l == label)
             .map_or(0, |i| self.refused[i].load(Ordering::Relaxed))
+    }
+
+    /// Count a busy answer sent.
+    pub fn busy_answer(&self) {
+        self.busy_answers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn busy_answers(&self) -> u64 {
+        self.busy_answers.load(Ordering::Relaxed)
+    }
+
+    /// Count a queued source spooled to disk.
+    pub fn spooled(&self, bytes: usize) {
+        self.spooled.fetch_add(1, Ordering::Relaxed);
+        self.spooled_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// (sources spooled, their bytes)
+    pub fn spooled_totals(&self) -> (u64, u64) {
+        (
+            self.spooled.load(Ordering::Relaxed),
+            self.spooled_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Count a client dropped for being too slow.
@@ -623,6 +658,7 @@ pub fn render_stats_page(
     let a = admission;
     for (key, value) in [
         ("dportage_open_connections", a.open_connections as u64),
+        ("dportage_unsent_connections", a.unsent as u64),
         ("dportage_max_connections", a.max_connections as u64),
         ("dportage_max_per_client", a.max_per_client as u64),
         ("dportage_queue_depth", a.queued as u64),
@@ -643,6 +679,10 @@ pub fn render_stats_page(
             stats.stall_kills(phase)
         );
     }
+    let _ = writeln!(s, "dportage_busy_answers {}", stats.busy_answers());
+    let (spooled, spooled_bytes) = stats.spooled_totals();
+    let _ = writeln!(s, "dportage_spooled_requests {spooled}");
+    let _ = writeln!(s, "dportage_spooled_bytes {spooled_bytes}");
     s.push_str("</dportagestats>\n");
     s
 }
@@ -712,6 +752,12 @@ pub fn render_metrics(stats: &Stats, admission: &AdmissionSnapshot) -> String {
     )
     .sample(&[], admission.open_connections);
     page.gauge(
+        "dportage_connections_unsent",
+        "Job connections whose request has not fully arrived (being read, or waiting for \
+         their client address's turn: --max-per-client are read at once).",
+    )
+    .sample(&[], admission.unsent);
+    page.gauge(
         "dportage_connections_limit",
         "Job connections allowed at once (--max-connections).",
     )
@@ -731,6 +777,22 @@ pub fn render_metrics(stats: &Stats, admission: &AdmissionSnapshot) -> String {
     for phase in StallPhase::ALL {
         stalls.sample(&[("phase", phase.label())], stats.stall_kills(phase));
     }
+    page.counter(
+        "dportage_busy_answers_total",
+        "Busy answers (BUSY) sent to refused clients instead of closing without a word.",
+    )
+    .sample(&[], stats.busy_answers());
+    let (spooled, spooled_bytes) = stats.spooled_totals();
+    page.counter(
+        "dportage_spooled_requests_total",
+        "Queued requests whose source (over 1 MiB) waited on disk instead of in memory.",
+    )
+    .sample(&[], spooled);
+    page.counter(
+        "dportage_spooled_bytes_total",
+        "Bytes of sources spooled to disk while they queued.",
+    )
+    .sample(&[], spooled_bytes);
     let mut durations = page.histogram(
         "dportage_job_duration_seconds",
         "Time from accept to reply of jobs that ran the compiler.",

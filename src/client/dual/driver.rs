@@ -272,7 +272,8 @@ impl Verified<'_> {
                 (
                     Event::HostFailed {
                         host,
-                        host_at_fault: true,
+                        // A busy host is healthy: not backed off.
+                        host_at_fault: !e.is_busy(),
                     },
                     None,
                 )

@@ -34,7 +34,6 @@ mod voters;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::args::{server_argv, CompileJob};
 use crate::canonical::{canonicalize, preprocessor_extra_args, Canonical};
@@ -45,7 +44,7 @@ use crate::verify::ResultDigest;
 use super::evidence::StateDir;
 use super::fallback::{self, open_lock_dir, Fallback};
 use super::hostsource::load_host_list;
-use super::remote::{NetTimeouts, CONNECT_TIMEOUT};
+use super::remote::NetTimeouts;
 use super::settings::{Settings, Verification};
 use super::slots::LockDir;
 
@@ -81,7 +80,7 @@ pub fn distribute(
     job: CompileJob,
     settings: &Settings,
     verification: &Verification,
-    io_timeout: Duration,
+    timeouts: NetTimeouts,
 ) -> i32 {
     let input = job.input().to_owned();
     let hosts = match load_host_list() {
@@ -182,10 +181,7 @@ pub fn distribute(
             spot_check,
             trust_remote_failure: settings.skip_local_retry || !settings.fallback,
         },
-        timeouts: NetTimeouts {
-            connect: CONNECT_TIMEOUT,
-            io: io_timeout,
-        },
+        timeouts,
         state,
     };
     verified.run()

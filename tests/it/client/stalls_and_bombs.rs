@@ -229,3 +229,35 @@ fn six_hundred_mib_honest_object_comes_through() {
     assert_same_file(&ours, &env.work().join("reference.o"));
     server.wait_for_log("COMPILE_OK", Duration::from_secs(60));
 }
+
+/// `DPORTAGE_REPLY_PACE_WINDOW` and `DPORTAGE_REPLY_MIN_RATE` set the pace:
+/// a reply at 20 bytes a second would be whole (and its wrong object
+/// written) in about 3.5 s under the default 160 KiB per 10 s, but 100 bytes a
+/// second over 2 s abandons it at the first window. A bad value stops the job
+/// with exit 101 and a message naming the variable.
+#[test]
+fn reply_pace_settings_are_honoured_and_checked() {
+    let (port, server) = serve_once(reply(1, b"WRONG OBJECT"), 4, Duration::from_millis(200));
+    let mut env = setup(&format!("127.0.0.1:{port}"));
+    env.set("DPORTAGE_REPLY_PACE_WINDOW", "2");
+    env.set("DPORTAGE_REPLY_MIN_RATE", "100");
+    let (code, stderr, _, took) = run_client(&env);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("too slowly"), "{stderr}");
+    assert!(took < Duration::from_secs(10), "took {took:?}\n{stderr}");
+    assert_right_object(&env, &stderr);
+    let sent = server.join().unwrap();
+    assert!(
+        sent < reply(1, b"WRONG OBJECT").len(),
+        "the whole reply went through ({sent} bytes)"
+    );
+
+    let mut env = setup("127.0.0.1:1");
+    env.set("DPORTAGE_REPLY_MIN_RATE", "fast");
+    let (code, stderr, _, _) = run_client(&env);
+    assert_eq!(code, 101, "{stderr}");
+    assert!(
+        stderr.contains("bad DPORTAGE_REPLY_MIN_RATE value \"fast\""),
+        "{stderr}"
+    );
+}
