@@ -147,58 +147,48 @@ impl JobEnd {
 }
 
 /// Serve one job on `reader`/`writer` and record it. `peer` is the text the log
-/// line shows after `client:`. `ticket` is the connection's place in the
-/// admission counts (none under `--inetd`, one connection per process).
+/// line shows after `client:`. `admit` says what lets it in: its address
+/// (`--allow`, or inetd), or only a ticket pass before `DIST` that
+/// [`Shared::tickets`] accepts (otherwise the connection is closed without a
+/// byte, as distccd closes on clients it does not allow; their client
+/// compiles locally). `ticket` is the connection's place in the admission
+/// counts (none under `--inetd`, one connection per process).
 pub async fn serve<R, W>(
     mut reader: R,
     mut writer: W,
     peer: &str,
     shared: &Shared,
+    admit: Admit,
     ticket: Option<&mut ConnectionTicket>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let started = Instant::now();
-    let end = handle(&mut reader, &mut writer, shared, Admit::ByAddress, ticket).await;
+    let end = handle(&mut reader, &mut writer, shared, admit, ticket).await;
     drop(reader);
     drop(writer);
-    // Requests refused for a full queue or memory budget come in floods
-    // too: their lines go through the same rate limit as refusals at accept.
+    // Refusals come in floods: their lines go through the refusal log's
+    // rate limit, like refusals at accept.
+    if admit == Admit::ByTicket && end.ret == exitcode::ACCESS_DENIED {
+        if refusal_logged(shared, "no_ticket") {
+            tracing::warn!(
+                "connection from client '{peer}' {}",
+                end.note.as_deref().unwrap_or("denied")
+            );
+            record(shared, peer, started, &end);
+        } else {
+            record_quietly(shared, started, &end);
+        }
+        return;
+    }
     let refusal = (end.outcome == Outcome::RejOverload).then_some("queue_or_bytes");
     record_refusal(shared, peer, started, &end, refusal);
 }
 
-/// [`serve`] for a client outside `--allow`: its first packet must be a
-/// ticket pass that [`Shared::tickets`] accepts, or the connection is closed
-/// without a byte, as distccd closes on clients it does not allow (their
-/// client compiles locally).
-pub async fn serve_ticketed<R, W>(
-    mut reader: R,
-    mut writer: W,
-    peer: &str,
-    shared: &Shared,
-    ticket: Option<&mut ConnectionTicket>,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let started = Instant::now();
-    let end = handle(&mut reader, &mut writer, shared, Admit::ByTicket, ticket).await;
-    drop(reader);
-    drop(writer);
-    if matches!(end.ret, exitcode::ACCESS_DENIED) {
-        tracing::warn!(
-            "connection from client '{peer}' {}",
-            end.note.as_deref().unwrap_or("denied")
-        );
-    }
-    record(shared, peer, started, &end);
-}
-
 /// What lets a connection in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Admit {
+pub enum Admit {
     /// Its address is in `--allow` (or nothing is checked: inetd).
     ByAddress,
     /// Only a valid ticket pass before `DIST`.

@@ -147,7 +147,7 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         shared.stats.accepted();
         let label = peer_label(peer);
         // Outside --allow, a registered daemon still hears the client out
-        // for a ticket (`connection::serve_ticketed`); otherwise, distccd's way.
+        // for a ticket (`connection::Admit::ByTicket`); otherwise, distccd's way.
         let mut needs_ticket = false;
         if let Some(access) = &shared.cfg.access {
             if !access.allows(peer.ip()) && shared.tickets.is_some() {
@@ -205,18 +205,13 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 let label = label.clone();
                 async move {
                     let (reader, writer) = stream.into_split();
-                    if needs_ticket {
-                        connection::serve_ticketed(
-                            reader,
-                            writer,
-                            &label,
-                            &shared,
-                            Some(&mut ticket),
-                        )
-                        .await;
+                    let admit = if needs_ticket {
+                        connection::Admit::ByTicket
                     } else {
-                        connection::serve(reader, writer, &label, &shared, Some(&mut ticket)).await;
-                    }
+                        connection::Admit::ByAddress
+                    };
+                    connection::serve(reader, writer, &label, &shared, admit, Some(&mut ticket))
+                        .await;
                 }
             });
             if let Err(e) = job.await {

@@ -304,6 +304,7 @@ fn serve_inetd(cfg: ServerConfig) -> i32 {
             tokio::io::stdout(),
             &label,
             &shared,
+            connection::Admit::ByAddress,
             None,
         )
         .await;

@@ -156,21 +156,7 @@ impl Net {
     }
 
     async fn metric(&self, line_start: &str) -> String {
-        let (_, body) = dportage::network::caller::send(
-            &dportage::network::caller::CoordinatorUrl::parse(&self.coord.url).unwrap(),
-            None,
-            "GET",
-            "/metrics",
-            &[],
-            Vec::new(),
-        )
-        .await
-        .unwrap();
-        String::from_utf8_lossy(&body)
-            .lines()
-            .find(|l| l.starts_with(line_start))
-            .unwrap_or("")
-            .to_string()
+        crate::support::network::coordinator_metric_line(&self.coord.url, line_start).await
     }
 }
 

@@ -264,8 +264,10 @@ async fn silent_hosts_expire_and_take_membership_with_them() {
     );
     let la = Listening::on(Ipv4Addr::new(127, 0, 0, 15));
     let lb = Listening::on(Ipv4Addr::new(127, 0, 0, 16));
-    client(&url, &a).heartbeat(&la.heartbeat()).await.unwrap();
+    // Taken before the heartbeat is sent: the coordinator's clock for it
+    // starts later, so expiry can never seem early.
     let registered = Instant::now();
+    client(&url, &a).heartbeat(&la.heartbeat()).await.unwrap();
     client(&url, &b).heartbeat(&lb.heartbeat()).await.unwrap();
     // b keeps heartbeating, a falls silent.
     wait_until_async(Duration::from_secs(20), "a to expire", async || {

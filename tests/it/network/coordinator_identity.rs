@@ -109,18 +109,7 @@ async fn a_request_for_one_coordinator_is_refused_by_another() {
     assert_eq!(status, 401);
     assert!(message.contains(auth::HDR_COORDINATOR), "{message}");
     // Both refusals are counted under their own reason.
-    let metrics = send(
-        &CoordinatorUrl::parse(&b.url()).unwrap(),
-        None,
-        "GET",
-        "/metrics",
-        &[],
-        Vec::new(),
-    )
-    .await
-    .unwrap()
-    .1;
-    let metrics = String::from_utf8_lossy(&metrics);
+    let metrics = crate::support::network::coordinator_metrics(&b.url()).await;
     assert!(
         metrics
             .lines()

@@ -23,11 +23,7 @@ fn printed_environment_evals_and_compiles_through_real_distcc() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::network::runtime();
     let coord: Coordinator = rt
         .block_on(Coordinator::bind(CoordinatorConfig::new(
             "127.0.0.1:0".parse().unwrap(),

@@ -145,20 +145,11 @@ async fn blacklisted(url: &str, asker: &Host) -> Vec<IdentityId> {
 }
 
 async fn adjudications(url: &str, ruling: &str) -> u64 {
-    let (_, body) = dportage::network::caller::send(
-        &dportage::network::caller::CoordinatorUrl::parse(url).unwrap(),
-        None,
-        "GET",
-        "/metrics",
-        &[],
-        Vec::new(),
-    )
-    .await
-    .unwrap();
     let name = format!("dportage_adjudications_total{{ruling=\"{ruling}\"}} ");
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix(&name)?.parse().ok())
+    coordinator_metric_line(url, &name)
+        .await
+        .strip_prefix(&name)
+        .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
 
@@ -220,11 +211,7 @@ fn two_colluding_liars_cannot_frame_an_honest_host_and_are_caught() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::network::runtime();
     let admin = Arc::new(Identity::generate());
     let admin_hex = admin.id().to_string();
     // Standing is earned by one passed challenge here (a real network asks

@@ -24,11 +24,7 @@ fn only_a_signed_list_under_the_pinned_key_is_used() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::network::runtime();
     // Hosts established at their first heartbeat (two probationary hosts
     // would never be paired).
     let mut cfg = CoordinatorConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("coord"));

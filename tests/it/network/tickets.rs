@@ -104,11 +104,7 @@ fn network_daemons_serve_ticket_holders_and_allowed_addresses_only() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::network::runtime();
     // Hosts established at once (two probationary hosts are never paired);
     // challenges stay on: they reach the daemons with the coordinator's own
     // ticket, from 127.0.0.1, outside --allow.

@@ -321,3 +321,37 @@ impl TestCa {
         ]
     }
 }
+
+/// The coordinator at `url`'s `/metrics` page (unsigned, as a scraper reads it).
+pub async fn coordinator_metrics(url: &str) -> String {
+    let (_, body) = dportage::network::caller::send(
+        &dportage::network::caller::CoordinatorUrl::parse(url).unwrap(),
+        None,
+        "GET",
+        "/metrics",
+        &[],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The sample line of `url`'s `/metrics` that starts with `start` ("" if none).
+pub async fn coordinator_metric_line(url: &str, start: &str) -> String {
+    coordinator_metrics(url)
+        .await
+        .lines()
+        .find(|l| l.starts_with(start))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A two-thread tokio runtime for tests that drive clients of real processes.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
