@@ -527,6 +527,73 @@ impl Pool {
         self.groups.insert(keep, members);
     }
 
+    /// Number of identities linked to `daemon`.
+    pub fn links_of(&self, daemon: &IdentityId) -> usize {
+        self.links.get(daemon).map_or(0, Vec::len)
+    }
+
+    /// End a person↔daemon link and split their owner group along the links
+    /// that remain (each part keeps its smallest id as representative, as
+    /// [`Pool::add_link`] does). False when they were not linked.
+    pub fn remove_link(&mut self, person: &IdentityId, daemon: &IdentityId) -> bool {
+        if !self.is_linked(person, daemon) {
+            return false;
+        }
+        for (a, b) in [(person, daemon), (daemon, person)] {
+            if let Some(v) = self.links.get_mut(a) {
+                v.retain(|x| x != b);
+                if v.is_empty() {
+                    self.links.remove(a);
+                }
+            }
+        }
+        let rep = self.owner_of(person);
+        let members = self.group_members(&rep);
+        self.groups.remove(&rep);
+        let mut placed: std::collections::HashSet<IdentityId> = Default::default();
+        for start in &members {
+            if !placed.insert(*start) {
+                continue;
+            }
+            let mut part = vec![*start];
+            let mut next = 0;
+            while next < part.len() {
+                let at = part[next];
+                next += 1;
+                for n in self.links.get(&at).cloned().unwrap_or_default() {
+                    if placed.insert(n) {
+                        part.push(n);
+                    }
+                }
+            }
+            let keep = *part.iter().min().unwrap_or(start);
+            for m in &part {
+                if *m == keep {
+                    self.owner.remove(m);
+                } else {
+                    self.owner.insert(*m, keep);
+                }
+                if let Some(&idx) = self.by_id.get(m) {
+                    if self.hosts[idx as usize]
+                        .as_ref()
+                        .is_some_and(|h| h.owner != keep)
+                    {
+                        self.unindex(idx);
+                        if let Some(h) = self.hosts[idx as usize].as_mut() {
+                            h.owner = keep;
+                            h.refresh_entry_json();
+                        }
+                        self.index(idx);
+                    }
+                }
+            }
+            if part.len() > 1 {
+                self.groups.insert(keep, part);
+            }
+        }
+        true
+    }
+
     /// The live, non-blacklisted daemon in `id`'s owner group that makes `id` a
     /// member (itself first).
     /// With challenges on, only a daemon that serves (passed a challenge at
@@ -1222,6 +1289,36 @@ mod tests {
         for w in got.windows(2) {
             assert_ne!(w[0].network, w[1].network);
         }
+    }
+
+    #[test]
+    fn unlinking_splits_an_owner_group_along_the_remaining_links() {
+        let mut pool = Pool::new();
+        let hosts: Vec<_> = (0..2u8).map(|_| Identity::generate().id()).collect();
+        for (i, id) in hosts.iter().enumerate() {
+            pool.heartbeat(*id, &hb(&[fp(1)], 0), ip(10, 4, i as u8, 1), 0)
+                .unwrap();
+        }
+        let (p1, p2) = (Identity::generate().id(), Identity::generate().id());
+        // p1 joins both hosts (one group of four); p2 joins the second.
+        pool.add_link(p1, hosts[0]);
+        pool.add_link(p1, hosts[1]);
+        pool.add_link(p2, hosts[1]);
+        assert_eq!(pool.owner_of(&hosts[0]), pool.owner_of(&p2));
+        assert!(!pool.remove_link(&p2, &hosts[0]), "not linked");
+        assert!(pool.remove_link(&p1, &hosts[1]));
+        assert_eq!(pool.owner_of(&p1), pool.owner_of(&hosts[0]));
+        assert_eq!(pool.owner_of(&p2), pool.owner_of(&hosts[1]));
+        assert_ne!(pool.owner_of(&p1), pool.owner_of(&p2));
+        // The listed entries and the one-per-owner rule follow.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let got = pool.select(&[fp(1)], 0, 10, 0, 1000, &mut rng);
+        assert_eq!(got.len(), 2, "two owners again: {got:?}");
+        for h in &got {
+            assert_eq!(h.owner, pool.owner_of(&h.id));
+        }
+        assert!(pool.remove_link(&p1, &hosts[0]));
+        assert_eq!(pool.owner_of(&p1), p1, "alone again");
     }
 
     #[test]

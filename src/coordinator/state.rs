@@ -28,6 +28,7 @@ pub(super) enum Endpoint {
     Heartbeat,
     Hosts,
     Link,
+    Unlink,
     Whoami,
     Report,
     Detail,
@@ -42,7 +43,7 @@ pub(super) enum Endpoint {
 }
 
 impl Endpoint {
-    pub(super) const ALL: [Endpoint; 18] = [
+    pub(super) const ALL: [Endpoint; 19] = [
         Endpoint::Status,
         Endpoint::Metrics,
         Endpoint::Health,
@@ -50,6 +51,7 @@ impl Endpoint {
         Endpoint::Heartbeat,
         Endpoint::Hosts,
         Endpoint::Link,
+        Endpoint::Unlink,
         Endpoint::Whoami,
         Endpoint::Report,
         Endpoint::Detail,
@@ -72,6 +74,7 @@ impl Endpoint {
             Endpoint::Heartbeat => "heartbeat",
             Endpoint::Hosts => "hosts",
             Endpoint::Link => "link",
+            Endpoint::Unlink => "unlink",
             Endpoint::Whoami => "whoami",
             Endpoint::Report => "report",
             Endpoint::Detail => "status_detail",

@@ -108,6 +108,12 @@ pub enum WriteOp {
         /// count under `.1`, so one owner stays one reporter.
         merge_owners: Option<(IdentityId, IdentityId)>,
     },
+    /// The daemon (or the person) ends a link; owner groups are rebuilt
+    /// from the links that remain (here at the next start, in the pool now).
+    Unlink {
+        person: IdentityId,
+        daemon: IdentityId,
+    },
     Report(ReportRow),
     /// Lift an identity's blacklisting (and the addresses it covered).
     Lift {
@@ -847,6 +853,13 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, rusqlite::Error
             conn.execute(
                 "INSERT OR IGNORE INTO identities(id, daemon, first_seen, first_network) VALUES(?1, 0, ?2, '')",
                 params![person.to_string(), *now as i64],
+            )?;
+            Ok(WriteResult::Done)
+        }
+        WriteOp::Unlink { person, daemon } => {
+            conn.execute(
+                "DELETE FROM links WHERE person=?1 AND daemon=?2",
+                params![person.to_string(), daemon.to_string()],
             )?;
             Ok(WriteResult::Done)
         }

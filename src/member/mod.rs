@@ -5,6 +5,7 @@
 //! `dportage status` shows the coordinator's detailed status to a member.
 
 pub mod env;
+pub mod membership;
 pub mod network_status;
 
 use std::ffi::OsString;
@@ -12,11 +13,21 @@ use std::ffi::OsString;
 /// `dportage [--coordinator URL] [--coordinator-key HEX] [--shell sh|csh|fish]` (print
 /// the environment) and
 /// `dportage [OPTIONS] CMD ARGS…` (run CMD in it).
-/// `dportage status …` is the member's view of the coordinator.
+/// `dportage status …` is the member's view of the coordinator;
+/// `dportage membership-token --for ID` and `dportage unlink ID` share and
+/// end a daemon's membership.
 pub fn env_main(mut args: Vec<OsString>) -> i32 {
     if args.first().is_some_and(|a| a == "status") {
         args.remove(0);
         return network_status::status_main(args);
+    }
+    if args.first().is_some_and(|a| a == "membership-token") {
+        args.remove(0);
+        return membership::token_main(args);
+    }
+    if args.first().is_some_and(|a| a == "unlink") {
+        args.remove(0);
+        return membership::unlink_main(args);
     }
     env::env_main(args)
 }

@@ -508,6 +508,20 @@ pub struct LinkResponse {
     pub member: bool,
 }
 
+/// `POST /v1/unlink`: the daemon (or the person) ends a link made with a
+/// membership token; the person is no longer in the daemon's owner group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlinkRequest {
+    pub person: IdentityId,
+    pub daemon: IdentityId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlinkResponse {
+    /// False when they were not linked.
+    pub unlinked: bool,
+}
+
 /// `POST /v1/whoami`: what the coordinator knows about the signer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WhoamiResponse {

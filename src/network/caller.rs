@@ -277,6 +277,16 @@ impl CoordinatorClient {
             })
     }
 
+    /// End the link between `person` and `daemon` (signed by either).
+    pub async fn unlink(
+        &self,
+        person: IdentityId,
+        daemon: IdentityId,
+    ) -> Result<UnlinkResponse, NetworkError> {
+        self.post("/v1/unlink", &UnlinkRequest { person, daemon })
+            .await
+    }
+
     pub async fn link(&self, token: &MembershipToken) -> Result<LinkResponse, NetworkError> {
         self.post(
             "/v1/link",

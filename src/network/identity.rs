@@ -248,11 +248,25 @@ impl Identity {
 
     /// A membership token signed by this (daemon) identity, issued at `now`.
     pub fn membership_token(&self, now_unix: u64) -> MembershipToken {
-        let msg = MembershipToken::signed_bytes(self.id, now_unix);
+        let msg = MembershipToken::signed_bytes(self.id, now_unix, None);
         MembershipToken {
             v: 1,
             daemon: self.id,
             issued: now_unix,
+            person: None,
+            sig: hex::encode(self.sign(&msg)),
+        }
+    }
+
+    /// A token only `person`'s key can link with (a leaked copy is worth
+    /// nothing to anyone else).
+    pub fn membership_token_for(&self, person: IdentityId, now_unix: u64) -> MembershipToken {
+        let msg = MembershipToken::signed_bytes(self.id, now_unix, Some(&person));
+        MembershipToken {
+            v: 2,
+            daemon: self.id,
+            issued: now_unix,
+            person: Some(person),
             sig: hex::encode(self.sign(&msg)),
         }
     }
@@ -322,30 +336,40 @@ pub enum MembershipTokenError {
     BadSignature(IdentityId),
 }
 
-/// A daemon's statement "whoever holds this may use my membership". The daemon
-/// writes it group-readable; a person's `dportage` presents it once
-/// (`POST /v1/link`) and is then linked to that daemon (same owner).
+/// A daemon's statement "this person may use my membership" (v2, `person`
+/// set: only that key can link with it; `dportage membership-token --for`)
+/// or "whoever holds this may" (v1, the group-readable `membership.json`
+/// the daemon writes for the people of its own machine). A person's
+/// `dportage` presents it once (`POST /v1/link`) and is then linked to that
+/// daemon (same owner) until the daemon unlinks it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembershipToken {
     pub v: u32,
     pub daemon: IdentityId,
     pub issued: u64,
+    /// v2: the one key this token links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<IdentityId>,
     /// Ed25519 signature (hex) by `daemon` over [`MembershipToken::signed_bytes`].
     pub sig: String,
 }
 
 impl MembershipToken {
-    pub fn signed_bytes(daemon: IdentityId, issued: u64) -> Vec<u8> {
+    pub fn signed_bytes(daemon: IdentityId, issued: u64, person: Option<&IdentityId>) -> Vec<u8> {
         let mut m = MEMBERSHIP_CONTEXT.to_vec();
         m.extend_from_slice(daemon.to_string().as_bytes());
         m.push(b'\n');
         m.extend_from_slice(issued.to_string().as_bytes());
+        if let Some(p) = person {
+            m.extend_from_slice(b"\nfor ");
+            m.extend_from_slice(p.to_string().as_bytes());
+        }
         m
     }
 
     /// Check the signature and the age. Returns the daemon's id.
     pub fn verify(&self, now_unix: u64) -> Result<IdentityId, MembershipTokenError> {
-        if self.v != 1 {
+        if !matches!((self.v, &self.person), (1, None) | (2, Some(_))) {
             return Err(MembershipTokenError::Version(self.v));
         }
         if self.issued > now_unix + super::clock::CLOCK_WINDOW_SECS {
@@ -365,7 +389,7 @@ impl MembershipToken {
         let key = VerifyingKey::from_bytes(&self.daemon.0)
             .map_err(|_| MembershipTokenError::BadKey(self.daemon))?;
         key.verify_strict(
-            &Self::signed_bytes(self.daemon, self.issued),
+            &Self::signed_bytes(self.daemon, self.issued, self.person.as_ref()),
             &ed25519_dalek::Signature::from_bytes(&sig),
         )
         .map_err(|_| MembershipTokenError::BadSignature(self.daemon))?;

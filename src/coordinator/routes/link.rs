@@ -1,5 +1,12 @@
 //! `POST /v1/link` (a person joins a daemon's owner group with its membership
-//! token) and `POST /v1/whoami` (what the coordinator knows of the caller).
+//! token), `POST /v1/unlink` (the daemon or the person ends it) and
+//! `POST /v1/whoami` (what the coordinator knows of the caller).
+//!
+//! A token bound to a person's key (v2) links that key only: a leaked copy
+//! links nobody. An unbound token (v1, the `membership.json` a daemon writes
+//! for the people of its machine) links at most [`MAX_UNBOUND_LINKS`]
+//! identities to its daemon: a stranger holding a copy can take those few
+//! places, never the owner's way to link people with bound tokens.
 
 use std::sync::Arc;
 
@@ -9,9 +16,14 @@ use crate::coordinator::http::{json_response, parse_json, ApiError, HttpResponse
 use crate::coordinator::pool::MAX_GROUP;
 use crate::coordinator::state::Shared;
 use crate::coordinator::store::WriteOp;
-use crate::network::api::{LinkRequest, LinkResponse, WhoamiResponse};
+use crate::network::api::{
+    LinkRequest, LinkResponse, UnlinkRequest, UnlinkResponse, WhoamiResponse,
+};
 use crate::network::clock::unix_now;
 use crate::network::identity::IdentityId;
+
+/// Identities an unbound (v1) membership token may link to one daemon.
+pub const MAX_UNBOUND_LINKS: usize = 8;
 
 pub(super) async fn link(
     shared: &Arc<Shared>,
@@ -26,6 +38,18 @@ pub(super) async fn link(
             format!("membership token refused: {e}"),
         )
     })?;
+    if let Some(bound) = req.token.person {
+        if bound != person {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "token_for_another",
+                format!(
+                    "this membership token was issued to identity {bound}, not to {person}; \
+                     ask the daemon's owner for one of your own (dportage membership-token --for {person})"
+                ),
+            ));
+        }
+    }
     let (already, merge_owners) = {
         let pool = shared.pool_read();
         if pool.is_blacklisted(&daemon) {
@@ -58,6 +82,17 @@ pub(super) async fn link(
             ));
         }
         let already = person == daemon || pool.is_linked(&person, &daemon);
+        if !already && req.token.person.is_none() && pool.links_of(&daemon) >= MAX_UNBOUND_LINKS {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "unbound_links_full",
+                format!(
+                    "daemon {daemon} already has {MAX_UNBOUND_LINKS} linked identities; an unbound token \
+                     links no more. Ask its owner for a token bound to your key \
+                     (dportage membership-token --for {person})"
+                ),
+            ));
+        }
         // The pool keeps the smaller representative when groups merge.
         let (a, b) = (pool.owner_of(&person), pool.owner_of(&daemon));
         let merge_owners = (a != b).then(|| if a < b { (b, a) } else { (a, b) });
@@ -92,6 +127,45 @@ pub(super) async fn link(
             .is_some(),
     };
     Ok(json_response(StatusCode::OK, &resp))
+}
+
+pub(super) async fn unlink(
+    shared: &Arc<Shared>,
+    signer: IdentityId,
+    body: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    let req: UnlinkRequest = parse_json(body)?;
+    if signer != req.daemon && signer != req.person {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_a_party",
+            format!(
+                "identity {signer} is neither {} nor {}: only the daemon or the person ends a link",
+                req.person, req.daemon
+            ),
+        ));
+    }
+    let linked = shared.pool_read().is_linked(&req.person, &req.daemon);
+    if linked {
+        shared
+            .store
+            .write(WriteOp::Unlink {
+                person: req.person,
+                daemon: req.daemon,
+            })
+            .await?;
+        shared.pool_write().remove_link(&req.person, &req.daemon);
+        shared.event(format!(
+            "{} unlinked from daemon {} by {}",
+            req.person.short(),
+            req.daemon.short(),
+            signer.short()
+        ));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &UnlinkResponse { unlinked: linked },
+    ))
 }
 
 pub(super) fn whoami(shared: &Arc<Shared>, id: IdentityId) -> HttpResponse {

@@ -1012,3 +1012,92 @@ async fn unconfined_hosts_are_listed_only_on_request() {
         .iter()
         .any(|h| h.id == confined.id() && h.confined));
 }
+
+/// Membership tokens bound to a person link that key only; an unbound one
+/// (the machine-local `membership.json`) links a few identities at most, so
+/// a leaked copy cannot fill the owner's group; the daemon can end a link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bound_tokens_link_their_person_only_and_links_can_be_ended() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coord = coordinator(&tmp.path().join("c"), Duration::from_secs(600), None).await;
+    let url = coord.url();
+    let daemon_dir = tmp.path().join("daemon");
+    let daemon = Arc::new(Identity::load_or_create(&daemon_dir).unwrap());
+    let ld = Listening::on(Ipv4Addr::new(127, 0, 0, 63));
+    client(&url, &daemon)
+        .heartbeat(&ld.heartbeat())
+        .await
+        .unwrap();
+    let now = dportage::network::unix_now();
+
+    // A token bound to the person, minted by the command line as the
+    // daemon's user: it links that person, and nobody else.
+    let person = Arc::new(Identity::generate());
+    let out = run_dportage(
+        &daemon_dir,
+        &["membership-token", "--for", &person.id().to_string()],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bound: dportage::network::identity::MembershipToken =
+        serde_json::from_slice(&out.stdout).unwrap();
+    let stranger = Arc::new(Identity::generate());
+    let e = client(&url, &stranger).link(&bound).await.unwrap_err();
+    assert_eq!(api_code(&e), "403 token_for_another");
+    assert!(client(&url, &person).link(&bound).await.unwrap().member);
+
+    // A leaked unbound token fills a few places, then links no more; a bound
+    // token still links the owner's people.
+    let unbound = daemon.membership_token(now);
+    for _ in 1..8 {
+        let key = Arc::new(Identity::generate());
+        assert!(client(&url, &key).link(&unbound).await.unwrap().member);
+    }
+    let e = client(&url, &stranger).link(&unbound).await.unwrap_err();
+    assert_eq!(api_code(&e), "403 unbound_links_full");
+    let friend = Arc::new(Identity::generate());
+    let for_friend = daemon.membership_token_for(friend.id(), now);
+    assert!(
+        client(&url, &friend)
+            .link(&for_friend)
+            .await
+            .unwrap()
+            .member
+    );
+
+    // Ending a link: only the daemon or the person; then no more hosts.
+    let e = client(&url, &stranger)
+        .unlink(person.id(), daemon.id())
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&e), "403 not_a_party");
+    client(&url, &person).hosts(&hosts_request()).await.unwrap();
+    let out = run_dportage(
+        &daemon_dir,
+        &["unlink", &person.id().to_string(), "--coordinator", &url],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = client(&url, &person)
+        .hosts(&hosts_request())
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&e), "403 not_member", "unlinked");
+    assert!(
+        !client(&url, &daemon)
+            .unlink(person.id(), daemon.id())
+            .await
+            .unwrap()
+            .unlinked
+    );
+    // The others keep their membership.
+    client(&url, &friend).hosts(&hosts_request()).await.unwrap();
+}
