@@ -470,17 +470,7 @@ fn blacklist(
     if let Some(url) = coordinator {
         return blacklist_http(action, &url);
     }
-    let Some(data) = data else {
-        return Err(CoordinatorError::Usage {
-            option: "--data DIR or --coordinator URL",
-            why: "give the coordinator's database directory or its address".into(),
-        });
-    };
-    let path = data.join(store::DB_FILE);
-    if !path.exists() {
-        return Err(CoordinatorError::NoDatabase(path));
-    }
-    let mut conn = store::open_connection(&data)?;
+    let (mut conn, path) = open_database(data)?;
     match action {
         BlacklistAction::Add { .. } => {
             return Err(CoordinatorError::Usage {
@@ -507,6 +497,24 @@ fn blacklist(
         }
     }
     Ok(())
+}
+
+/// The database under `--data` (for the commands that also take
+/// `--coordinator URL`), and its path for messages.
+fn open_database(
+    data: Option<PathBuf>,
+) -> Result<(rusqlite::Connection, PathBuf), CoordinatorError> {
+    let Some(data) = data else {
+        return Err(CoordinatorError::Usage {
+            option: "--data DIR or --coordinator URL",
+            why: "give the coordinator's database directory or its address".into(),
+        });
+    };
+    let path = data.join(store::DB_FILE);
+    if !path.exists() {
+        return Err(CoordinatorError::NoDatabase(path));
+    }
+    Ok((store::open_connection(&data)?, path))
 }
 
 fn parse_network(text: &str) -> Result<String, CoordinatorError> {
@@ -595,17 +603,7 @@ fn vouch(
         println!("{verb} {id}: {}", answer.standing.name());
         return Ok(());
     }
-    let Some(data) = data else {
-        return Err(CoordinatorError::Usage {
-            option: "--data DIR or --coordinator URL",
-            why: "give the coordinator's database directory or its address".into(),
-        });
-    };
-    let path = data.join(store::DB_FILE);
-    if !path.exists() {
-        return Err(CoordinatorError::NoDatabase(path));
-    }
-    let mut conn = store::open_connection(&data)?;
+    let (mut conn, path) = open_database(data)?;
     let Some(rec) = store::set_vouched(&mut conn, &path, &id, vouched)? else {
         return Err(CoordinatorError::NotAHost(id));
     };

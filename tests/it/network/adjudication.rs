@@ -143,15 +143,11 @@ impl Net {
     }
 
     async fn blacklisted(&self) -> Vec<String> {
-        let detail: serde_json::Value = client(&self.coord.url, &self.referee_ids[0])
-            .call("GET", "/v1/status", Vec::new())
+        let asker = client(&self.coord.url, &self.referee_ids[0]);
+        crate::support::network::blacklisted_ids(&asker)
             .await
-            .unwrap();
-        detail["blacklist"]
-            .as_array()
-            .unwrap()
             .iter()
-            .map(|e| e["id"].as_str().unwrap().to_string())
+            .map(ToString::to_string)
             .collect()
     }
 

@@ -131,17 +131,7 @@ async fn file(url: &str, key: &Host, rep: &MismatchReport, job: &Job) {
 }
 
 async fn blacklisted(url: &str, asker: &Host) -> Vec<IdentityId> {
-    let detail: serde_json::Value = asker
-        .client(url)
-        .call("GET", "/v1/status", Vec::new())
-        .await
-        .unwrap();
-    detail["blacklist"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["id"].as_str()?.parse().ok())
-        .collect()
+    blacklisted_ids(&asker.client(url)).await
 }
 
 async fn adjudications(url: &str, ruling: &str) -> u64 {

@@ -355,3 +355,15 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// The identities on the coordinator's blacklist, as a member (`asker`)
+/// reads them from the detailed status (`GET /v1/status`).
+pub async fn blacklisted_ids(asker: &CoordinatorClient) -> Vec<dportage::network::IdentityId> {
+    let detail: serde_json::Value = asker.call("GET", "/v1/status", Vec::new()).await.unwrap();
+    detail["blacklist"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+        .collect()
+}
