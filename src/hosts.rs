@@ -41,6 +41,11 @@ pub struct HostSpec {
     /// `,zstd` (dportage extension): this host is a dportage server; bodies
     /// are zstd instead of LZO. distcc 3.4 rejects a list with it.
     pub zstd: bool,
+    /// `,verify` (dportage extension): a host of the network, which may only
+    /// vote in verified dispatch (`DPORTAGE_REDUNDANCY` ≥ 2), never compile
+    /// alone. distcc 3.4 rejects a list with it and compiles locally, so a
+    /// client that does not verify can never use the network's hosts.
+    pub verify: bool,
     /// `,down`: listed, never chosen.
     pub down: bool,
     /// `,auth[=NAME]` (GSS-API): `Some(None)` for plain `,auth`.
@@ -235,6 +240,7 @@ fn new_spec(entry: &str, kind: HostKind, limit: u32) -> HostSpec {
         lzo: false,
         cpp: false,
         zstd: false,
+        verify: false,
         down: false,
         auth: None,
     }
@@ -399,6 +405,9 @@ fn parse_options(entry: &str, mut cursor: &str, spec: &mut HostSpec) -> Result<(
         } else if let Some(after) = option.strip_prefix("zstd") {
             spec.zstd = true;
             cursor = after;
+        } else if let Some(after) = option.strip_prefix("verify") {
+            spec.verify = true;
+            cursor = after;
         } else if let Some(after) = option.strip_prefix("down") {
             spec.down = true;
             cursor = after;
@@ -415,7 +424,9 @@ fn parse_options(entry: &str, mut cursor: &str, spec: &mut HostSpec) -> Result<(
             let (word, _) = take_until(option, &[',']);
             return Err(bad(
                 entry,
-                format!("unknown option {word:?}: use lzo, zstd, cpp (with lzo), down or auth"),
+                format!(
+                    "unknown option {word:?}: use lzo, zstd, cpp (with lzo), verify, down or auth"
+                ),
             ));
         }
     }
@@ -778,6 +789,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn verify_marks_hosts_for_verified_dispatch_only() {
+        let h = one("10.0.0.1:3632/4,lzo,verify");
+        assert!(h.verify && h.lzo);
+        assert_eq!(h.protocol(), ProtocolVersion::V2);
+        assert!(one("h,verify,zstd").verify);
+        assert!(!one("h,lzo").verify);
     }
 
     #[test]

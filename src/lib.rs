@@ -74,6 +74,7 @@ pub mod job_call;
 pub mod logging;
 pub mod probe;
 pub mod runtime;
+pub mod shared_dir;
 pub mod transport;
 
 // The network contract.

@@ -70,6 +70,10 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
             args.remove(0);
             dportage::tools::adversary::liar_main(args)
         }
+        Some("__send-reports") => {
+            args.remove(0);
+            dportage::client::upload::send_reports_main(args)
+        }
         Some("cc") => {
             args.remove(0);
             dportage::client::client_main(argv0, args, true)

@@ -290,8 +290,14 @@ pub fn probe_cached(
         }
         if let Ok(bytes) = serde_json::to_vec_pretty(&cache) {
             let tmp = cache_file.with_extension(format!("tmp.{}", std::process::id()));
-            if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, cache_file).is_err() {
-                let _ = std::fs::remove_file(&tmp);
+            if std::fs::write(&tmp, bytes).is_ok() {
+                crate::shared_dir::share_with_group(
+                    &tmp,
+                    crate::shared_dir::GroupAccess::ReadWrite,
+                );
+                if std::fs::rename(&tmp, cache_file).is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
             }
         }
     }

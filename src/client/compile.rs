@@ -193,6 +193,18 @@ enum Attempt {
     NoSource(PreprocessError),
 }
 
+/// The host list without its `,verify` hosts (the network's, which only
+/// vote in verified dispatch), and how many there were.
+fn without_network_hosts(mut hosts: HostList) -> (HostList, usize) {
+    let before = hosts.hosts.len();
+    hosts.hosts.retain(|h| !h.verify);
+    let dropped = before - hosts.hosts.len();
+    if dropped > 0 {
+        tracing::debug!("not using {dropped} `,verify` host(s) without verified dispatch");
+    }
+    (hosts, dropped)
+}
+
 /// One distributable job on its way through the host list.
 struct Distribution<'a> {
     job: CompileJob,
@@ -214,6 +226,17 @@ fn distribute(job: CompileJob, settings: &Settings) -> i32 {
         }
         Err(e) => return fallback::without_host_list(&job, settings, &e),
     };
+    let (hosts, network) = without_network_hosts(hosts);
+    if network > 0 && !hosts.hosts.iter().any(|h| !h.is_local()) {
+        // Every remote host is the network's: none may compile alone.
+        let reason = format!(
+            "its {network} remote host(s) are marked `,verify` (the network's hosts), which \
+             compile only with verified dispatch; set DPORTAGE_REDUNDANCY=2 (as `dportage` does)"
+        );
+        let lock = open_lock_dir(settings);
+        return Fallback::new(&job, settings, lock.as_ref(), hosts.local_slots)
+            .unverifiable(&reason);
+    }
     // Only now: distcc 3.4 reads the timeout when it first needs the network.
     let io = match &settings.io_timeout {
         Ok(io) => *io,

@@ -29,6 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::shared_dir::{share_with_group, GroupAccess};
 use crate::verify::ResultDigest;
 
 /// Name of the exclusion file inside `$DPORTAGE_DIR`.
@@ -349,6 +350,7 @@ impl StateDir {
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(|source| file_error(tmp.path(), source))?;
         tmp.persist(&path).map_err(|e| file_error(&path, e.error))?;
+        share_with_group(&path, GroupAccess::ReadWrite);
         Ok(changed)
     }
 
@@ -369,6 +371,7 @@ pub(super) fn lock_exclusive(path: &Path) -> Result<File, StateError> {
         .mode(0o600)
         .open(path)
         .map_err(|source| file_error(path, source))?;
+    share_with_group(path, GroupAccess::ReadWrite);
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(file_error(path, std::io::Error::last_os_error()));
@@ -432,7 +435,9 @@ fn append(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .mode(0o600)
         .open(path)
         .and_then(|mut f| f.write_all(bytes))
-        .map_err(|source| file_error(path, source))
+        .map_err(|source| file_error(path, source))?;
+    share_with_group(path, GroupAccess::ReadWrite);
+    Ok(())
 }
 
 fn read_bounded(path: &Path) -> std::io::Result<String> {

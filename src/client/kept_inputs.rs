@@ -187,7 +187,9 @@ impl KeptInputs {
             .map_err(|source| StateError::CreateDir {
                 path: self.dir.display().to_string(),
                 source,
-            })
+            })?;
+        crate::shared_dir::share_with_group(&self.dir, crate::shared_dir::GroupAccess::ReadWrite);
+        Ok(())
     }
 
     /// Remove the oldest inputs (never `newest`) until the bounds hold, and

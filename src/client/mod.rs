@@ -120,6 +120,8 @@ Host specifications:
    HOST[:PORT][/LIMIT]        TCP connection to distccd, port 3632 by default
    HOST[:PORT][/LIMIT],lzo    the same, with compression (protocol 2)
    HOST[:PORT][/LIMIT],zstd   a dportage server, with zstd compression (not distccd)
+   ...,verify                 a network host: used only with DPORTAGE_REDUNDANCY >= 2
+                              (distcc 3.4 rejects the list and compiles locally)
    --localslots=N             local compiles at once (4)
    --localslots_cpp=N         local preprocessor runs at once (8)
 Not supported by this client: SSH hosts (USER@HOST), ,auth, pump mode (,cpp is

@@ -163,14 +163,14 @@ impl Settings {
             safeguard: text("_DISTCC_SAFEGUARD"),
             dispatch: parse_dispatch(&text),
             reply_pace: parse_reply_pace(&text),
-            dportage_dir: lookup("DPORTAGE_DIR")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .or_else(|| {
-                    lookup("HOME")
-                        .filter(|v| !v.is_empty())
-                        .map(|home| PathBuf::from(home).join(".dportage"))
-                }),
+            dportage_dir: {
+                let path = |name: &str| lookup(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+                crate::network::identity::resolve_dportage_dir(
+                    path("DPORTAGE_DIR"),
+                    path("HOME"),
+                    path("DPORTAGE_SYSTEM_DIR"),
+                )
+            },
             coordinator: text("DPORTAGE_COORDINATOR").filter(|v| !v.trim().is_empty()),
             host_list: lookup("DPORTAGE_HOST_LIST")
                 .filter(|v| !v.is_empty())

@@ -97,6 +97,46 @@ pub fn send_pending_evidence_blocking(coordinator: &str) -> Result<usize, Networ
     }
 }
 
+/// `dportage __send-reports --coordinator URL`: send the pending reports of
+/// `$DPORTAGE_DIR` (a daemon runs it for the machine-wide directory after
+/// each heartbeat). A directory without a member identity has nothing to
+/// send. Exit 0 when everything pending was sent.
+pub fn send_reports_main(args: Vec<std::ffi::OsString>) -> i32 {
+    crate::logging::init(std::env::var_os("DPORTAGE_VERBOSE").is_some(), "warn");
+    let coordinator = match args.as_slice() {
+        [flag, url] if flag == "--coordinator" => url.to_string_lossy().into_owned(),
+        _ => {
+            eprintln!("usage: dportage __send-reports --coordinator URL (with DPORTAGE_DIR set)");
+            return crate::exitcode::BAD_ARGUMENTS;
+        }
+    };
+    let dir = dportage_dir();
+    if !dir.join(crate::network::identity::KEY_FILE).exists() {
+        return 0;
+    }
+    match super::evidence::pending_reports(&dir) {
+        Ok(pending) if pending.is_empty() => return 0,
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("dportage: {e}");
+            return crate::exitcode::IO_ERROR;
+        }
+    }
+    match send_pending_evidence_blocking(&coordinator) {
+        Ok(n) => {
+            tracing::info!("sent {n} pending report(s) from {}", dir.display());
+            match super::evidence::pending_reports(&dir) {
+                Ok(left) if left.is_empty() => 0,
+                _ => crate::exitcode::DISTCC_FAILED,
+            }
+        }
+        Err(e) => {
+            eprintln!("dportage: sending the reports of {}: {e}", dir.display());
+            crate::exitcode::CONNECT_FAILED
+        }
+    }
+}
+
 /// Report `record` (one report per loser) and, when an answer asks for it,
 /// upload its input. `Ok` when the record is done with.
 async fn send_record(

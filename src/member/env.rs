@@ -30,6 +30,8 @@ use crate::network::host_list;
 use crate::network::identity::IdentityId;
 use crate::network::identity::{self, Identity};
 use crate::network::selection::arrange;
+
+use super::masquerade;
 use crate::network::NetworkError;
 use crate::probe;
 
@@ -156,8 +158,10 @@ pub fn environment(
     let list: Vec<String> = hosts
         .iter()
         .map(|h| {
+            // `,verify`: these hosts vote only in verified dispatch;
+            // distcc 3.4 rejects the list and compiles locally.
             format!(
-                "{}:{}/{}{}",
+                "{}:{}/{}{},verify",
                 h.host,
                 h.port,
                 h.capacity,
@@ -176,7 +180,9 @@ pub fn environment(
             "DPORTAGE_HOST_LIST".into(),
             host_list.to_string_lossy().into_owned(),
         ),
-        ("FEATURES".into(), "distcc".into()),
+        // Gentoo's default FEATURES include network-sandbox, which runs the
+        // compile phase with loopback only: no job would leave the machine.
+        ("FEATURES".into(), "distcc -network-sandbox".into()),
         ("MAKEOPTS".into(), format!("-j{jobs}")),
     ]
 }
@@ -240,8 +246,14 @@ impl LatencyMemory {
         }
         if let Ok(bytes) = serde_json::to_vec(self) {
             let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-            if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
-                let _ = std::fs::remove_file(&tmp);
+            if std::fs::write(&tmp, bytes).is_ok() {
+                crate::shared_dir::share_with_group(
+                    &tmp,
+                    crate::shared_dir::GroupAccess::ReadWrite,
+                );
+                if std::fs::rename(&tmp, path).is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
             }
         }
     }
@@ -644,6 +656,20 @@ pub fn env_main(args: Vec<OsString>) -> i32 {
         return exitcode::BAD_ARGUMENTS;
     };
     let dir = identity::dportage_dir();
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok())
+        .unwrap_or_else(|| PathBuf::from("dportage"));
+    for portage in masquerade::portage_distcc_dirs() {
+        let unverifying = masquerade::unverifying_entries(&portage, &exe);
+        if !unverifying.is_empty() {
+            eprintln!(
+                "dportage: {}",
+                masquerade::refusal(&portage, &unverifying, &exe)
+            );
+            return exitcode::ACCESS_DENIED;
+        }
+    }
     let rt = match crate::runtime::current_thread() {
         Ok(rt) => rt,
         Err(e) => {
@@ -663,7 +689,8 @@ pub fn env_main(args: Vec<OsString>) -> i32 {
         }
     };
     drop(rt);
-    let vars = environment(&hosts, redundancy, coordinator.trim(), &list_path);
+    let mut vars = environment(&hosts, redundancy, coordinator.trim(), &list_path);
+    vars.extend(compiler_path(&dir, &exe));
     if opts.command.is_empty() {
         print!("{}", render(opts.shell, &vars));
         eprintln!(
@@ -675,6 +702,49 @@ pub fn env_main(args: Vec<OsString>) -> i32 {
     }
     run_command(&opts.command, &vars)
 }
+
+/// `PATH` with the masquerade directory first, and `CC`/`CXX` through it
+/// where they name a compiler, so builds reach this client whatever they
+/// call (see [`masquerade`]). Without a usable directory the build compiles
+/// locally, so that is said.
+fn compiler_path(dir: &Path, exe: &Path) -> Vec<(String, String)> {
+    let masq = dir.join(MASQUERADE_DIR);
+    let path = std::env::var_os("PATH");
+    let linked = match masquerade::prepare(&masq, exe, path.as_deref().unwrap_or_default()) {
+        Ok(names) => names,
+        Err(e) => {
+            eprintln!(
+                "dportage: cannot make the masquerade directory {}: {e}; builds that call \
+                 `cc` or `gcc` will compile locally (set DPORTAGE_DIR to a writable directory)",
+                masq.display()
+            );
+            return Vec::new();
+        }
+    };
+    tracing::debug!(
+        "masquerade links in {}: {}",
+        masq.display(),
+        linked.join(" ")
+    );
+    let mut vars = vec![(
+        "PATH".to_string(),
+        masquerade::path_with_first(&masq, path.as_deref())
+            .to_string_lossy()
+            .into_owned(),
+    )];
+    for var in ["CC", "CXX"] {
+        if let Some(value) = std::env::var(var)
+            .ok()
+            .and_then(|v| masquerade::through_masquerade(&v, &masq, &linked))
+        {
+            vars.push((var.to_string(), value));
+        }
+    }
+    vars
+}
+
+/// The masquerade directory's name under `$DPORTAGE_DIR`.
+pub const MASQUERADE_DIR: &str = "bin";
 
 fn run_command(command: &[OsString], vars: &[(String, String)]) -> i32 {
     use std::os::unix::process::CommandExt;
@@ -833,13 +903,16 @@ mod tests {
             vars[0],
             (
                 "DISTCC_HOSTS".into(),
-                "10.0.1.1:3632/4,lzo 10.0.2.1:3632/4,lzo".into()
+                "10.0.1.1:3632/4,lzo,verify 10.0.2.1:3632/4,lzo,verify".into()
             )
         );
         assert_eq!(vars[1].1, "2");
         assert_eq!(vars[2], ("DPORTAGE_SPOTCHECK".into(), "0.02".into()));
         assert_eq!(vars[4].1, "/d/host-list.json");
-        assert_eq!(vars[5], ("FEATURES".into(), "distcc".into()));
+        assert_eq!(
+            vars[5],
+            ("FEATURES".into(), "distcc -network-sandbox".into())
+        );
         assert_eq!(vars[6], ("MAKEOPTS".into(), "-j4".into()));
     }
 

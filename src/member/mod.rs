@@ -5,6 +5,7 @@
 //! `dportage status` shows the coordinator's detailed status to a member.
 
 pub mod env;
+pub mod masquerade;
 pub mod membership;
 pub mod network_status;
 

@@ -102,6 +102,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HostListFileError> 
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     std::fs::write(tmp.path(), bytes).map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
+    crate::shared_dir::share_with_group(path, crate::shared_dir::GroupAccess::ReadWrite);
     Ok(())
 }
 

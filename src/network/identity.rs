@@ -23,6 +23,7 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use super::NetworkError;
+use crate::shared_dir::GroupAccess;
 
 pub const KEY_FILE: &str = "identity.key";
 pub const PUB_FILE: &str = "identity.pub";
@@ -203,6 +204,9 @@ impl Identity {
         let _ = std::fs::remove_file(&tmp);
         match linked {
             Ok(()) => {
+                // In the machine-wide directory everyone in the group signs
+                // as the machine (never others: see `shared_dir`).
+                crate::shared_dir::share_with_group(&key_path, GroupAccess::Read);
                 let _ = write_public(dir, fresh.id);
                 tracing::info!("created identity {} in {}", fresh.id, dir.display());
                 Ok(fresh)
@@ -284,12 +288,71 @@ fn write_public(dir: &Path, id: IdentityId) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// `$DPORTAGE_DIR`, else `~/.dportage`.
+/// `$DPORTAGE_DIR`; else `~/.dportage` if it exists; else the machine-wide
+/// directory (`/var/lib/dportage`) if this user may write it (the `dportage`
+/// group); else `~/.dportage`. See [`crate::shared_dir`].
 pub fn dportage_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("DPORTAGE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+    };
+    resolve_dportage_dir(
+        var("DPORTAGE_DIR"),
+        Some(home_dir()),
+        var("DPORTAGE_SYSTEM_DIR"),
+    )
+    .unwrap_or_else(|| home_dir().join(".dportage"))
+}
+
+/// [`dportage_dir`] from the values of `DPORTAGE_DIR`, `HOME` and
+/// `DPORTAGE_SYSTEM_DIR` (for the compile client, which reads its settings
+/// through one lookup). `None` without `DPORTAGE_DIR` and without a home.
+pub fn resolve_dportage_dir(
+    explicit: Option<PathBuf>,
+    home: Option<PathBuf>,
+    system: Option<PathBuf>,
+) -> Option<PathBuf> {
+    if explicit.is_some() {
+        return explicit;
     }
-    let home = std::env::var_os("HOME")
+    let personal = home?.join(".dportage");
+    let system = system.unwrap_or_else(|| PathBuf::from(crate::shared_dir::SYSTEM_DIR));
+    let personal_exists = personal.is_dir();
+    let system_writable = !personal_exists && crate::shared_dir::writable(&system);
+    Some(crate::shared_dir::choose(
+        None,
+        personal,
+        personal_exists,
+        system,
+        system_writable,
+    ))
+}
+
+/// Where a daemon keeps its identity, and the machine-wide directory it
+/// serves when it uses that one: `$DPORTAGE_DIR` or an existing
+/// `~/.dportage` (no shared directory); else, when this user may write the
+/// machine-wide directory, its `daemon/` (created 0700 without the
+/// set-group-ID bit, so the group never reads the daemon's key); else
+/// `~/.dportage`.
+pub fn daemon_dir() -> (PathBuf, Option<PathBuf>) {
+    let chosen = dportage_dir();
+    let system = crate::shared_dir::system_dir();
+    if chosen != system {
+        return (chosen, None);
+    }
+    let dir = system.join(crate::shared_dir::DAEMON_SUBDIR);
+    if !dir.is_dir() {
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    }
+    // mkdir copies the parent's set-group-ID bit; the key is the daemon's alone.
+    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    (dir, Some(system))
+}
+
+/// `$HOME`, else the password database's home directory, else `/`.
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -306,8 +369,7 @@ pub fn dportage_dir() -> PathBuf {
                     )
                 }
             }
-        });
-    home.join(".dportage")
+        })
 }
 
 /// Why a membership token is refused; the coordinator sends the text back

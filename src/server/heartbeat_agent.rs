@@ -51,6 +51,11 @@ pub struct HeartbeatConfig {
     /// when the identity directory is not group-traversable). It is always written
     /// to `identity_dir/membership.json`.
     pub membership_file: Option<PathBuf>,
+    /// A member state directory whose pending mismatch reports this daemon
+    /// sends after each acknowledged heartbeat (`--send-reports-from`; by
+    /// default the machine-wide directory when the daemon uses it), so a
+    /// report made in a portage build does not wait for the next mismatch.
+    pub reports_dir: Option<PathBuf>,
     /// Send heartbeats from this local address (default: the system's choice).
     /// The coordinator groups hosts by the network a heartbeat comes from.
     pub source_ip: Option<IpAddr>,
@@ -64,6 +69,7 @@ pub struct HeartbeatConfig {
 
 impl HeartbeatConfig {
     pub fn new(coordinator: impl Into<String>, port: u16, capacity: u32) -> Self {
+        let (identity_dir, shared) = identity::daemon_dir();
         Self {
             coordinator: coordinator.into(),
             advertise: format!(":{port}"),
@@ -71,8 +77,9 @@ impl HeartbeatConfig {
             capacity,
             lzo: true,
             interval: Duration::from_secs(600),
-            identity_dir: identity::dportage_dir(),
-            membership_file: None,
+            identity_dir,
+            membership_file: shared.as_ref().map(|d| d.join(identity::MEMBERSHIP_FILE)),
+            reports_dir: shared,
             source_ip: None,
             coordinator_key: None,
             confined: true,
@@ -421,6 +428,9 @@ async fn heartbeat_loop(
                     status.advertised = Some(ack.advertised);
                     status.consecutive_failures = 0;
                     status.acknowledged += 1;
+                    if let Some(dir) = &cfg.reports_dir {
+                        send_pending_reports(dir, &client.url().to_string()).await;
+                    }
                     cfg.interval
                         .min(Duration::from_secs(ack.heartbeat_within_secs.max(1)))
                 }
@@ -450,6 +460,49 @@ async fn heartbeat_loop(
         tokio::time::sleep(next).await;
     }
 }
+
+/// Send the pending mismatch reports of the member state directory `dir`
+/// (signed by that directory's member identity) through `dportage
+/// __send-reports`: the compile client's own code, in a process of its own,
+/// bounded in time. Nothing pending costs one short-lived process per
+/// heartbeat; a failure waits for the next heartbeat.
+async fn send_pending_reports(dir: &std::path::Path, coordinator: &str) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let child = tokio::process::Command::new(exe)
+        .arg(SEND_REPORTS_COMMAND)
+        .arg("--coordinator")
+        .arg(coordinator)
+        .env("DPORTAGE_DIR", dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(SEND_REPORTS_TIMEOUT, child).await {
+        Ok(Ok(out)) if out.status.success() => {}
+        Ok(Ok(out)) => {
+            let text = String::from_utf8_lossy(&out.stderr);
+            let text: String = text.chars().filter(|c| !c.is_control()).take(400).collect();
+            tracing::warn!(
+                "sending the pending reports of {} failed ({}): {text}; trying again at the next heartbeat",
+                dir.display(),
+                out.status
+            );
+        }
+        Ok(Err(e)) => tracing::warn!("cannot run {SEND_REPORTS_COMMAND}: {e}"),
+        Err(_) => tracing::warn!(
+            "sending the pending reports of {} took over {} s; trying again at the next heartbeat",
+            dir.display(),
+            SEND_REPORTS_TIMEOUT.as_secs()
+        ),
+    }
+}
+
+/// The hidden subcommand that sends a state directory's pending reports.
+pub const SEND_REPORTS_COMMAND: &str = "__send-reports";
+const SEND_REPORTS_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[cfg(test)]
 mod tests {

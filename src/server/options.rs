@@ -217,6 +217,14 @@ pub struct ServeArgs {
     )]
     pub heartbeat_interval: u64,
 
+    /// [dportage] Also write the daemon's membership token here, group-readable, for the people who build with this daemon's membership (default: /var/lib/dportage/membership.json when the daemon uses the machine-wide directory).
+    #[arg(long, value_name = "FILE", requires = "coordinator")]
+    pub membership_file: Option<PathBuf>,
+
+    /// [dportage] Send the pending mismatch reports of this member state directory after each heartbeat (default: /var/lib/dportage when the daemon uses the machine-wide directory).
+    #[arg(long, value_name = "DIR", requires = "coordinator")]
+    pub send_reports_from: Option<PathBuf>,
+
     /// [dportage] The coordinator's public key (64 hex digits), instead of trusting the key it presents at first contact; a coordinator with another key is refused, and members' tickets are checked against it.
     #[arg(long, value_name = "HEX", requires = "coordinator")]
     pub coordinator_key: Option<crate::network::identity::IdentityId>,
@@ -557,6 +565,12 @@ impl ServeArgs {
                 }
                 hb.interval = Duration::from_secs(self.heartbeat_interval);
                 hb.coordinator_key = self.coordinator_key;
+                if let Some(file) = &self.membership_file {
+                    hb.membership_file = Some(file.clone());
+                }
+                if let Some(dir) = &self.send_reports_from {
+                    hb.reports_dir = Some(dir.clone());
+                }
                 hb.confined = network_confinement(self.sandbox, env.landlock_abi)?;
                 // Heartbeat from the address we serve on, so the coordinator sees
                 // the network this host really is on.

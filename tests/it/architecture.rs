@@ -29,7 +29,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "shared edges",
-        &["job_call", "logging", "probe", "runtime", "transport"],
+        &[
+            "job_call",
+            "logging",
+            "probe",
+            "runtime",
+            "shared_dir",
+            "transport",
+        ],
     ),
     ("network contract", &["network"]),
     ("roles", &["client", "server", "coordinator", "member"]),

@@ -144,11 +144,12 @@ pub fn distribute(
             Err(why) => {
                 // Hosts of a list nobody vouches for are hosts of anyone's
                 // choosing: no vote among them is worth anything.
-                tracing::warn!(
-                    "not using the network's hosts for {input}: {why}; compiling locally"
-                );
-                return Fallback::new(&job, settings, Some(&lock), hosts.local_slots)
-                    .compile_here();
+                let fallback = Fallback::new(&job, settings, Some(&lock), hosts.local_slots);
+                let why = format!("not using the network's hosts: {why}");
+                if settings.fallback {
+                    tracing::warn!("{why}; compiling {input} locally");
+                }
+                return fallback.unverifiable(&why);
             }
         }
     }

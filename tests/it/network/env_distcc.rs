@@ -1,7 +1,9 @@
 //! The printed environment really builds: two real distccd 3.4 hosts on
 //! 127.0.0.x register through the heartbeat API, a member evals `dportage`'s
-//! sh lines and compiles through the real `distcc` (no local fallback), and
-//! the objects equal a local compile. `dportage CMD` runs CMD in it.
+//! sh lines and compiles through dportage's client (no local fallback) on
+//! both, and the objects equal a local compile. The real `distcc` 3.4 in the
+//! same environment never uses those hosts (`,verify`): it compiles locally.
+//! `dportage CMD` runs CMD in it.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -18,18 +20,20 @@ const HELLO: &str =
     "int square(int x) { return x * x; }\nint main(void) { return square(3) - 9; }\n";
 
 #[test]
-fn printed_environment_evals_and_compiles_through_real_distcc() {
-    if !require_distcc("printed_environment_evals_and_compiles_through_real_distcc") {
+fn printed_environment_compiles_verified_and_real_distcc_stays_local() {
+    if !require_distcc("printed_environment_compiles_verified_and_real_distcc_stays_local") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let rt = crate::support::network::runtime();
-    let coord: Coordinator = rt
-        .block_on(Coordinator::bind(CoordinatorConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            tmp.path().join("coord"),
-        )))
-        .unwrap();
+    // Hosts established at once: two probationary hosts are never paired.
+    let mut cfg = CoordinatorConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("coord"));
+    cfg.standing_rules = dportage::trust::standing::StandingRules {
+        challenges: 0,
+        agreements: 0,
+        min_age_secs: 0,
+    };
+    let coord: Coordinator = rt.block_on(Coordinator::bind(cfg)).unwrap();
     let url = coord.url();
     let hosts = [
         DistccdOptions::new(Ipv4Addr::new(127, 0, 0, 61), "127.0.0.0/8")
@@ -89,7 +93,7 @@ fn printed_environment_evals_and_compiles_through_real_distcc() {
     // Among strangers, spot checks are on: they catch colluding pairs.
     assert_eq!(get("DPORTAGE_SPOTCHECK"), "0.02");
     assert_eq!(get("DPORTAGE_COORDINATOR"), url);
-    assert_eq!(get("FEATURES"), "distcc");
+    assert_eq!(get("FEATURES"), "distcc -network-sandbox");
     assert_eq!(get("MAKEOPTS"), "-j2", "4 slots, each job on 2 hosts");
 
     // csh and fish forms name the same values.
@@ -106,25 +110,14 @@ fn printed_environment_evals_and_compiles_through_real_distcc() {
         );
     }
 
-    // Compile through the real distcc with exactly that environment; no local
-    // fallback, so a remote failure fails the test.
+    // The real distcc with exactly that environment never uses the network's
+    // hosts (they are `,verify`): without fallback it fails, with it it
+    // compiles locally. No unverified remote object, ever.
     let work = tmp.path().join("work");
     fs::create_dir(&work).unwrap();
     fs::write(work.join("hello.c"), HELLO).unwrap();
-    let before: usize = hosts.iter().map(Distccd::compile_ok_count).sum();
-    let script = "set -e\neval \"$(cat lines.sh)\"\nfor i in 1 2 3 4; do distcc gcc -O2 -c hello.c -o remote$i.o; done\n";
     fs::write(work.join("lines.sh"), &lines).unwrap();
     fs::create_dir(tmp.path().join("distcc-state")).unwrap();
-    run_checked(
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(&work)
-            .env("DISTCC_FALLBACK", "0")
-            .env("DISTCC_DIR", tmp.path().join("distcc-state"))
-            .env_remove("DISTCC_HOSTS"),
-        "distcc",
-    );
     let local = Command::new("gcc")
         .args(["-O2", "-c", "hello.c", "-o", "local.o"])
         .current_dir(&work)
@@ -132,7 +125,60 @@ fn printed_environment_evals_and_compiles_through_real_distcc() {
         .unwrap();
     assert!(local.success());
     let reference = fs::read(work.join("local.o")).unwrap();
-    for i in 1..=4 {
+    let before: usize = hosts.iter().map(Distccd::compile_ok_count).sum();
+    let real = |script: &str, fallback: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("eval \"$(cat lines.sh)\"\n{script}"))
+            .env("REAL_DISTCC", DISTCC)
+            .current_dir(&work)
+            .env("DISTCC_FALLBACK", fallback)
+            .env("DISTCC_DIR", tmp.path().join("distcc-state"))
+            .env_remove("DISTCC_HOSTS")
+            .output()
+            .unwrap()
+    };
+    let out = real("\"$REAL_DISTCC\" gcc -O2 -c hello.c -o none.o", "0");
+    assert!(
+        !out.status.success(),
+        "distcc 3.4 must refuse `,verify` hosts"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unrecognized option"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!work.join("none.o").exists());
+    let out = real("\"$REAL_DISTCC\" gcc -O2 -c hello.c -o fallback.o", "1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(work.join("fallback.o")).unwrap(), reference);
+
+    // dportage's client, as `distcc`, compiles on both real distccd hosts and
+    // verifies (no local fallback, so a remote failure fails the test).
+    let ours = work.join("bin");
+    fs::create_dir(&ours).unwrap();
+    std::os::unix::fs::symlink(dportage_bin(), ours.join("distcc")).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("set -e\neval \"$(cat lines.sh)\"\nfor i in 1 2; do bin/distcc gcc -O2 -c hello.c -o remote$i.o; done\n")
+        .current_dir(&work)
+        .env("DISTCC_FALLBACK", "0")
+        .env("DPORTAGE_SPOTCHECK", "0")
+        .env("DPORTAGE_DIR", &dirs[0])
+        .env("DISTCC_DIR", tmp.path().join("distcc-state"))
+        .env_remove("DISTCC_HOSTS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 1..=2 {
         assert_eq!(
             fs::read(work.join(format!("remote{i}.o"))).unwrap(),
             reference,

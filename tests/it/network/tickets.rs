@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::support::client::ClientEnv;
 use crate::support::network::*;
-use crate::support::serve::{DportageServer, ServeOptions};
+use crate::support::serve::DportageServer;
 use crate::support::*;
 use dportage::coordinator::{Coordinator, CoordinatorConfig};
 use dportage::network::identity::IdentityId;
@@ -31,26 +31,9 @@ const SOURCE: &str = "int thrice(int x) { return 3 * x; }\n";
 const ALLOWED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A network daemon: `dportage serve --coordinator URL --allow 127.0.0.9` on
-/// `at`, with `dir` as its DPORTAGE_DIR (its identity).
+/// A network daemon that allows only 127.0.0.9 (see [`ALLOWED`]).
 fn network_daemon(at: Ipv4Addr, url: &str, dir: &Path) -> DportageServer {
-    ServeOptions::new()
-        .at(at)
-        .args(&[
-            "--allow",
-            &ALLOWED.to_string(),
-            "--jobs",
-            "2",
-            "--coordinator",
-            url,
-        ])
-        .env(&[("DPORTAGE_DIR", dir.to_str().unwrap())])
-        .own_process_group()
-        .start()
-}
-
-fn compiles_ok(d: &DportageServer) -> usize {
-    d.log().matches(" COMPILE_OK ").count()
+    crate::support::network::network_daemon(at, url, dir, &ALLOWED.to_string(), &[])
 }
 
 /// Send `preamble` then a whole request for `gcc -c t.c` to `to`, from

@@ -176,6 +176,31 @@ impl Drop for CoordinatorProcess {
     }
 }
 
+/// A network daemon: `dportage serve --coordinator URL --allow ALLOW --jobs
+/// 2` on `at` with `dir` as its DPORTAGE_DIR (its identity), in its own
+/// process group, plus `extra` arguments. Members reach it with tickets only.
+pub fn network_daemon(
+    at: Ipv4Addr,
+    url: &str,
+    dir: &Path,
+    allow: &str,
+    extra: &[&str],
+) -> super::serve::DportageServer {
+    let mut args = vec!["--allow", allow, "--jobs", "2", "--coordinator", url];
+    args.extend_from_slice(extra);
+    super::serve::ServeOptions::new()
+        .at(at)
+        .args(&args)
+        .env(&[("DPORTAGE_DIR", dir.to_str().unwrap())])
+        .own_process_group()
+        .start()
+}
+
+/// Compiles a `dportage serve` has logged as done.
+pub fn compiles_ok(d: &super::serve::DportageServer) -> usize {
+    d.log().matches(" COMPILE_OK ").count()
+}
+
 /// Run the `dportage` binary with `DPORTAGE_DIR=dir` and `args`.
 pub fn run_dportage(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(dportage_bin());
