@@ -629,3 +629,48 @@ fn make_j4_under_ccache_builds_remotely_and_matches_local() {
         env.leftover_temp_files()
     );
 }
+
+/// A `,verify` host (the network's) only votes in verified dispatch: a
+/// plain client (ours without `DPORTAGE_REDUNDANCY`, like distcc 3.4)
+/// never sends it a job; it compiles locally, or fails without fallback.
+#[test]
+fn verify_hosts_are_never_used_without_verified_dispatch() {
+    let server = crate::support::serve::DportageServer::start(&["--allow", "127.0.0.0/8"]);
+    let env = ClientEnv::new(&format!("{},lzo,verify", server.addr));
+    env.write("v.c", "int v(int x) { return x - 1; }\n");
+    env.reference(&["gcc", "-O2", "-c", "v.c", "-o", "local.o"]);
+    let out = env.distcc(&["gcc", "-O2", "-c", "v.c", "-o", "v.o"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.read("v.o"), env.read("local.o"));
+    let out = env
+        .command(
+            env.distcc_link(),
+            &["gcc", "-O2", "-c", "v.c", "-o", "none.o"],
+        )
+        .env("DISTCC_FALLBACK", "0")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(116),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!env.work().join("none.o").exists());
+    // A host of the user's own beside it is still used.
+    let own = crate::support::serve::DportageServer::start(&["--allow", "127.0.0.0/8"]);
+    let env = ClientEnv::new(&format!("{},lzo,verify {},lzo", server.addr, own.addr));
+    env.write("v.c", "int v(int x) { return x - 1; }\n");
+    let out = env.distcc(&["gcc", "-O2", "-c", "v.c", "-o", "v.o"]);
+    assert!(out.status.success());
+    own.wait_counter("dcc_compile_ok", 1);
+    assert_eq!(
+        server.counter("dcc_compile_ok"),
+        0,
+        "a ,verify host compiled"
+    );
+}
