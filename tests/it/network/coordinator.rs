@@ -23,11 +23,7 @@ async fn coordinator(dir: &Path, expiry: Duration, admin: Option<&Identity>) -> 
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         dir.to_path_buf(),
     );
-    cfg.standing_rules = StandingRules {
-        challenges: 0,
-        agreements: 0,
-        min_age_secs: 0,
-    };
+    cfg.standing_rules = StandingRules::AT_ONCE;
     cfg.expiry = expiry;
     // Its hosts are `Listening` fakes: the coordinator cannot challenge them.
     cfg.challenges = false;

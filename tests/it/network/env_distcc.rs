@@ -28,11 +28,7 @@ fn printed_environment_compiles_verified_and_real_distcc_stays_local() {
     let rt = crate::support::network::runtime();
     // Hosts established at once: two probationary hosts are never paired.
     let mut cfg = CoordinatorConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("coord"));
-    cfg.standing_rules = dportage::trust::standing::StandingRules {
-        challenges: 0,
-        agreements: 0,
-        min_age_secs: 0,
-    };
+    cfg.standing_rules = dportage::trust::standing::StandingRules::AT_ONCE;
     let coord: Coordinator = rt.block_on(Coordinator::bind(cfg)).unwrap();
     let url = coord.url();
     let hosts = [

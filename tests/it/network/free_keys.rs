@@ -37,11 +37,7 @@ async fn coordinator(dir: &Path, tweak: impl FnOnce(&mut CoordinatorConfig)) -> 
 
 /// Hosts established at their first heartbeat, so fresh daemons' reports count.
 fn at_once(cfg: &mut CoordinatorConfig) {
-    cfg.standing_rules = StandingRules {
-        challenges: 0,
-        agreements: 0,
-        min_age_secs: 0,
-    };
+    cfg.standing_rules = StandingRules::AT_ONCE;
 }
 
 fn api_error(e: &NetworkError) -> (String, String) {

@@ -175,11 +175,7 @@ impl Network {
         let dirs = tempfile::tempdir().unwrap();
         let rt = runtime();
         let mut cfg = CoordinatorConfig::new("127.0.0.1:0".parse().unwrap(), dirs.path().join("c"));
-        cfg.standing_rules = StandingRules {
-            challenges: 0,
-            agreements: 0,
-            min_age_secs: 0,
-        };
+        cfg.standing_rules = StandingRules::AT_ONCE;
         let coord: Coordinator = rt.block_on(Coordinator::bind(cfg)).unwrap();
         let url = coord.url();
         let membership = system.join("membership.json");

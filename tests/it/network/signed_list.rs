@@ -28,11 +28,7 @@ fn only_a_signed_list_under_the_pinned_key_is_used() {
     // Hosts established at their first heartbeat (two probationary hosts
     // would never be paired).
     let mut cfg = CoordinatorConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("coord"));
-    cfg.standing_rules = StandingRules {
-        challenges: 0,
-        agreements: 0,
-        min_age_secs: 0,
-    };
+    cfg.standing_rules = StandingRules::AT_ONCE;
     let coord: Coordinator = rt.block_on(Coordinator::bind(cfg)).unwrap();
     let url = coord.url();
     let hosts = [

@@ -92,11 +92,7 @@ fn network_daemons_serve_ticket_holders_and_allowed_addresses_only() {
     // challenges stay on: they reach the daemons with the coordinator's own
     // ticket, from 127.0.0.1, outside --allow.
     let mut cfg = CoordinatorConfig::new("127.0.0.1:0".parse().unwrap(), tmp.path().join("coord"));
-    cfg.standing_rules = StandingRules {
-        challenges: 0,
-        agreements: 0,
-        min_age_secs: 0,
-    };
+    cfg.standing_rules = StandingRules::AT_ONCE;
     let coord: Coordinator = rt.block_on(Coordinator::bind(cfg)).unwrap();
     let url = coord.url();
     let coordinator_key =
