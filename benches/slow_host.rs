@@ -185,12 +185,12 @@ fn main() {
         ONE_WAY.as_secs_f64() * 4.0
     );
     println!(
-        "{:<55} {:>9} {:>7} {:>12}",
+        "{:<60} {:>9} {:>7} {:>12}",
         "build", "time (s)", "hedges", "vs no delay"
     );
     for r in &rows {
         println!(
-            "{:<55} {:>9.2} {:>7} {:>12.2}",
+            "{:<60} {:>9.2} {:>7} {:>12.2}",
             r.label,
             r.secs,
             r.hedges.map_or("-".to_owned(), |h| h.to_string()),

@@ -321,16 +321,36 @@ impl Voters {
     }
 
     /// A slot on a host this job has not used, at an address it has not used,
-    /// preferring networks it has not used.
+    /// preferring networks it has not used. Demoted hosts only when no other
+    /// host has a free slot.
     pub(super) fn take_host(&self, lock: &LockDir, used: &[usize]) -> Take {
         if let Some(listed) = &self.pairing {
             return self.draw_host(listed, lock, used);
         }
+        // distcc's order takes slot 0 of every host before slot 1 of any, so
+        // list order alone would still give a demoted host every other job.
+        let demoted: Vec<String> = self
+            .candidates
+            .iter()
+            .zip(&self.ranks)
+            .filter(|(_, r)| r.demoted)
+            .map(|(c, _)| c.spec.verbatim.clone())
+            .collect();
+        if !demoted.is_empty() {
+            if let Take::Got(idx, slot) = self.take_in_order(lock, used, &demoted) {
+                return Take::Got(idx, slot);
+            }
+        }
+        self.take_in_order(lock, used, &[])
+    }
+
+    /// [`Voters::take_host`] in the list's order, never taking `avoid`.
+    fn take_in_order(&self, lock: &LockDir, used: &[usize], avoid: &[String]) -> Take {
         let candidates = &self.candidates;
         let used_ips: Vec<IpAddr> = used.iter().map(|&i| candidates[i].addr.ip()).collect();
         let used_nets: Vec<Vec<u8>> = used_ips.iter().map(|ip| network(*ip)).collect();
-        let mut same_address = Vec::new();
-        let mut same_network = Vec::new();
+        let mut same_address = avoid.to_vec();
+        let mut same_network = avoid.to_vec();
         for (i, c) in candidates.iter().enumerate() {
             if used.contains(&i) || used_ips.contains(&c.addr.ip()) {
                 same_address.push(c.spec.verbatim.clone());
@@ -620,6 +640,32 @@ mod tests {
             held.push(slot);
         }
         assert_eq!(used, [2, 1, 0]);
+        drop(held);
+
+        // Demoted, with slots to spare: asked only once every slot of the
+        // others is taken, although distcc's order is slot by slot.
+        let hosts =
+            crate::hosts::parse_host_list("127.0.0.2:1/3 127.0.0.3:1/2 127.0.0.4:1/2").unwrap();
+        book.record(key("127.0.0.2:1"), Outcome::Hedged { secs: 1.2 }, 100);
+        let mut voters = Voters::new(&hosts, &[]);
+        voters.rank_by_speed(&book, 101);
+        let pairs = draw_jobs(&voters, &lock, 2, 1);
+        let mut held = Vec::new();
+        let mut jobs = Vec::new();
+        for _ in 0..3 {
+            let mut used = Vec::new();
+            while used.len() < 2 {
+                let Take::Got(i, slot) = voters.take_host(&lock, &used) else {
+                    break;
+                };
+                used.push(i);
+                held.push(slot);
+            }
+            jobs.push(used);
+        }
+        assert_eq!(pairs, [[2, 1]]);
+        assert!(!jobs[0].contains(&0) && !jobs[1].contains(&0), "{jobs:?}");
+        assert!(jobs[2].contains(&0), "{jobs:?}");
     }
 
     /// A host whose entry takes tickets gets this member's valid ticket for
