@@ -4,8 +4,9 @@
 //! the first host of the list behind a proxy that makes each of its jobs
 //! about 3 s slower (`dportage __wanproxy`, 750 ms each way). The delayed
 //! build runs twice in one state directory: first with nothing known of the
-//! hosts, then with what the first build learned (`speed.json`). Hedges are
-//! counted from the record. For comparison, distcc 3.4 builds the same
+//! hosts, then with what the first build learned (`speed.json`); and once
+//! with nothing recorded at all, as every build ran before host speed was
+//! learned. Hedges are counted from the clients' debug lines. For comparison, distcc 3.4 builds the same
 //! sources over the same hosts (it has no hedging: its figure is what a slow
 //! host costs it).
 //!
@@ -19,7 +20,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use dportage::trust::speed::SpeedBook;
 use support::client::ClientEnv;
 use support::dual::*;
 use support::*;
@@ -53,12 +53,13 @@ fn write_sources(env: &ClientEnv, copies: usize) -> Vec<String> {
 }
 
 /// Compile every source, `PARALLEL` at a time, with `program gcc -O2 -c`;
-/// the wall time.
-fn build(env: &ClientEnv, program: &Path, sources: &[String]) -> Duration {
+/// the wall time and the hedges the clients logged.
+fn build(env: &ClientEnv, program: &Path, sources: &[String]) -> (Duration, usize) {
     for s in sources {
         let _ = std::fs::remove_file(env.work().join(s.replace(".c", ".o")));
     }
     let next = AtomicUsize::new(0);
+    let hedges = AtomicUsize::new(0);
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..PARALLEL {
@@ -78,18 +79,18 @@ fn build(env: &ClientEnv, program: &Path, sources: &[String]) -> Duration {
                     "honest hosts disagreed: {}",
                     stderr_text(&out)
                 );
+                hedges.fetch_add(hedge_lines(&out).len(), Ordering::Relaxed);
             });
         }
     });
-    started.elapsed()
+    (started.elapsed(), hedges.into_inner())
 }
 
-fn hedges_so_far(env: &ClientEnv) -> u64 {
-    std::fs::read(env.dportage_dir().join("speed.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<SpeedBook>(&bytes).ok())
-        .map(|book| book.hosts.values().map(|h| h.hedges).sum())
-        .unwrap_or(0)
+/// Verified dispatch over `hosts`, logging hedges.
+fn dual_env(hosts: &[String]) -> ClientEnv {
+    let mut env = ClientEnv::dual(hosts);
+    env.set("DISTCC_VERBOSE", "1");
+    env
 }
 
 /// Four slots per host on the client's side, as a user lists a 4-core host.
@@ -100,7 +101,7 @@ fn listed(spec: String) -> String {
 struct Row {
     label: String,
     secs: f64,
-    hedges: Option<u64>,
+    hedges: Option<usize>,
     base: f64,
 }
 
@@ -131,36 +132,44 @@ fn main() {
         .collect();
 
     let mut rows = Vec::new();
-    let dual = |hosts: &[String]| {
-        let env = ClientEnv::dual(hosts);
-        let sources = write_sources(&env, copies);
-        (env, sources)
-    };
-
-    let (env, sources) = dual(&plain);
+    let env = dual_env(&plain);
+    let sources = write_sources(&env, copies);
     let jobs = sources.len();
-    let base = build(&env, &env.distcc_link(), &sources).as_secs_f64();
+    let (time, hedges) = build(&env, &env.distcc_link(), &sources);
+    let base = time.as_secs_f64();
     rows.push(Row {
         label: "dportage, redundancy 2, no delay".into(),
         secs: base,
-        hedges: Some(hedges_so_far(&env)),
+        hedges: Some(hedges),
         base,
     });
-    let (env, sources) = dual(&delayed);
-    for label in ["first build", "next build (learned)"] {
-        let before = hedges_so_far(&env);
-        let secs = build(&env, &env.distcc_link(), &sources).as_secs_f64();
+    // What every build cost before host speed was learned: a directory
+    // where `speed.json` would be, so no job can record anything.
+    let env = dual_env(&delayed);
+    std::fs::create_dir(env.dportage_dir().join("speed.json")).unwrap();
+    let sources = write_sources(&env, copies);
+    let (time, hedges) = build(&env, &env.distcc_link(), &sources);
+    rows.push(Row {
+        label: "dportage, redundancy 2, one host +3 s, nothing remembered".into(),
+        secs: time.as_secs_f64(),
+        hedges: Some(hedges),
+        base,
+    });
+    let env = dual_env(&delayed);
+    let sources = write_sources(&env, copies);
+    for label in ["first build", "next build"] {
+        let (time, hedges) = build(&env, &env.distcc_link(), &sources);
         rows.push(Row {
             label: format!("dportage, redundancy 2, one host +3 s, {label}"),
-            secs,
-            hedges: Some(hedges_so_far(&env) - before),
+            secs: time.as_secs_f64(),
+            hedges: Some(hedges),
             base,
         });
     }
     if Path::new(DISTCC).exists() {
         let env = ClientEnv::new(&plain.join(" "));
         let sources = write_sources(&env, copies);
-        let distcc_base = build(&env, Path::new(DISTCC), &sources).as_secs_f64();
+        let distcc_base = build(&env, Path::new(DISTCC), &sources).0.as_secs_f64();
         rows.push(Row {
             label: "distcc 3.4, no delay".into(),
             secs: distcc_base,
@@ -171,7 +180,7 @@ fn main() {
         let sources = write_sources(&env, copies);
         rows.push(Row {
             label: "distcc 3.4, one host +3 s".into(),
-            secs: build(&env, Path::new(DISTCC), &sources).as_secs_f64(),
+            secs: build(&env, Path::new(DISTCC), &sources).0.as_secs_f64(),
             hedges: None,
             base: distcc_base,
         });
