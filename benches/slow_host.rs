@@ -17,6 +17,7 @@
 mod support;
 
 use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,8 @@ const PARALLEL: usize = 4;
 /// Each way: a job pays a connection's round trip, the request and the reply.
 const ONE_WAY: Duration = Duration::from_millis(750);
 const DISTCC: &str = "/usr/bin/distcc";
+/// Far beyond any compile here, slow host included.
+const COMPILE_LIMIT: Duration = Duration::from_secs(120);
 
 /// Write `copies` copies of the sample under the work directory; the `.c`
 /// files to compile, relative to it.
@@ -69,10 +72,9 @@ fn build(env: &ClientEnv, program: &Path, sources: &[String]) -> (Duration, usiz
                     break;
                 };
                 let object = source.replace(".c", ".o");
-                let out = env
-                    .command(program, &["gcc", "-O2", "-c", source, "-o", &object])
-                    .output()
-                    .unwrap();
+                let mut command =
+                    env.command(program, &["gcc", "-O2", "-c", source, "-o", &object]);
+                let out = run_bounded(&mut command, env, i);
                 assert_success(&out, &format!("compiling {source}"));
                 assert!(
                     mismatch_lines(&out).is_empty(),
@@ -84,6 +86,37 @@ fn build(env: &ClientEnv, program: &Path, sources: &[String]) -> (Duration, usiz
         }
     });
     (started.elapsed(), hedges.into_inner())
+}
+
+/// Run `command`, killing it (and failing the bench) after [`COMPILE_LIMIT`]:
+/// a hung compile must not hang the run. Its stderr goes through a file.
+fn run_bounded(command: &mut Command, env: &ClientEnv, n: usize) -> Output {
+    let log = env.tmpdir().join(format!("bench-stderr-{n}"));
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + COMPILE_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a compile took over {COMPILE_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = std::fs::read(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    Output {
+        status,
+        stdout: Vec::new(),
+        stderr,
+    }
 }
 
 /// Verified dispatch over `hosts`, logging hedges.
