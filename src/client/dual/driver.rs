@@ -9,6 +9,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
+use crate::trust::speed::Outcome;
 use crate::verify::scheduler::{Action, Answer, Await, Event, HostId, Scheduler};
 use crate::verify::{status_is_vote, ResultDigest};
 
@@ -16,6 +17,7 @@ use crate::client::preprocess::{preprocess, PreprocessError, Preprocessed};
 use crate::client::remote::{Connection, NetTimeouts, RemoteError, RemoteHost, RemoteReply};
 use crate::client::slots::SlotGuard;
 
+use super::speed::Stopwatch;
 use super::voters::Take;
 use super::{digest_of, Verified};
 
@@ -37,6 +39,8 @@ pub(super) struct Voted {
     pub(super) preprocess_error: Option<PreprocessError>,
     /// The first reply of each result: the one that may be written.
     pub(super) replies: Vec<(ResultDigest, RemoteReply)>,
+    /// How each host asked did, for the speed record.
+    pub(super) speeds: Vec<(HostId, Outcome)>,
 }
 
 type DispatchResult = (usize, Result<RemoteReply, RemoteError>);
@@ -67,6 +71,7 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
     let mut source: Option<Source> = None;
     let mut preprocess_error = None;
     let mut replies: Vec<(ResultDigest, RemoteReply)> = Vec::new();
+    let mut stopwatch = Stopwatch::default();
     while let Some(action) = pending.pop_front() {
         let event = match action {
             Action::TakeHost => {
@@ -89,6 +94,7 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
                 match granted.take() {
                     Some((slot_host, slot)) if slot_host == host => {
                         job.launch(&mut flights, host, slot, source_rx.clone());
+                        stopwatch.launched(host, Instant::now());
                     }
                     // Cannot happen: the scheduler launches the host just granted.
                     _ => tracing::error!("no slot was taken for {}", job.voters.label(host.0)),
@@ -113,6 +119,7 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
                         for started in flights.started.values_mut() {
                             *started = now;
                         }
+                        stopwatch.source_ready(now);
                         Event::SourceReady { now }
                     }
                     Err(e) => {
@@ -123,6 +130,21 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
             }
             Action::Await(wait) => {
                 let (event, reply) = job.next_event(&mut flights, wait).await;
+                match &event {
+                    Event::Replied { host, answer, now } => {
+                        if status_is_vote(answer.digest.status) {
+                            stopwatch.answered(*host, *now);
+                        } else {
+                            stopwatch.failed(*host);
+                        }
+                    }
+                    Event::HostFailed {
+                        host,
+                        host_at_fault: true,
+                    } => stopwatch.failed(*host),
+                    Event::HostFailed { host, .. } => stopwatch.forget(*host),
+                    _ => {}
+                }
                 if let Some((digest, reply)) = reply {
                     if !replies.iter().any(|(kept, _)| kept.same_vote(&digest)) {
                         replies.push((digest, reply));
@@ -134,6 +156,7 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
                 lagging,
                 first_vote_after,
             } => {
+                stopwatch.hedged(lagging);
                 tracing::debug!(
                     "{} is slow on {} (the first vote took {} ms); asking another host too",
                     job.voters.label(lagging.0),
@@ -150,6 +173,7 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
                 if let Some(abort) = flights.aborts.remove(&host) {
                     abort.abort();
                 }
+                stopwatch.stopped(host, Instant::now());
                 continue;
             }
             verdict => {
@@ -165,6 +189,7 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
         source,
         preprocess_error,
         replies,
+        speeds: stopwatch.finish(Instant::now()),
     }
 }
 

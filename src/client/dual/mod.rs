@@ -13,6 +13,8 @@
 //!   canonicalised (`crate::canonical`) so honest hosts agree byte for byte;
 //!   jobs that cannot be made deterministic run here;
 //! * [`voters`]: which hosts may vote, and a slot on the next one;
+//! * [`speed`]: how fast each host was on earlier jobs (`speed.json`), which
+//!   weighs the draw; hosts that keep lagging are asked last;
 //! * [`driver`]: the vote, on the network (tokio), as the scheduler directs;
 //! * [`verdict`]: acting on the decision — write the agreed object, show the
 //!   agreed failure, compile here as arbiter or spot check;
@@ -29,6 +31,7 @@
 
 mod driver;
 mod mismatch;
+mod speed;
 mod verdict;
 mod voters;
 
@@ -153,6 +156,9 @@ pub fn distribute(
             }
         }
     }
+    if let Some(state) = &state {
+        voters.rank_by_speed(&speed::load(state.path()), unix_now());
+    }
     let redundancy = verification.redundancy;
     let usable = voters.distinct_usable(&lock);
     if usable < redundancy {
@@ -214,7 +220,26 @@ impl Verified<'_> {
         // Close the sockets of hosts whose votes were not needed, and release
         // their slots, before anything is compiled here.
         drop(runtime);
+        self.remember_speeds(&voted.speeds);
         verdict::act(self, voted)
+    }
+
+    /// Add how each host did to the speed record (before any compile here, so
+    /// the next jobs of the build already know).
+    fn remember_speeds(&self, speeds: &[(HostId, crate::trust::speed::Outcome)]) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        let outcomes: Vec<_> = speeds
+            .iter()
+            .filter_map(|(host, outcome)| {
+                let c = self.voters.candidates.get(host.0)?;
+                Some((c.addr.to_string(), c.id.clone(), *outcome))
+            })
+            .collect();
+        if let Err(e) = speed::record(state.path(), &outcomes) {
+            tracing::warn!("{e}; how fast the hosts were on this job is not remembered");
+        }
     }
 
     fn input(&self) -> &str {

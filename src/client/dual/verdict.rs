@@ -62,6 +62,8 @@ pub(super) fn act(job: &Verified<'_>, voted: Voted) -> i32 {
         mut source,
         preprocess_error,
         mut replies,
+        // Recorded before the verdict.
+        speeds: _,
     } = voted;
     // The evidence names the source even after its file is gone.
     let source_hash = source.as_ref().map(|s| s.hash.clone()).unwrap_or_default();

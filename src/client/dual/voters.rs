@@ -10,6 +10,7 @@ use crate::network::selection::NetKey;
 use crate::network::ticket::Ticket;
 use crate::protocol::ProtocolVersion;
 use crate::trust::pairing::{draw, may_join, Listed, MAX_SPEED_WEIGHT};
+use crate::trust::speed::{preference_order, HostKey, Rank, SpeedBook};
 use crate::trust::standing::Standing;
 
 use crate::client::evidence::{StateDir, EXCLUDED_FILE};
@@ -61,6 +62,8 @@ pub(super) struct Candidate {
     pub(super) spec: HostSpec,
     pub(super) remote: RemoteHost,
     pub(super) addr: SocketAddr,
+    /// Its identity (hex), when the signed host list names it.
+    pub(super) id: Option<String>,
 }
 
 /// The hosts of the list that may vote, and why the others may not. A
@@ -74,6 +77,8 @@ pub(super) struct Voters {
     /// index; hosts are then drawn at random under the pairing rules instead
     /// of in list order.
     pairing: Option<Vec<Listed<Owner, Network>>>,
+    /// What earlier jobs showed of each candidate's speed, index for index.
+    ranks: Vec<Rank>,
 }
 
 /// Who answers for a candidate, for the pairing rules.
@@ -183,6 +188,7 @@ impl Voters {
                     ticket: None,
                 },
                 addr,
+                id: None,
             });
         }
         for note in &left_out {
@@ -193,6 +199,7 @@ impl Voters {
             ..hosts.clone()
         };
         Voters {
+            ranks: vec![Rank::unknown(); candidates.len()],
             list,
             candidates,
             left_out,
@@ -222,6 +229,7 @@ impl Voters {
                             .or_else(|| resolve(&h.host, h.port).map(|a| a.ip()))
                             == Some(c.addr.ip())
                 });
+                c.id = entry.map(|h| h.id.to_string());
                 c.remote.ticket = entry
                     .filter(|h| h.tickets)
                     .and_then(|h| tickets.iter().find(|t| t.host == h.id))
@@ -246,7 +254,47 @@ impl Voters {
                 l.network = Network::Alone(i);
             }
         }
+        for (l, rank) in listed.iter_mut().zip(&self.ranks) {
+            l.weight = rank.weight;
+        }
         self.pairing = Some(listed);
+    }
+
+    /// Weigh the draw by what `book` says of each candidate's speed at `now`
+    /// ([`crate::trust::speed`]): in a signed list's random draw faster hosts
+    /// weigh more, and in a plain list the fastest are tried first; demoted
+    /// hosts are asked only when no other host has a free slot. Before or
+    /// after [`Voters::pair_by`].
+    pub(super) fn rank_by_speed(&mut self, book: &SpeedBook, now: u64) {
+        let addresses: Vec<String> = self.candidates.iter().map(|c| c.addr.to_string()).collect();
+        let keys: Vec<HostKey<'_>> = self
+            .candidates
+            .iter()
+            .zip(&addresses)
+            .map(|(c, address)| HostKey {
+                address: address.as_str(),
+                id: c.id.as_deref(),
+            })
+            .collect();
+        self.ranks = book.rank(&keys, now);
+        for (c, rank) in self.candidates.iter().zip(&self.ranks) {
+            if rank.demoted {
+                tracing::debug!(
+                    "{} lagged on earlier jobs: asked only when no other host has a free slot",
+                    c.spec.verbatim
+                );
+            }
+        }
+        if let Some(listed) = &mut self.pairing {
+            for (l, rank) in listed.iter_mut().zip(&self.ranks) {
+                l.weight = rank.weight;
+            }
+        }
+        // The slot machinery tries `list` in order.
+        self.list.hosts = preference_order(&self.ranks)
+            .into_iter()
+            .map(|i| self.candidates[i].spec.clone())
+            .collect();
     }
 
     /// Distinct addresses among candidates that are not backed off.
@@ -273,16 +321,36 @@ impl Voters {
     }
 
     /// A slot on a host this job has not used, at an address it has not used,
-    /// preferring networks it has not used.
+    /// preferring networks it has not used. Demoted hosts only when no other
+    /// host has a free slot.
     pub(super) fn take_host(&self, lock: &LockDir, used: &[usize]) -> Take {
         if let Some(listed) = &self.pairing {
             return self.draw_host(listed, lock, used);
         }
+        // distcc's order takes slot 0 of every host before slot 1 of any, so
+        // list order alone would still give a demoted host every other job.
+        let demoted: Vec<String> = self
+            .candidates
+            .iter()
+            .zip(&self.ranks)
+            .filter(|(_, r)| r.demoted)
+            .map(|(c, _)| c.spec.verbatim.clone())
+            .collect();
+        if !demoted.is_empty() {
+            if let Take::Got(idx, slot) = self.take_in_order(lock, used, &demoted) {
+                return Take::Got(idx, slot);
+            }
+        }
+        self.take_in_order(lock, used, &[])
+    }
+
+    /// [`Voters::take_host`] in the list's order, never taking `avoid`.
+    fn take_in_order(&self, lock: &LockDir, used: &[usize], avoid: &[String]) -> Take {
         let candidates = &self.candidates;
         let used_ips: Vec<IpAddr> = used.iter().map(|&i| candidates[i].addr.ip()).collect();
         let used_nets: Vec<Vec<u8>> = used_ips.iter().map(|ip| network(*ip)).collect();
-        let mut same_address = Vec::new();
-        let mut same_network = Vec::new();
+        let mut same_address = avoid.to_vec();
+        let mut same_network = avoid.to_vec();
         for (i, c) in candidates.iter().enumerate() {
             if used.contains(&i) || used_ips.contains(&c.addr.ip()) {
                 same_address.push(c.spec.verbatim.clone());
@@ -326,13 +394,24 @@ impl Voters {
     /// A slot on a host drawn at random among those that may join the hosts
     /// this job `used` ([`crate::trust::pairing`]): nobody, not the list's
     /// order nor a host, chooses who votes beside whom.
+    ///
+    /// Demoted hosts are drawn only when no other host that may join has a
+    /// free slot.
     fn draw_host(&self, listed: &[Listed<Owner, Network>], lock: &LockDir, used: &[usize]) -> Take {
         let mut rng = rand::thread_rng();
         let mut busy: Vec<usize> = Vec::new();
+        let mut demoted_too = false;
         loop {
-            let open =
-                |i: usize| !busy.contains(&i) && !lock.is_backed_off(&self.candidates[i].spec);
+            let open = |i: usize| {
+                !busy.contains(&i)
+                    && (demoted_too || !self.ranks.get(i).is_some_and(|r| r.demoted))
+                    && !lock.is_backed_off(&self.candidates[i].spec)
+            };
             let Some(i) = draw(listed, used, open, &mut rng) else {
+                if !demoted_too {
+                    demoted_too = true;
+                    continue;
+                }
                 return if busy.is_empty() {
                     Take::NoneLeft
                 } else {
@@ -488,6 +567,105 @@ mod tests {
             assert_eq!(pair.len(), 2);
             assert!(pair.contains(&2), "hosts 0 and 1 share an owner: {pair:?}");
         }
+    }
+
+    /// A demoted host is never drawn while another host that may join has a
+    /// free slot, and is drawn when none has.
+    #[test]
+    fn demoted_hosts_are_drawn_only_when_the_others_are_busy() {
+        use crate::trust::speed::{HostKey, Outcome, SpeedBook};
+        let dir = tempfile::tempdir().unwrap();
+        let lock = LockDir::open(dir.path(), std::time::Duration::from_secs(60)).unwrap();
+        let hosts =
+            crate::hosts::parse_host_list("10.1.0.1:1/1 10.2.0.1:1/1 10.3.0.1:1/1").unwrap();
+        let me = IdentityId([0; 32]);
+        let entries = vec![
+            entry("10.1.0.1:1", 1, Standing::Established),
+            entry("10.2.0.1:1", 2, Standing::Established),
+            entry("10.3.0.1:1", 3, Standing::Established),
+        ];
+        let list = HostsResponse {
+            hosts: entries.clone(),
+            redundancy: 2,
+            member_via: me,
+            issued_to: me,
+            issued_at: 0,
+            tickets: Vec::new(),
+        };
+        let mut book = SpeedBook::default();
+        let slow_id = entries[2].id.to_string();
+        let slow = HostKey {
+            address: "10.3.0.1:1",
+            id: Some(&slow_id),
+        };
+        book.record(slow, Outcome::Hedged { secs: 3.0 }, 100);
+        book.record(slow, Outcome::Hedged { secs: 3.0 }, 101);
+        let mut voters = Voters::new(&hosts, &[]);
+        voters.pair_by(&list, &Arc::new(Identity::from_seed([0; 32])), 0);
+        voters.rank_by_speed(&book, 102);
+        for pair in draw_jobs(&voters, &lock, 2, 200) {
+            assert_eq!(pair.len(), 2);
+            assert!(!pair.contains(&2), "the demoted host was drawn: {pair:?}");
+        }
+        // The first host's only slot is taken: the demoted one stands in.
+        let Take::Got(0, _held) = voters.take_host(&lock, &[1]) else {
+            panic!("host 0 has a free slot");
+        };
+        for pair in draw_jobs(&voters, &lock, 2, 20) {
+            let mut sorted = pair.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, [1, 2]);
+        }
+    }
+
+    /// A plain list tries its hosts fastest first, one that lagged last.
+    #[test]
+    fn plain_lists_try_slow_hosts_last() {
+        use crate::trust::speed::{HostKey, Outcome, SpeedBook};
+        let dir = tempfile::tempdir().unwrap();
+        let lock = LockDir::open(dir.path(), std::time::Duration::from_secs(60)).unwrap();
+        let hosts =
+            crate::hosts::parse_host_list("127.0.0.2:1/1 127.0.0.3:1/1 127.0.0.4:1/1").unwrap();
+        let mut book = SpeedBook::default();
+        let key = |address| HostKey { address, id: None };
+        book.record(key("127.0.0.2:1"), Outcome::Hedged { secs: 1.2 }, 100);
+        book.record(key("127.0.0.3:1"), Outcome::Answered { secs: 0.2 }, 100);
+        book.record(key("127.0.0.4:1"), Outcome::Answered { secs: 0.1 }, 100);
+        let mut voters = Voters::new(&hosts, &[]);
+        voters.rank_by_speed(&book, 101);
+        let mut used = Vec::new();
+        let mut held = Vec::new();
+        while let Take::Got(i, slot) = voters.take_host(&lock, &used) {
+            used.push(i);
+            held.push(slot);
+        }
+        assert_eq!(used, [2, 1, 0]);
+        drop(held);
+
+        // Demoted, with slots to spare: asked only once every slot of the
+        // others is taken, although distcc's order is slot by slot.
+        let hosts =
+            crate::hosts::parse_host_list("127.0.0.2:1/3 127.0.0.3:1/2 127.0.0.4:1/2").unwrap();
+        book.record(key("127.0.0.2:1"), Outcome::Hedged { secs: 1.2 }, 100);
+        let mut voters = Voters::new(&hosts, &[]);
+        voters.rank_by_speed(&book, 101);
+        let pairs = draw_jobs(&voters, &lock, 2, 1);
+        let mut held = Vec::new();
+        let mut jobs = Vec::new();
+        for _ in 0..3 {
+            let mut used = Vec::new();
+            while used.len() < 2 {
+                let Take::Got(i, slot) = voters.take_host(&lock, &used) else {
+                    break;
+                };
+                used.push(i);
+                held.push(slot);
+            }
+            jobs.push(used);
+        }
+        assert_eq!(pairs, [[2, 1]]);
+        assert!(!jobs[0].contains(&0) && !jobs[1].contains(&0), "{jobs:?}");
+        assert!(jobs[2].contains(&0), "{jobs:?}");
     }
 
     /// A host whose entry takes tickets gets this member's valid ticket for

@@ -8,6 +8,7 @@
 //! for one kind only live in [`distccd`] and at the end of this file.
 
 mod distccd;
+mod speed;
 
 use std::time::Duration;
 

@@ -298,3 +298,61 @@ pub fn mismatch_lines(out: &Output) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// `dportage __wanproxy` in front of a host: every job through it takes
+/// about four one-way delays longer (a connection's round trip, the request,
+/// the reply), as a distant or overloaded host would.
+pub struct SlowProxy {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl SlowProxy {
+    /// Listen on `at` (a free port) and forward to `upstream`, each way
+    /// `one_way` late.
+    pub fn start(at: Ipv4Addr, upstream: SocketAddr, one_way: Duration) -> SlowProxy {
+        let mut child = Command::new(dportage_bin())
+            .args(["__wanproxy", "--listen", &format!("{at}:0")])
+            .args(["--upstream", &upstream.to_string()])
+            .args(["--delay", &format!("{}ms", one_way.as_millis())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dportage __wanproxy");
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        // The proxy prints its bound address once it listens; EOF means it died.
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = match line.trim().parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("dportage __wanproxy did not print its address: {line:?}");
+            }
+        };
+        SlowProxy { child, addr }
+    }
+
+    pub fn hostspec(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for SlowProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The client's "asking another host too" lines (`DISTCC_VERBOSE=1`): one per
+/// hedge.
+pub fn hedge_lines(out: &Output) -> Vec<String> {
+    stderr_text(out)
+        .lines()
+        .filter(|l| l.contains(" is slow on ") && l.contains("asking another host too"))
+        .map(String::from)
+        .collect()
+}
