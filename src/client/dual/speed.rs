@@ -89,6 +89,8 @@ pub(super) fn record(
     tmp.write_all(&serde_json::to_vec(&book)?)
         .map_err(|e| file_error(tmp.path(), e))?;
     tmp.persist(&path).map_err(|e| file_error(&path, e.error))?;
+    // In the machine-wide directory every build of the group updates it.
+    crate::shared_dir::share_with_group(&path, crate::shared_dir::GroupAccess::ReadWrite);
     Ok(())
 }
 

@@ -318,12 +318,13 @@ fn portage_path_verifies_every_remote_object_or_compiles_locally() {
             compiles_ok(&net.daemons[i]) > *was
         });
     }
-    // Files the build made in the shared directory are the group's too.
-    for f in ["state.lock", "host-list.json"] {
+    // Files the build made in the shared directory are the group's too
+    // (the host speed record and its lock, the signed host list), and
+    // nobody else's.
+    for f in ["speed.json", "speed.lock", "host-list.json"] {
         let p = m.system().join(f);
-        if p.exists() {
-            assert_eq!(mode(&p) & 0o060, 0o060, "{f}: {:o}", mode(&p));
-        }
+        assert!(p.exists(), "{f} was not written");
+        assert_eq!(mode(&p) & 0o067, 0o060, "{f}: {:o}", mode(&p));
     }
 }
 
