@@ -370,6 +370,16 @@ fn annotate(e: std::io::Error, path: &Path) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
+/// The command forms of [`USAGE_LINES`], without their descriptions, for
+/// the manual's synopsis.
+fn synopsis_forms() -> String {
+    USAGE_LINES
+        .lines()
+        .map(|l| l.get(2..37).unwrap_or(l).trim())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// One page of [`MAN_PAGES`], in roff.
 pub fn man_page(file: &str) -> Vec<u8> {
     let (title, cmd, section, bin, synopsis_note) = match file {
@@ -389,10 +399,7 @@ pub fn man_page(file: &str) -> Vec<u8> {
         ),
         _ => (
             "dportage",
-            dportage_command().long_about(format!(
-                "distcc 3.4-compatible compile client and server, grown into a verified, \
-                 shared compile network.\n\n{USAGE_LINES}"
-            )),
+            dportage_command().override_usage(synopsis_forms()),
             "1",
             "dportage",
             "Also installed as distcc and dportage-cc (the compile client, as dportage cc), \

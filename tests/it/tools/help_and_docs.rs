@@ -267,7 +267,8 @@ fn man_writes_three_pages_that_groff_renders() {
             stderr(&check)
         );
         let text = Command::new("groff")
-            .args(["-man", "-Tascii", "-P-cbou"])
+            // No hyphenation, long lines: words stay whole for the search.
+            .args(["-man", "-rHY=0", "-rLL=300n", "-Tascii", "-P-cbou"])
             .arg(&path)
             .output()
             .unwrap();

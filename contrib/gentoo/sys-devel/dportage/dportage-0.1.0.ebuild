@@ -14,8 +14,8 @@ SRC_URI="
 "
 
 LICENSE="GPL-2+"
-# The crates it is built from.
-LICENSE+=" Apache-2.0 BSD ISC MIT Unicode-3.0 ZLIB"
+# The crates it is built from (and the SQLite bundled by rusqlite).
+LICENSE+=" Apache-2.0 BSD BSD-2 GPL-2 ISC MIT Unicode-3.0 ZLIB public-domain"
 SLOT="0"
 KEYWORDS="~amd64 ~arm64"
 # Distfiles come from make-distfiles.sh, not from a mirror. The test suite
