@@ -15,7 +15,11 @@ fn main() {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let code = match role_for(&name) {
-        Role::Server => dportage::server::serve_main(args),
+        Role::Server => dportage::server::serve_main_as(&name, args),
+        Role::ExplicitClient if wants_help(&args) => {
+            print!("{}", dportage::tools::docs::cc_help(&name));
+            0
+        }
         Role::ExplicitClient => dportage::client::client_main(argv0, args, true),
         Role::Masquerade => dportage::client::client_main(argv0, args, false),
         Role::Dportage => dportage_main(argv0, args),
@@ -28,6 +32,11 @@ enum Role {
     ExplicitClient,
     Masquerade,
     Dportage,
+}
+
+/// `--help` or `-h` where the client would take it: first.
+fn wants_help(args: &[OsString]) -> bool {
+    args.first().is_some_and(|a| a == "--help" || a == "-h")
 }
 
 fn role_for(name: &str) -> Role {
@@ -48,7 +57,7 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
     match sub.as_deref() {
         Some("serve") => {
             args.remove(0);
-            dportage::server::serve_main(args)
+            dportage::server::serve_main_as("dportage serve", args)
         }
         Some("__sandbox-exec") => {
             args.remove(0);
@@ -76,7 +85,19 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
         }
         Some("cc") => {
             args.remove(0);
+            if wants_help(&args) {
+                print!("{}", dportage::tools::docs::cc_help("dportage cc"));
+                return 0;
+            }
             dportage::client::client_main(argv0, args, true)
+        }
+        Some("completions") => {
+            args.remove(0);
+            dportage::tools::docs::completions_main(args)
+        }
+        Some("man") => {
+            args.remove(0);
+            dportage::tools::docs::man_main(args)
         }
         Some("--version") | Some("-V") => {
             // distcc's shape (name, version, platform; protocols and port), so
@@ -98,25 +119,10 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
             dportage::coordinator::coordinator_main(args)
         }
         Some("--help") | Some("-h") => {
-            print!("{}", USAGE);
+            print!("{}", dportage::tools::docs::top_level_help());
             0
         }
         // No command, options for the environment printer, or CMD ARGS… to run in it.
         _ => dportage::member::env_main(args),
     }
 }
-
-const USAGE: &str = "\
-dportage: distcc 3.4-compatible compile client and server
-
-Usage:
-  dportage serve [DISTCCD OPTIONS]   run the job server (same as `distccd`)
-  dportage cc COMPILER ARGS...       compile through the host list (same as `distcc`)
-  dportage coordinator [OPTIONS]     run the network coordinator (HTTP)
-  dportage demo [--hosts N] [-v]     a whole network on 127.0.0.x, one host lying
-  dportage                           print the network environment (like ssh-agent)
-  dportage CMD ARGS...               run CMD with the network environment
-  dportage status [--json]           what the coordinator says of the network (members only)
-  distcc COMPILER ARGS...            (through a link named distcc or dportage-cc)
-  gcc ARGS...                        (through a masquerade link named like a compiler)
-";

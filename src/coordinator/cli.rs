@@ -278,6 +278,12 @@ enum BlacklistAction {
     },
 }
 
+/// The command line this module parses, for help, completions and manual
+/// pages (`tools::docs`).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// `dportage coordinator ARGS…`.
 pub fn coordinator_main(args: Vec<OsString>) -> i32 {
     let argv = std::iter::once(OsString::from("dportage coordinator")).chain(args);

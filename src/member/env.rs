@@ -91,6 +91,8 @@ pub struct EnvOptions {
     pub max_hosts: usize,
     /// `CMD ARGS…` to run; empty = print.
     pub command: Vec<OsString>,
+    /// `--help`/`-h` before CMD: print the help and nothing else.
+    pub help: bool,
 }
 
 pub fn parse_args(args: &[OsString]) -> Result<EnvOptions, UsageError> {
@@ -101,6 +103,7 @@ pub fn parse_args(args: &[OsString]) -> Result<EnvOptions, UsageError> {
         compilers: Vec::new(),
         max_hosts: MAX_LISTED,
         command: Vec::new(),
+        help: false,
     };
     let mut i = 0;
     while i < args.len() {
@@ -137,6 +140,9 @@ pub fn parse_args(args: &[OsString]) -> Result<EnvOptions, UsageError> {
             o.shell = Shell::Sh;
         } else if a == "-c" {
             o.shell = Shell::Csh;
+        } else if a == "--help" || a == "-h" {
+            o.help = true;
+            return Ok(o);
         } else if a.starts_with('-') {
             return Err(UsageError::UnknownOption(a));
         } else {
@@ -643,6 +649,10 @@ pub fn env_main(args: Vec<OsString>) -> i32 {
             return exitcode::BAD_ARGUMENTS;
         }
     };
+    if opts.help {
+        // `member::env_main` printed the help (from `member::cli`).
+        return 0;
+    }
     let Some(coordinator) = opts
         .coordinator
         .clone()
@@ -694,7 +704,7 @@ pub fn env_main(args: Vec<OsString>) -> i32 {
     if opts.command.is_empty() {
         print!("{}", render(opts.shell, &vars));
         eprintln!(
-            "dportage: {} host(s) from {} (your own hosts are never listed)",
+            "dportage: {} host(s) from {} (at most one per owner; one of your own hosts may be among them)",
             hosts.len(),
             coordinator.trim()
         );

@@ -75,7 +75,13 @@ impl Shared {
 /// Entry point for `distccd ARGS…` and `dportage serve ARGS…`. `args` excludes
 /// the program name. Returns the process exit code.
 pub fn serve_main(args: Vec<OsString>) -> i32 {
-    let cfg = match options::parse(args) {
+    serve_main_as("distccd", args)
+}
+
+/// [`serve_main`] for the program as invoked (`distccd`, `dportage-serve`,
+/// `dportage serve`): its usage lines name it.
+pub fn serve_main_as(program: &str, args: Vec<OsString>) -> i32 {
+    let cfg = match options::parse_as(program, args) {
         Ok(Parsed::Run(cfg)) => *cfg,
         Ok(Parsed::Print(text)) => {
             print!("{text}");

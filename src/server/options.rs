@@ -19,7 +19,10 @@ use crate::protocol::Limits;
 const AFTER_HELP: &str = "\
 Compatible with distccd 3.4 (protocols 1 and 2; a protocol-3 (pump) request is
 closed, and the client compiles that job locally). Environment: DISTCCD_PATH
-(PATH for finding compilers), TMPDIR (job directories and the daemon's cwd).
+(PATH for finding compilers), TMPDIR (job directories and the daemon's cwd),
+DPORTAGE_DIR (with --coordinator: the daemon's identity, pinned coordinator key
+and membership token; default ~/.dportage), DPORTAGE_CA_FILE (extra CAs, PEM,
+for an https coordinator).
 Not supported: --zeroconf, --auth, --whitelist, --blacklist, --show-principal.";
 
 /// `--max-per-client`: enough for a build machine's `-j32` against one host.
@@ -333,7 +336,13 @@ fn soft_nofile() -> u64 {
 
 /// Parse distccd's arguments (without the program name).
 pub fn parse(args: Vec<OsString>) -> Result<Parsed, OptionError> {
-    let argv = std::iter::once(OsString::from("distccd")).chain(args);
+    parse_as("distccd", args)
+}
+
+/// [`parse`], for the program as invoked (`distccd`, `dportage serve`):
+/// usage lines and errors name it.
+pub fn parse_as(program: &str, args: Vec<OsString>) -> Result<Parsed, OptionError> {
+    let argv = std::iter::once(OsString::from(program)).chain(args);
     let parsed = match ServeArgs::try_parse_from(argv) {
         Ok(p) => p,
         Err(e) => {

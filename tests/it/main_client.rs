@@ -31,9 +31,12 @@ mod client {
     mod stalls_and_bombs;
 }
 
-/// The demo, the WAN emulator and the macro-benchmark's plumbing.
+/// The demo, the WAN emulator, the macro-benchmark's plumbing, the command
+/// line's help, completions and manual pages, and the Gentoo packaging.
 mod tools {
     mod demo_end_to_end;
+    mod gentoo_packaging;
+    mod help_and_docs;
     mod wanproxy_link;
     mod wanproxy_macro_procs;
 }

@@ -45,7 +45,7 @@ const SAMPLE: &[(&str, &str)] = &[
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]
-struct DemoOptions {
+pub(super) struct DemoOptions {
     honest_hosts: usize,
     keep: bool,
     verbose: bool,
@@ -53,6 +53,10 @@ struct DemoOptions {
 
 /// `dportage demo [--hosts N] [--keep] [-v]`.
 pub fn demo_main(args: Vec<OsString>) -> i32 {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{}", super::docs::demo_help());
+        return 0;
+    }
     let options = match parse_args(&args) {
         Ok(o) => o,
         Err(message) => {
@@ -75,7 +79,7 @@ pub fn demo_main(args: Vec<OsString>) -> i32 {
     }
 }
 
-fn parse_args(args: &[OsString]) -> Result<DemoOptions, UsageError> {
+pub(super) fn parse_args(args: &[OsString]) -> Result<DemoOptions, UsageError> {
     let mut options = DemoOptions {
         honest_hosts: 3,
         keep: false,
