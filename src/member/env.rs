@@ -564,7 +564,7 @@ async fn obtain(opts: &EnvOptions, coordinator: &str, dir: &Path) -> Result<Obta
         return Err(Failure::new(
             exitcode::NO_HOSTS,
             format!(
-                "the pool at {} has no live hosts with your toolchain (other than your own); \
+                "the pool at {} has no live hosts with your toolchain; \
                  try again later or compile locally",
                 client.url()
             ),

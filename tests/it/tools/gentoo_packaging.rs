@@ -12,7 +12,6 @@ use crate::support::dportage_bin;
 /// parallel change. Until it has them they are left out of the parse check
 /// (with a note); once `serve --help` lists them they are checked like the
 /// rest, and this list can be emptied.
-const PENDING_SERVE_FLAGS: &[&str] = &["--membership-file"];
 
 fn gentoo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/gentoo")
@@ -110,23 +109,8 @@ fn unit_keys(path: &Path) -> BTreeMap<String, Vec<String>> {
 /// reaches `--help`, so success means each flag exists and each value
 /// parses. Pending flags (and their values) are left out, with a note.
 fn serve_accepts(args: &[String], origin: &str) {
-    let help = Command::new(dportage_bin())
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&help.stdout).into_owned();
-    let mut kept = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if PENDING_SERVE_FLAGS.contains(&a.as_str()) && !help.contains(a.as_str()) {
-            eprintln!("note: {origin}: {a} is not in `dportage serve --help` yet; checked once serve has it");
-            it.next();
-            continue;
-        }
-        kept.push(a.clone());
-    }
     let out = Command::new(dportage_bin())
-        .args(&kept)
+        .args(args)
         .arg("--help")
         .env_clear()
         .output()

@@ -111,6 +111,10 @@ src_install() {
 	keepdir /var/lib/dportage/daemon
 	fowners dportage:dportage /var/lib/dportage/daemon
 	fperms 0700 /var/lib/dportage/daemon
+	# Portage's sandbox lets builds write the shared state (evidence log,
+	# exclusions, host speed records, locks).
+	insinto /etc/sandbox.d
+	newins - 90dportage <<<'SANDBOX_WRITE="/var/lib/dportage/"'
 
 	dodoc README.md
 }
