@@ -22,7 +22,7 @@ fn distccmon_text_shows_a_dportage_job_in_flight() {
     let (server, _slow) = slow_server(ip("127.0.0.2"), 4);
     let env = ClientEnv::new(&server.addr.to_string());
     env.write("hello.c", "int hello(void) { return 42; }\n");
-    let mut client = ChildGuard::new(
+    let client = ChildGuard::new(
         env.command(
             env.distcc_link(),
             &["gcc", "-c", "hello.c", "-o", "hello.o"],

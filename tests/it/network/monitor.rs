@@ -31,7 +31,7 @@ fn monitor_shows_a_verified_build_live_and_then_its_verdict() {
     env.set("DPORTAGE_SPOTCHECK", "0");
     env.write("hello.c", "int hello(void) { return 42; }\n");
     env.reference(&["gcc", "-c", "hello.c", "-o", "ref.o"]);
-    let mut client = ChildGuard::new(
+    let client = ChildGuard::new(
         env.command(
             env.distcc_link(),
             &["gcc", "-c", "hello.c", "-o", "hello.o"],
