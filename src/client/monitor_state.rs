@@ -3,8 +3,8 @@
 //! `distccmon-gnome` and `dportage monitor`) and, under verified dispatch,
 //! one line per job in `$DPORTAGE_DIR/monitor.log` (verdicts).
 //!
-//! Both are in the path of every compile, so they are cheap (no fsync, one
-//! small write and a rename per phase) and can never fail a build: the
+//! Both are in the path of every compile, so they are cheap (no fsync; one
+//! 296-byte write in place per phase, the file kept open) and can never fail a build: the
 //! first error is logged at debug level and the files are given up for the
 //! rest of the process.
 //!
@@ -15,7 +15,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -40,7 +40,15 @@ struct Files {
     dir: PathBuf,
     pid: u32,
     file: String,
-    written: Vec<(Key, PathBuf, CleanupGuard)>,
+    written: Vec<Written>,
+}
+
+/// A state file written, kept open so later phases are one write each.
+struct Written {
+    key: Key,
+    path: PathBuf,
+    file: File,
+    _protect: CleanupGuard,
 }
 
 static FILES: Mutex<Option<Files>> = Mutex::new(None);
@@ -84,9 +92,8 @@ impl Drop for Session {
     fn drop(&mut self) {
         let Ok(mut files) = FILES.lock() else { return };
         if let Some(files) = files.take() {
-            for (_, path, guard) in files.written {
-                let _ = std::fs::remove_file(&path);
-                drop(guard);
+            for written in files.written {
+                let _ = std::fs::remove_file(&written.path);
             }
         }
     }
@@ -106,32 +113,44 @@ pub fn note(key: Key, host: &str, slot: u32, phase: Phase) {
         slot: slot.min(i32::MAX as u32) as i32,
         phase,
     };
-    // Written beside and renamed, so a monitor never reads half a file; the
-    // temporary name does not start with `binstate_`, which monitors skip.
-    let tmp = files.dir.join(format!(".{name}.tmp"));
-    let written = File::create(&tmp)
-        .and_then(|mut f| f.write_all(&binstate::encode(&state)))
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    match written {
-        Ok(()) => {
-            if !files.written.iter().any(|(k, _, _)| *k == key) {
+    let bytes = binstate::encode(&state);
+    let written = match files.written.iter().find(|w| w.key == key) {
+        // The file has a fixed size and is overwritten in place with one
+        // write: a reader never sees it short. Replacing it by a rename (or
+        // truncating it, as distcc does) makes ext4 start writing the data
+        // out (auto_da_alloc): about 2 ms a phase on a loaded machine,
+        // against 2 µs for this write.
+        Some(open) => open.file.write_all_at(&bytes, 0),
+        None => OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .and_then(|file| {
+                file.write_all_at(&bytes, 0)?;
+                Ok(file)
+            })
+            .map(|file| {
                 let protect = cleanup::register(&path);
-                files.written.push((key, path, protect));
-            }
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            tracing::debug!(
-                "cannot write the state file {}: {e}; jobs are not shown to monitors",
-                path.display()
-            );
-            // Give up rather than pay for a failing write at every phase.
-            let files = guard.take();
-            drop(guard);
-            if let Some(files) = files {
-                for (_, path, _) in files.written {
-                    let _ = std::fs::remove_file(path);
-                }
+                files.written.push(Written {
+                    key,
+                    path: path.clone(),
+                    file,
+                    _protect: protect,
+                });
+            }),
+    };
+    if let Err(e) = written {
+        tracing::debug!(
+            "cannot write the state file {}: {e}; jobs are not shown to monitors",
+            path.display()
+        );
+        // Give up rather than pay for a failing write at every phase.
+        let files = guard.take();
+        drop(guard);
+        if let Some(files) = files {
+            for written in files.written {
+                let _ = std::fs::remove_file(written.path);
             }
         }
     }
@@ -141,10 +160,9 @@ pub fn note(key: Key, host: &str, slot: u32, phase: Phase) {
 pub fn forget(key: Key) {
     let Ok(mut guard) = FILES.lock() else { return };
     let Some(files) = guard.as_mut() else { return };
-    if let Some(at) = files.written.iter().position(|(k, _, _)| *k == key) {
-        let (_, path, protect) = files.written.swap_remove(at);
-        let _ = std::fs::remove_file(&path);
-        drop(protect);
+    if let Some(at) = files.written.iter().position(|w| w.key == key) {
+        let written = files.written.swap_remove(at);
+        let _ = std::fs::remove_file(&written.path);
     }
 }
 
