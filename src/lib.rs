@@ -9,7 +9,8 @@
 //!    honest hosts agree), [`verify`] (votes, verdicts and the dual-dispatch
 //!    scheduler), [`trust`] (standing, random pairing, adjudication: trust
 //!    among strangers), [`fingerprint`] (toolchain identity), [`exitcode`],
-//!    [`metrics`] (the Prometheus text format).
+//!    [`metrics`] (the Prometheus text format), [`jobstate`] (distcc's
+//!    monitor state files and the verdict lines `dportage monitor` reads).
 //! 2. **Shared edges**: [`probe`] (runs a compiler to fingerprint it),
 //!    [`job_call`] (one job sent to a host for its digest: challenges and
 //!    adjudication),
@@ -20,7 +21,8 @@
 //! 4. **Roles**, which import the layers below and never each other:
 //!    [`client`], [`server`] (with its heartbeat agent), [`coordinator`],
 //!    [`member`] (`dportage` env printing and `dportage CMD`).
-//! 5. **Tools**: [`tools`] (demo, WAN emulator, lying server), on top.
+//! 5. **Tools**: [`tools`] (demo, WAN emulator, lying server) and
+//!    [`monitor`] (`dportage monitor`: jobs, hosts and verdicts, live), on top.
 //!
 //! # A job's path
 //! 1. `main.rs` → `client/mod.rs` (`client_main`: argv0, masquerading) →
@@ -64,6 +66,7 @@ pub mod canonical;
 pub mod exitcode;
 pub mod fingerprint;
 pub mod hosts;
+pub mod jobstate;
 pub mod metrics;
 pub mod protocol;
 pub mod trust;
@@ -87,4 +90,5 @@ pub mod member;
 pub mod server;
 
 // Tools.
+pub mod monitor;
 pub mod tools;

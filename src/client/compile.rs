@@ -9,15 +9,17 @@ use std::path::Path;
 use crate::args::{scan, server_argv, CompileJob, LocalReason, ScanOutcome};
 use crate::exitcode;
 use crate::hosts::{HostKind, HostList, HostSpec, DEFAULT_LOCAL_SLOTS, DEFAULT_LOCAL_SLOTS_CPP};
+use crate::jobstate::binstate::Phase;
 use crate::protocol::ProtocolVersion;
 
 use super::fallback::{
     self, critique, log_fallbacks_disabled, log_retrying_locally, log_running_locally,
     open_lock_dir, Fallback,
 };
-use super::hostsource::load_host_list;
+use super::hostsource::{distcc_dir, load_host_list};
 use super::invocation::{check_safeguard, rewrite_compiler_name, Invocation};
 use super::local::{run_compiler, run_compiler_in_slot};
+use super::monitor_state::{self, Flight, MAIN};
 use super::output::{strip_terminal_controls, write_output_atomically};
 use super::preprocess::{preprocess, PreprocessError, Preprocessed};
 use super::remote::{
@@ -70,25 +72,34 @@ pub fn compile(invocation: Invocation, settings: &Settings) -> i32 {
             };
             LocalRunner::new(settings).run(&argv, kind)
         }
-        Ok(ScanOutcome::Distribute(job)) => match &settings.dispatch {
-            Ok(Dispatch::Plain) => distribute(job, settings),
-            Ok(Dispatch::Verified(verification)) => {
-                match (&settings.io_timeout, &settings.reply_pace) {
-                    (Ok(io_timeout), Ok(pace)) => super::dual::distribute(
-                        job,
-                        settings,
-                        verification,
-                        NetTimeouts {
-                            connect: CONNECT_TIMEOUT,
-                            io: *io_timeout,
-                            pace: *pace,
-                        },
-                    ),
-                    (Err(e), _) | (_, Err(e)) => bad_setting(e),
-                }
+        Ok(ScanOutcome::Distribute(job)) => {
+            // Shown to distccmon-text and `dportage monitor` until we exit.
+            let _shown = monitor_state::start(&distcc_dir(), job.input());
+            distribute_by(job, settings)
+        }
+    }
+}
+
+/// A distributable job, by the dispatch `settings` ask for.
+fn distribute_by(job: CompileJob, settings: &Settings) -> i32 {
+    match &settings.dispatch {
+        Ok(Dispatch::Plain) => distribute(job, settings),
+        Ok(Dispatch::Verified(verification)) => {
+            match (&settings.io_timeout, &settings.reply_pace) {
+                (Ok(io_timeout), Ok(pace)) => super::dual::distribute(
+                    job,
+                    settings,
+                    verification,
+                    NetTimeouts {
+                        connect: CONNECT_TIMEOUT,
+                        io: *io_timeout,
+                        pace: *pace,
+                    },
+                ),
+                (Err(e), _) | (_, Err(e)) => bad_setting(e),
             }
-            Err(e) => bad_setting(e),
-        },
+        }
+        Err(e) => bad_setting(e),
     }
 }
 
@@ -289,6 +300,7 @@ impl Distribution<'_> {
                 HostChoice::Localhost => {
                     tracing::debug!("compiling {input} locally: `localhost` is the host chosen");
                     self.source = None;
+                    monitor_state::note(MAIN, "localhost", slot.number(), Phase::Compile);
                     let code = run_compiler(&self.job.argv, &self.settings.child_safeguard());
                     drop(slot);
                     critique(&input, fallback::LOCALHOST, code);
@@ -433,6 +445,16 @@ impl Distribution<'_> {
         let Some(runtime) = self.runtime.as_ref() else {
             return (Attempt::Failed(RemoteError::Unsupported), slot);
         };
+        let flight = Flight {
+            key: MAIN,
+            host: remote.host.clone(),
+            slot: slot.number(),
+        };
+        // distcc shows the chosen host while it preprocesses, then the connection.
+        flight.note(match (&self.source, self.job.preprocessed) {
+            (None, false) => Phase::Preprocess,
+            _ => Phase::Connect,
+        });
         let job = &self.job;
         let settings = self.settings;
         let timeouts = self.timeouts;
@@ -459,6 +481,7 @@ impl Distribution<'_> {
             };
             match connection {
                 Ok(connection) => match connection
+                    .monitored(flight)
                     .finish(&preprocessed.source, Path::new(&job.output))
                     .await
                 {

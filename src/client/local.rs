@@ -5,9 +5,11 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
 
 use crate::exitcode;
+use crate::jobstate::binstate::Phase;
 
+use super::monitor_state;
 use super::settings::Settings;
-use super::slots::LockDir;
+use super::slots::{LockDir, SlotGuard};
 
 /// Run `argv` here and return the exit code the client should exit with.
 pub fn run_compiler(argv: &[String], child_safeguard: &str) -> i32 {
@@ -42,6 +44,8 @@ pub fn run_compiler_in_slot(
     limit: u32,
 ) -> i32 {
     let slot = lock.map(|lock| lock.acquire_local(limit, settings.pause));
+    let number = slot.as_ref().map_or(0, SlotGuard::number);
+    monitor_state::note(monitor_state::MAIN, "localhost", number, Phase::Compile);
     let code = run_compiler(argv, &settings.child_safeguard());
     drop(slot);
     code

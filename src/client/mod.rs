@@ -14,6 +14,7 @@ pub mod hostsource;
 pub mod invocation;
 pub mod kept_inputs;
 pub mod local;
+pub mod monitor_state;
 pub mod output;
 pub mod preprocess;
 pub mod remote;

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::exitcode;
+use crate::jobstate::binstate::Phase;
 use crate::network::clock::unix_now;
 use crate::network::identity::Identity;
 use crate::network::ticket::{present, Ticket, NONCE_LEN};
@@ -29,6 +30,7 @@ use crate::protocol::{
 };
 use crate::transport::{FrameReader, Pace, PaceError, Patience, ReadPolicy, TransportError};
 
+use super::monitor_state::Flight;
 use super::output::ObjectFile;
 
 /// distcc's connect timeout per address (spec §8.10); not configurable there either.
@@ -252,9 +254,24 @@ pub struct Connection {
     version: ProtocolVersion,
     io_timeout: Duration,
     pace: ReplyPace,
+    /// Where this job's phases are shown to monitors, if anywhere.
+    monitor: Option<Flight>,
 }
 
 impl Connection {
+    /// Show this connection's phases (sending, compiling, receiving) to
+    /// monitors as `flight`.
+    pub fn monitored(mut self, flight: Flight) -> Connection {
+        self.monitor = Some(flight);
+        self
+    }
+
+    fn note(&self, phase: Phase) {
+        if let Some(flight) = &self.monitor {
+            flight.note(phase);
+        }
+    }
+
     /// Connect to `host` and send `DIST`, `ARGC` and the `ARGV`s of `argv`.
     pub async fn open(
         host: &RemoteHost,
@@ -274,6 +291,7 @@ impl Connection {
             version: host.version,
             io_timeout: timeouts.io,
             pace: timeouts.pace,
+            monitor: None,
         };
         let mut head = match &host.ticket {
             Some(holder) => holder.packet(),
@@ -295,7 +313,9 @@ impl Connection {
             return Err(RemoteError::SourceTooLarge(source.len()));
         }
         let doti = encode_doti(self.version, source);
+        self.note(Phase::Send);
         self.write("sending the source", &doti).await?;
+        self.note(Phase::Compile);
         self.read_reply(output).await
     }
 
@@ -329,6 +349,7 @@ impl Connection {
                 + self.io_timeout.saturating_mul(self.pace.deadline_timeouts),
         };
         let decoder = ReplyStreamDecoder::new(self.version, reply_limits());
+        let monitor = self.monitor.clone();
         let mut frames = FrameReader::new(&mut self.stream, decoder, policy).with_pace(pace);
         let ReplyHead {
             status,
@@ -339,6 +360,9 @@ impl Connection {
             // The decoder yields the head first; anything else is a bug there.
             _ => return Err(RemoteError::Protocol(ProtocolError::Incomplete)),
         };
+        if let Some(flight) = &monitor {
+            flight.note(Phase::Receive);
+        }
         let output_error = |source| RemoteError::Output {
             path: output.to_owned(),
             source,

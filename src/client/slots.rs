@@ -31,9 +31,16 @@ pub struct SlotGuard {
     /// `None` when the lock file could not be used at all and the job goes on
     /// without a slot (better than waiting forever on a broken directory).
     _file: Option<File>,
+    /// Which of the host's slots (0 without a lock): what monitors show.
+    slot: u32,
 }
 
 impl SlotGuard {
+    /// The slot's number on its host.
+    pub fn number(&self) -> u32 {
+        self.slot
+    }
+
     /// Does this guard really hold a lock?
     pub fn is_locked(&self) -> bool {
         self._file.is_some()
@@ -136,14 +143,22 @@ impl LockDir {
         loop {
             for slot in 0..limit {
                 match try_lock(&self.slot_path("localhost", slot)) {
-                    Try::Locked(file) => return SlotGuard { _file: Some(file) },
+                    Try::Locked(file) => {
+                        return SlotGuard {
+                            _file: Some(file),
+                            slot,
+                        }
+                    }
                     Try::Busy => {}
                     Try::Broken(e) => {
                         tracing::warn!(
                             "cannot lock a local slot in {}: {e}; running without one",
                             self.dir.display()
                         );
-                        return SlotGuard { _file: None };
+                        return SlotGuard {
+                            _file: None,
+                            slot: 0,
+                        };
                     }
                 }
             }
@@ -221,7 +236,13 @@ impl LockDir {
             for host in hosts.iter().filter(|h| slot < h.limit) {
                 match try_lock(&self.slot_path(&host.lock_stem(), slot)) {
                     Try::Locked(file) => {
-                        return Some(((*host).clone(), SlotGuard { _file: Some(file) }))
+                        return Some((
+                            (*host).clone(),
+                            SlotGuard {
+                                _file: Some(file),
+                                slot,
+                            },
+                        ))
                     }
                     Try::Busy => {}
                     Try::Broken(e) => {

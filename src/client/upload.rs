@@ -102,7 +102,8 @@ pub fn send_pending_evidence_blocking(coordinator: &str) -> Result<usize, Networ
 /// each heartbeat). A directory without a member identity has nothing to
 /// send. Exit 0 when everything pending was sent.
 pub fn send_reports_main(args: Vec<std::ffi::OsString>) -> i32 {
-    crate::logging::init(std::env::var_os("DPORTAGE_VERBOSE").is_some(), "warn");
+    // Its stderr goes to the daemon's log, on failure only.
+    crate::logging::init(false, "warn");
     let coordinator = match args.as_slice() {
         [flag, url] if flag == "--coordinator" => url.to_string_lossy().into_owned(),
         _ => {

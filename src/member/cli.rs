@@ -47,9 +47,25 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "DPORTAGE_DIR",
         "DIR",
-        "identity, pinned coordinator keys, host list, latency, evidence and \
-         excluded hosts (default ~/.dportage)",
+        "identity, pinned coordinator keys, host list, latency, host speed, evidence \
+         and excluded hosts (default ~/.dportage if it exists, else the machine-wide \
+         directory if you may write it, else ~/.dportage)",
         true,
+    ),
+    var(
+        "DPORTAGE_SYSTEM_DIR",
+        "DIR",
+        "the machine-wide directory shared by the dportage group (/var/lib/dportage): \
+         used without DPORTAGE_DIR and ~/.dportage, e.g. by portage's builds",
+        true,
+    ),
+    var(
+        "DPORTAGE_PORTAGE_DISTCC_DIR",
+        "DIR",
+        "portage's distcc masquerade directory to check (default: the first of \
+         /usr/lib64/distcc/bin, /usr/lib/distcc/bin, /usr/libexec/distcc/bin); \
+         dportage refuses if its links run a client that does not verify",
+        false,
     ),
     var(
         "DPORTAGE_MEMBERSHIP",

@@ -25,6 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "fingerprint",
             "exitcode",
             "metrics",
+            "jobstate",
         ],
     ),
     (
@@ -40,7 +41,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("network contract", &["network"]),
     ("roles", &["client", "server", "coordinator", "member"]),
-    ("tools", &["tools"]),
+    ("tools", &["tools", "monitor"]),
 ];
 
 /// Tokens the pure core must not contain outside comments.

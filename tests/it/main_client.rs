@@ -26,6 +26,7 @@ mod client {
     mod fake_server;
     mod hosts_vs_distcc;
     mod interop;
+    mod monitor;
     mod slots_processes;
     mod slots_vs_distcc;
     mod stalls_and_bombs;

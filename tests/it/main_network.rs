@@ -18,6 +18,7 @@ mod network {
     mod framing;
     mod free_keys;
     mod limits;
+    mod monitor;
     mod portage;
     mod signed_list;
     mod status_browser;

@@ -13,9 +13,11 @@ use crate::trust::speed::Outcome;
 use crate::verify::scheduler::{Action, Answer, Await, Event, HostId, Scheduler};
 use crate::verify::{status_is_vote, ResultDigest};
 
+use crate::client::monitor_state::{self, Flight, Key, MAIN};
 use crate::client::preprocess::{preprocess, PreprocessError, Preprocessed};
 use crate::client::remote::{Connection, NetTimeouts, RemoteError, RemoteHost, RemoteReply};
 use crate::client::slots::SlotGuard;
+use crate::jobstate::binstate::Phase;
 
 use super::speed::Stopwatch;
 use super::voters::Take;
@@ -106,7 +108,12 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
                     job.lock
                         .acquire_local(job.local_slots_cpp, job.settings.pause)
                 });
-                match preprocess(&job.job, job.settings, cpp_slot).await {
+                let slot = cpp_slot.as_ref().map_or(0, SlotGuard::number);
+                monitor_state::note(MAIN, "localhost", slot, Phase::Preprocess);
+                let preprocessed = preprocess(&job.job, job.settings, cpp_slot).await;
+                // From here the hosts in flight show the job.
+                monitor_state::forget(MAIN);
+                match preprocessed {
                     Ok(mut pre) => {
                         let bytes = Arc::new(std::mem::take(&mut pre.source));
                         source = Some(Source {
@@ -174,6 +181,7 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
                     abort.abort();
                 }
                 stopwatch.stopped(host, Instant::now());
+                monitor_state::forget(flight_key(host));
                 continue;
             }
             verdict => {
@@ -210,9 +218,16 @@ impl Verified<'_> {
             remote.version.number()
         );
         let argv = Arc::clone(&self.wire_bytes);
+        let flight = Flight {
+            key: flight_key(host),
+            host: remote.host.clone(),
+            slot: slot.number(),
+        };
+        flight.note(Phase::Connect);
         let handle = flights.set.spawn(dispatch(
             host.0,
             remote,
+            flight,
             argv,
             source,
             self.timeouts,
@@ -266,6 +281,7 @@ impl Verified<'_> {
         outcome: Result<RemoteReply, RemoteError>,
     ) -> (Event, Option<(ResultDigest, RemoteReply)>) {
         flights.aborts.remove(&host);
+        monitor_state::forget(flight_key(host));
         let started = flights.started.remove(&host);
         let label = self.voters.label(host.0);
         let input = self.input();
@@ -307,6 +323,11 @@ impl Verified<'_> {
     }
 }
 
+/// The state file of candidate `host` while it works on the job.
+pub(super) fn flight_key(host: HostId) -> Key {
+    Some(u32::try_from(host.0).unwrap_or(u32::MAX))
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -316,9 +337,11 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// One host: connect and send the request head at once, the source when it is
 /// ready, then read the reply. The slot is held until the host is done.
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     idx: usize,
     remote: RemoteHost,
+    flight: Flight,
     argv: Arc<Vec<Vec<u8>>>,
     mut source: watch::Receiver<Option<Arc<Vec<u8>>>>,
     timeouts: NetTimeouts,
@@ -326,7 +349,9 @@ async fn dispatch(
     slot: SlotGuard,
 ) -> DispatchResult {
     let result = async {
-        let connection = Connection::open(&remote, &argv, timeouts).await?;
+        let connection = Connection::open(&remote, &argv, timeouts)
+            .await?
+            .monitored(flight);
         let bytes = {
             let ready =
                 source

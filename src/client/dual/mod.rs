@@ -37,9 +37,11 @@ mod voters;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::args::{server_argv, CompileJob};
 use crate::canonical::{canonicalize, preprocessor_extra_args, Canonical};
+use crate::jobstate::outcome::{Outcome, Verdict};
 use crate::network::{clock::unix_now, identity};
 use crate::verify::scheduler::{BackOffReason, HostId, Rules};
 use crate::verify::ResultDigest;
@@ -84,6 +86,34 @@ pub fn distribute(
     settings: &Settings,
     verification: &Verification,
     timeouts: NetTimeouts,
+) -> i32 {
+    let started = Instant::now();
+    let input = job.input().to_owned();
+    let mut voted = false;
+    let code = prepare(job, settings, verification, timeouts, started, &mut voted);
+    // Jobs the vote decided record themselves, with its verdict; the rest
+    // were compiled here without one.
+    if !voted {
+        record_outcome(
+            settings,
+            &input,
+            started,
+            Verdict::Local,
+            Vec::new(),
+            Vec::new(),
+        );
+    }
+    code
+}
+
+/// Everything before the vote; `voted` is set once a vote ran.
+fn prepare(
+    job: CompileJob,
+    settings: &Settings,
+    verification: &Verification,
+    timeouts: NetTimeouts,
+    started: Instant,
+    voted: &mut bool,
 ) -> i32 {
     let input = job.input().to_owned();
     let hosts = match load_host_list() {
@@ -190,8 +220,33 @@ pub fn distribute(
         },
         timeouts,
         state,
+        started,
     };
+    *voted = true;
     verified.run()
+}
+
+/// Add this job's line to the monitor log (`dportage monitor` reads it).
+fn record_outcome(
+    settings: &Settings,
+    input: &str,
+    started: Instant,
+    verdict: Verdict,
+    hosts: Vec<String>,
+    losers: Vec<String>,
+) {
+    let Some(dir) = &settings.dportage_dir else {
+        return;
+    };
+    let outcome = Outcome {
+        time: unix_now(),
+        input: input.to_owned(),
+        hosts,
+        verdict,
+        losers,
+        ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    super::monitor_state::record_outcome(dir, &outcome);
 }
 
 /// One job under verified dispatch, and what executing its actions needs.
@@ -208,6 +263,8 @@ struct Verified<'a> {
     rules: Rules,
     timeouts: NetTimeouts,
     state: Option<StateDir>,
+    /// When the job started, for the monitor log.
+    started: Instant,
 }
 
 impl Verified<'_> {
@@ -221,6 +278,9 @@ impl Verified<'_> {
         // their slots, before anything is compiled here.
         drop(runtime);
         self.remember_speeds(&voted.speeds);
+        for host in 0..self.voters.candidates.len() {
+            super::monitor_state::forget(driver::flight_key(HostId(host)));
+        }
         verdict::act(self, voted)
     }
 

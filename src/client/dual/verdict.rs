@@ -11,9 +11,12 @@ use crate::exitcode;
 use crate::verify::scheduler::{Action, Check, Event, Finish, HostId, Scheduler, Shortfall, Shown};
 use crate::verify::{exit_code_of_status, ResultDigest};
 
+use crate::client::monitor_state::{self, MAIN};
 use crate::client::output::{strip_terminal_controls, write_output_atomically};
 use crate::client::remote::RemoteReply;
 use crate::client::trace::{write_stderr, write_stdout};
+use crate::jobstate::binstate::Phase;
+use crate::jobstate::outcome::Verdict;
 
 use super::driver::{Source, Voted};
 use super::{digest_of, Verified};
@@ -71,9 +74,13 @@ pub(super) fn act(job: &Verified<'_>, voted: Voted) -> i32 {
     let source_bytes = source.as_ref().map(|s| std::sync::Arc::clone(&s.bytes));
     let mut local: Option<LocalResult> = None;
     let mut preprocess_error = preprocess_error;
+    // For the monitor log: who lost a vote, and whether this was a spot check.
+    let mut losers: Vec<String> = Vec::new();
+    let mut spot_checked = false;
     while let Some(action) = next.pop_front() {
         let event = match action {
             Action::CompileHere(check) => {
+                spot_checked |= matches!(check, Check::SpotCheck);
                 local = job.check_here(check, source.as_ref(), &scheduler);
                 Event::CompiledHere(local.as_ref().map(|l| l.digest))
             }
@@ -96,6 +103,12 @@ pub(super) fn act(job: &Verified<'_>, voted: Voted) -> i32 {
                 }
             }
             Action::Report(report) => {
+                losers.extend(
+                    report
+                        .losers
+                        .iter()
+                        .map(|h| job.voters.label(h.0).to_owned()),
+                );
                 job.report(
                     &report,
                     scheduler.received(),
@@ -125,7 +138,15 @@ pub(super) fn act(job: &Verified<'_>, voted: Voted) -> i32 {
             // Their runtime is gone, and with it their sockets and slots.
             Action::Cancel(_) => continue,
             Action::Finish(finish) => {
-                return match finish {
+                let verdict = verdict_of(&finish, !losers.is_empty(), spot_checked);
+                let mut hosts: Vec<String> = Vec::new();
+                for received in scheduler.received() {
+                    let label = job.voters.label(received.host.0);
+                    if !hosts.iter().any(|h| h == label) {
+                        hosts.push(label.to_owned());
+                    }
+                }
+                let code = match finish {
                     Finish::NoSource => match preprocess_error.take() {
                         Some(e) => job.fallback().without_source(e),
                         None => job.fallback().unverifiable(&"the source vanished (a bug)"),
@@ -151,6 +172,15 @@ pub(super) fn act(job: &Verified<'_>, voted: Voted) -> i32 {
                     }
                     Finish::Exit(code) => code,
                 };
+                super::record_outcome(
+                    job.settings,
+                    job.input(),
+                    job.started,
+                    verdict,
+                    hosts,
+                    losers,
+                );
+                return code;
             }
             Action::TakeHost
             | Action::Launch(_)
@@ -167,6 +197,20 @@ pub(super) fn act(job: &Verified<'_>, voted: Voted) -> i32 {
     }
     job.fallback()
         .unverifiable(&"the vote ended without a decision (a bug)")
+}
+
+/// What the monitor log calls a job that ended with `finish`.
+fn verdict_of(finish: &Finish, a_host_lost: bool, spot_checked: bool) -> Verdict {
+    match finish {
+        _ if a_host_lost => Verdict::Mismatch,
+        Finish::WriteRemote { .. } if spot_checked => Verdict::SpotCheck,
+        Finish::WriteRemote { .. } | Finish::ShowRemoteFailure { .. } => Verdict::Agreed,
+        Finish::NoSource
+        | Finish::FallBack(_)
+        | Finish::WriteLocal
+        | Finish::CompileSourceHere
+        | Finish::Exit(_) => Verdict::Local,
+    }
 }
 
 impl Verified<'_> {
@@ -356,6 +400,7 @@ impl Verified<'_> {
         let slot = self
             .lock
             .acquire_local(self.local_slots, self.settings.pause);
+        monitor_state::note(MAIN, "localhost", slot.number(), Phase::Compile);
         let run = Command::new(compiler)
             .args(args)
             .stdin(Stdio::null())
@@ -364,8 +409,10 @@ impl Verified<'_> {
             .map_err(|source| LocalCompileError::Spawn {
                 compiler: compiler.clone(),
                 source,
-            })?;
+            });
+        monitor_state::forget(MAIN);
         drop(slot);
+        let run = run?;
         let status = run.status.into_raw() as u32;
         let object = if status == 0 {
             std::fs::read(&output).map_err(|source| LocalCompileError::ReadObject {

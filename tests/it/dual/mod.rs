@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use dportage::client::evidence::{mark_reported, pending_reports, StateDir};
 use dportage::client::kept_inputs::KeptInputs;
+use dportage::jobstate::outcome::{Outcome, Verdict};
 use dportage::probe;
 
 use crate::support::client::ClientEnv;
@@ -127,6 +128,13 @@ fn assert_liar_caught<H: CompileHost>(lie: &str) {
         "{lie}: an honest host is accused: {}",
         mismatches[0]
     );
+
+    // `dportage monitor` sees the mismatch and its loser.
+    let log = std::fs::read_to_string(env.dportage_dir().join("monitor.log")).unwrap();
+    let outcome = log.lines().last().and_then(Outcome::parse);
+    let outcome = outcome.unwrap_or_else(|| panic!("{lie}: no verdict line in {log:?}"));
+    assert_eq!(outcome.verdict, Verdict::Mismatch, "{lie}");
+    assert_eq!(outcome.losers, [liar.hostspec()], "{lie}");
 
     // The evidence waits for the coordinator.
     let pending = pending_reports(&env.dportage_dir()).unwrap();

@@ -7,6 +7,7 @@ pub mod client;
 pub mod distccd;
 pub mod dual;
 pub mod job;
+pub mod monitor;
 pub mod network;
 pub mod serve;
 pub mod server;
