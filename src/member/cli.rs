@@ -62,8 +62,8 @@ pub const VARIABLES: &[Variable] = &[
     var(
         "DPORTAGE_PORTAGE_DISTCC_DIR",
         "DIR",
-        "portage's distcc masquerade directory to check (default: the first of \
-         /usr/lib64/distcc/bin, /usr/lib/distcc/bin, /usr/libexec/distcc/bin); \
+        "portage's distcc masquerade directory to check (default: each of \
+         /usr/lib64/distcc/bin, /usr/lib/distcc/bin, /usr/libexec/distcc/bin that exists); \
          dportage refuses if its links run a client that does not verify",
         false,
     ),
