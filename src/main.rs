@@ -79,7 +79,7 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
             args.remove(0);
             dportage::tools::adversary::liar_main(args)
         }
-        Some("__send-reports") => {
+        Some(dportage::server::heartbeat_agent::SEND_REPORTS_COMMAND) => {
             args.remove(0);
             dportage::client::upload::send_reports_main(args)
         }

@@ -470,7 +470,9 @@ async fn send_pending_reports(dir: &std::path::Path, coordinator: &str) {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
+    // Named `dportage` whatever the binary is installed as (`distccd`).
     let child = tokio::process::Command::new(exe)
+        .arg0("dportage")
         .arg(SEND_REPORTS_COMMAND)
         .arg("--coordinator")
         .arg(coordinator)
