@@ -8,6 +8,7 @@
 //! collusion simulation (`cargo bench --bench collusion`) all run this code.
 
 pub mod adjudication;
+pub mod cache_entry;
 pub mod challenge;
 pub mod pairing;
 pub mod speed;
