@@ -257,24 +257,8 @@ impl Liar {
         if let Some(t) = target {
             command.args(["--only-if-input-contains", t]);
         }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start dportage __liar");
-        let mut line = String::new();
-        let stdout = child.stdout.take().unwrap();
-        // The proxy prints its bound address once it listens; EOF means it died.
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let addr = match line.trim().parse::<SocketAddr>() {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("dportage __liar did not print its address: {line:?}");
-            }
-        };
+        command.stderr(Stdio::inherit());
+        let (child, addr) = spawn_listening(&mut command, "__liar");
         Liar { child, addr }
     }
 
@@ -287,6 +271,27 @@ impl Drop for Liar {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Start a `dportage` proxy tool (`what`) that prints the address it
+/// listens on once it does; EOF instead means it died.
+fn spawn_listening(command: &mut Command, what: &str) -> (Child, SocketAddr) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start dportage {what}: {e}"));
+    let mut line = String::new();
+    let stdout = child.stdout.take().unwrap();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    match line.trim().parse::<SocketAddr>() {
+        Ok(addr) => (child, addr),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("dportage {what} did not print its address: {line:?}");
+        }
     }
 }
 
@@ -311,27 +316,13 @@ impl SlowProxy {
     /// Listen on `at` (a free port) and forward to `upstream`, each way
     /// `one_way` late.
     pub fn start(at: Ipv4Addr, upstream: SocketAddr, one_way: Duration) -> SlowProxy {
-        let mut child = Command::new(dportage_bin())
+        let mut command = Command::new(dportage_bin());
+        command
             .args(["__wanproxy", "--listen", &format!("{at}:0")])
             .args(["--upstream", &upstream.to_string()])
             .args(["--delay", &format!("{}ms", one_way.as_millis())])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dportage __wanproxy");
-        let mut line = String::new();
-        let stdout = child.stdout.take().unwrap();
-        // The proxy prints its bound address once it listens; EOF means it died.
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let addr = match line.trim().parse::<SocketAddr>() {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("dportage __wanproxy did not print its address: {line:?}");
-            }
-        };
+            .stderr(Stdio::null());
+        let (child, addr) = spawn_listening(&mut command, "__wanproxy");
         SlowProxy { child, addr }
     }
 
