@@ -114,6 +114,17 @@ impl Machine {
         c
     }
 
+    /// `gcc -O2 -c t.c -o OUT` through portage's compiler path, with `vars`
+    /// and `extra` set.
+    fn compile(&self, vars: &[(String, String)], out: &str, extra: &[(&str, &str)]) -> Output {
+        let mut c = self.command("gcc", vars);
+        c.args(["-O2", "-c", "t.c", "-o", out]);
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+
     /// `dportage --coordinator URL` on this machine.
     fn dportage(&self, url: &str) -> Output {
         self.command(dportage_bin().to_str().unwrap(), &[])
@@ -269,23 +280,14 @@ fn portage_path_verifies_every_remote_object_or_compiles_locally() {
     assert_eq!(mode(&m.system().join("identity.key")), 0o640);
     assert!(!m.path("portage-home").join(".dportage").exists());
     let before = net.compiled();
-    let out = m
-        .command("gcc", &vars)
-        .args(["-O2", "-c", "t.c", "-o", "real.o"])
-        .output()
-        .unwrap();
+    let out = m.compile(&vars, "real.o", &[]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(fs::read(m.path("work").join("real.o")).unwrap(), local);
-    let out = m
-        .command("gcc", &vars)
-        .args(["-O2", "-c", "t.c", "-o", "nofallback.o"])
-        .env("DISTCC_FALLBACK", "0")
-        .output()
-        .unwrap();
+    let out = m.compile(&vars, "nofallback.o", &[("DISTCC_FALLBACK", "0")]);
     assert!(
         !out.status.success(),
         "without fallback the real distcc must fail"
@@ -300,13 +302,11 @@ fn portage_path_verifies_every_remote_object_or_compiles_locally() {
     // Installed as documented: the links run dportage.
     m.link_compilers_to(&dportage_bin());
     let vars = printed(&m.dportage(&url));
-    let out = m
-        .command("gcc", &vars)
-        .args(["-O2", "-c", "t.c", "-o", "net.o"])
-        .env("DPORTAGE_SPOTCHECK", "0")
-        .env("DISTCC_FALLBACK", "0")
-        .output()
-        .unwrap();
+    let out = m.compile(
+        &vars,
+        "net.o",
+        &[("DPORTAGE_SPOTCHECK", "0"), ("DISTCC_FALLBACK", "0")],
+    );
     assert!(
         out.status.success(),
         "{}",

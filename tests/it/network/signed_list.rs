@@ -79,15 +79,7 @@ fn only_a_signed_list_under_the_pinned_key_is_used() {
         ],
     );
     let mut world = world;
-    for (k, v) in &vars {
-        world.set(k, v);
-    }
-    world.hosts = vars
-        .iter()
-        .find(|(k, _)| k == "DISTCC_HOSTS")
-        .unwrap()
-        .1
-        .clone();
+    world.take_environment(&vars);
     let list_path = vars
         .iter()
         .find(|(k, _)| k == "DPORTAGE_HOST_LIST")

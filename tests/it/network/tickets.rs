@@ -131,15 +131,7 @@ fn network_daemons_serve_ticket_holders_and_allowed_addresses_only() {
         ],
     );
     let mut member = world;
-    for (k, v) in &vars {
-        member.set(k, v);
-    }
-    member.hosts = vars
-        .iter()
-        .find(|(k, _)| k == "DISTCC_HOSTS")
-        .unwrap()
-        .1
-        .clone();
+    member.take_environment(&vars);
     assert!(!member.hosts.contains("zstd"), "{}", member.hosts);
     member.set("DPORTAGE_SPOTCHECK", "0");
     member.set("DISTCC_BACKOFF_PERIOD", "0");

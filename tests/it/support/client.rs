@@ -93,6 +93,19 @@ impl ClientEnv {
         self
     }
 
+    /// Take the variables `dportage` printed (as a shell evaluated them):
+    /// each is set, and `DISTCC_HOSTS` becomes this world's host list.
+    pub fn take_environment(&mut self, vars: &[(String, String)]) -> &mut Self {
+        for (k, v) in vars {
+            if k == "DISTCC_HOSTS" {
+                self.hosts = v.clone();
+            } else {
+                self.set(k, v);
+            }
+        }
+        self
+    }
+
     /// `program args…` in the work directory with only this world's
     /// environment.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
