@@ -42,6 +42,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cache_api;
 pub mod caller;
 pub mod clock;
 pub mod host_list;
