@@ -13,7 +13,8 @@
 //!    monitor state files and the verdict lines `dportage monitor` reads).
 //! 2. **Shared edges**: [`probe`] (runs a compiler to fingerprint it),
 //!    [`job_call`] (one job sent to a host for its digest: challenges and
-//!    adjudication),
+//!    adjudication), [`result_store`] (the bounded on-disk store of cached
+//!    replies by result hash, shared by daemons and clients),
 //!    [`logging`], [`runtime`] (the one way to start tokio), [`transport`]
 //!    (the one read loop from a socket into the `protocol` decoders).
 //! 3. **Network contract**: [`network`]: API types, request signing,
@@ -76,6 +77,7 @@ pub mod verify;
 pub mod job_call;
 pub mod logging;
 pub mod probe;
+pub mod result_store;
 pub mod runtime;
 pub mod shared_dir;
 pub mod transport;

@@ -34,6 +34,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "job_call",
             "logging",
             "probe",
+            "result_store",
             "runtime",
             "shared_dir",
             "transport",
