@@ -19,7 +19,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::Duration;
 
-use super::disputes::{decompress_bounded, evidence_file, Pending, MAX_ATTEMPTS};
+use super::cache_index::hash_bytes;
+use super::disputes::{decompress_bounded, evidence_file, CachePending, Pending, MAX_ATTEMPTS};
 use super::state::Shared;
 use super::store::{AdjudicationRow, BlacklistRow, WriteOp, WriteResult};
 use crate::job_call::{self, JobCall};
@@ -28,6 +29,7 @@ use crate::network::clock::unix_now;
 use crate::network::identity::IdentityId;
 use crate::protocol::ProtocolVersion;
 use crate::trust::adjudication::{pick_referees, rule_with, Dispute, Ruling};
+use crate::trust::cache_entry::CacheKey;
 use crate::trust::pairing::Listed;
 
 /// A candidate referee.
@@ -80,8 +82,10 @@ pub(super) fn spawn_adjudicator(weak: Weak<Shared>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
+            ticks += 1;
             let Some(s) = weak.upgrade() else { return };
             if s.stopping.load(Ordering::SeqCst) {
                 return;
@@ -90,8 +94,318 @@ pub(super) fn spawn_adjudicator(weak: Weak<Shared>) {
             for p in batch {
                 adjudicate(&s, p).await;
             }
+            let batch = s.adjudications().cache_take_due(s.now_ms());
+            for p in batch {
+                adjudicate_cache(&s, p).await;
+            }
+            // Hit counts are statistics: stored every few seconds, in one write.
+            if ticks % HIT_FLUSH_TICKS == 0 {
+                flush_hits(&s).await;
+            }
         }
     });
+}
+
+/// Ticks (of 250 ms) between two writes of the cache's hit counts.
+const HIT_FLUSH_TICKS: u64 = 20;
+
+async fn flush_hits(s: &Shared) {
+    let hits = s.cache().take_dirty_hits();
+    if hits.is_empty() {
+        return;
+    }
+    if let Err(e) = s.store.write(WriteOp::CacheHits(hits)).await {
+        tracing::warn!("storing cache hit counts: {e}");
+    }
+}
+
+/// Send `source` with `argv` to each of `calls` (id, address, lzo, takes
+/// tickets) with the coordinator's own ticket pass; each one's result hash.
+async fn run_job(
+    s: &Shared,
+    calls: Vec<(IdentityId, String, bool, bool)>,
+    argv: &[String],
+    source: &[u8],
+) -> Vec<(IdentityId, Result<String, String>)> {
+    let mut set = tokio::task::JoinSet::new();
+    for (id, target, lzo, tickets) in calls {
+        let ticket_pass = tickets.then(|| s.own_ticket_pass(id));
+        let argv = argv.to_vec();
+        let source = source.to_vec();
+        let timeout = s.cfg.referee_timeout;
+        set.spawn(async move {
+            let addr: Option<SocketAddr> = tokio::net::lookup_host(&target)
+                .await
+                .ok()
+                .and_then(|mut a| a.next());
+            let Some(addr) = addr else {
+                return (id, Err(format!("cannot resolve {target}")));
+            };
+            let job = JobCall {
+                addr,
+                version: if lzo {
+                    ProtocolVersion::V2
+                } else {
+                    ProtocolVersion::V1
+                },
+                argv: &argv,
+                source: &source,
+                timeout,
+                ticket_pass,
+            };
+            let r = job_call::call(&job)
+                .await
+                .map(|d| result_hash_of(&d))
+                .map_err(|e| e.to_string());
+            (id, r)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(answer) = r {
+            out.push(answer);
+        }
+    }
+    out
+}
+
+/// Decide a cache dispute: unanimous referees unrelated to the entry's
+/// witnesses (and to the disputing member) re-run the job. A result other
+/// than the entry's withdraws it and strikes the witnesses (their signed
+/// claims of the wrong result are the evidence); the entry's own result
+/// rejects the dispute; anything else is retried later.
+async fn adjudicate_cache(s: &Shared, mut p: CachePending) {
+    p.attempts += 1;
+    let d = p.dispute.clone();
+    let short_key = short(&d.key).to_string();
+    let Some(key) = hash_bytes(&d.key).map(CacheKey) else {
+        s.adjudications().cache_finish(&p, true);
+        return;
+    };
+    let entry = s
+        .cache()
+        .get(&key)
+        .map(|e| (e.result, e.witnesses().to_vec(), e.is_withdrawn()));
+    let Some((entry_result, witnesses, false)) = entry else {
+        // Gone or withdrawn meanwhile: nothing left to decide.
+        s.adjudications().cache_finish(&p, true);
+        return;
+    };
+    let entry_result = hex::encode(entry_result);
+    let path = evidence_file(&s.cfg.data_dir, &d.input_hash);
+    let source = match tokio::fs::read(&path)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|c| decompress_bounded(&c).map_err(|e| e.to_string()))
+    {
+        Ok(v) => v,
+        Err(why) => {
+            s.event(format!(
+                "cache dispute of entry {short_key} dropped: evidence {} unreadable ({why})",
+                path.display()
+            ));
+            s.adjudications().cache_finish(&p, false);
+            return;
+        }
+    };
+    let now_unix = unix_now();
+    let (now, exp) = (s.now_ms(), s.expiry_ms());
+    let (candidates, chosen) = {
+        let pool = s.pool_read();
+        let mut candidates = Vec::new();
+        let mut listed = Vec::new();
+        for h in pool.hosts() {
+            let live = now.saturating_sub(h.last_seen_ms) <= exp;
+            if !live || pool.is_blacklisted(&h.id) || !h.fps.iter().any(|f| **f == *d.toolchain) {
+                continue;
+            }
+            candidates.push(Candidate {
+                id: h.id,
+                host: h.host.to_string(),
+                port: h.port,
+                lzo: h.lzo,
+                tickets: h.tickets,
+            });
+            let distinct = if s.cfg.referees_any_network {
+                listed.len()
+            } else {
+                0
+            };
+            listed.push(Listed {
+                owner: h.owner,
+                network: (h.network, distinct),
+                standing: pool.standing_of(&h.id, now_unix).unwrap_or(h.standing),
+                weight: 1,
+            });
+        }
+        let member_owner = pool.owner_of(&p.member);
+        let witness_owners: Vec<IdentityId> = witnesses.iter().map(|w| pool.owner_of(w)).collect();
+        let mut parties: Vec<usize> = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                let o = pool.owner_of(&c.id);
+                witnesses.contains(&c.id) || witness_owners.contains(&o) || o == member_owner
+            })
+            .map(|(i, _)| i)
+            .collect();
+        // Witnesses not live any more still rule out their owners and networks.
+        let n = candidates.len();
+        for w in &witnesses {
+            if candidates.iter().any(|c| c.id == *w) {
+                continue;
+            }
+            if let Some(h) = pool.host(w) {
+                parties.push(listed.len());
+                let distinct = if s.cfg.referees_any_network {
+                    listed.len()
+                } else {
+                    0
+                };
+                listed.push(Listed {
+                    owner: h.owner,
+                    network: (h.network, distinct),
+                    standing: crate::trust::standing::Standing::Probationary,
+                    weight: 1,
+                });
+            }
+        }
+        let chosen = {
+            let mut rng = rand::thread_rng();
+            pick_referees(&listed, &parties, s.cfg.referees, |i| i < n, &mut rng)
+        };
+        (candidates, chosen)
+    };
+    let calls = chosen
+        .iter()
+        .map(|&i| {
+            let c = &candidates[i];
+            (c.id, format!("{}:{}", c.host, c.port), c.lzo, c.tickets)
+        })
+        .collect();
+    let answers = run_job(s, calls, &d.args, &source).await;
+    let results: Vec<&String> = answers
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .collect();
+    let referees_text = answers
+        .iter()
+        .map(|(id, r)| match r {
+            Ok(h) => format!("{id}={h}"),
+            Err(e) => format!("{id}=error: {e}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let needed = s.cfg.referees.max(1);
+    let unanimous = (results.len() >= needed && results.iter().all(|r| *r == results[0]))
+        .then(|| results[0].clone());
+    let counters = &s.cache_counters;
+    match unanimous {
+        Some(r) if r != entry_result => {
+            let reason = format!(
+                "cache entry {short_key} withdrawn: {} referee(s) agreed on {}, the entry said {}",
+                results.len(),
+                short(&r),
+                short(&entry_result)
+            );
+            let at = unix_now();
+            let op = WriteOp::CacheWithdraw {
+                key,
+                at,
+                reason: reason.clone(),
+            };
+            if let Err(e) = s.store.write(op).await {
+                tracing::error!("withdrawing cache entry {}: {e}", d.key);
+                let delay = 60_000 * u64::from(p.attempts);
+                s.adjudications().cache_requeue(p, s.now_ms(), delay);
+                return;
+            }
+            s.cache().withdraw(&key, at, &reason);
+            counters.withdrawals.fetch_add(1, Ordering::Relaxed);
+            counters.disputes_upheld.fetch_add(1, Ordering::Relaxed);
+            let strike = format!(
+                "claimed a wrong result for cache entry {short_key} (referees agreed on {})",
+                short(&r)
+            );
+            for w in &witnesses {
+                blacklist(s, *w, &strike).await;
+            }
+            s.event(format!(
+                "cache: entry {short_key} withdrawn after a dispute by {}; witnesses {} blacklisted",
+                p.member.short(),
+                witnesses
+                    .iter()
+                    .map(|w| w.short())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            record_cache(
+                s,
+                &p,
+                &witnesses,
+                &referees_text,
+                "cache_withdrawn",
+                &witnesses,
+            )
+            .await;
+            s.adjudications().cache_finish(&p, true);
+        }
+        Some(_) => {
+            counters.disputes_rejected.fetch_add(1, Ordering::Relaxed);
+            s.event(format!(
+                "cache: dispute of entry {short_key} by {} rejected: the referees agree with the entry",
+                p.member.short()
+            ));
+            record_cache(s, &p, &witnesses, &referees_text, "cache_upheld", &[]).await;
+            s.adjudications().cache_finish(&p, true);
+        }
+        None => {
+            counters
+                .disputes_inconclusive
+                .fetch_add(1, Ordering::Relaxed);
+            record_cache(s, &p, &witnesses, &referees_text, "cache_inconclusive", &[]).await;
+            if p.attempts >= MAX_ATTEMPTS {
+                s.event(format!(
+                    "cache: dispute of entry {short_key} inconclusive {} times; dropped",
+                    p.attempts
+                ));
+                s.adjudications().cache_finish(&p, false);
+            } else {
+                s.event(format!(
+                    "cache: dispute of entry {short_key} inconclusive ({} of {needed} referee answer(s), not unanimous or missing); retrying later",
+                    results.len()
+                ));
+                let delay = 60_000 * u64::from(p.attempts);
+                s.adjudications().cache_requeue(p, s.now_ms(), delay);
+            }
+        }
+    }
+}
+
+async fn record_cache(
+    s: &Shared,
+    p: &CachePending,
+    witnesses: &[IdentityId],
+    referees: &str,
+    ruling: &str,
+    struck: &[IdentityId],
+) {
+    let op = WriteOp::Adjudication(AdjudicationRow {
+        accused: witnesses.first().copied().unwrap_or(p.member),
+        input_hash: p.dispute.input_hash.clone(),
+        report_ids: format!("cache {}", p.dispute.key),
+        referees: referees.to_string(),
+        ruling: ruling.to_string(),
+        struck: struck
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        now: unix_now(),
+    });
+    if let Err(e) = s.store.write(op).await {
+        tracing::error!("recording a cache adjudication: {e}");
+    }
 }
 
 async fn adjudicate(s: &Shared, mut p: Pending) {

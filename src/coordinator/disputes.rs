@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use crate::network::api::{MismatchReport, MAX_EVIDENCE_INPUT};
+use crate::network::cache_api::CacheDispute;
 use crate::network::identity::IdentityId;
 
 /// Inconclusive adjudications retried (with fresh referees) before the
@@ -30,9 +31,26 @@ pub(super) struct Pending {
     pub(super) not_before_ms: u64,
 }
 
+/// A disputed cache entry waiting for its adjudication (issue 16).
+#[derive(Debug, Clone)]
+pub(super) struct CachePending {
+    /// The member whose spot check disagreed (and who uploads the input).
+    pub(super) member: IdentityId,
+    pub(super) dispute: CacheDispute,
+    pub(super) attempts: u32,
+    pub(super) not_before_ms: u64,
+}
+
 /// What is pending, in memory.
 #[derive(Default)]
 pub(super) struct Adjudications {
+    /// Cache disputes: evidence asked for, (member, input hash) → disputes.
+    cache_wanted: HashMap<(IdentityId, String), Vec<CachePending>>,
+    cache_queue: Vec<CachePending>,
+    /// Keys whose dispute is queued or being decided, and keys decided
+    /// (the entry upheld or withdrawn).
+    cache_running: HashSet<String>,
+    cache_decided: HashSet<String>,
     /// Evidence asked for: (reporter, input hash) → the reports it would decide.
     wanted: HashMap<(IdentityId, String), Vec<Pending>>,
     /// Disputes whose evidence is stored, waiting for the task.
@@ -155,18 +173,79 @@ impl Adjudications {
         }
     }
 
-    /// Did `reporter` get asked for `input`'s evidence?
+    /// Did `reporter` get asked for `input`'s evidence (by a report or a
+    /// cache dispute)?
     pub(super) fn is_wanted(&self, reporter: &IdentityId, input: &str) -> bool {
-        self.wanted.contains_key(&(*reporter, input.to_string()))
+        let k = (*reporter, input.to_string());
+        self.wanted.contains_key(&k) || self.cache_wanted.contains_key(&k)
     }
 
     /// The evidence `reporter` was asked for arrived: queue its disputes.
     pub(super) fn arrived(&mut self, reporter: &IdentityId, input: &str) {
-        if let Some(list) = self.wanted.remove(&(*reporter, input.to_string())) {
+        let k = (*reporter, input.to_string());
+        if let Some(list) = self.wanted.remove(&k) {
             for p in list {
                 self.enqueue(p);
             }
         }
+        if let Some(list) = self.cache_wanted.remove(&k) {
+            for p in list {
+                self.cache_enqueue(p);
+            }
+        }
+    }
+
+    /// Is a dispute of the entry `key` decided, under way or waiting for
+    /// its evidence?
+    pub(super) fn cache_is_open_or_settled(&self, key: &str) -> bool {
+        self.cache_decided.contains(key)
+            || self.cache_running.contains(key)
+            || self
+                .cache_wanted
+                .values()
+                .flatten()
+                .any(|p| p.dispute.key == key)
+    }
+
+    /// Ask `p.member` for the evidence of `p`.
+    pub(super) fn cache_want(&mut self, p: CachePending) {
+        let list = self
+            .cache_wanted
+            .entry((p.member, p.dispute.input_hash.clone()))
+            .or_default();
+        if !list.iter().any(|q| q.dispute.key == p.dispute.key) {
+            list.push(p);
+        }
+    }
+
+    /// Queue `p` (its evidence is stored already).
+    pub(super) fn cache_enqueue(&mut self, p: CachePending) {
+        if self.cache_running.insert(p.dispute.key.clone()) {
+            self.cache_queue.push(p);
+        }
+    }
+
+    /// The queued cache disputes due at `now_ms`.
+    pub(super) fn cache_take_due(&mut self, now_ms: u64) -> Vec<CachePending> {
+        let (due, later): (Vec<CachePending>, Vec<CachePending>) =
+            std::mem::take(&mut self.cache_queue)
+                .into_iter()
+                .partition(|p| p.not_before_ms <= now_ms);
+        self.cache_queue = later;
+        due
+    }
+
+    pub(super) fn cache_finish(&mut self, p: &CachePending, decided: bool) {
+        self.cache_running.remove(&p.dispute.key);
+        if decided {
+            self.cache_decided.insert(p.dispute.key.clone());
+        }
+    }
+
+    /// Try `p` again after `delay_ms`.
+    pub(super) fn cache_requeue(&mut self, mut p: CachePending, now_ms: u64, delay_ms: u64) {
+        p.not_before_ms = now_ms.saturating_add(delay_ms);
+        self.cache_queue.push(p);
     }
 
     /// The queued disputes due at `now_ms`.

@@ -237,6 +237,8 @@ pub(super) async fn read_signed(
     let max = match ep {
         Endpoint::Report => shared.cfg.max_report_bytes.min(MAX_BODY),
         Endpoint::Evidence => MAX_EVIDENCE_BYTES,
+        // MAX_CLAIMS claims of three hashes each run past MAX_BODY.
+        Endpoint::CacheClaims => 2 * MAX_BODY,
         _ => MAX_BODY,
     };
     let too_large = || {

@@ -119,6 +119,69 @@ pub(super) fn render(shared: &Shared) -> String {
     ] {
         rulings.sample(&[("ruling", label)], load(n));
     }
+    let cache = shared.cache().stats();
+    let k = &shared.cache_counters;
+    page.gauge(
+        "dportage_cache_entries",
+        "Result cache entries in force (not withdrawn).",
+    )
+    .sample(&[], cache.entries as u64);
+    page.gauge(
+        "dportage_cache_pending_claims",
+        "Cache claims waiting for an agreeing claim of an unrelated host.",
+    )
+    .sample(&[], cache.pending as u64);
+    page.gauge(
+        "dportage_cache_withdrawn_entries",
+        "Result cache entries withdrawn by an adjudication.",
+    )
+    .sample(&[], cache.withdrawn as u64);
+    for (name, help, n) in [
+        (
+            "dportage_cache_claims_total",
+            "Cache claims received from hosts.",
+            &k.claims,
+        ),
+        (
+            "dportage_cache_conflicts_total",
+            "Cache claims contradicting an existing entry (counted, never applied).",
+            &k.conflicts,
+        ),
+        (
+            "dportage_cache_entries_made_total",
+            "Result cache entries made by agreeing claims.",
+            &k.entries_made,
+        ),
+        (
+            "dportage_cache_lookups_total",
+            "Cache lookups answered to members.",
+            &k.lookups,
+        ),
+        (
+            "dportage_cache_hits_total",
+            "Cache lookups answered with an entry and live holders.",
+            &k.hits,
+        ),
+        (
+            "dportage_cache_withdrawals_total",
+            "Result cache entries withdrawn since start.",
+            &k.withdrawals,
+        ),
+    ] {
+        page.counter(name, help).sample(&[], load(n));
+    }
+    let mut disputes = page.counter(
+        "dportage_cache_disputes_total",
+        "Cache disputes by outcome (received: taken for adjudication).",
+    );
+    for (label, n) in [
+        ("received", &k.disputes),
+        ("upheld", &k.disputes_upheld),
+        ("rejected", &k.disputes_rejected),
+        ("inconclusive", &k.disputes_inconclusive),
+    ] {
+        disputes.sample(&[("outcome", label)], load(n));
+    }
     page.counter(
         "dportage_hosts_expired_total",
         "Hosts that left the pool by expiry.",

@@ -30,6 +30,7 @@
 //! * [`cli`] is `dportage coordinator …` and its admin commands.
 
 mod adjudicator;
+pub mod cache_index;
 mod challenger;
 pub mod cli;
 pub mod config;

@@ -128,7 +128,7 @@ impl Coordinator {
             )),
             None => None,
         };
-        let (store, snapshot) = Store::open(&cfg.data_dir)?;
+        let (store, mut snapshot) = Store::open(&cfg.data_dir)?;
         let key = Identity::load_or_create(&cfg.data_dir.join(KEY_DIR)).map_err(|e| {
             CoordinatorError::Key {
                 dir: cfg.data_dir.join(KEY_DIR),
@@ -158,7 +158,12 @@ impl Coordinator {
         };
         let listener = TcpListener::bind(cfg.listen).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
-        let shared = Arc::new(Shared::new(cfg, key, pool, store));
+        let mut cache = super::cache_index::CacheIndex::default();
+        let n_cache = snapshot.cache_entries.len();
+        for row in std::mem::take(&mut snapshot.cache_entries) {
+            cache.load(row);
+        }
+        let shared = Arc::new(Shared::new(cfg, key, pool, store, cache));
         // Hosts registered within the new-host quotas' periods still count.
         let recent = store::recent_host_registrations(
             &store::open_connection(&shared.cfg.data_dir)?,
@@ -176,7 +181,7 @@ impl Coordinator {
             }
         }
         shared.event(format!(
-            "coordinator started on {addr}: {} identities ({} hosts), {} links, {n_blacklisted} blacklisted, {n_networks} network(s) blacklisted",
+            "coordinator started on {addr}: {} identities ({} hosts), {} links, {n_blacklisted} blacklisted, {n_networks} network(s) blacklisted, {n_cache} cache entries",
             snapshot.identities.len(),
             snapshot.records.len(),
             snapshot.links.len()

@@ -39,11 +39,15 @@ pub(super) enum Endpoint {
     AdminVouch,
     AdminUnvouch,
     Evidence,
+    CacheClaims,
+    CacheLookup,
+    CacheDispute,
+    CacheWithdrawn,
     Other,
 }
 
 impl Endpoint {
-    pub(super) const ALL: [Endpoint; 19] = [
+    pub(super) const ALL: [Endpoint; 23] = [
         Endpoint::Status,
         Endpoint::Metrics,
         Endpoint::Health,
@@ -62,6 +66,10 @@ impl Endpoint {
         Endpoint::AdminVouch,
         Endpoint::AdminUnvouch,
         Endpoint::Evidence,
+        Endpoint::CacheClaims,
+        Endpoint::CacheLookup,
+        Endpoint::CacheDispute,
+        Endpoint::CacheWithdrawn,
         Endpoint::Other,
     ];
 
@@ -85,6 +93,10 @@ impl Endpoint {
             Endpoint::AdminVouch => "admin_vouch",
             Endpoint::AdminUnvouch => "admin_unvouch",
             Endpoint::Evidence => "evidence",
+            Endpoint::CacheClaims => "cache_claims",
+            Endpoint::CacheLookup => "cache_lookup",
+            Endpoint::CacheDispute => "cache_dispute",
+            Endpoint::CacheWithdrawn => "cache_withdrawn",
             Endpoint::Other => "other",
         }
     }
@@ -274,6 +286,9 @@ pub(super) struct Shared {
     /// Evidence asked for and disputes waiting for referees (in memory).
     adjudications: super::disputes::AdjudicationState,
     pub(super) adjudication_counters: super::disputes::AdjudicationCounters,
+    /// The result cache's index (issue 16): entries and pending claims.
+    cache: Mutex<super::cache_index::CacheIndex>,
+    pub(super) cache_counters: super::cache_index::CacheCounters,
 }
 
 impl Shared {
@@ -289,7 +304,13 @@ impl Shared {
         present(&ticket, &self.key, now, rand::random()).to_vec()
     }
 
-    pub(super) fn new(mut cfg: CoordinatorConfig, key: Identity, pool: Pool, store: Store) -> Self {
+    pub(super) fn new(
+        mut cfg: CoordinatorConfig,
+        key: Identity,
+        pool: Pool,
+        store: Store,
+        cache: super::cache_index::CacheIndex,
+    ) -> Self {
         // Daemons are told to heartbeat within half the expiry; a short
         // --expiry must not make that rate-limited. Allow four times it.
         let every = (cfg.expiry.as_secs() / 2).max(1);
@@ -323,6 +344,8 @@ impl Shared {
             stopping: AtomicBool::new(false),
             adjudications: Default::default(),
             adjudication_counters: Default::default(),
+            cache: Mutex::new(cache),
+            cache_counters: Default::default(),
             cfg,
         }
     }
@@ -389,6 +412,10 @@ impl Shared {
         &self,
     ) -> std::sync::MutexGuard<'_, super::disputes::Adjudications> {
         self.adjudications.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn cache(&self) -> std::sync::MutexGuard<'_, super::cache_index::CacheIndex> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     // Poisoning is ignored: one panicking request must not take every later

@@ -119,6 +119,7 @@ pub(super) fn render_public(shared: &Shared) -> String {
         c.blacklistings.load(Ordering::Relaxed)
     );
     arch_section(&mut h, &summary.by_arch);
+    cache_section(&mut h, shared);
     h.push_str("<section id=\"toolchains\"><h2>Hosts by toolchain version</h2>");
     let versions = hosts_by_version(&summary.toolchains);
     if versions.is_empty() {
@@ -143,6 +144,31 @@ pub(super) fn render_public(shared: &Shared) -> String {
     }
     h.push_str("</section></main></body></html>\n");
     h
+}
+
+/// The result cache's counters (public: aggregate numbers only).
+fn cache_section(h: &mut String, shared: &Shared) {
+    let cache = cache_json(shared);
+    let rate = if cache.lookups == 0 {
+        "&ndash;".to_string()
+    } else {
+        format!("{:.1} %", 100.0 * cache.hits as f64 / cache.lookups as f64)
+    };
+    let _ = write!(
+        h,
+        "<section id=\"cache\"><h2>Result cache</h2><div class=\"big\">\
+         <div><b id=\"cache-entries\">{}</b>entries</div><div><b>{}</b>pending claims</div>\
+         <div><b id=\"cache-hit-rate\">{rate}</b>hit rate ({} of {} lookups)</div>\
+         <div><b>{}</b>conflicting claims</div><div><b>{}</b>disputes</div>\
+         <div><b id=\"cache-withdrawn\">{}</b>withdrawn</div></div></section>",
+        cache.entries,
+        cache.pending_claims,
+        cache.hits,
+        cache.lookups,
+        cache.conflicts,
+        cache.disputes,
+        cache.withdrawn
+    );
 }
 
 fn arch_section(h: &mut String, by_arch: &BTreeMap<String, usize>) {
@@ -182,7 +208,41 @@ pub(super) struct DetailJson {
     toolchains: Vec<ToolchainJson>,
     blacklist: Vec<crate::network::api::BlacklistEntry>,
     blacklisted_networks: Vec<crate::network::api::NetworkBlacklistEntry>,
+    /// The result cache (issue 16): what `dportage status` shows as hit rate.
+    cache: CacheJson,
     recent_events: Vec<EventJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct CacheJson {
+    entries: usize,
+    pending_claims: usize,
+    withdrawn: usize,
+    claims: u64,
+    conflicts: u64,
+    lookups: u64,
+    hits: u64,
+    disputes: u64,
+    disputes_upheld: u64,
+    disputes_rejected: u64,
+}
+
+fn cache_json(shared: &Shared) -> CacheJson {
+    let stats = shared.cache().stats();
+    let k = &shared.cache_counters;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    CacheJson {
+        entries: stats.entries,
+        pending_claims: stats.pending,
+        withdrawn: stats.withdrawn,
+        claims: load(&k.claims),
+        conflicts: load(&k.conflicts),
+        lookups: load(&k.lookups),
+        hits: load(&k.hits),
+        disputes: load(&k.disputes),
+        disputes_upheld: load(&k.disputes_upheld),
+        disputes_rejected: load(&k.disputes_rejected),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -235,6 +295,7 @@ pub(super) fn detail_json(shared: &Shared) -> DetailJson {
             .collect(),
         blacklist,
         blacklisted_networks: networks,
+        cache: cache_json(shared),
         recent_events: shared
             .recent_events_newest_first()
             .into_iter()
@@ -286,6 +347,7 @@ pub(super) fn render_page(shared: &Shared) -> String {
         blacklist.len()
     );
     arch_section(&mut h, &summary.by_arch);
+    cache_section(&mut h, shared);
     h.push_str("<section id=\"toolchains\"><h2>Hosts by toolchain</h2>");
     if summary.toolchains.is_empty() {
         h.push_str("<p class=\"empty\">no live hosts</p>");

@@ -20,13 +20,15 @@ use std::sync::{mpsc, Arc};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::coordinator::cache_index::{hash_bytes, EntryRow};
 use crate::network::api::{BlacklistEntry, NetworkBlacklistEntry};
 use crate::network::identity::{IdentityId, IdentityIdError};
+use crate::trust::cache_entry::CacheKey;
 use crate::trust::standing::HostRecord;
 
 pub const DB_FILE: &str = "coordinator.db";
 const MAX_BATCH: usize = 512;
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Schema 1 → 2: standing records (one per host identity, created at its
 /// first registration; hosts registered before get one dated then), the
@@ -53,6 +55,17 @@ const MIGRATION_2: &str = "
         vouched INTEGER NOT NULL DEFAULT 0);
     INSERT OR IGNORE INTO host_records(id, registered_at)
         SELECT id, first_seen FROM identities WHERE daemon=1;
+";
+
+/// Schema 2 → 3: the result cache's entries (issue 16). Ids and hashes are
+/// hex; witnesses and holders comma-separated ids; a withdrawn entry keeps
+/// its row (members audit against it).
+const MIGRATION_3: &str = "
+    CREATE TABLE IF NOT EXISTS cache_entries(
+        key TEXT PRIMARY KEY, toolchain TEXT NOT NULL, result TEXT NOT NULL,
+        witnesses TEXT NOT NULL, holders TEXT NOT NULL DEFAULT '',
+        made_at INTEGER NOT NULL, hits INTEGER NOT NULL DEFAULT 0,
+        withdrawn_at INTEGER, withdrawn_reason TEXT);
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +157,21 @@ pub enum WriteOp {
     Blacklist(BlacklistRow),
     /// An adjudication decided (or given up): kept for the operator.
     Adjudication(AdjudicationRow),
+    /// A cache entry was made.
+    CacheEntry(EntryRow),
+    /// A host claimed an entry's result after it was made.
+    CacheHolder {
+        key: CacheKey,
+        holder: IdentityId,
+    },
+    /// An adjudication ruled the entry wrong.
+    CacheWithdraw {
+        key: CacheKey,
+        at: u64,
+        reason: String,
+    },
+    /// Hit counts (flushed in batches: a lost batch costs only statistics).
+    CacheHits(Vec<(CacheKey, u64)>),
 }
 
 /// A blacklisting decided by an adjudication (not counted from reports).
@@ -223,6 +251,7 @@ pub struct Snapshot {
     pub links: Vec<(IdentityId, IdentityId)>,
     pub blacklist: Blacklist,
     pub records: Vec<(IdentityId, HostRecord)>,
+    pub cache_entries: Vec<EntryRow>,
 }
 
 /// Everything blacklisted: identities (with the addresses they cover) and
@@ -321,6 +350,9 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         };
         if version < 2 {
             conn.execute_batch(MIGRATION_2).map_err(&e)?;
+        }
+        if version < 3 {
+            conn.execute_batch(MIGRATION_3).map_err(&e)?;
         }
         conn.execute(
             "UPDATE meta SET value=?1 WHERE key='schema'",
@@ -702,7 +734,79 @@ fn load(conn: &Connection, path: &Path) -> Result<Snapshot, StoreError> {
         }
     }
     snap.blacklist = read_blacklist_state(conn, path)?;
+    snap.cache_entries = read_cache_entries(conn, path)?;
     Ok(snap)
+}
+
+fn ids_text(ids: &[IdentityId]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Every cache entry (withdrawn ones too).
+pub fn read_cache_entries(conn: &Connection, path: &Path) -> Result<Vec<EntryRow>, StoreError> {
+    let e = sql_err(path);
+    let mut st = conn
+        .prepare(
+            "SELECT key, toolchain, result, witnesses, holders, made_at, hits, \
+             withdrawn_at, withdrawn_reason FROM cache_entries",
+        )
+        .map_err(&e)?;
+    type Raw = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        Option<i64>,
+        Option<String>,
+    );
+    let rows = st
+        .query_map([], |r| {
+            Ok::<Raw, rusqlite::Error>((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
+        })
+        .map_err(&e)?;
+    let bad = |what: &str, v: &str| StoreError::BadRow {
+        path: path.to_path_buf(),
+        table: "cache_entries",
+        why: format!("{what} {v:?} is not a 64-digit hex hash"),
+    };
+    let ids = |s: &str| -> Result<Vec<IdentityId>, StoreError> {
+        s.split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| parse_id(path, "cache_entries", p))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, toolchain, result, witnesses, holders, made_at, hits, w_at, w_reason) =
+            row.map_err(&e)?;
+        out.push(EntryRow {
+            key: CacheKey(hash_bytes(&key).ok_or_else(|| bad("key", &key))?),
+            toolchain: hash_bytes(&toolchain).ok_or_else(|| bad("toolchain", &toolchain))?,
+            result: hash_bytes(&result).ok_or_else(|| bad("result", &result))?,
+            witnesses: ids(&witnesses)?,
+            holders: ids(&holders)?,
+            made_at: made_at as u64,
+            hits: hits as u64,
+            withdrawn: w_at.map(|at| (at as u64, w_reason.unwrap_or_default())),
+        });
+    }
+    Ok(out)
 }
 
 fn writer(mut conn: Connection, path: PathBuf, rx: mpsc::Receiver<(WriteOp, Reply)>) {
@@ -902,6 +1006,48 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<WriteResult, rusqlite::Error
                     a.now as i64
                 ],
             )?;
+            Ok(WriteResult::Done)
+        }
+        WriteOp::CacheEntry(r) => {
+            conn.execute(
+                "INSERT OR REPLACE INTO cache_entries(key, toolchain, result, witnesses, holders, \
+                 made_at, hits, withdrawn_at, withdrawn_reason) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    r.key.to_hex(),
+                    hex::encode(r.toolchain),
+                    hex::encode(r.result),
+                    ids_text(&r.witnesses),
+                    ids_text(&r.holders),
+                    r.made_at as i64,
+                    r.hits as i64,
+                    r.withdrawn.as_ref().map(|w| w.0 as i64),
+                    r.withdrawn.as_ref().map(|w| w.1.clone()),
+                ],
+            )?;
+            Ok(WriteResult::Done)
+        }
+        WriteOp::CacheHolder { key, holder } => {
+            let id = holder.to_string();
+            conn.execute(
+                "UPDATE cache_entries SET holders = CASE WHEN holders='' THEN ?2 \
+                 ELSE holders || ',' || ?2 END WHERE key=?1 AND instr(holders, ?2)=0",
+                params![key.to_hex(), id],
+            )?;
+            Ok(WriteResult::Done)
+        }
+        WriteOp::CacheWithdraw { key, at, reason } => {
+            conn.execute(
+                "UPDATE cache_entries SET withdrawn_at=?2, withdrawn_reason=?3 \
+                 WHERE key=?1 AND withdrawn_at IS NULL",
+                params![key.to_hex(), *at as i64, reason],
+            )?;
+            Ok(WriteResult::Done)
+        }
+        WriteOp::CacheHits(hits) => {
+            let mut st = conn.prepare_cached("UPDATE cache_entries SET hits=?2 WHERE key=?1")?;
+            for (key, n) in hits {
+                st.execute(params![key.to_hex(), *n as i64])?;
+            }
             Ok(WriteResult::Done)
         }
     }
@@ -1253,6 +1399,64 @@ mod tests {
         assert!(lift_network(&mut conn, &path, "10.9.9.0/24").unwrap());
         assert!(!lift_network(&mut conn, &path, "10.9.9.0/24").unwrap());
         assert!(read_blacklisted_networks(&conn, &path).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn cache_entries_and_withdrawals_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            Identity::generate().id(),
+            Identity::generate().id(),
+            Identity::generate().id(),
+        );
+        let row = |k: u8| EntryRow {
+            key: CacheKey([k; 32]),
+            toolchain: [7; 32],
+            result: [k; 32],
+            witnesses: vec![a, b],
+            holders: vec![],
+            made_at: 100 + u64::from(k),
+            hits: 0,
+            withdrawn: None,
+        };
+        {
+            let (store, snap) = Store::open(dir.path()).unwrap();
+            assert!(snap.cache_entries.is_empty());
+            store.write(WriteOp::CacheEntry(row(1))).await.unwrap();
+            store.write(WriteOp::CacheEntry(row(2))).await.unwrap();
+            for _ in 0..2 {
+                let op = WriteOp::CacheHolder {
+                    key: CacheKey([1; 32]),
+                    holder: c,
+                };
+                store.write(op).await.unwrap();
+            }
+            store
+                .write(WriteOp::CacheHits(vec![(CacheKey([1; 32]), 5)]))
+                .await
+                .unwrap();
+            for reason in ["referees disagree", "later"] {
+                let op = WriteOp::CacheWithdraw {
+                    key: CacheKey([2; 32]),
+                    at: 300,
+                    reason: reason.into(),
+                };
+                store.write(op).await.unwrap();
+            }
+        }
+        let (_store, snap) = Store::open(dir.path()).unwrap();
+        let mut rows = snap.cache_entries;
+        rows.sort_by_key(|r| r.key);
+        let want_1 = EntryRow {
+            holders: vec![c],
+            hits: 5,
+            ..row(1)
+        };
+        let want_2 = EntryRow {
+            withdrawn: Some((300, "referees disagree".into())),
+            ..row(2)
+        };
+        assert_eq!(rows, vec![want_1, want_2]);
     }
 
     #[tokio::test]

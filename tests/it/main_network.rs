@@ -10,6 +10,7 @@ mod dual;
 /// The shared compile network: coordinator, membership, status page.
 mod network {
     mod adjudication;
+    mod cache;
     mod challenge_jobs;
     mod challenges;
     mod coordinator;

@@ -206,6 +206,7 @@ mod tests {
             crate::network::identity::Identity::generate(),
             pool,
             store,
+            Default::default(),
         ));
         let body = |signer: &Identity| {
             serde_json::to_vec(&LinkRequest {

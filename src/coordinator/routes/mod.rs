@@ -4,6 +4,7 @@
 //! endpoints, one file per group. `docs/coordinator-api.md` is the contract.
 
 mod admin;
+mod cache;
 mod detail;
 mod evidence;
 mod heartbeat;
@@ -44,6 +45,10 @@ fn route(path: &str) -> (Endpoint, Method) {
         "/v1/admin/blacklist/lift-network" => (Endpoint::AdminLiftNetwork, Method::POST),
         "/v1/admin/vouch" => (Endpoint::AdminVouch, Method::POST),
         "/v1/admin/unvouch" => (Endpoint::AdminUnvouch, Method::POST),
+        crate::network::cache_api::CLAIMS_PATH => (Endpoint::CacheClaims, Method::POST),
+        crate::network::cache_api::LOOKUP_PATH => (Endpoint::CacheLookup, Method::POST),
+        crate::network::cache_api::DISPUTE_PATH => (Endpoint::CacheDispute, Method::POST),
+        crate::network::cache_api::WITHDRAWN_PATH => (Endpoint::CacheWithdrawn, Method::POST),
         p if p.starts_with(crate::network::api::EVIDENCE_PATH_PREFIX) => {
             (Endpoint::Evidence, Method::PUT)
         }
@@ -203,6 +208,10 @@ async fn signed(
         Endpoint::AdminVouch => admin::vouch(shared, id, &body, true).await,
         Endpoint::AdminUnvouch => admin::vouch(shared, id, &body, false).await,
         Endpoint::Evidence => evidence::evidence(shared, id, &evidence_hash, &body).await,
+        Endpoint::CacheClaims => cache::claims(shared, id, &body).await,
+        Endpoint::CacheLookup => cache::lookup(shared, id, &body),
+        Endpoint::CacheDispute => cache::dispute(shared, id, &body),
+        Endpoint::CacheWithdrawn => cache::withdrawn(shared, id, &body),
         Endpoint::Status
         | Endpoint::Metrics
         | Endpoint::Health
