@@ -212,7 +212,7 @@ impl ResultStore {
         let mut found = self.scan();
         let mut total: u64 = found.iter().map(|f| f.len).sum();
         // Newest first, so the oldest pop off the end.
-        found.sort_by(|a, b| b.used.cmp(&a.used));
+        found.sort_by_key(|f| std::cmp::Reverse(f.used));
         while total > self.max_bytes {
             let Some(victim) = found.pop() else { break };
             match fs::remove_file(&victim.path) {

@@ -30,11 +30,15 @@ pub enum Token {
     /// `crate::network::ticket`), sent only to hosts listed as taking
     /// tickets, so no distcc release ever receives one.
     Tckt,
+    /// dportage extension (issue 16): fetch a cached reply by its 32-byte
+    /// result hash, instead of `DIST`; only sent to dportage hosts an index
+    /// named as holders.
+    Cget,
     /// dportage's own: a server too busy to queue the request (see `busy`).
     Busy,
 }
 
-const ALL: [Token; 17] = [
+const ALL: [Token; 18] = [
     Token::Dist,
     Token::Cdir,
     Token::Argc,
@@ -51,6 +55,7 @@ const ALL: [Token; 17] = [
     Token::Doto,
     Token::Dotd,
     Token::Tckt,
+    Token::Cget,
     Token::Busy,
 ];
 
@@ -73,6 +78,7 @@ impl Token {
             Token::Doto => b"DOTO",
             Token::Dotd => b"DOTD",
             Token::Tckt => b"TCKT",
+            Token::Cget => b"CGET",
             Token::Busy => b"BUSY",
         }
     }

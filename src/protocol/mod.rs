@@ -19,7 +19,9 @@ pub mod zstd;
 pub use header::{encode_header, parse_header, Token, HEADER_LEN};
 pub use reply::{Reply, ReplyDecoder};
 pub use reply_stream::{ReplyEvent, ReplyHead, ReplyStreamDecoder};
-pub use request::{encode_doti, encode_request_head, Request, RequestDecoder, RequestEvent};
+pub use request::{
+    encode_doti, encode_fetch, encode_request_head, Request, RequestDecoder, RequestEvent,
+};
 
 /// A sans-I/O decoder as a read loop drives it (`crate::transport`): the
 /// request and reply decoders differ in what they yield, not in how they are fed.
@@ -158,6 +160,8 @@ pub enum ProtocolError {
     Incomplete,
     #[error("{0} bytes after the end of the message")]
     TrailingBytes(usize),
+    #[error("CGET of {0} bytes: a fetch names exactly one 32-byte result hash")]
+    BadFetch(u32),
     #[error("the server is busy: {0}")]
     Busy(String),
 }

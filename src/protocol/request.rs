@@ -1,4 +1,5 @@
-//! Client → server: `DIST`, `ARGC`, `ARGV`×n, `DOTI`.
+//! Client → server: `DIST`, `ARGC`, `ARGV`×n, `DOTI`; or, dportage only,
+//! `CGET` (fetch a cached reply), each after an optional `TCKT`.
 
 use bytes::BytesMut;
 
@@ -33,6 +34,12 @@ impl Request {
             match decoder.decode(&mut buf)? {
                 // Judging a ticket is the server's business, not the codec's.
                 Some(RequestEvent::Ticket(_)) => {}
+                Some(RequestEvent::Fetch(_)) => {
+                    return Err(ProtocolError::UnexpectedToken {
+                        expected: "DIST",
+                        got: "CGET".into(),
+                    })
+                }
                 Some(RequestEvent::Version(v)) => version = Some(v),
                 Some(RequestEvent::Argv(a)) => argv = Some(a),
                 Some(RequestEvent::Doti(doti)) => {
@@ -80,6 +87,19 @@ pub fn encode_ticket(pass: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The `CGET` packet (dportage extension, issue 16): fetch the cached reply
+/// whose result hash (`network::api::result_hash`, as raw bytes) is
+/// `result`. Sent after an optional `TCKT`, instead of `DIST`; the answer is
+/// a whole protocol 2 reply, or the connection closed without a byte.
+pub fn encode_fetch(result: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + FETCH_LEN as usize);
+    put_str(&mut out, Token::Cget, result);
+    out
+}
+
+/// The one body length of a `CGET`: a raw blake3 hash.
+pub const FETCH_LEN: u32 = 32;
+
 /// Largest `TCKT` body a decoder accepts; the ticket layer wants an exact
 /// length, this only bounds what is buffered before it looks.
 pub const MAX_TICKET_PACKET: u32 = 1024;
@@ -90,6 +110,9 @@ pub enum RequestEvent {
     /// A `TCKT` body (dportage extension), at most once and only before
     /// `DIST`. The decoder does not judge it: the server does.
     Ticket(Vec<u8>),
+    /// `CGET` read (dportage extension): the client wants the cached reply
+    /// of this result hash, not a compile. The request is complete.
+    Fetch([u8; 32]),
     /// `DIST` read. For `V3` the decoder stops: the caller decides to refuse.
     Version(ProtocolVersion),
     /// `ARGC` and all `ARGV` packets read.
@@ -143,6 +166,11 @@ impl RequestDecoder {
             State::Dist if starts_with_ticket(buf) => {
                 peek_len(buf, Token::Tckt, "", u64::MAX).ok().flatten()
             }
+            State::Dist if buf.starts_with(Token::Cget.as_bytes()) => {
+                peek_len(buf, Token::Cget, "", u64::from(FETCH_LEN))
+                    .ok()
+                    .flatten()
+            }
             _ => None,
         };
         event
@@ -158,6 +186,23 @@ impl RequestDecoder {
                     };
                     self.ticket_seen = true;
                     return Ok(Some(RequestEvent::Ticket(pass.to_vec())));
+                }
+                State::Dist if buf.starts_with(Token::Cget.as_bytes()) => {
+                    // The length is judged on the header, before the body is
+                    // waited for: a fetch is exactly one hash.
+                    if let Some(len) = peek_len(buf, Token::Cget, "CGET", u64::MAX)? {
+                        if len != FETCH_LEN {
+                            return Err(ProtocolError::BadFetch(len));
+                        }
+                    }
+                    let Some(body) = take_body(buf, Token::Cget, "CGET", u64::from(FETCH_LEN))?
+                    else {
+                        return Ok(None);
+                    };
+                    let mut hash = [0u8; 32];
+                    hash.copy_from_slice(&body);
+                    self.state = State::Finished;
+                    return Ok(Some(RequestEvent::Fetch(hash)));
                 }
                 State::Dist => {
                     let Some(v) = take_int(buf, Token::Dist)? else {
@@ -236,7 +281,8 @@ impl RequestDecoder {
         wanted_for_packet(buffered, self.pending_body)
     }
 
-    /// The request has been read completely (or stopped at `DIST 3`).
+    /// The request has been read completely (or stopped at `DIST 3`, or
+    /// was a `CGET`).
     pub fn is_finished(&self) -> bool {
         matches!(self.state, State::Finished)
     }
@@ -326,6 +372,77 @@ mod tests {
             Request::decode_all(&with, &Limits::default()).unwrap(),
             request
         );
+    }
+
+    /// `CGET` with exactly 32 bytes, first or after one `TCKT`, fed byte by
+    /// byte, is a fetch; any other length is refused on its header, before a
+    /// byte of the body is waited for; nothing may follow it, and it may not
+    /// follow `DIST`.
+    #[test]
+    fn fetch_table() {
+        let hash = [0xab; 32];
+        let ticketed = [encode_ticket(b"pass"), encode_fetch(&hash)].concat();
+        let ok: &[(&str, Vec<u8>, Vec<RequestEvent>)] = &[
+            ("bare", encode_fetch(&hash), vec![RequestEvent::Fetch(hash)]),
+            (
+                "after a ticket",
+                ticketed,
+                vec![
+                    RequestEvent::Ticket(b"pass".to_vec()),
+                    RequestEvent::Fetch(hash),
+                ],
+            ),
+        ];
+        for (name, bytes, want) in ok {
+            assert_eq!(&bytes[bytes.len() - 44..bytes.len() - 32], b"CGET00000020");
+            let mut decoder = RequestDecoder::new(Limits::default());
+            let mut buf = BytesMut::new();
+            let mut events = Vec::new();
+            for &b in bytes {
+                buf.extend_from_slice(&[b]);
+                assert!(decoder.wanted(buf.len()) >= 1);
+                while !decoder.is_finished() {
+                    match decoder.decode(&mut buf).unwrap() {
+                        Some(e) => events.push(e),
+                        None => break,
+                    }
+                }
+            }
+            assert_eq!(&events, want, "{name}");
+            assert!(decoder.is_finished(), "{name}");
+            assert_eq!(decoder.decode(&mut buf), Err(ProtocolError::Finished));
+        }
+
+        let bad: &[(&str, &[u8], ProtocolError)] = &[
+            ("empty", b"CGET00000000", ProtocolError::BadFetch(0)),
+            ("short", b"CGET0000001f", ProtocolError::BadFetch(31)),
+            ("long", b"CGET00000021", ProtocolError::BadFetch(33)),
+            ("huge", b"CGETffffffff", ProtocolError::BadFetch(u32::MAX)),
+            (
+                "bad digits",
+                b"CGET0000002x",
+                ProtocolError::BadHeader("CGET0000002x".into()),
+            ),
+        ];
+        for (name, header, want) in bad {
+            // Only the header: the refusal cannot wait for a body.
+            let mut decoder = RequestDecoder::new(Limits::default());
+            let mut buf = BytesMut::from(*header);
+            assert_eq!(decoder.decode(&mut buf).as_ref(), Err(want), "{name}");
+            let mut after_ticket = RequestDecoder::new(Limits::default());
+            let mut buf =
+                BytesMut::from([encode_ticket(b"t").as_slice(), header].concat().as_slice());
+            assert!(after_ticket.decode(&mut buf).unwrap().is_some());
+            assert_eq!(after_ticket.decode(&mut buf).as_ref(), Err(want), "{name}");
+        }
+        // Not after DIST, and not as a whole request.
+        let mut late = encode_request_head(ProtocolVersion::V1, &[b"gcc".to_vec()]);
+        late.extend(encode_fetch(&hash));
+        assert!(Request::decode_all(&late, &Limits::default()).is_err());
+        assert!(Request::decode_all(&encode_fetch(&hash), &Limits::default()).is_err());
+        // The wanted-bytes hint never reaches past the 32-byte body.
+        let decoder = RequestDecoder::new(Limits::default());
+        assert!(decoder.wanted(0) <= 12);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::time::timeout;
 use super::admission::{ByteCharge, ConnectionTicket, Refused};
 use super::job::{check_command, run_job, JobOutcome, JobResult};
 use super::refusal_log::LogLine;
+use super::result_cache::CompiledJob;
 use super::spool::{should_spool, Spooled};
 use super::stats::{Outcome, StallPhase};
 use super::Shared;
@@ -132,6 +133,8 @@ pub struct JobEnd {
     pub job: Option<(String, String)>,
     /// Why it ended this way, when that is not obvious from the outcome.
     pub note: Option<String>,
+    /// A `CGET`, not a job: logged, but not counted among distccd's jobs.
+    pub fetch: bool,
 }
 
 impl JobEnd {
@@ -142,6 +145,14 @@ impl JobEnd {
             ret,
             job: None,
             note: Some(note),
+            fetch: false,
+        }
+    }
+
+    fn fetch(note: String) -> Self {
+        Self {
+            fetch: true,
+            ..Self::early(Outcome::Other, 0, note)
         }
     }
 }
@@ -180,6 +191,15 @@ pub async fn serve<R, W>(
         } else {
             record_quietly(shared, started, &end);
         }
+        return;
+    }
+    if end.fetch {
+        tracing::info!(
+            "client: {peer} CGET ret:{} time:{}ms ({})",
+            end.ret,
+            started.elapsed().as_millis(),
+            end.note.as_deref().unwrap_or("")
+        );
         return;
     }
     let refusal = (end.outcome == Outcome::RejOverload).then_some("queue_or_bytes");
@@ -285,13 +305,19 @@ where
     }
     // The decoded request is what stays in memory (larger than what was
     // read when it came LZO-compressed): charge that from now on.
-    let read = read.and_then(|r| {
-        let held = r.doti.len() + r.argv.iter().map(Vec::len).sum::<usize>();
-        charge.resize(held as u64).map_err(ReadError::Busy)?;
-        Ok(r)
+    let read = read.and_then(|incoming| {
+        if let Incoming::Job { request: r, .. } = &incoming {
+            let held = r.doti.len() + r.argv.iter().map(Vec::len).sum::<usize>();
+            charge.resize(held as u64).map_err(ReadError::Busy)?;
+        }
+        Ok(incoming)
     });
-    let request = match read {
-        Ok(r) => r,
+    let (request, ticketed) = match read {
+        Ok(Incoming::Job { request, ticketed }) => (request, ticketed),
+        Ok(Incoming::Fetch(result)) => {
+            drop(charge);
+            return serve_fetch(writer, shared, &result).await;
+        }
         Err(e) => {
             match &e {
                 ReadError::Stalled(_) | ReadError::HeaderDeadline(_) => {
@@ -342,6 +368,7 @@ where
                     Ok(()) => format!("refused: {refusal}"),
                     Err(e) => format!("refused: {refusal}; writing the refusal failed: {e}"),
                 }),
+                fetch: false,
             };
         }
     };
@@ -369,6 +396,7 @@ where
                             Ok(()) => format!("server busy: {why}; told the client"),
                             Err(e) => format!("server busy: {why}; telling the client failed: {e}"),
                         }),
+                        fetch: false,
                     };
                 }
             };
@@ -388,6 +416,7 @@ where
                         ret: exitcode::IO_ERROR,
                         job: job_names,
                         note: Some("client went away while waiting for a job slot".into()),
+                        fetch: false,
                     };
                 }
             };
@@ -405,6 +434,7 @@ where
                             ret: exitcode::IO_ERROR,
                             job: job_names,
                             note: Some(format!("reading back the spooled source failed: {why}")),
+                            fetch: false,
                         };
                     }
                 }
@@ -423,6 +453,12 @@ where
         let _running = shared.stats.start_compile();
         run_job(&command, &source, &cfg.job, client_gone(reader)).await
     };
+    // Only a network job that compiled is kept (and its input hashed);
+    // the fingerprint says the compiler is one the heartbeat probed.
+    let keep = (ticketed && outcome.status == 0 && !outcome.object.is_empty())
+        .then(|| shared.cache.wants(&argv))
+        .flatten()
+        .map(|fingerprint| (fingerprint, *blake3::hash(&source).as_bytes()));
     drop(source);
     drop(charge);
     drop(_slot);
@@ -460,12 +496,90 @@ where
         stats_outcome = Outcome::CliDisconnect;
         ret = exitcode::IO_ERROR;
     }
+    // After the reply: the client waits for nothing of this.
+    if let (Some((fingerprint, input_hash)), Outcome::CompileOk) = (keep, stats_outcome) {
+        keep_result(shared, fingerprint, input_hash, argv, reply).await;
+    }
     JobEnd {
         outcome: stats_outcome,
         status,
         ret,
         job: job_names,
         note,
+        fetch: false,
+    }
+}
+
+/// Store a network job's reply and queue its claim, off the async threads.
+async fn keep_result(
+    shared: &Shared,
+    fingerprint: String,
+    input_hash: [u8; 32],
+    argv: Vec<Vec<u8>>,
+    reply: Reply,
+) {
+    let cache = std::sync::Arc::clone(&shared.cache);
+    let kept = tokio::task::spawn_blocking(move || {
+        cache.keep(
+            &fingerprint,
+            &CompiledJob {
+                argv: &argv,
+                input_hash,
+                status: reply.status,
+                stderr: &reply.stderr,
+                stdout: &reply.stdout,
+                object: &reply.object,
+            },
+        )
+    })
+    .await;
+    if let Ok(Some(claim)) = kept {
+        shared.stats.cache_claim_queued();
+        tracing::debug!(
+            "kept result {} of key {} ({} bytes) for the cache",
+            &claim.result[..16],
+            &claim.key[..16],
+            claim.bytes
+        );
+    }
+}
+
+/// Answer a `CGET`: the stored reply of `result`, or the connection closed
+/// without a byte. Bounded in time like a reply.
+async fn serve_fetch<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    shared: &Shared,
+    result: &[u8; 32],
+) -> JobEnd {
+    let cache = std::sync::Arc::clone(&shared.cache);
+    let wanted = *result;
+    let stored = tokio::task::spawn_blocking(move || cache.fetch(&wanted))
+        .await
+        .ok()
+        .flatten();
+    let short = hex::encode(&result[..8]);
+    let Some(bytes) = stored else {
+        shared.stats.cache_miss();
+        let _ = timeout(shared.cfg.io_timeout, writer.shutdown()).await;
+        return JobEnd::fetch(format!("fetch of result {short}…: not held"));
+    };
+    let written = write_all_or_stall(writer, &bytes, shared.cfg.io_timeout, |n| {
+        shared.stats.add_bytes_out(n)
+    })
+    .await;
+    let _ = timeout(shared.cfg.io_timeout, writer.shutdown()).await;
+    match written {
+        Ok(()) => {
+            shared.stats.cache_fetch(bytes.len());
+            JobEnd::fetch(format!(
+                "fetch of result {short}…: served {} bytes",
+                bytes.len()
+            ))
+        }
+        Err(e) => JobEnd {
+            ret: exitcode::IO_ERROR,
+            ..JobEnd::fetch(format!("fetch of result {short}…: writing failed: {e}"))
+        },
     }
 }
 
@@ -511,7 +625,7 @@ async fn read_request<R>(
     ticket: Option<&ConnectionTicket>,
     phase: &mut StallPhase,
     mut admit: Admit,
-) -> Result<Request, ReadError>
+) -> Result<Incoming, ReadError>
 where
     R: AsyncRead + Unpin,
 {
@@ -530,6 +644,7 @@ where
     let mut frames = FrameReader::new(reader, RequestDecoder::new(cfg.limits), policy);
     let mut version = None;
     let mut argv = None;
+    let mut ticketed = false;
     loop {
         *phase = if argv.is_some() {
             StallPhase::Body
@@ -546,17 +661,35 @@ where
         };
         match event {
             RequestEvent::Ticket(pass) => {
-                if admit == Admit::ByTicket {
-                    let gate = shared.tickets.as_ref().ok_or(ReadError::NoTicket)?;
-                    let member = gate.check(&pass, unix_now()).map_err(ReadError::Ticket)?;
-                    tracing::debug!("admitted by the ticket of member {}", member.short());
-                    admit = Admit::ByAddress;
+                // Checked from an allowed address too: a valid ticket is
+                // what makes a job a network job, whose result may be
+                // claimed; without one it is a LAN user's, and stays here.
+                let checked = match shared.tickets.as_ref() {
+                    Some(gate) => gate.check(&pass, unix_now()),
+                    None => Err(TicketError::NoCoordinatorKey),
+                };
+                match checked {
+                    Ok(member) => {
+                        tracing::debug!("admitted by the ticket of member {}", member.short());
+                        admit = Admit::ByAddress;
+                        ticketed = true;
+                    }
+                    Err(e) if admit == Admit::ByTicket => {
+                        return Err(if shared.tickets.is_some() {
+                            ReadError::Ticket(e)
+                        } else {
+                            ReadError::NoTicket
+                        })
+                    }
+                    Err(e) => tracing::debug!(
+                        "ticket refused ({e}); served as an allowed address's job, not a network job"
+                    ),
                 }
-                // From an allowed address a ticket adds nothing.
             }
-            RequestEvent::Version(_) if admit == Admit::ByTicket => {
+            RequestEvent::Version(_) | RequestEvent::Fetch(_) if admit == Admit::ByTicket => {
                 return Err(ReadError::NoTicket)
             }
+            RequestEvent::Fetch(result) => return Ok(Incoming::Fetch(result)),
             RequestEvent::Version(ProtocolVersion::V3) => return Err(ReadError::Pump),
             RequestEvent::Version(v) => version = Some(v),
             RequestEvent::Argv(a) => argv = Some(a),
@@ -567,14 +700,27 @@ where
                         got: "DOTI".into(),
                     }));
                 };
-                return Ok(Request {
-                    version,
-                    argv,
-                    doti,
+                return Ok(Incoming::Job {
+                    request: Request {
+                        version,
+                        argv,
+                        doti,
+                    },
+                    ticketed,
                 });
             }
         }
     }
+}
+
+/// What a connection asked for.
+#[derive(Debug)]
+enum Incoming {
+    /// A job; `ticketed`: it came with a ticket pass the gate accepted (a
+    /// network job).
+    Job { request: Request, ticketed: bool },
+    /// `CGET`: the stored reply of this result hash.
+    Fetch([u8; 32]),
 }
 
 /// Completes when the client closes its side (EOF), the connection breaks, or

@@ -228,6 +228,11 @@ pub fn write_pid_file(path: &Path) -> Result<(), DaemonError> {
 /// Hand the pid file to the user we are about to become, so the daemon can
 /// still remove it at exit (a sticky directory lets only the owner do that).
 pub fn chown_pid_file(path: &Path, persona: &Persona) {
+    chown_to(path, persona);
+}
+
+/// Give `path` to `persona` (best effort: what it cannot write it reports).
+pub fn chown_to(path: &Path, persona: &Persona) {
     use std::os::unix::ffi::OsStrExt;
     if let Ok(c) = CString::new(path.as_os_str().as_bytes()) {
         // SAFETY: chown on a valid NUL-terminated path.

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::fingerprint::{HostFacts, Toolchain};
 use crate::network::api::{Heartbeat, HeartbeatAck};
+use crate::network::cache_api::{CacheClaims, CacheClaimsAck, CLAIMS_PATH, MAX_CLAIMS};
 use crate::network::caller::{CoordinatorClient, KeySource};
 use crate::network::clock::unix_now;
 use crate::network::host_list;
@@ -24,6 +25,7 @@ use crate::network::NetworkError;
 use crate::probe;
 
 use super::tickets::{Learned, TicketGate};
+use super::Shared;
 
 /// Compilers advertised when the server names none: those of these found in `PATH`.
 pub const DEFAULT_COMPILERS: &[&str] = &["cc", "c++", "gcc", "g++", "clang", "clang++"];
@@ -254,9 +256,18 @@ pub struct PreparedHeartbeat {
     identity: Arc<Identity>,
     client: CoordinatorClient,
     gate: Arc<TicketGate>,
+    cache: Option<Arc<Shared>>,
 }
 
 impl PreparedHeartbeat {
+    /// Share the result cache with the daemon's connections: publish the
+    /// probed toolchains into `shared.cache` (which jobs can be keyed) and
+    /// send its claims after each acknowledged heartbeat.
+    pub fn with_cache(mut self, shared: Arc<Shared>) -> Self {
+        self.cache = Some(shared);
+        self
+    }
+
     /// What the daemon checks its network clients' tickets with; the
     /// heartbeat loop pins the coordinator's key into it.
     pub fn ticket_gate(&self) -> Arc<TicketGate> {
@@ -312,6 +323,7 @@ pub fn prepare_heartbeat(cfg: HeartbeatConfig) -> Result<PreparedHeartbeat, Netw
         identity,
         client,
         gate,
+        cache: None,
     })
 }
 
@@ -328,10 +340,11 @@ pub fn spawn_prepared_heartbeat(prepared: PreparedHeartbeat) -> HeartbeatHandle 
         identity,
         client,
         gate,
+        cache,
     } = prepared;
     let id = identity.id();
     let (tx, rx) = watch::channel(HeartbeatStatus::default());
-    let task = tokio::spawn(heartbeat_loop(cfg, identity, client, gate, tx));
+    let task = tokio::spawn(heartbeat_loop(cfg, identity, client, gate, cache, tx));
     HeartbeatHandle {
         id,
         status: rx,
@@ -362,7 +375,7 @@ pub async fn run(
     let gate = ticket_gate(&cfg, &identity, &client.url().to_string());
     let (tx, _rx) = watch::channel(HeartbeatStatus::default());
     tokio::select! {
-        _ = heartbeat_loop(cfg, identity, client, gate, tx) => {}
+        _ = heartbeat_loop(cfg, identity, client, gate, None, tx) => {}
         _ = shutdown => {}
     }
     Ok(())
@@ -373,6 +386,7 @@ async fn heartbeat_loop(
     identity: Arc<Identity>,
     client: CoordinatorClient,
     gate: Arc<TicketGate>,
+    cache: Option<Arc<Shared>>,
     tx: watch::Sender<HeartbeatStatus>,
 ) {
     let mut status = HeartbeatStatus::default();
@@ -398,7 +412,7 @@ async fn heartbeat_loop(
                 status.consecutive_failures += 1;
                 cfg.interval.min(Duration::from_secs(60))
             }
-            Ok(hb) => match client.heartbeat(&hb).await {
+            Ok(hb) => match publish_then_send(&client, &hb, cache.as_deref()).await {
                 Ok(ack) => {
                     // The key the client verified (its proof over a fresh
                     // challenge, checked against the pin), not the answer's
@@ -430,6 +444,9 @@ async fn heartbeat_loop(
                     status.acknowledged += 1;
                     if let Some(dir) = &cfg.reports_dir {
                         send_pending_reports(dir, &client.url().to_string()).await;
+                    }
+                    if let Some(shared) = &cache {
+                        send_claims(&client, shared).await;
                     }
                     cfg.interval
                         .min(Duration::from_secs(ack.heartbeat_within_secs.max(1)))
@@ -499,6 +516,70 @@ async fn send_pending_reports(dir: &std::path::Path, coordinator: &str) {
             dir.display(),
             SEND_REPORTS_TIMEOUT.as_secs()
         ),
+    }
+}
+
+/// Tell the connections which toolchains this host runs (the claims'
+/// keys need their fingerprints), then heartbeat.
+async fn publish_then_send(
+    client: &CoordinatorClient,
+    hb: &Heartbeat,
+    shared: Option<&Shared>,
+) -> Result<HeartbeatAck, NetworkError> {
+    if let Some(shared) = shared {
+        shared.cache.set_toolchains(
+            hb.toolchains
+                .iter()
+                .map(|t| (t.name.clone(), t.id.clone()))
+                .collect(),
+        );
+    }
+    client.heartbeat(hb).await
+}
+
+/// Send up to [`MAX_CLAIMS`] queued result-cache claims, signed like the
+/// heartbeat. Claims not acknowledged go back to the queue (within its
+/// bound) for the next heartbeat; a coordinator without the route (404, an
+/// older one) is not worth more than a debug line.
+async fn send_claims(client: &CoordinatorClient, shared: &Shared) {
+    let cache = &shared.cache;
+    let claims = cache.take_claims(MAX_CLAIMS);
+    if claims.is_empty() {
+        return;
+    }
+    let n = claims.len();
+    let body = CacheClaims { claims };
+    let bytes = match serde_json::to_vec(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!("cannot encode {n} cache claims: {e}");
+            cache.put_back(body.claims);
+            return;
+        }
+    };
+    match client
+        .call::<CacheClaimsAck>("POST", CLAIMS_PATH, bytes)
+        .await
+    {
+        Ok(ack) => {
+            shared.stats.cache_claims_sent(n);
+            tracing::debug!(
+                "coordinator took {} of {n} cache claims ({} new entries)",
+                ack.accepted,
+                ack.entries_made
+            );
+        }
+        Err(e) => {
+            let missing = matches!(&e, NetworkError::Api { status: 404, .. });
+            if missing {
+                tracing::debug!("the coordinator takes no cache claims yet: {e}");
+            } else {
+                tracing::warn!(
+                    "sending {n} cache claims failed: {e}; trying again at the next heartbeat"
+                );
+            }
+            cache.put_back(body.claims);
+        }
     }
 }
 

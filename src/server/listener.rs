@@ -160,6 +160,7 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                     ret: exitcode::ACCESS_DENIED,
                     job: None,
                     note: Some("denied by access list".into()),
+                    fetch: false,
                 };
                 if connection::refusal_logged(shared, "access") {
                     tracing::warn!(
@@ -188,6 +189,7 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                         ret: exitcode::BUSY,
                         job: None,
                         note: Some(why.to_string()),
+                        fetch: false,
                     },
                     Some(why.label()),
                 );
@@ -231,6 +233,7 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                         ret: exitcode::DISTCC_FAILED,
                         job: None,
                         note: Some(format!("internal error: {what}")),
+                        fetch: false,
                     },
                 );
             }

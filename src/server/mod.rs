@@ -16,6 +16,7 @@ pub mod limits;
 pub mod listener;
 pub mod options;
 pub mod refusal_log;
+pub mod result_cache;
 pub mod sandbox;
 pub mod spool;
 pub mod stats;
@@ -48,6 +49,9 @@ pub struct Shared {
     pub tickets: Option<Arc<tickets::TicketGate>>,
     /// Keeps a flood of refusals from flooding the log.
     pub refusal_log: std::sync::Mutex<refusal_log::RefusalLog>,
+    /// The result cache (issue 16): replies of network jobs, served by
+    /// `CGET` and claimed to the coordinator by the heartbeat agent.
+    pub cache: Arc<result_cache::ServerCache>,
 }
 
 impl Shared {
@@ -55,6 +59,10 @@ impl Shared {
         let stats = Stats::new(cfg.jobs);
         let job_slots = Semaphore::new(cfg.jobs);
         let admission = Arc::new(Admission::new(cfg.admission));
+        let cache = Arc::new(match &cfg.cache {
+            Some(c) => result_cache::ServerCache::open(&c.dir, c.max_bytes),
+            None => result_cache::ServerCache::disabled(),
+        });
         Self {
             cfg,
             stats,
@@ -62,6 +70,7 @@ impl Shared {
             admission,
             tickets: None,
             refusal_log: std::sync::Mutex::new(refusal_log::RefusalLog::default()),
+            cache,
         }
     }
 
@@ -191,6 +200,11 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
             return exitcode::DISTCC_FAILED;
         }
     };
+    // The result store must be the persona's: the identity directory is
+    // root's when the daemon starts as root.
+    if let (Some(p), Some(cache)) = (&persona, &cfg.cache) {
+        prepare_store_dir(&cache.dir, p);
+    }
     let code = match drop_privileges(&cfg, persona.as_ref()) {
         Err(code) => code,
         Ok(()) => {
@@ -211,7 +225,9 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
             run_runtime(cfg.clone(), gate, |shared| async move {
                 // The handle stops the heartbeat when dropped, so it lives as
                 // long as the accept loop.
-                let _heartbeat = heartbeat.map(heartbeat_agent::spawn_prepared_heartbeat);
+                let for_cache = Arc::clone(&shared);
+                let _heartbeat = heartbeat
+                    .map(|h| heartbeat_agent::spawn_prepared_heartbeat(h.with_cache(for_cache)));
                 listener::run(shared, jobs_listener, stats_listener).await
             })
         }
@@ -220,6 +236,20 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
         let _ = std::fs::remove_file(path);
     }
     code
+}
+
+/// Create the result store's directory and give it to `persona`.
+fn prepare_store_dir(dir: &std::path::Path, persona: &daemon::Persona) {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        tracing::warn!("cannot create the result store {}: {e}", dir.display());
+        return;
+    }
+    daemon::chown_to(dir, persona);
 }
 
 /// Become the unprivileged persona (when root), forbid privilege gains, and

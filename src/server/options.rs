@@ -231,6 +231,10 @@ pub struct ServeArgs {
     /// [dportage] The coordinator's public key (64 hex digits), instead of trusting the key it presents at first contact; a coordinator with another key is refused, and members' tickets are checked against it.
     #[arg(long, value_name = "HEX", requires = "coordinator")]
     pub coordinator_key: Option<crate::network::identity::IdentityId>,
+
+    /// [dportage] Keep the replies of network jobs (those with a member's ticket) for the result cache, up to this many bytes (K, M, G suffixes; 0: off) [default: 2G], in result-store/ next to the daemon's identity; they are served back to members by digest and claimed to the coordinator.
+    #[arg(long, value_name = "BYTES", requires = "coordinator")]
+    pub cache_size: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -289,6 +293,15 @@ pub struct ServerConfig {
     pub job: JobConfig,
     /// `--coordinator`: heartbeat to the network's coordinator.
     pub heartbeat: Option<super::heartbeat_agent::HeartbeatConfig>,
+    /// The result store (`--cache-size`; only with `--coordinator`).
+    pub cache: Option<CacheConfig>,
+}
+
+/// Where and how large the result store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
 }
 
 /// What parsing the command line decided.
@@ -588,6 +601,18 @@ impl ServeArgs {
             }
         };
 
+        let cache = match (&heartbeat, self.cache_size.as_deref()) {
+            (None, _) => None,
+            (Some(_), Some(text)) if text.trim() == "0" => None,
+            (Some(hb), text) => Some(CacheConfig {
+                dir: hb.identity_dir.join(super::result_cache::STORE_SUBDIR),
+                max_bytes: match text {
+                    Some(text) => parse_size("--cache-size", text)?,
+                    None => super::result_cache::DEFAULT_CACHE_BYTES,
+                },
+            }),
+        };
+
         let mut limits = Limits::default();
         if let Some(text) = &self.max_source_size {
             let size = parse_size("--max-source-size", text)?;
@@ -669,6 +694,7 @@ impl ServeArgs {
             limits,
             job,
             heartbeat,
+            cache,
         })
     }
 }
@@ -821,6 +847,21 @@ mod tests {
             "needs --coordinator"
         );
         assert!(cfg(&["--coordinator", "http://c:1", "--coordinator-key", "ab"]).is_err());
+    }
+
+    #[test]
+    fn cache_size_defaults_with_a_coordinator_and_turns_off_at_zero() {
+        let net = ["--coordinator", "http://c:1"];
+        let c = cfg(&net).unwrap().cache.unwrap();
+        assert_eq!(c.max_bytes, 2 << 30);
+        assert!(c.dir.ends_with("result-store"), "{}", c.dir.display());
+        let with = |size: &str| cfg(&[net[0], net[1], "--cache-size", size]);
+        assert_eq!(with("64M").unwrap().cache.unwrap().max_bytes, 64 << 20);
+        assert_eq!(with("1000").unwrap().cache.unwrap().max_bytes, 1000);
+        assert_eq!(with("0").unwrap().cache, None);
+        assert!(with("lots").is_err());
+        assert_eq!(cfg(&[]).unwrap().cache, None, "no network, no claims");
+        assert!(cfg(&["--cache-size", "1M"]).is_err(), "needs --coordinator");
     }
 
     #[test]

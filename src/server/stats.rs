@@ -203,6 +203,16 @@ struct IoSample {
     sectors: u64,
 }
 
+/// The result cache's counters (see [`Stats::cache_totals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheTotals {
+    pub fetches: u64,
+    pub fetch_bytes: u64,
+    pub misses: u64,
+    pub claims_queued: u64,
+    pub claims_sent: u64,
+}
+
 /// All server counters. Shared by every connection task.
 #[derive(Debug)]
 pub struct Stats {
@@ -223,6 +233,13 @@ pub struct Stats {
     /// Queued sources spooled to disk, and their bytes.
     spooled: AtomicU64,
     spooled_bytes: AtomicU64,
+    /// The result cache (issue 16): `CGET`s answered with a reply, their
+    /// bytes, `CGET`s closed without one; claims queued and sent.
+    cache_fetches: AtomicU64,
+    cache_fetch_bytes: AtomicU64,
+    cache_misses: AtomicU64,
+    cache_claims_queued: AtomicU64,
+    cache_claims_sent: AtomicU64,
     longest: Mutex<Option<Longest>>,
     history: Mutex<History>,
     histogram: Mutex<JobDurations>,
@@ -245,6 +262,11 @@ impl Stats {
             busy_answers: AtomicU64::new(0),
             spooled: AtomicU64::new(0),
             spooled_bytes: AtomicU64::new(0),
+            cache_fetches: AtomicU64::new(0),
+            cache_fetch_bytes: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            cache_claims_queued: AtomicU64::new(0),
+            cache_claims_sent: AtomicU64::new(0),
             longest: Mutex::new(None),
             history: Mutex::new(History::default()),
             histogram: Mutex::new(JobDurations {
@@ -339,6 +361,38 @@ impl Stats {
     }
 
     /// Count a client dropped for being too slow.
+    /// A `CGET` answered with a stored reply of `bytes`.
+    pub fn cache_fetch(&self, bytes: usize) {
+        self.cache_fetches.fetch_add(1, Ordering::Relaxed);
+        self.cache_fetch_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A `CGET` of a result this host does not hold.
+    pub fn cache_miss(&self) {
+        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn cache_claim_queued(&self) {
+        self.cache_claims_queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn cache_claims_sent(&self, n: usize) {
+        self.cache_claims_sent
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// (fetches served, their bytes, misses, claims queued, claims sent)
+    pub fn cache_totals(&self) -> CacheTotals {
+        CacheTotals {
+            fetches: self.cache_fetches.load(Ordering::Relaxed),
+            fetch_bytes: self.cache_fetch_bytes.load(Ordering::Relaxed),
+            misses: self.cache_misses.load(Ordering::Relaxed),
+            claims_queued: self.cache_claims_queued.load(Ordering::Relaxed),
+            claims_sent: self.cache_claims_sent.load(Ordering::Relaxed),
+        }
+    }
+
     pub fn stall_kill(&self, phase: StallPhase) {
         self.stall_kills[phase as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -683,6 +737,12 @@ pub fn render_stats_page(
     let (spooled, spooled_bytes) = stats.spooled_totals();
     let _ = writeln!(s, "dportage_spooled_requests {spooled}");
     let _ = writeln!(s, "dportage_spooled_bytes {spooled_bytes}");
+    let c = stats.cache_totals();
+    let _ = writeln!(s, "dportage_cache_fetches {}", c.fetches);
+    let _ = writeln!(s, "dportage_cache_fetch_bytes {}", c.fetch_bytes);
+    let _ = writeln!(s, "dportage_cache_misses {}", c.misses);
+    let _ = writeln!(s, "dportage_cache_claims_queued {}", c.claims_queued);
+    let _ = writeln!(s, "dportage_cache_claims_sent {}", c.claims_sent);
     s.push_str("</dportagestats>\n");
     s
 }
@@ -793,6 +853,32 @@ pub fn render_metrics(stats: &Stats, admission: &AdmissionSnapshot) -> String {
         "Bytes of sources spooled to disk while they queued.",
     )
     .sample(&[], spooled_bytes);
+    let c = stats.cache_totals();
+    page.counter(
+        "dportage_cache_fetches_total",
+        "Cached replies served by CGET (the result cache).",
+    )
+    .sample(&[], c.fetches);
+    page.counter(
+        "dportage_cache_fetch_bytes_total",
+        "Bytes of cached replies served by CGET.",
+    )
+    .sample(&[], c.fetch_bytes);
+    page.counter(
+        "dportage_cache_misses_total",
+        "CGETs of a result this host does not hold (closed without a byte).",
+    )
+    .sample(&[], c.misses);
+    page.counter(
+        "dportage_cache_claims_queued_total",
+        "Network jobs kept in the result store and queued as claims for the coordinator.",
+    )
+    .sample(&[], c.claims_queued);
+    page.counter(
+        "dportage_cache_claims_sent_total",
+        "Claims the coordinator acknowledged.",
+    )
+    .sample(&[], c.claims_sent);
     let mut durations = page.histogram(
         "dportage_job_duration_seconds",
         "Time from accept to reply of jobs that ran the compiler.",

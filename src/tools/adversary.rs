@@ -140,6 +140,8 @@ async fn proxy_one(
         {
             Ok(RequestEvent::Version(v)) => version = v,
             Ok(RequestEvent::Argv(_) | RequestEvent::Ticket(_)) => {}
+            // It lies about compiles only; a fetch gets a closed connection.
+            Ok(RequestEvent::Fetch(_)) => return Ok(()),
             Ok(RequestEvent::Doti(input)) => {
                 if let Some(t) = target {
                     targeted = !t.is_empty() && input.windows(t.len()).any(|w| w == t);

@@ -14,6 +14,7 @@ mod server {
     mod job_refusals;
     mod job_sandbox;
     mod lifecycle;
+    mod result_cache;
     mod zstd;
     mod zygote;
 }
