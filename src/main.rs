@@ -114,6 +114,10 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
             args.remove(0);
             dportage::tools::demo::demo_main(args)
         }
+        Some("cache") => {
+            args.remove(0);
+            dportage::client::result_cache::cache_main(args)
+        }
         Some("monitor") => {
             args.remove(0);
             dportage::monitor::monitor_main(args)

@@ -182,6 +182,21 @@ impl ResultStore {
         Ok(())
     }
 
+    /// Drop the entry of `hash` (an audit found it withdrawn); whether
+    /// there was one.
+    pub fn remove(&self, hash: &str) -> Result<bool, ResultStoreError> {
+        let path = self.entry_path(hash)?;
+        let _lock = self.lock()?;
+        let Ok(meta) = fs::metadata(&path) else {
+            return Ok(false);
+        };
+        fs::remove_file(&path).map_err(io_err(&path))?;
+        if let Some(total) = self.read_total() {
+            self.write_total(total.saturating_sub(meta.len()));
+        }
+        Ok(true)
+    }
+
     /// Bytes of all entries (from the kept total; a scan when it is missing).
     pub fn total_bytes(&self) -> u64 {
         let Ok(_lock) = self.lock() else {
@@ -370,6 +385,12 @@ mod tests {
         fs::write(dir.join(TOTAL_FILE), "garbage").unwrap();
         again.put(&h(3), b"x").unwrap();
         assert_eq!(again.total_bytes(), 9);
+        // Removal keeps the total.
+        assert!(again.remove(&h(2)).unwrap());
+        assert!(!again.remove(&h(2)).unwrap());
+        assert_eq!(again.get(&h(2)), None);
+        assert_eq!(again.total_bytes(), 3);
+        assert!(again.remove("../escape").is_err());
     }
 
     #[test]

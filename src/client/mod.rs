@@ -18,6 +18,7 @@ pub mod monitor_state;
 pub mod output;
 pub mod preprocess;
 pub mod remote;
+pub mod result_cache;
 pub mod settings;
 pub mod slots;
 mod trace;

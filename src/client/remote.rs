@@ -302,6 +302,37 @@ impl Connection {
         Ok(conn)
     }
 
+    /// Ask `host` for the reply it stored under `result` (the cache's
+    /// `CGET`, after the ticket when it has one) and read it as any reply,
+    /// bounded the same way, its object into a temporary file beside
+    /// `output`. A host without it closes the connection
+    /// ([`RemoteError::Closed`]). Nothing is trusted here: the caller checks
+    /// the result hash of what came.
+    pub async fn fetch_stored(
+        host: &RemoteHost,
+        result: &[u8; 32],
+        timeouts: NetTimeouts,
+        output: &Path,
+    ) -> Result<RemoteReply, RemoteError> {
+        let stream = connect(&host.host, host.port, timeouts.connect).await?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = Connection {
+            stream,
+            // Stored replies are protocol 2 (LZO) whatever the host entry says.
+            version: ProtocolVersion::V2,
+            io_timeout: timeouts.io,
+            pace: timeouts.pace,
+            monitor: None,
+        };
+        let mut head = match &host.ticket {
+            Some(holder) => holder.packet(),
+            None => Vec::new(),
+        };
+        head.extend(crate::protocol::request::encode_fetch(result));
+        conn.write("asking for a cached result", &head).await?;
+        conn.read_reply(output).await
+    }
+
     /// Send the source (`DOTI`) and read the whole reply, streaming its
     /// object into a temporary file beside `output`.
     pub async fn finish(

@@ -123,6 +123,16 @@ pub struct Settings {
     /// When set, verified jobs draw their hosts at random under the pairing
     /// rules, and only once the list's signature checks out.
     pub host_list: Option<PathBuf>,
+    /// `DPORTAGE_CACHE` (default on; `0` turns it off): verified results
+    /// are looked up in `$DPORTAGE_DIR/cache` and, with a coordinator, in
+    /// the network's cache before anything is compiled.
+    pub cache: bool,
+    /// `DPORTAGE_CACHE_SIZE`: bytes the local cache keeps at most (suffixes
+    /// K, M, G; default [`DEFAULT_CACHE_SIZE`]; unreadable is the default).
+    pub cache_size: u64,
+    /// `dportage cache key`: print the job's key where it would be looked
+    /// up, and stop there.
+    pub cache_explain: bool,
 }
 
 impl Settings {
@@ -175,6 +185,11 @@ impl Settings {
             host_list: lookup("DPORTAGE_HOST_LIST")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
+            cache: env_bool(text("DPORTAGE_CACHE").as_deref(), true),
+            cache_size: text("DPORTAGE_CACHE_SIZE")
+                .and_then(|v| parse_size(&v))
+                .unwrap_or(DEFAULT_CACHE_SIZE),
+            cache_explain: false,
         }
     }
 
@@ -190,6 +205,27 @@ impl Settings {
     pub fn child_safeguard(&self) -> String {
         self.safeguard_level().saturating_add(1).to_string()
     }
+}
+
+/// What the local result cache keeps at most unless `DPORTAGE_CACHE_SIZE` says.
+pub const DEFAULT_CACHE_SIZE: u64 = 1 << 30;
+
+/// `123`, `64K`, `512M`, `2G` (powers of 1024).
+pub fn parse_size(value: &str) -> Option<u64> {
+    let v = value.trim();
+    let (digits, unit) = match v.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => v.split_at(i),
+        None => (v, ""),
+    };
+    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1u64 << shift)
 }
 
 /// distcc's `dcc_getenv_bool`: exactly `1` is true, exactly `0` is false,
@@ -321,6 +357,29 @@ mod tests {
             .map(|(k, v)| (k.to_string(), OsString::from(v)))
             .collect();
         Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn cache_settings() {
+        let s = settings(&[]);
+        assert!(s.cache);
+        assert_eq!(s.cache_size, DEFAULT_CACHE_SIZE);
+        let s = settings(&[("DPORTAGE_CACHE", "0"), ("DPORTAGE_CACHE_SIZE", "64M")]);
+        assert!(!s.cache);
+        assert_eq!(s.cache_size, 64 << 20);
+        let sizes = [
+            ("123", Some(123)),
+            ("4k", Some(4096)),
+            ("2G", Some(2 << 30)),
+            ("1MiB", Some(1 << 20)),
+            ("", None),
+            ("x", None),
+            ("5Q", None),
+            ("99999999999999T", None),
+        ];
+        for (text, want) in sizes {
+            assert_eq!(parse_size(text), want, "{text}");
+        }
     }
 
     #[test]

@@ -148,6 +148,10 @@ struct RunArgs {
     /// with Retry-After. 0: no limit.
     #[arg(long, value_name = "N", default_value_t = defaults::DEFAULT_REQUESTS_PER_KEY_PER_MINUTE)]
     requests_per_key: u32,
+    /// Cache lookups per identity per minute (also the burst), counted
+    /// instead of --requests-per-key: a build looks up every job. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = defaults::DEFAULT_LOOKUPS_PER_KEY_PER_MINUTE)]
+    lookups_per_key: u32,
     /// Heartbeats per identity per minute (also the burst). 0: no limit.
     #[arg(long, value_name = "N", default_value_t = defaults::DEFAULT_HEARTBEATS_PER_KEY_PER_MINUTE)]
     heartbeats_per_key: u32,
@@ -411,11 +415,16 @@ fn run(args: RunArgs) -> Result<(), CoordinatorError> {
     cfg.requests_per_key = Rate::per_minute(args.requests_per_key);
     cfg.heartbeats_per_key = Rate::per_minute(args.heartbeats_per_key);
     cfg.reports_per_key = Rate::per_hour(args.reports_per_key);
-    cfg.max_nonces_per_key = match (args.max_nonces_per_key, args.requests_per_key) {
-        (Some(n), _) => n.max(1),
+    cfg.lookups_per_key = Rate::per_minute(args.lookups_per_key);
+    cfg.max_nonces_per_key = match (
+        args.max_nonces_per_key,
+        args.requests_per_key,
+        args.lookups_per_key,
+    ) {
+        (Some(n), _, _) => n.max(1),
         // No request limit: only the global cap bounds a key.
-        (None, 0) => cfg.nonce_cache_cap,
-        (None, n) => defaults::nonces_per_key_for(n),
+        (None, 0, _) | (None, _, 0) => cfg.nonce_cache_cap,
+        (None, r, l) => defaults::nonces_per_key_for(r.saturating_add(l)),
     };
     cfg.max_report_bytes = args.max_report_bytes;
     if !(1..=5).contains(&args.referees) {

@@ -50,6 +50,9 @@ pub struct CoordinatorConfig {
     pub heartbeats_per_key: Rate,
     /// Mismatch reports per identity (each one a durable write).
     pub reports_per_key: Rate,
+    /// Cache lookups per identity (one per job of a build), counted instead
+    /// of `requests_per_key`.
+    pub lookups_per_key: Rate,
     /// Nonces remembered per identity: one key cannot fill the cache.
     pub max_nonces_per_key: usize,
     /// Nonces remembered per network (/24, IPv6 /48): one machine minting
@@ -112,6 +115,10 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 /// daemon (a heartbeat every few minutes) or a member (a host list per
 /// `dportage` run) needs.
 pub const DEFAULT_REQUESTS_PER_KEY_PER_MINUTE: u32 = 120;
+/// A member's build looks up every job: fifty a second sustained covers
+/// `-j64` of one-second compiles; a lookup costs a hash-map probe and two
+/// signatures.
+pub const DEFAULT_LOOKUPS_PER_KEY_PER_MINUTE: u32 = 3000;
 /// A daemon heartbeats every few minutes; six a minute leaves room for restarts.
 pub const DEFAULT_HEARTBEATS_PER_KEY_PER_MINUTE: u32 = 6;
 /// A member that caught a liar reports each lost vote; sixty an hour drains
@@ -161,7 +168,10 @@ impl CoordinatorConfig {
             requests_per_key: Rate::per_minute(DEFAULT_REQUESTS_PER_KEY_PER_MINUTE),
             heartbeats_per_key: Rate::per_minute(DEFAULT_HEARTBEATS_PER_KEY_PER_MINUTE),
             reports_per_key: Rate::per_hour(DEFAULT_REPORTS_PER_KEY_PER_HOUR),
-            max_nonces_per_key: nonces_per_key_for(DEFAULT_REQUESTS_PER_KEY_PER_MINUTE),
+            lookups_per_key: Rate::per_minute(DEFAULT_LOOKUPS_PER_KEY_PER_MINUTE),
+            max_nonces_per_key: nonces_per_key_for(
+                DEFAULT_REQUESTS_PER_KEY_PER_MINUTE + DEFAULT_LOOKUPS_PER_KEY_PER_MINUTE,
+            ),
             max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
             max_nonces_per_network: DEFAULT_MAX_NONCES_PER_NETWORK,
             challenges: true,

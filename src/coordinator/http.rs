@@ -169,6 +169,7 @@ fn quota_kinds(ep: Endpoint) -> &'static [QuotaKind] {
     match ep {
         Endpoint::Heartbeat => &[QuotaKind::Request, QuotaKind::Heartbeat],
         Endpoint::Report => &[QuotaKind::Request, QuotaKind::Report],
+        Endpoint::CacheLookup => &[QuotaKind::Lookup],
         _ => &[QuotaKind::Request],
     }
 }
@@ -195,6 +196,11 @@ fn over_quota(shared: &Shared, e: OverQuota) -> ApiError {
             shared.cfg.heartbeats_per_key,
         ),
         QuotaKind::Report => (Limit::ReportsPerKey, "reports", shared.cfg.reports_per_key),
+        QuotaKind::Lookup => (
+            Limit::LookupsPerKey,
+            "cache lookups",
+            shared.cfg.lookups_per_key,
+        ),
     };
     shared.counters.refused_by(limit);
     ApiError::new(

@@ -94,6 +94,9 @@ pub(super) enum QuotaKind {
     Request = 0,
     Heartbeat = 1,
     Report = 2,
+    /// Cache lookups, one per job of a build: their own, larger budget
+    /// instead of the requests'.
+    Lookup = 3,
 }
 
 impl QuotaKind {
@@ -103,6 +106,7 @@ impl QuotaKind {
             QuotaKind::Request => "requests_per_key",
             QuotaKind::Heartbeat => "heartbeats_per_key",
             QuotaKind::Report => "reports_per_key",
+            QuotaKind::Lookup => "lookups_per_key",
         }
     }
 }
@@ -150,14 +154,14 @@ pub(super) struct OverQuota {
 }
 
 pub(super) struct Quotas {
-    rates: [Rate; 3],
-    keys: Mutex<HashMap<IdentityId, [Bucket; 3]>>,
+    rates: [Rate; 4],
+    keys: Mutex<HashMap<IdentityId, [Bucket; 4]>>,
 }
 
 impl Quotas {
-    pub(super) fn new(requests: Rate, heartbeats: Rate, reports: Rate) -> Quotas {
+    pub(super) fn new(requests: Rate, heartbeats: Rate, reports: Rate, lookups: Rate) -> Quotas {
         Quotas {
-            rates: [requests, heartbeats, reports],
+            rates: [requests, heartbeats, reports, lookups],
             keys: Mutex::new(HashMap::new()),
         }
     }
@@ -210,7 +214,7 @@ impl Quotas {
         Self::prune_locked(&self.rates, &mut keys, now_ms);
     }
 
-    fn prune_locked(rates: &[Rate; 3], keys: &mut HashMap<IdentityId, [Bucket; 3]>, now_ms: u64) {
+    fn prune_locked(rates: &[Rate; 4], keys: &mut HashMap<IdentityId, [Bucket; 4]>, now_ms: u64) {
         keys.retain(|_, buckets| {
             buckets.iter_mut().zip(rates).any(|(b, r)| {
                 b.refill(*r, now_ms);
@@ -373,7 +377,7 @@ mod tests {
 
     #[test]
     fn burst_then_refill_and_retry_after() {
-        let q = Quotas::new(Rate::per_minute(3), Rate::per_minute(0), Rate::per_hour(2));
+        let q = Quotas::new(Rate::per_minute(3), Rate::per_minute(0), Rate::per_hour(2), Rate::per_minute(0));
         let r = [QuotaKind::Request];
         for _ in 0..3 {
             q.admit(&id(1), &r, 0).unwrap();
@@ -389,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_refusal_spends_nothing() {
-        let q = Quotas::new(Rate::per_minute(10), Rate::per_minute(0), Rate::per_hour(1));
+        let q = Quotas::new(Rate::per_minute(10), Rate::per_minute(0), Rate::per_hour(1), Rate::per_minute(0));
         let both = [QuotaKind::Request, QuotaKind::Report];
         q.admit(&id(1), &both, 0).unwrap();
         for _ in 0..20 {
@@ -406,7 +410,7 @@ mod tests {
 
     #[test]
     fn zero_is_unlimited_and_idle_keys_are_forgotten() {
-        let q = Quotas::new(Rate::per_minute(60), Rate::per_minute(0), Rate::per_hour(1));
+        let q = Quotas::new(Rate::per_minute(60), Rate::per_minute(0), Rate::per_hour(1), Rate::per_minute(0));
         for _ in 0..1000 {
             q.admit(&id(1), &[QuotaKind::Heartbeat], 0).unwrap();
         }

@@ -150,9 +150,10 @@ pub(super) enum Limit {
     NoncesPerNetwork = 7,
     NewHostsPerNetwork = 8,
     NewHostsPerWideNetwork = 9,
+    LookupsPerKey = 10,
 }
 
-pub(super) const LIMIT_LABELS: [&str; 10] = [
+pub(super) const LIMIT_LABELS: [&str; 11] = [
     "connections_per_address",
     "requests_per_key",
     "heartbeats_per_key",
@@ -163,6 +164,7 @@ pub(super) const LIMIT_LABELS: [&str; 10] = [
     "nonces_per_network",
     "new_hosts_per_network",
     "new_hosts_per_wide_network",
+    "lookups_per_key",
 ];
 
 /// The counters behind `/metrics`. Lock-free: every request touches them.
@@ -330,6 +332,7 @@ impl Shared {
                 cfg.requests_per_key,
                 cfg.heartbeats_per_key,
                 cfg.reports_per_key,
+                cfg.lookups_per_key,
             ),
             address_slots: AddressSlots::new(cfg.max_connections_per_address),
             key,

@@ -95,6 +95,18 @@ impl Outcome {
     }
 }
 
+/// Cache hits and jobs among a monitor log's lines (torn lines skipped):
+/// the hit rate `dportage status`, `dportage cache stats` and the monitor show.
+pub fn cache_hits<'a>(lines: impl IntoIterator<Item = &'a str>) -> (u64, u64) {
+    let mut hits = 0;
+    let mut jobs = 0;
+    for outcome in lines.into_iter().filter_map(Outcome::parse) {
+        jobs += 1;
+        hits += u64::from(outcome.verdict == Verdict::CacheHit);
+    }
+    (hits, jobs)
+}
+
 fn bound_hosts(hosts: &[String]) -> Vec<String> {
     hosts
         .iter()
@@ -122,6 +134,19 @@ fn keep_end(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hit_rate_counts_parsed_lines_only() {
+        let log = [
+            outcome(Verdict::CacheHit).to_line(),
+            outcome(Verdict::Agreed).to_line(),
+            "torn {\"time\":".to_owned(),
+            outcome(Verdict::CacheHit).to_line(),
+        ]
+        .concat();
+        assert_eq!(cache_hits(log.lines()), (2, 3));
+        assert_eq!(cache_hits("".lines()), (0, 0));
+    }
 
     fn outcome(verdict: Verdict) -> Outcome {
         Outcome {

@@ -75,6 +75,20 @@ pub const VARIABLES: &[Variable] = &[
         false,
     ),
     var(
+        "DPORTAGE_CACHE",
+        "0|1",
+        "the verified result cache (default 1): 0 neither looks jobs up in DIR/cache and \
+         the network's index nor keeps results (dportage --no-cache prints it)",
+        true,
+    ),
+    var(
+        "DPORTAGE_CACHE_SIZE",
+        "BYTES",
+        "what DIR/cache keeps at most, least recently used dropped first (K, M, G \
+         suffixes; default 1G)",
+        true,
+    ),
+    var(
         "DPORTAGE_HOST_LIST",
         "FILE",
         "the coordinator's signed host list (set by dportage): verified jobs draw \
@@ -249,6 +263,12 @@ pub fn env_printer() -> Command {
                 .long("max-hosts")
                 .value_name("N")
                 .help("Hosts to put in DISTCC_HOSTS, 1 to 64 [default: 10]"),
+        )
+        .arg(
+            Arg::new("no-cache")
+                .long("no-cache")
+                .action(ArgAction::SetTrue)
+                .help("Print DPORTAGE_CACHE=0: CMD's jobs neither use nor fill the result cache"),
         )
         .arg(
             Arg::new("command")

@@ -93,6 +93,8 @@ pub struct EnvOptions {
     pub command: Vec<OsString>,
     /// `--help`/`-h` before CMD: print the help and nothing else.
     pub help: bool,
+    /// `--no-cache`: print `DPORTAGE_CACHE=0` (no result cache for CMD).
+    pub no_cache: bool,
 }
 
 pub fn parse_args(args: &[OsString]) -> Result<EnvOptions, UsageError> {
@@ -104,6 +106,7 @@ pub fn parse_args(args: &[OsString]) -> Result<EnvOptions, UsageError> {
         max_hosts: MAX_LISTED,
         command: Vec::new(),
         help: false,
+        no_cache: false,
     };
     let mut i = 0;
     while i < args.len() {
@@ -136,6 +139,8 @@ pub fn parse_args(args: &[OsString]) -> Result<EnvOptions, UsageError> {
                 .ok()
                 .filter(|n| (1..=64).contains(n))
                 .ok_or(UsageError::MaxHosts(v))?;
+        } else if a == "--no-cache" {
+            o.no_cache = true;
         } else if a == "-s" {
             o.shell = Shell::Sh;
         } else if a == "-c" {
@@ -700,6 +705,9 @@ pub fn env_main(args: Vec<OsString>) -> i32 {
     };
     drop(rt);
     let mut vars = environment(&hosts, redundancy, coordinator.trim(), &list_path);
+    if opts.no_cache {
+        vars.push(("DPORTAGE_CACHE".into(), "0".into()));
+    }
     vars.extend(compiler_path(&dir, &exe));
     if opts.command.is_empty() {
         print!("{}", render(opts.shell, &vars));

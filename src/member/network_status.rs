@@ -47,6 +47,7 @@ pub fn status_main(args: Vec<OsString>) -> i32 {
         }
         Ok(v) => {
             print!("{}", render(&v));
+            print!("{}", own_hit_rate(&identity::dportage_dir()));
             0
         }
         Err(e) => {
@@ -74,6 +75,23 @@ fn fetch(url: &str) -> Result<Value, NetworkError> {
     rt.block_on(client.call("GET", "/v1/status", Vec::new()))
 }
 
+/// This member's own jobs as its monitor log has them: how many came from
+/// the result cache.
+fn own_hit_rate(dir: &std::path::Path) -> String {
+    let text: String = ["monitor.log.1", "monitor.log"]
+        .iter()
+        .map(|name| std::fs::read_to_string(dir.join(name)).unwrap_or_default())
+        .collect();
+    let (hits, jobs) = crate::jobstate::outcome::cache_hits(text.lines());
+    if jobs == 0 {
+        return String::new();
+    }
+    format!(
+        "your jobs {jobs}  cache hits {hits} ({:.0} %)\n",
+        100.0 * hits as f64 / jobs as f64
+    )
+}
+
 /// Text for a terminal. Peer strings are printed with control characters
 /// replaced: a hostile version string must not drive the terminal.
 fn render(v: &Value) -> String {
@@ -95,6 +113,15 @@ fn render(v: &Value) -> String {
         v["requests"],
         v["reports"]
     );
+    let cache = &v["cache"];
+    if cache.is_object() {
+        let (lookups, hits) = (cache["lookups"].as_u64().unwrap_or(0), cache["hits"].as_u64().unwrap_or(0));
+        let rate = if lookups == 0 { 0.0 } else { 100.0 * hits as f64 / lookups as f64 };
+        out.push_str(&format!(
+            "result cache: entries {}  lookups {lookups}  hits {hits} ({rate:.0} %)  withdrawn {}  disputes {}\n",
+            cache["entries"], cache["withdrawn"], cache["disputes"]
+        ));
+    }
     for t in v["toolchains"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "toolchain {}  {}  {}  hosts {}\n",

@@ -93,8 +93,15 @@ impl MonitorModel {
             .iter()
             .map(|(verdict, n)| format!("{} {n}", verdict.name()))
             .collect();
+        let done: u64 = self.totals.values().sum();
+        let hits = self.totals.get(&Verdict::CacheHit).copied().unwrap_or(0);
+        let rate = if done == 0 {
+            String::new()
+        } else {
+            format!("; cache hit rate {:.0} %", 100.0 * hits as f64 / done as f64)
+        };
         format!(
-            "dportage monitor: {} job{} running; {}",
+            "dportage monitor: {} job{} running; {}{rate}",
             self.jobs.len(),
             if self.jobs.len() == 1 { "" } else { "s" },
             counts.join(", ")
@@ -371,7 +378,8 @@ mod tests {
         assert_eq!(m.mismatches.len(), 1);
         assert_eq!(
             m.summary(),
-            "dportage monitor: 3 jobs running; agreed 1, mismatch 1, local 1, spotcheck 0, cache_hit 1"
+            "dportage monitor: 3 jobs running; agreed 1, mismatch 1, local 1, spotcheck 0, cache_hit 1; \
+             cache hit rate 25 %"
         );
     }
 

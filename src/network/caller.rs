@@ -388,6 +388,35 @@ impl CoordinatorClient {
         self.post(path, &VouchRequest { id }).await
     }
 
+    /// `POST /v1/cache/lookup`: the coordinator's signed answer for `key`
+    /// (open it with [`super::cache_api::SignedCacheAnswer::open`]).
+    pub async fn cache_lookup(
+        &self,
+        key: &str,
+    ) -> Result<super::cache_api::SignedCacheAnswer, NetworkError> {
+        let body = super::cache_api::CacheLookup {
+            key: key.to_owned(),
+        };
+        self.post(super::cache_api::LOOKUP_PATH, &body).await
+    }
+
+    /// `POST /v1/cache/dispute`.
+    pub async fn cache_dispute(
+        &self,
+        dispute: &super::cache_api::CacheDispute,
+    ) -> Result<super::cache_api::CacheDisputeAck, NetworkError> {
+        self.post(super::cache_api::DISPUTE_PATH, dispute).await
+    }
+
+    /// `POST /v1/cache/withdrawn`.
+    pub async fn cache_withdrawn(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<super::cache_api::CacheWithdrawnResponse, NetworkError> {
+        let body = super::cache_api::CacheWithdrawnQuery { keys };
+        self.post(super::cache_api::WITHDRAWN_PATH, &body).await
+    }
+
     async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,

@@ -28,6 +28,7 @@ const USAGE_LINES: &str =
   dportage demo [--hosts N] [-v]     a whole network on 127.0.0.x, one host lying
   dportage status [--json]           what the coordinator says of the network (members only)
   dportage monitor                   live view of jobs, hosts and verdicts
+  dportage cache stats|audit|key     the verified result cache: hit rate, withdrawn entries, keys
   dportage membership-token --for ID a membership token for one person (daemon's user)
   dportage unlink PERSON             end a person's link to a daemon
   dportage completions bash|zsh|fish print a shell completion script
@@ -208,6 +209,40 @@ pub fn monitor_command() -> Command {
     Command::new("monitor").about("Live view of jobs, hosts and verdicts")
 }
 
+/// `dportage cache` (parsed by hand in `client::result_cache`).
+pub fn cache_command() -> Command {
+    Command::new("cache")
+        .about("The verified result cache: hit rate, withdrawn entries, a compile's key")
+        .subcommand(Command::new("stats").about(
+            "This member's hit rate (from DIR/monitor.log) and local cache size",
+        ))
+        .subcommand(
+            Command::new("audit")
+                .about(
+                    "Which objects written from the network's cache came from entries \
+                     withdrawn since (exit 1 when some must be rebuilt)",
+                )
+                .arg(
+                    Arg::new("delete")
+                        .long("delete")
+                        .action(ArgAction::SetTrue)
+                        .help("Delete those objects so the next build makes them again"),
+                ),
+        )
+        .subcommand(
+            Command::new("key")
+                .about("Print the key, input hash and toolchain a verified compile is looked up by")
+                .arg(
+                    Arg::new("compile")
+                        .value_name("COMPILER ARGS")
+                        .num_args(1..)
+                        .trailing_var_arg(true)
+                        .allow_hyphen_values(true)
+                        .required(true),
+                ),
+        )
+}
+
 fn completions_command() -> Command {
     Command::new("completions")
         .about("Print a completion script for SHELL")
@@ -261,6 +296,7 @@ pub fn dportage_command() -> Command {
         .subcommand(demo_command())
         .subcommand(member_cli::status())
         .subcommand(monitor_command())
+        .subcommand(cache_command())
         .subcommand(member_cli::membership_token())
         .subcommand(member_cli::unlink())
         .subcommand(completions_command())

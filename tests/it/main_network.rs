@@ -20,6 +20,7 @@ mod network {
     mod free_keys;
     mod limits;
     mod monitor;
+    mod cache_e2e;
     mod portage;
     mod signed_list;
     mod status_browser;

@@ -57,8 +57,33 @@ struct Flights {
     started: HashMap<HostId, Instant>,
 }
 
-/// Run the vote until the scheduler needs no host any more.
-pub(super) async fn vote(job: &Verified<'_>) -> Voted {
+/// Preprocess the job here, in a local preprocessing slot.
+pub(super) async fn preprocess_source(job: &Verified<'_>) -> Result<Source, PreprocessError> {
+    let cpp_slot = (!job.job.preprocessed).then(|| {
+        job.lock
+            .acquire_local(job.local_slots_cpp, job.settings.pause)
+    });
+    let slot = cpp_slot.as_ref().map_or(0, SlotGuard::number);
+    monitor_state::note(MAIN, "localhost", slot, Phase::Preprocess);
+    let preprocessed = preprocess(&job.job, job.settings, cpp_slot).await;
+    // From here the hosts in flight show the job.
+    monitor_state::forget(MAIN);
+    let mut pre = preprocessed?;
+    let bytes = Arc::new(std::mem::take(&mut pre.source));
+    Ok(Source {
+        hash: blake3::hash(&bytes).to_hex().to_string(),
+        bytes,
+        pre,
+    })
+}
+
+/// Run the vote until the scheduler needs no host any more. `ready` is the
+/// job's preprocessing when it was done before (to look the job up in the
+/// cache).
+pub(super) async fn vote(
+    job: &Verified<'_>,
+    mut ready: Option<Result<Source, PreprocessError>>,
+) -> Voted {
     let mut scheduler = Scheduler::new(job.rules);
     let mut pending: VecDeque<Action> = scheduler.start().into();
     let (source_tx, source_rx) = watch::channel::<Option<Arc<Vec<u8>>>>(None);
@@ -104,24 +129,14 @@ pub(super) async fn vote(job: &Verified<'_>) -> Voted {
                 continue;
             }
             Action::Preprocess => {
-                let cpp_slot = (!job.job.preprocessed).then(|| {
-                    job.lock
-                        .acquire_local(job.local_slots_cpp, job.settings.pause)
-                });
-                let slot = cpp_slot.as_ref().map_or(0, SlotGuard::number);
-                monitor_state::note(MAIN, "localhost", slot, Phase::Preprocess);
-                let preprocessed = preprocess(&job.job, job.settings, cpp_slot).await;
-                // From here the hosts in flight show the job.
-                monitor_state::forget(MAIN);
+                let preprocessed = match ready.take() {
+                    Some(ready) => ready,
+                    None => preprocess_source(job).await,
+                };
                 match preprocessed {
-                    Ok(mut pre) => {
-                        let bytes = Arc::new(std::mem::take(&mut pre.source));
-                        source = Some(Source {
-                            hash: blake3::hash(&bytes).to_hex().to_string(),
-                            bytes: Arc::clone(&bytes),
-                            pre,
-                        });
-                        let _ = source_tx.send(Some(bytes));
+                    Ok(ready) => {
+                        let _ = source_tx.send(Some(Arc::clone(&ready.bytes)));
+                        source = Some(ready);
                         let now = Instant::now();
                         for started in flights.started.values_mut() {
                             *started = now;

@@ -132,7 +132,7 @@ impl Verified<'_> {
     /// The fingerprint id of this machine's compiler of the job, as `dportage`
     /// cached it in `fingerprints.json`; nothing is probed here (a probe runs
     /// the compiler, and this is the compile path).
-    fn toolchain_id(&self, state: &StateDir) -> Option<String> {
+    pub(super) fn toolchain_id(&self, state: &StateDir) -> Option<String> {
         let name = self.wire.first()?;
         let own: Vec<std::path::PathBuf> = std::env::current_exe()
             .ok()

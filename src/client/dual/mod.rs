@@ -29,6 +29,7 @@
 //! the job, so two clients each holding one host's last slot cannot wait for
 //! each other forever.
 
+mod cached;
 mod driver;
 mod mismatch;
 mod speed;
@@ -171,9 +172,14 @@ fn prepare(
         None => Vec::new(),
     };
     let mut voters = Voters::new(&hosts, &excluded);
+    let mut member = None;
     if let Some(path) = &settings.host_list {
         match signed_host_list(path, settings) {
-            Ok((list, me)) => voters.pair_by(&list, &Arc::new(me), unix_now()),
+            Ok((list, me)) => {
+                let me = Arc::new(me);
+                voters.pair_by(&list, &me, unix_now());
+                member = Some(me);
+            }
             Err(why) => {
                 // Hosts of a list nobody vouches for are hosts of anyone's
                 // choosing: no vote among them is worth anything.
@@ -221,6 +227,8 @@ fn prepare(
         timeouts,
         state,
         started,
+        member,
+        cache: std::cell::RefCell::new(None),
     };
     *voted = true;
     verified.run()
@@ -265,6 +273,12 @@ struct Verified<'a> {
     state: Option<StateDir>,
     /// When the job started, for the monitor log.
     started: Instant,
+    /// The member's identity when the hosts came from the network's signed
+    /// list: it proves tickets and signs cache lookups.
+    member: Option<Arc<identity::Identity>>,
+    /// The job's key in the cache, once looked up, and the hit the vote is
+    /// spot-checking (see [`cached`]).
+    cache: std::cell::RefCell<Option<cached::CacheCheck>>,
 }
 
 impl Verified<'_> {
@@ -273,7 +287,17 @@ impl Verified<'_> {
             Ok(rt) => rt,
             Err(e) => return self.fallback().unverifiable(&e.to_string()),
         };
-        let voted = runtime.block_on(driver::vote(self));
+        let mut ready = None;
+        if let Some(toolchain) = self.cache_toolchain() {
+            let source = runtime.block_on(driver::preprocess_source(self));
+            if let Ok(source) = &source {
+                if let Some(code) = self.try_cache(&runtime, toolchain, source) {
+                    return code;
+                }
+            }
+            ready = Some(source);
+        }
+        let voted = runtime.block_on(driver::vote(self, ready));
         // Close the sockets of hosts whose votes were not needed, and release
         // their slots, before anything is compiled here.
         drop(runtime);

@@ -315,6 +315,7 @@ impl Verified<'_> {
             return self.fallback().compile_here();
         }
         self.clear_backoff(agreeing);
+        self.after_verified_write(digest, &reply.stderr, &reply.stdout, &source.bytes);
         write_stderr(&source.pre.stderr);
         match (show, &local) {
             (Shown::Remote, _) => {

@@ -3,6 +3,7 @@
 //! and the one way to wait for something ([`wait_until`]).
 #![allow(dead_code)]
 
+pub mod cache_net;
 pub mod client;
 pub mod distccd;
 pub mod dual;
