@@ -5,7 +5,12 @@
 //! entry), and the memory one entry takes (counted by the allocator: the
 //! entry, its key, its hosts and the map's share).
 //!
-//! Run: `cargo bench --bench cache_index` (about half a minute).
+//! Run: `cargo bench --bench cache_index` (about half a minute once built).
+//!
+//! Measured on the 2-core build machine (shared with two other builds):
+//! 358 000 lookups/s on hits (the route's copy and the hit count included),
+//! 1 630 000/s on misses, 1 190 000 claims/s, 318 bytes per entry (303 MiB
+//! for a million), a million stored entries loaded in 1.2 s.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;

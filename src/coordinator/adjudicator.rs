@@ -98,8 +98,10 @@ pub(super) fn spawn_adjudicator(weak: Weak<Shared>) {
             for p in batch {
                 adjudicate_cache(&s, p).await;
             }
-            // Hit counts are statistics: stored every few seconds, in one write.
+            // Hit counts are statistics: stored every few seconds, in one
+            // write; claims past their day go too when no claim arrives.
             if ticks % HIT_FLUSH_TICKS == 0 {
+                s.cache().expire(unix_now());
                 flush_hits(&s).await;
             }
         }
@@ -320,9 +322,6 @@ async fn adjudicate_cache(s: &Shared, mut p: CachePending) {
                 s.adjudications().cache_requeue(p, s.now_ms(), delay);
                 return;
             }
-            s.cache().withdraw(&key, at, &reason);
-            counters.withdrawals.fetch_add(1, Ordering::Relaxed);
-            counters.disputes_upheld.fetch_add(1, Ordering::Relaxed);
             let strike = format!(
                 "claimed a wrong result for cache entry {short_key} (referees agreed on {})",
                 short(&r)
@@ -330,6 +329,11 @@ async fn adjudicate_cache(s: &Shared, mut p: CachePending) {
             for w in &witnesses {
                 blacklist(s, *w, &strike).await;
             }
+            // Shown withdrawn once its witnesses are struck: whoever sees the
+            // withdrawal sees the whole ruling.
+            s.cache().withdraw(&key, at, &reason);
+            counters.withdrawals.fetch_add(1, Ordering::Relaxed);
+            counters.disputes_upheld.fetch_add(1, Ordering::Relaxed);
             s.event(format!(
                 "cache: entry {short_key} withdrawn after a dispute by {}; witnesses {} blacklisted",
                 p.member.short(),

@@ -27,6 +27,10 @@
 //! * `adjudicator` is the task deciding disputes by re-running their evidence
 //!   (`trust::adjudication`); `disputes` holds what is pending (in memory),
 //!   its counters and the evidence files.
+//! * [`cache_index`] is the result cache's index (issue 16, pure): claims
+//!   waiting for agreement, entries, their holders and withdrawals; the
+//!   `routes` take claims, lookups, disputes and audits, the `adjudicator`
+//!   decides cache disputes too.
 //! * [`cli`] is `dportage coordinator …` and its admin commands.
 
 mod adjudicator;

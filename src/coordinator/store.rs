@@ -681,6 +681,21 @@ impl Store {
         &self.path
     }
 
+    /// Queue a write now (writes are applied in the order queued) and
+    /// return what resolves once it is committed: a caller queues under its
+    /// own lock to keep its order, and awaits after releasing it.
+    pub fn submit(
+        &self,
+        op: WriteOp,
+    ) -> Result<impl std::future::Future<Output = Result<WriteResult, StoreError>>, StoreError>
+    {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((op, reply))
+            .map_err(|_| StoreError::WriterGone)?;
+        Ok(async move { rx.await.map_err(|_| StoreError::WriterGone)? })
+    }
+
     /// Queue a write; resolves once it is committed (durable) or failed.
     pub async fn write(&self, op: WriteOp) -> Result<WriteResult, StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();

@@ -98,7 +98,13 @@ pub(super) async fn claims(
                 .unwrap_or(Standing::Probationary),
         }
     };
-    let mut writes = Vec::new();
+    // Queued under the index's lock, so that a holder added by another
+    // request is never written before the entry it joins; one commit for all.
+    let mut pending_writes = Vec::new();
+    let mut queue = |op: WriteOp| -> Result<(), ApiError> {
+        pending_writes.push(shared.store.submit(op)?);
+        Ok(())
+    };
     let (mut accepted, mut made, mut conflicts) = (0u32, 0u32, 0u64);
     {
         let mut index = shared.cache();
@@ -110,15 +116,15 @@ pub(super) async fn claims(
                 ClaimOutcome::Pending | ClaimOutcome::Agrees => accepted += 1,
                 ClaimOutcome::HolderAdded => {
                     accepted += 1;
-                    writes.push(WriteOp::CacheHolder {
+                    queue(WriteOp::CacheHolder {
                         key: claim.key,
                         holder: id,
-                    });
+                    })?;
                 }
                 ClaimOutcome::Made(row) => {
                     accepted += 1;
                     made += 1;
-                    writes.push(WriteOp::CacheEntry(row));
+                    queue(WriteOp::CacheEntry(row))?;
                 }
                 ClaimOutcome::Conflict { entry_result } => {
                     conflicts += 1;
@@ -141,8 +147,8 @@ pub(super) async fn claims(
     counters
         .entries_made
         .fetch_add(u64::from(made), Ordering::Relaxed);
-    for op in writes {
-        shared.store.write(op).await?;
+    for w in pending_writes {
+        w.await?;
     }
     if made > 0 {
         shared.event(format!(

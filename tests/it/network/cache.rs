@@ -353,11 +353,27 @@ fn a_dispute_must_name_its_own_key() {
     });
 }
 
-#[test]
-fn a_wrong_entry_is_withdrawn_by_adjudication_and_its_witnesses_struck() {
-    let test = "a_wrong_entry_is_withdrawn_by_adjudication_and_its_witnesses_struck";
+/// A network for a dispute: a coordinator needing two unanimous referees,
+/// two real referees (distccd 3.4 and `dportage serve`), two witnesses that
+/// made an entry of `entry_result` for `job`'s key, and a member.
+struct Disputed {
+    coord: CoordinatorProcess,
+    _tmp: tempfile::TempDir,
+    _referees: (Distccd, DportageServer),
+    _referee_ids: Vec<Arc<Identity>>,
+    witnesses: [Host; 2],
+    member: Host,
+    key: String,
+}
+
+fn disputed(
+    test: &str,
+    net: u8,
+    job: &crate::support::network::Job,
+    entry_result: &str,
+) -> Option<Disputed> {
     if !Distccd::require(test) || !DportageServer::require(test) {
-        return;
+        return None;
     }
     let tmp = tempfile::tempdir().unwrap();
     let coord = coordinator(
@@ -369,24 +385,20 @@ fn a_wrong_entry_is_withdrawn_by_adjudication_and_its_witnesses_struck() {
         .concat(),
     );
     let url = coord.url.clone();
+    let ip = |n: u8| Ipv4Addr::new(127, net, n, 1);
     let referees = (
-        <Distccd as CompileHost>::start(Ipv4Addr::new(127, 0, 81, 1)),
-        <DportageServer as CompileHost>::start(Ipv4Addr::new(127, 0, 82, 1)),
+        <Distccd as CompileHost>::start(ip(1)),
+        <DportageServer as CompileHost>::start(ip(2)),
     );
-    let job = disputed_job(32);
     let mut input = [0u8; 32];
     hex::decode_to_slice(job.input_hash(), &mut input).unwrap();
     let key = CacheKey::of(&toolchain(), &job.argv, &input).to_hex();
-    let wrong = "ab".repeat(32);
     rt().block_on(async {
         let mut referee_ids = Vec::new();
-        for (addr, ip) in [
-            (referees.0.addr(), Ipv4Addr::new(127, 0, 81, 1)),
-            (referees.1.addr(), Ipv4Addr::new(127, 0, 82, 1)),
-        ] {
+        for (addr, n) in [(referees.0.addr(), 1), (referees.1.addr(), 2)] {
             let id = Arc::new(Identity::generate());
             client(&url, &id)
-                .with_source_ip(ip.into())
+                .with_source_ip(ip(n).into())
                 .heartbeat(&crate::support::network::heartbeat(
                     &addr.ip().to_string(),
                     addr.port(),
@@ -395,30 +407,60 @@ fn a_wrong_entry_is_withdrawn_by_adjudication_and_its_witnesses_struck() {
                 .unwrap();
             referee_ids.push(id);
         }
-        // Two colluding hosts plant a wrong entry.
-        let w1 = Host::start(&url, Ipv4Addr::new(127, 0, 83, 1)).await;
-        let w2 = Host::start(&url, Ipv4Addr::new(127, 0, 84, 1)).await;
-        w1.claim(&url, &key, &wrong).await;
-        assert_eq!(w2.claim(&url, &key, &wrong).await.entries_made, 1);
-        let member = Host::start(&url, Ipv4Addr::new(127, 0, 85, 1)).await;
+        let w1 = Host::start(&url, ip(3)).await;
+        let w2 = Host::start(&url, ip(4)).await;
+        w1.claim(&url, &key, entry_result).await;
+        assert_eq!(w2.claim(&url, &key, entry_result).await.entries_made, 1);
+        let member = Host::start(&url, ip(5)).await;
+        Some(Disputed {
+            coord,
+            _tmp: tmp,
+            _referees: referees,
+            _referee_ids: referee_ids,
+            witnesses: [w1, w2],
+            member,
+            key,
+        })
+    })
+}
+
+impl Disputed {
+    fn dispute(&self, job: &crate::support::network::Job, result: &str) -> CacheDispute {
+        CacheDispute {
+            key: self.key.clone(),
+            toolchain: toolchain(),
+            args: job.argv.clone(),
+            input_hash: job.input_hash(),
+            result: result.to_string(),
+            time: unix_now(),
+        }
+    }
+}
+
+#[test]
+fn a_wrong_entry_is_withdrawn_by_adjudication_and_its_witnesses_struck() {
+    let job = disputed_job(32);
+    let wrong = "ab".repeat(32);
+    let Some(net) = disputed(
+        "a_wrong_entry_is_withdrawn_by_adjudication_and_its_witnesses_struck",
+        81,
+        &job,
+        &wrong,
+    ) else {
+        return;
+    };
+    let (url, key, member) = (net.coord.url.clone(), net.key.clone(), &net.member);
+    let [w1, w2] = &net.witnesses;
+    rt().block_on(async {
         let entry = lookup(&url, &member.id, &key).await.unwrap().entry.unwrap();
         assert_eq!(entry.result, wrong);
 
         // The member's spot check got the honest result.
-        let d = CacheDispute {
-            key: key.clone(),
-            toolchain: toolchain(),
-            args: job.argv.clone(),
-            input_hash: job.input_hash(),
-            result: job.honest.clone(),
-            time: unix_now(),
-        };
+        let d = net.dispute(&job, &job.honest);
         // A dispute agreeing with the entry asks for nothing.
-        let same = CacheDispute {
-            result: wrong.clone(),
-            ..d.clone()
-        };
-        let ack = dispute(&url, &member.id, &same).await.unwrap();
+        let ack = dispute(&url, &member.id, &net.dispute(&job, &wrong))
+            .await
+            .unwrap();
         assert!(!ack.evidence_wanted, "{ack:?}");
         let ack = dispute(&url, &member.id, &d).await.unwrap();
         assert!(ack.evidence_wanted && !ack.withdrawn, "{ack:?}");
@@ -465,6 +507,53 @@ fn a_wrong_entry_is_withdrawn_by_adjudication_and_its_witnesses_struck() {
             coordinator_metric_line(&url, "dportage_cache_disputes_total{outcome=\"upheld\"}")
                 .await;
         assert!(line.ends_with(" 1"), "{line:?}");
-        drop(referee_ids);
+    });
+}
+
+#[test]
+fn a_right_entry_stays_when_referees_agree_with_it() {
+    let job = disputed_job(33);
+    let Some(net) = disputed(
+        "a_right_entry_stays_when_referees_agree_with_it",
+        91,
+        &job,
+        &job.honest,
+    ) else {
+        return;
+    };
+    let (url, key, member) = (net.coord.url.clone(), net.key.clone(), &net.member);
+    rt().block_on(async {
+        // A lying member disputes a right entry.
+        let d = net.dispute(&job, &"cd".repeat(32));
+        let ack = dispute(&url, &member.id, &d).await.unwrap();
+        assert!(ack.evidence_wanted, "{ack:?}");
+        client(&url, &member.id)
+            .upload_evidence(&d.input_hash, job.evidence())
+            .await
+            .unwrap();
+        wait_until_async(
+            Duration::from_secs(60),
+            "the dispute to be rejected",
+            async || {
+                coordinator_metric_line(&url, "dportage_cache_disputes_total{outcome=\"rejected\"}")
+                    .await
+                    .ends_with(" 1")
+            },
+        )
+        .await;
+        let entry = lookup(&url, &member.id, &key).await.unwrap().entry.unwrap();
+        assert_eq!(entry.result, job.honest);
+        assert_eq!(entry.holders.len(), 2);
+        assert!(withdrawn(&url, &member.id, std::slice::from_ref(&key))
+            .await
+            .withdrawn
+            .is_empty());
+        let asker = client(&url, &member.id);
+        assert!(crate::support::network::blacklisted_ids(&asker)
+            .await
+            .is_empty());
+        // Decided: the same dispute is not taken again.
+        let ack = dispute(&url, &member.id, &d).await.unwrap();
+        assert!(!ack.evidence_wanted && !ack.withdrawn, "{ack:?}");
     });
 }
