@@ -34,6 +34,8 @@ const TMP_PREFIX: &str = ".tmp-";
 /// Temporary files of a process that died mid-put are removed at the next
 /// eviction once they are this old.
 const STALE_TMP: Duration = Duration::from_secs(3600);
+/// An eviction frees a tenth of the bound beyond what the put needs.
+const EVICT_SLACK_DIVISOR: u64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResultStoreError {
@@ -222,13 +224,16 @@ impl ResultStore {
     }
 
     /// Under the lock: remove entries, least recently used first, until the
-    /// rest fit; the bytes that remain.
+    /// rest fit under the low-water mark; the bytes that remain. Evicting
+    /// below the bound means a full store scans once per tenth of its size
+    /// put, not at every put.
     fn evict(&self) -> u64 {
         let mut found = self.scan();
         let mut total: u64 = found.iter().map(|f| f.len).sum();
+        let target = self.max_bytes - self.max_bytes / EVICT_SLACK_DIVISOR;
         // Newest first, so the oldest pop off the end.
         found.sort_by_key(|f| std::cmp::Reverse(f.used));
-        while total > self.max_bytes {
+        while total > target {
             let Some(victim) = found.pop() else { break };
             match fs::remove_file(&victim.path) {
                 Ok(()) => total -= victim.len,
@@ -287,9 +292,20 @@ impl ResultStore {
     }
 
     /// Best effort: an unwritten or torn total is rebuilt by the next scan.
+    /// Written in place at a fixed width, never truncated: on ext4 a file
+    /// truncated and rewritten is flushed at close (`auto_da_alloc`), which
+    /// made every put cost milliseconds.
     fn write_total(&self, total: u64) {
+        use std::os::unix::fs::FileExt;
         let path = self.dir.join(TOTAL_FILE);
-        if let Err(e) = fs::write(&path, format!("{total}\n")) {
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|f| f.write_all_at(format!("{total:020}\n").as_bytes(), 0));
+        if let Err(e) = written {
             tracing::debug!("cannot write {}: {e}", path.display());
         }
     }
@@ -406,11 +422,16 @@ mod tests {
         // Reading 1 makes it the most recent: 2 is now the oldest.
         assert!(store.get(&h(1)).is_some());
         store.put(&h(4), &[4; 100]).unwrap();
+        // 400 bytes: the eviction goes down to 270 (a tenth below the
+        // bound), least recently used first.
         assert_eq!(store.get(&h(2)), None, "the least recently used goes");
-        for n in [1, 3, 4] {
+        assert_eq!(store.get(&h(3)), None, "then the next");
+        for n in [1, 4] {
             assert!(store.get(&h(n)).is_some(), "{n} kept");
         }
-        assert_eq!(store.total_bytes(), 300);
+        assert_eq!(store.total_bytes(), 200);
+        store.put(&h(3), &[3; 100]).unwrap();
+        assert_eq!(store.total_bytes(), 300, "no eviction at the bound");
         // A large entry pushes out as many as it needs.
         age(&store, &h(1), 50);
         age(&store, &h(3), 40);

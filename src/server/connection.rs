@@ -315,8 +315,7 @@ where
     let (request, ticketed) = match read {
         Ok(Incoming::Job { request, ticketed }) => (request, ticketed),
         Ok(Incoming::Fetch(result)) => {
-            drop(charge);
-            return serve_fetch(writer, shared, &result).await;
+            return serve_fetch(writer, shared, &result, &mut charge).await;
         }
         Err(e) => {
             match &e {
@@ -545,11 +544,13 @@ async fn keep_result(
 }
 
 /// Answer a `CGET`: the stored reply of `result`, or the connection closed
-/// without a byte. Bounded in time like a reply.
+/// without a byte. Bounded in time like a reply; the reply held in memory
+/// while it is written counts against `--queue-bytes` like a request.
 async fn serve_fetch<W: AsyncWrite + Unpin>(
     writer: &mut W,
     shared: &Shared,
     result: &[u8; 32],
+    charge: &mut ByteCharge,
 ) -> JobEnd {
     let cache = std::sync::Arc::clone(&shared.cache);
     let wanted = *result;
@@ -563,6 +564,15 @@ async fn serve_fetch<W: AsyncWrite + Unpin>(
         let _ = timeout(shared.cfg.io_timeout, writer.shutdown()).await;
         return JobEnd::fetch(format!("fetch of result {short}…: not held"));
     };
+    if let Err(why) = charge.resize(bytes.len() as u64) {
+        shared.stats.refused(&why);
+        drop(bytes);
+        let _ = timeout(shared.cfg.io_timeout, writer.shutdown()).await;
+        return JobEnd {
+            ret: exitcode::BUSY,
+            ..JobEnd::fetch(format!("fetch of result {short}…: server busy: {why}"))
+        };
+    }
     let written = write_all_or_stall(writer, &bytes, shared.cfg.io_timeout, |n| {
         shared.stats.add_bytes_out(n)
     })

@@ -537,15 +537,27 @@ async fn publish_then_send(
     client.heartbeat(hb).await
 }
 
-/// Send up to [`MAX_CLAIMS`] queued result-cache claims, signed like the
-/// heartbeat. Claims not acknowledged go back to the queue (within its
+/// Send the queued result-cache claims, [`MAX_CLAIMS`] a request, signed
+/// like the heartbeat: a whole queue goes out at one heartbeat, so claims
+/// wait at most one interval. Stops at the first failure.
+async fn send_claims(client: &CoordinatorClient, shared: &Shared) {
+    let batches = super::result_cache::MAX_QUEUED_CLAIMS.div_ceil(MAX_CLAIMS);
+    for _ in 0..batches {
+        if !send_claim_batch(client, shared).await {
+            break;
+        }
+    }
+}
+
+/// Send up to [`MAX_CLAIMS`] claims; whether a full batch was taken (more
+/// may wait). Claims not acknowledged go back to the queue (within its
 /// bound) for the next heartbeat; a coordinator without the route (404, an
 /// older one) is not worth more than a debug line.
-async fn send_claims(client: &CoordinatorClient, shared: &Shared) {
+async fn send_claim_batch(client: &CoordinatorClient, shared: &Shared) -> bool {
     let cache = &shared.cache;
     let claims = cache.take_claims(MAX_CLAIMS);
     if claims.is_empty() {
-        return;
+        return false;
     }
     let n = claims.len();
     let body = CacheClaims { claims };
@@ -554,7 +566,7 @@ async fn send_claims(client: &CoordinatorClient, shared: &Shared) {
         Err(e) => {
             tracing::warn!("cannot encode {n} cache claims: {e}");
             cache.put_back(body.claims);
-            return;
+            return false;
         }
     };
     match client
@@ -568,6 +580,7 @@ async fn send_claims(client: &CoordinatorClient, shared: &Shared) {
                 ack.accepted,
                 ack.entries_made
             );
+            n == MAX_CLAIMS
         }
         Err(e) => {
             let missing = matches!(&e, NetworkError::Api { status: 404, .. });
@@ -579,6 +592,7 @@ async fn send_claims(client: &CoordinatorClient, shared: &Shared) {
                 );
             }
             cache.put_back(body.claims);
+            false
         }
     }
 }
