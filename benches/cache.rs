@@ -48,7 +48,11 @@ fn write_copies(work: &Path, copies: usize) -> Vec<String> {
         }
         for copy in 0..copies {
             let copy_name = format!("c{copy}_{name}");
-            fs::write(work.join(&copy_name), format!("{text}\n/* copy {copy} */\n")).unwrap();
+            fs::write(
+                work.join(&copy_name),
+                format!("{text}\n/* copy {copy} */\n"),
+            )
+            .unwrap();
             sources.push(copy_name);
         }
     }
@@ -60,7 +64,9 @@ fn write_copies(work: &Path, copies: usize) -> Vec<String> {
 fn host_bytes(hosts: &[&DportageServer]) -> u64 {
     hosts
         .iter()
-        .map(|h| h.counter("dportage_request_bytes_total") + h.counter("dportage_reply_bytes_total"))
+        .map(|h| {
+            h.counter("dportage_request_bytes_total") + h.counter("dportage_reply_bytes_total")
+        })
         .sum()
 }
 
@@ -101,7 +107,10 @@ fn main() {
     if Path::new(DISTCC_MASQUERADE).join("cc").exists() {
         let work = net.root.path().join("distcc-work");
         let sources = write_copies(&work, copies);
-        let hosts: Vec<String> = open.iter().map(|h| format!("{}/4,lzo", h.hostspec())).collect();
+        let hosts: Vec<String> = open
+            .iter()
+            .map(|h| format!("{}/4,lzo", h.hostspec()))
+            .collect();
         let before = host_bytes(&open.iter().collect::<Vec<_>>());
         let started = Instant::now();
         let status = Command::new("make")
@@ -109,7 +118,10 @@ fn main() {
             .current_dir(&work)
             .env(
                 "PATH",
-                format!("{DISTCC_MASQUERADE}:{}", std::env::var("PATH").unwrap_or_default()),
+                format!(
+                    "{DISTCC_MASQUERADE}:{}",
+                    std::env::var("PATH").unwrap_or_default()
+                ),
             )
             .env("DISTCC_HOSTS", hosts.join(" "))
             .env("DISTCC_DIR", net.root.path().join("distcc-state"))
@@ -165,7 +177,12 @@ fn main() {
     );
     let a = net.member("a");
     write_copies(&a.work, copies);
-    timed("dportage, verified, cache on, first build", &a, &["DPORTAGE_SPOTCHECK=0"], true);
+    timed(
+        "dportage, verified, cache on, first build",
+        &a,
+        &["DPORTAGE_SPOTCHECK=0"],
+        true,
+    );
     // B's build needs A's entries: the hosts claim on their next heartbeat.
     for source in &sources {
         let (key, _, _) = a.key(source);
@@ -175,14 +192,24 @@ fn main() {
     }
     let b = net.member("b");
     write_copies(&b.work, copies);
-    timed("dportage, network cache hits (member B)", &b, &["DPORTAGE_SPOTCHECK=0"], true);
+    timed(
+        "dportage, network cache hits (member B)",
+        &b,
+        &["DPORTAGE_SPOTCHECK=0"],
+        true,
+    );
     let clean = Command::new("sh")
         .args(["-c", "rm -f *.o"])
         .current_dir(&b.work)
         .status()
         .unwrap();
     assert!(clean.success());
-    timed("dportage, local cache hits (B again)", &b, &["DPORTAGE_SPOTCHECK=0"], false);
+    timed(
+        "dportage, local cache hits (B again)",
+        &b,
+        &["DPORTAGE_SPOTCHECK=0"],
+        false,
+    );
 
     let jobs = sources.len();
     let (first_key, _, _) = a.key(&sources[0]);

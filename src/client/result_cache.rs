@@ -94,7 +94,11 @@ pub fn result_of(status: u32, object: &[u8]) -> String {
 }
 
 fn results_store(settings: &Settings) -> Option<ResultStore> {
-    let dir = settings.dportage_dir.as_ref()?.join(CACHE_DIR).join(RESULTS_DIR);
+    let dir = settings
+        .dportage_dir
+        .as_ref()?
+        .join(CACHE_DIR)
+        .join(RESULTS_DIR);
     match ResultStore::open(&dir, settings.cache_size) {
         Ok(store) => Some(store),
         Err(e) => {
@@ -267,10 +271,14 @@ fn append_fetched(dir: &Path, line: &Fetched) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(FETCHED_LOG);
     if std::fs::metadata(&path).is_ok_and(|m| m.len() > FETCHED_LOG_MAX) {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let keep = text.len() / 2;
-        let cut = text[keep..].find('\n').map_or(text.len(), |i| keep + i + 1);
-        write_output_atomically(&path, text[cut..].as_bytes())?;
+        // Bytes, not text: the middle may fall inside a character.
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        let half = bytes.len() / 2;
+        let cut = bytes[half..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |i| half + i + 1);
+        write_output_atomically(&path, &bytes[cut..])?;
     }
     let mut text = serde_json::to_string(line).map_err(std::io::Error::other)?;
     text.push('\n');
@@ -400,7 +408,11 @@ fn stats_main(settings: &Settings) -> i32 {
         return 2;
     };
     let (hits, jobs) = hit_rate(&dir);
-    let percent = if jobs == 0 { 0.0 } else { 100.0 * hits as f64 / jobs as f64 };
+    let percent = if jobs == 0 {
+        0.0
+    } else {
+        100.0 * hits as f64 / jobs as f64
+    };
     println!("verified jobs logged: {jobs}; cache hits: {hits} ({percent:.1} %)");
     println!(
         "objects from the network's cache: {}",
@@ -503,7 +515,11 @@ pub fn audit_main(args: &[String], settings: &Settings) -> i32 {
             .find(|w| w.key == f.key)
             .map(|w| w.reason.as_str())
             .unwrap_or("");
-        println!("rebuild {} (entry {} withdrawn: {why})", f.output, &f.key[..16]);
+        println!(
+            "rebuild {} (entry {} withdrawn: {why})",
+            f.output,
+            &f.key[..16]
+        );
         if delete {
             match std::fs::remove_file(&f.output) {
                 Ok(()) => {}
@@ -579,7 +595,10 @@ mod tests {
 
     #[test]
     fn results_compare_status_and_object() {
-        assert_eq!(result_of(0, b"o"), result_hash(&blake3::hash(b"o").to_hex(), 0));
+        assert_eq!(
+            result_of(0, b"o"),
+            result_hash(&blake3::hash(b"o").to_hex(), 0)
+        );
         assert_eq!(result_of(256, b"o"), result_of(256, b""));
         assert_ne!(result_of(0, b"o"), result_of(0, b"p"));
     }

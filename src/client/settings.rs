@@ -217,7 +217,12 @@ pub fn parse_size(value: &str) -> Option<u64> {
         Some((i, _)) => v.split_at(i),
         None => (v, ""),
     };
-    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 0,
         "K" => 10,
         "M" => 20,

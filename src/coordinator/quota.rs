@@ -377,7 +377,12 @@ mod tests {
 
     #[test]
     fn burst_then_refill_and_retry_after() {
-        let q = Quotas::new(Rate::per_minute(3), Rate::per_minute(0), Rate::per_hour(2), Rate::per_minute(0));
+        let q = Quotas::new(
+            Rate::per_minute(3),
+            Rate::per_minute(0),
+            Rate::per_hour(2),
+            Rate::per_minute(0),
+        );
         let r = [QuotaKind::Request];
         for _ in 0..3 {
             q.admit(&id(1), &r, 0).unwrap();
@@ -393,7 +398,12 @@ mod tests {
 
     #[test]
     fn a_refusal_spends_nothing() {
-        let q = Quotas::new(Rate::per_minute(10), Rate::per_minute(0), Rate::per_hour(1), Rate::per_minute(0));
+        let q = Quotas::new(
+            Rate::per_minute(10),
+            Rate::per_minute(0),
+            Rate::per_hour(1),
+            Rate::per_minute(0),
+        );
         let both = [QuotaKind::Request, QuotaKind::Report];
         q.admit(&id(1), &both, 0).unwrap();
         for _ in 0..20 {
@@ -410,7 +420,12 @@ mod tests {
 
     #[test]
     fn zero_is_unlimited_and_idle_keys_are_forgotten() {
-        let q = Quotas::new(Rate::per_minute(60), Rate::per_minute(0), Rate::per_hour(1), Rate::per_minute(0));
+        let q = Quotas::new(
+            Rate::per_minute(60),
+            Rate::per_minute(0),
+            Rate::per_hour(1),
+            Rate::per_minute(0),
+        );
         for _ in 0..1000 {
             q.admit(&id(1), &[QuotaKind::Heartbeat], 0).unwrap();
         }

@@ -115,8 +115,15 @@ fn render(v: &Value) -> String {
     );
     let cache = &v["cache"];
     if cache.is_object() {
-        let (lookups, hits) = (cache["lookups"].as_u64().unwrap_or(0), cache["hits"].as_u64().unwrap_or(0));
-        let rate = if lookups == 0 { 0.0 } else { 100.0 * hits as f64 / lookups as f64 };
+        let (lookups, hits) = (
+            cache["lookups"].as_u64().unwrap_or(0),
+            cache["hits"].as_u64().unwrap_or(0),
+        );
+        let rate = if lookups == 0 {
+            0.0
+        } else {
+            100.0 * hits as f64 / lookups as f64
+        };
         out.push_str(&format!(
             "result cache: entries {}  lookups {lookups}  hits {hits} ({rate:.0} %)  withdrawn {}  disputes {}\n",
             cache["entries"], cache["withdrawn"], cache["disputes"]

@@ -98,7 +98,10 @@ impl MonitorModel {
         let rate = if done == 0 {
             String::new()
         } else {
-            format!("; cache hit rate {:.0} %", 100.0 * hits as f64 / done as f64)
+            format!(
+                "; cache hit rate {:.0} %",
+                100.0 * hits as f64 / done as f64
+            )
         };
         format!(
             "dportage monitor: {} job{} running; {}{rate}",

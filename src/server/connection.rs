@@ -512,7 +512,7 @@ where
 /// Store a network job's reply and queue its claim, off the async threads.
 async fn keep_result(
     shared: &Shared,
-    fingerprint: String,
+    fingerprints: Vec<String>,
     input_hash: [u8; 32],
     argv: Vec<Vec<u8>>,
     reply: Reply,
@@ -520,7 +520,7 @@ async fn keep_result(
     let cache = std::sync::Arc::clone(&shared.cache);
     let kept = tokio::task::spawn_blocking(move || {
         cache.keep(
-            &fingerprint,
+            &fingerprints,
             &CompiledJob {
                 argv: &argv,
                 input_hash,

@@ -238,9 +238,12 @@ fn serve_daemon(cfg: ServerConfig, detach: bool) -> i32 {
     code
 }
 
-/// Create the result store's directory and give it to `persona`.
+/// Create the result store's directory and give it to `persona`. Its
+/// parent (the identity directory, root's and 0700) gets search permission
+/// for others, or the persona could not reach the store: the key inside
+/// stays root's and 0600, and nobody can list the directory.
 fn prepare_store_dir(dir: &std::path::Path, persona: &daemon::Persona) {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if let Err(e) = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -250,6 +253,20 @@ fn prepare_store_dir(dir: &std::path::Path, persona: &daemon::Persona) {
         return;
     }
     daemon::chown_to(dir, persona);
+    if let Some(parent) = dir.parent() {
+        if let Ok(meta) = std::fs::metadata(parent) {
+            let mode = meta.permissions().mode();
+            if mode & 0o001 == 0 {
+                let searchable = std::fs::Permissions::from_mode((mode | 0o111) & 0o7777);
+                if let Err(e) = std::fs::set_permissions(parent, searchable) {
+                    tracing::warn!(
+                        "cannot let the daemon's user reach the result store through {}: {e}",
+                        parent.display()
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Become the unprivileged persona (when root), forbid privilege gains, and

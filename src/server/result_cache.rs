@@ -9,7 +9,7 @@
 //! never taken from a client.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use crate::network::api::result_hash;
@@ -22,6 +22,16 @@ use crate::trust::cache_entry::CacheKey;
 /// (a claim is worth less the older it is: the entry may exist already).
 pub const MAX_QUEUED_CLAIMS: usize = 4096;
 
+/// Fingerprints one job is claimed under at most (the names probed for one
+/// binary: `cc`, `gcc`, a target-prefixed name…).
+pub const MAX_FINGERPRINTS_PER_JOB: usize = 4;
+
+/// The binary `name` runs, resolved in `PATH` as the heartbeat probes it.
+fn binary_of(name: &str) -> Option<PathBuf> {
+    let path = crate::probe::resolve_compiler(name, None, &[])?;
+    std::fs::canonicalize(path).ok()
+}
+
 /// The subdirectory of the daemon's identity directory holding the store.
 pub const STORE_SUBDIR: &str = "result-store";
 
@@ -33,8 +43,9 @@ pub const DEFAULT_CACHE_BYTES: u64 = 2 << 30;
 #[derive(Debug, Default)]
 pub struct ServerCache {
     store: Option<ResultStore>,
-    /// Compiler name (as probed, e.g. `gcc`) → toolchain fingerprint id.
-    toolchains: RwLock<HashMap<String, String>>,
+    /// Compiler name (as probed, e.g. `gcc`) → toolchain fingerprint id and
+    /// the binary it runs (canonical path).
+    toolchains: RwLock<HashMap<String, (String, Option<PathBuf>)>>,
     claims: Mutex<VecDeque<CacheClaim>>,
 }
 
@@ -83,16 +94,51 @@ impl ServerCache {
     }
 
     /// What the heartbeat agent probed: compiler name → fingerprint id.
+    /// Each name's binary is resolved here, once per heartbeat.
     pub fn set_toolchains(&self, map: HashMap<String, String>) {
+        let map = map
+            .into_iter()
+            .map(|(name, id)| {
+                let binary = binary_of(&name);
+                (name, (id, binary))
+            })
+            .collect();
         *self.toolchains.write().unwrap_or_else(|e| e.into_inner()) = map;
     }
 
-    pub fn fingerprint_of(&self, compiler: &str) -> Option<String> {
-        self.toolchains
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+    /// The fingerprints a job run as `compiler` is claimed under. A
+    /// fingerprint names the compiler as probed (`--version`'s first line
+    /// says `cc`, `gcc` or `x86_64-linux-gnu-gcc`), and clients send the
+    /// name they were called by, rewritten to the target's (distcc's
+    /// cross rewrite), then pair by the fingerprint of whichever name they
+    /// probed for that binary. So every probed name running the same binary
+    /// for the same language counts: all of them compile the job alike.
+    /// The name's own fingerprint first; none when the binary is unknown.
+    pub fn fingerprints_of(&self, compiler: &str) -> Vec<String> {
+        let toolchains = self.toolchains.read().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<String> = toolchains
             .get(compiler)
-            .cloned()
+            .map(|(id, _)| id.clone())
+            .into_iter()
+            .collect();
+        if let Some(binary) = binary_of(compiler) {
+            let cxx = crate::fingerprint::is_cxx_name(compiler);
+            let mut same: Vec<(&String, &String)> = toolchains
+                .iter()
+                .filter(|(name, (_, b))| {
+                    b.as_ref() == Some(&binary) && crate::fingerprint::is_cxx_name(name) == cxx
+                })
+                .map(|(name, (id, _))| (name, id))
+                .collect();
+            same.sort();
+            for (_, id) in same {
+                if !ids.contains(id) {
+                    ids.push(id.clone());
+                }
+            }
+        }
+        ids.truncate(MAX_FINGERPRINTS_PER_JOB);
+        ids
     }
 
     /// The stored reply of `result` (raw result hash), for `CGET`. Blocking.
@@ -103,26 +149,32 @@ impl ServerCache {
     /// Whether a job with this argv may be kept: the cache is on, the argv is
     /// UTF-8 and its compiler one whose toolchain was probed. Cheap; tells
     /// the connection whether the input needs hashing at all.
-    pub fn wants(&self, argv: &[Vec<u8>]) -> Option<String> {
+    pub fn wants(&self, argv: &[Vec<u8>]) -> Option<Vec<String>> {
         self.store.as_ref()?;
         let compiler = std::str::from_utf8(argv.first()?).ok()?;
         if argv.iter().any(|a| std::str::from_utf8(a).is_err()) {
             return None;
         }
-        self.fingerprint_of(compiler)
+        let ids = self.fingerprints_of(compiler);
+        (!ids.is_empty()).then_some(ids)
     }
 
     /// Keep a compiled network job's reply and queue its claim. Blocking (it
     /// compresses and writes). The claim, when the job was kept.
-    pub fn keep(&self, fingerprint: &str, job: &CompiledJob<'_>) -> Option<CacheClaim> {
+    pub fn keep(&self, fingerprints: &[String], job: &CompiledJob<'_>) -> Option<CacheClaim> {
         let store = self.store.as_ref()?;
-        let (claim, reply) = build_claim(fingerprint, job)?;
+        let (claim, reply) = build_claim(fingerprints.first()?, job)?;
         if let Err(e) = store.put(&claim.result, &reply) {
             tracing::warn!(
                 "cannot keep the reply of result {}: {e}",
                 &claim.result[..16]
             );
             return None;
+        }
+        for other in &fingerprints[1..] {
+            if let Some((also, _)) = build_claim(other, job) {
+                self.queue(also);
+            }
         }
         self.queue(claim.clone());
         Some(claim)
@@ -288,6 +340,29 @@ mod tests {
         let mut bad = a.clone();
         bad.push(vec![0xff, 0xfe]);
         assert!(build_claim(&fp, &job(&bad, &object, 0)).is_none());
+    }
+
+    #[test]
+    fn a_job_is_claimed_under_every_probed_name_of_its_binary_and_language() {
+        let cache = ServerCache::disabled();
+        cache.set_toolchains(HashMap::from([
+            ("cc".to_string(), "c".repeat(64)),
+            ("gcc".to_string(), "d".repeat(64)),
+            ("g++".to_string(), "e".repeat(64)),
+            ("no-such-compiler".to_string(), "f".repeat(64)),
+        ]));
+        let same = binary_of("cc").is_some() && binary_of("cc") == binary_of("gcc");
+        let mut ids = cache.fingerprints_of("gcc");
+        assert_eq!(ids.first(), Some(&"d".repeat(64)), "its own name first");
+        ids.sort();
+        if same {
+            assert_eq!(ids, vec!["c".repeat(64), "d".repeat(64)], "not g++ (C++)");
+        }
+        assert_eq!(
+            cache.fingerprints_of("no-such-compiler"),
+            vec!["f".repeat(64)]
+        );
+        assert!(cache.fingerprints_of("not-probed-or-installed").is_empty());
     }
 
     #[test]

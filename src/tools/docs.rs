@@ -213,9 +213,10 @@ pub fn monitor_command() -> Command {
 pub fn cache_command() -> Command {
     Command::new("cache")
         .about("The verified result cache: hit rate, withdrawn entries, a compile's key")
-        .subcommand(Command::new("stats").about(
-            "This member's hit rate (from DIR/monitor.log) and local cache size",
-        ))
+        .subcommand(
+            Command::new("stats")
+                .about("This member's hit rate (from DIR/monitor.log) and local cache size"),
+        )
         .subcommand(
             Command::new("audit")
                 .about(

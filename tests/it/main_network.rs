@@ -11,6 +11,7 @@ mod dual;
 mod network {
     mod adjudication;
     mod cache;
+    mod cache_e2e;
     mod challenge_jobs;
     mod challenges;
     mod coordinator;
@@ -20,7 +21,6 @@ mod network {
     mod free_keys;
     mod limits;
     mod monitor;
-    mod cache_e2e;
     mod portage;
     mod signed_list;
     mod status_browser;

@@ -10,8 +10,8 @@ use std::path::Path;
 
 use crate::client::output::strip_terminal_controls;
 use crate::client::result_cache::{
-    self, absolute, log_fetched, lookup_local, lookup_shared, remember, result_of,
-    write_local_hit, CacheJob, Fetched, SharedHit,
+    self, absolute, log_fetched, lookup_local, lookup_shared, remember, result_of, write_local_hit,
+    CacheJob, Fetched, SharedHit,
 };
 use crate::client::trace::{write_stderr, write_stdout};
 use crate::jobstate::outcome::Verdict;
@@ -181,7 +181,10 @@ impl Verified<'_> {
             return;
         };
         if expected == verified {
-            tracing::info!("{}: the spot check confirms the cached result", self.input());
+            tracing::info!(
+                "{}: the spot check confirms the cached result",
+                self.input()
+            );
             return;
         }
         tracing::warn!(

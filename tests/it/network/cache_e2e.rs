@@ -26,6 +26,10 @@ use dportage::network::Identity;
 use dportage::protocol::reply::Reply;
 use dportage::protocol::ProtocolVersion;
 
+/// The colluders' planted object.
+const PLANTED: &[u8] = b"\x7fELF planted by two colluding hosts";
+const EXTRA: &str = "int extra(int x) { return 7 * x + 1; }\n";
+
 #[test]
 fn a_member_builds_from_the_verified_cache_and_a_planted_entry_is_caught_and_withdrawn() {
     let net = CacheNet::start();
@@ -35,15 +39,13 @@ fn a_member_builds_from_the_verified_cache_and_a_planted_entry_is_caught_and_wit
     let reference = net.root.path().join("reference");
     write_project(&reference);
     fs::write(reference.join("extra.c"), EXTRA).unwrap();
-    run_ok(
-        "make",
-        &["-s", "-j4", "all", "extra.o"],
-        &reference,
-    );
+    run_ok("make", &["-s", "-j4", "all", "extra.o"], &reference);
 
     // A lone liar claims a wrong result for main.c before anyone built it.
-    let keys: Vec<(String, (String, String, String))> =
-        sources().into_iter().map(|s| (s.clone(), a.key(&s))).collect();
+    let keys: Vec<(String, (String, String, String))> = sources()
+        .into_iter()
+        .map(|s| (s.clone(), a.key(&s)))
+        .collect();
     let (_, (main_key, _, toolchain)) = keys.iter().find(|(s, _)| s == "main.c").unwrap();
     let lie = net.claim(
         4,
@@ -127,16 +129,27 @@ fn a_member_builds_from_the_verified_cache_and_a_planted_entry_is_caught_and_wit
         );
         made += ack.entries_made;
     }
-    assert_eq!(made, 1, "two established hosts of two owners and networks agree");
+    assert_eq!(
+        made, 1,
+        "two established hosts of two owners and networks agree"
+    );
 
     // A, without spot checks, is served the planted object.
     let out = a.compile(&["DPORTAGE_SPOTCHECK=0"], "extra.c");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(fs::read(a.work.join("extra.o")).unwrap(), PLANTED);
 
     // B spot-checks: the hosts' verified object is written, never the planted one.
     let out = b.compile(&["DPORTAGE_SPOTCHECK=1"], "extra.c");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         fs::read(b.work.join("extra.o")).unwrap(),
         fs::read(reference.join("extra.o")).unwrap()
@@ -170,6 +183,9 @@ fn a_member_builds_from_the_verified_cache_and_a_planted_entry_is_caught_and_wit
         .unwrap();
     let said = String::from_utf8_lossy(&audit.stdout);
     assert_eq!(audit.status.code(), Some(1), "{said}");
-    assert!(said.contains(&a.work.join("extra.o").display().to_string()), "{said}");
+    assert!(
+        said.contains(&a.work.join("extra.o").display().to_string()),
+        "{said}"
+    );
     assert!(!a.work.join("extra.o").exists(), "--delete removes it");
 }

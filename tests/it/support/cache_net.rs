@@ -6,8 +6,8 @@
 //! directories. The end-to-end test and `cargo bench --bench cache` use it.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -18,7 +18,9 @@ use super::serve::{DportageServer, ServeOptions};
 use super::*;
 use dportage::coordinator::{Coordinator, CoordinatorConfig};
 use dportage::network::api::result_hash;
-use dportage::network::cache_api::{CacheClaim, CacheClaims, CacheClaimsAck, CacheEntryView, CLAIMS_PATH};
+use dportage::network::cache_api::{
+    CacheClaim, CacheClaims, CacheClaimsAck, CacheEntryView, CLAIMS_PATH,
+};
 use dportage::network::Identity;
 use dportage::trust::standing::StandingRules;
 
@@ -27,9 +29,6 @@ pub const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tools/demo/sa
 pub const MAKEFILE: &str = "OBJS = $(patsubst %.c,%.o,$(wildcard *.c))\n\
 all: $(OBJS)\n\
 %.o: %.c calc.h\n\tcc -O2 -c $< -o $@\n";
-/// The colluders' planted object.
-pub const PLANTED: &[u8] = b"\x7fELF planted by two colluding hosts";
-pub const EXTRA: &str = "int extra(int x) { return 7 * x + 1; }\n";
 
 /// The coordinator (hosts established at once, challenges only at
 /// registration, two referees) and five daemons on 127.0.(40+i).1, the first
@@ -279,4 +278,3 @@ impl CacheMember {
 pub fn object_result(object: &[u8]) -> String {
     result_hash(&blake3::hash(object).to_hex(), 0)
 }
-
