@@ -34,10 +34,18 @@ use support::*;
 
 const DISTCC_MASQUERADE: &str = "/usr/lib/distcc";
 
-/// `copies` distinct copies of the sample in `work` (file names prefixed,
-/// a comment appended, so no two copies share a key); the `.c` names.
-fn write_copies(work: &Path, copies: usize) -> Vec<String> {
+/// `copies` distinct copies of the sample in `work`, replacing its C files
+/// (file names prefixed, a definition naming `salt` and the copy appended:
+/// a comment would not do, the preprocessor drops it, so no two copies and
+/// no two salts share a key); the `.c` names.
+fn write_copies(work: &Path, copies: usize, salt: &str) -> Vec<String> {
     fs::create_dir_all(work).unwrap();
+    for e in fs::read_dir(work).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".c") || name.ends_with(".o") {
+            fs::remove_file(e.path()).unwrap();
+        }
+    }
     let mut sources = Vec::new();
     for entry in fs::read_dir(SAMPLE).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -50,7 +58,7 @@ fn write_copies(work: &Path, copies: usize) -> Vec<String> {
             let copy_name = format!("c{copy}_{name}");
             fs::write(
                 work.join(&copy_name),
-                format!("{text}\n/* copy {copy} */\n"),
+                format!("{text}\nint bench_copy_{salt}_{copy} = {copy};\n"),
             )
             .unwrap();
             sources.push(copy_name);
@@ -61,11 +69,19 @@ fn write_copies(work: &Path, copies: usize) -> Vec<String> {
     sources
 }
 
+/// Bytes the hosts read and wrote on their job ports, from their `/metrics`.
 fn host_bytes(hosts: &[&DportageServer]) -> u64 {
+    let metric = |page: &str, name: &str| -> u64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    };
     hosts
         .iter()
         .map(|h| {
-            h.counter("dportage_request_bytes_total") + h.counter("dportage_reply_bytes_total")
+            let page = h.metrics();
+            metric(&page, "dportage_request_bytes_total ")
+                + metric(&page, "dportage_reply_bytes_total ")
         })
         .sum()
 }
@@ -90,7 +106,7 @@ fn main() {
     } else {
         1
     };
-    let net = CacheNet::start();
+    let net = CacheNet::start_allowing("127.0.0.1");
     let network_hosts: Vec<&DportageServer> = net.daemons.iter().collect();
     let mut rows = Vec::new();
 
@@ -106,7 +122,9 @@ fn main() {
         .collect();
     if Path::new(DISTCC_MASQUERADE).join("cc").exists() {
         let work = net.root.path().join("distcc-work");
-        let sources = write_copies(&work, copies);
+        let sources = write_copies(&work, copies, "distcc");
+        let state = net.root.path().join("distcc-state");
+        fs::create_dir_all(&state).unwrap();
         let hosts: Vec<String> = open
             .iter()
             .map(|h| format!("{}/4,lzo", h.hostspec()))
@@ -124,7 +142,7 @@ fn main() {
                 ),
             )
             .env("DISTCC_HOSTS", hosts.join(" "))
-            .env("DISTCC_DIR", net.root.path().join("distcc-state"))
+            .env("DISTCC_DIR", &state)
             .stdout(Stdio::null())
             .status()
             .unwrap();
@@ -158,6 +176,7 @@ fn main() {
             .filter(|v| *v == "cache_hit")
             .count();
         let jobs = verdicts.len() - log_before;
+        assert_eq!(jobs, copies * 9, "{label}: one verdict per job");
         rows.push(Row {
             label,
             secs,
@@ -168,7 +187,7 @@ fn main() {
     };
 
     let off = net.member("off");
-    let sources = write_copies(&off.work, copies);
+    write_copies(&off.work, copies, "off");
     timed(
         "dportage, verified, cache off",
         &off,
@@ -176,7 +195,7 @@ fn main() {
         false,
     );
     let a = net.member("a");
-    write_copies(&a.work, copies);
+    let sources = write_copies(&a.work, copies, "shared");
     timed(
         "dportage, verified, cache on, first build",
         &a,
@@ -191,7 +210,7 @@ fn main() {
         });
     }
     let b = net.member("b");
-    write_copies(&b.work, copies);
+    write_copies(&b.work, copies, "shared");
     timed(
         "dportage, network cache hits (member B)",
         &b,

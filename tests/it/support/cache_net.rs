@@ -44,6 +44,12 @@ pub struct CacheNet {
 
 impl CacheNet {
     pub fn start() -> CacheNet {
+        CacheNet::start_allowing("127.0.0.9")
+    }
+
+    /// [`CacheNet::start`] with the daemons' `--allow` (their statistics
+    /// pages answer only those addresses; members' jobs still carry tickets).
+    pub fn start_allowing(allow: &str) -> CacheNet {
         let root = tempfile::tempdir().unwrap();
         let rt = runtime();
         let mut cfg = CoordinatorConfig::new("127.0.0.1:0".parse().unwrap(), root.path().join("c"));
@@ -71,7 +77,7 @@ impl CacheNet {
             owners.push(Arc::new(Identity::load_or_create(&dir).unwrap()));
             let mut args = vec![
                 "--allow",
-                "127.0.0.9",
+                allow,
                 "--jobs",
                 "2",
                 "--coordinator",
