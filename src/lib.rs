@@ -28,7 +28,10 @@
 //! # A job's path
 //! 1. `main.rs` → `client/mod.rs` (`client_main`: argv0, masquerading) →
 //!    `client/invocation.rs` (which compiler) → `args/scan.rs` (distributable?).
-//! 2. `client/compile.rs` (plain dispatch) or `client/dual/` (verified:
+//! 2. `client/compile.rs` (plain dispatch) or `client/dual/` (verified; a
+//!    preprocessed job is first looked up in the result cache by
+//!    `client/dual/cached.rs` → `client/result_cache.rs`: the member's own
+//!    store, then the coordinator's signed index and a holder's `CGET`;
 //!    `verify/scheduler.rs` decides, `client/dual/driver.rs` executes, over the
 //!    hosts of `client/dual/voters.rs`) → `client/hostsource.rs`,
 //!    `client/slots.rs` (hosts and lock files) → `client/preprocess.rs` →

@@ -116,7 +116,7 @@ fn dportage_main(argv0: OsString, mut args: Vec<OsString>) -> i32 {
         }
         Some("cache") => {
             args.remove(0);
-            dportage::client::result_cache::cache_main(args)
+            dportage::client::cache_main(args)
         }
         Some("monitor") => {
             args.remove(0);

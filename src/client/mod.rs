@@ -56,6 +56,45 @@ pub fn client_main(argv0: OsString, args: Vec<OsString>, explicit: bool) -> i32 
     }
 }
 
+/// `dportage cache stats` and `dportage cache audit [--delete]`.
+pub fn cache_main(args: Vec<OsString>) -> i32 {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut settings = Settings::from_env();
+    match args.first().map(String::as_str) {
+        Some("audit") => result_cache::audit_main(&args[1..], &settings),
+        Some("key") if args.len() > 1 => {
+            // The compile path itself, stopped where the key is known.
+            trace::init(&settings);
+            settings.cache_explain = true;
+            let path = std::env::var_os("PATH");
+            let argv0 = OsString::from("dportage");
+            let rest: Vec<OsString> = args[1..].iter().map(Into::into).collect();
+            match parse_invocation(&argv0, &rest, true, path.as_ref()) {
+                ClientCommand::Compile(invocation) => compile::compile(invocation, &settings),
+                _ => {
+                    eprintln!("dportage cache key: give a compile: COMPILER ARGS...");
+                    2
+                }
+            }
+        }
+        Some("stats") if args.len() == 1 => result_cache::stats_main(&settings),
+        Some("--help") | Some("-h") | None => {
+            print!("{}", result_cache::CACHE_HELP);
+            i32::from(args.is_empty()) * 2
+        }
+        Some(other) => {
+            eprintln!(
+                "dportage cache: unknown command {other:?}\n{}",
+                result_cache::CACHE_HELP
+            );
+            2
+        }
+    }
+}
+
 /// `--show-hosts`: the host entries, one per line, as written.
 fn show_hosts() -> i32 {
     match hostsource::load_host_list() {

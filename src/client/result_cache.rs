@@ -336,45 +336,7 @@ pub async fn dispute(
     Ok("the input went to the coordinator, whose referees will decide".into())
 }
 
-/// `dportage cache stats` and `dportage cache audit [--delete]`.
-pub fn cache_main(args: Vec<std::ffi::OsString>) -> i32 {
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let mut settings = Settings::from_env();
-    match args.first().map(String::as_str) {
-        Some("audit") => audit_main(&args[1..], &settings),
-        Some("key") if args.len() > 1 => {
-            // The compile path itself, stopped where the key is known.
-            super::trace::init(&settings);
-            settings.cache_explain = true;
-            let path = std::env::var_os("PATH");
-            let argv0 = std::ffi::OsString::from("dportage");
-            let rest: Vec<std::ffi::OsString> = args[1..].iter().map(Into::into).collect();
-            match super::invocation::parse_invocation(&argv0, &rest, true, path.as_ref()) {
-                super::invocation::ClientCommand::Compile(invocation) => {
-                    super::compile::compile(invocation, &settings)
-                }
-                _ => {
-                    eprintln!("dportage cache key: give a compile: COMPILER ARGS...");
-                    2
-                }
-            }
-        }
-        Some("stats") if args.len() == 1 => stats_main(&settings),
-        Some("--help") | Some("-h") | None => {
-            print!("{CACHE_HELP}");
-            i32::from(args.is_empty()) * 2
-        }
-        Some(other) => {
-            eprintln!("dportage cache: unknown command {other:?}\n{CACHE_HELP}");
-            2
-        }
-    }
-}
-
-const CACHE_HELP: &str = "\
+pub const CACHE_HELP: &str = "\
 Usage: dportage cache stats
        dportage cache audit [--delete]
        dportage cache key COMPILER ARGS...
@@ -402,7 +364,7 @@ pub fn hit_rate(dir: &Path) -> (u64, u64) {
     crate::jobstate::outcome::cache_hits(text.lines())
 }
 
-fn stats_main(settings: &Settings) -> i32 {
+pub fn stats_main(settings: &Settings) -> i32 {
     let Some(dir) = settings.dportage_dir.clone() else {
         eprintln!("dportage cache stats: no DPORTAGE_DIR (or HOME)");
         return 2;

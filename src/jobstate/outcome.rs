@@ -140,7 +140,7 @@ mod tests {
         let log = [
             outcome(Verdict::CacheHit).to_line(),
             outcome(Verdict::Agreed).to_line(),
-            "torn {\"time\":".to_owned(),
+            "torn {\"time\":\n".to_owned(),
             outcome(Verdict::CacheHit).to_line(),
         ]
         .concat();

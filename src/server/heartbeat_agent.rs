@@ -474,9 +474,27 @@ async fn heartbeat_loop(
             },
         };
         let _ = tx.send(status.clone());
-        tokio::time::sleep(next).await;
+        // Heartbeats are minutes apart; claims should not wait that long
+        // (a member building the same package soon after should hit).
+        let deadline = tokio::time::Instant::now() + next;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left.min(CLAIMS_FLUSH)).await;
+            let listed = status.consecutive_failures == 0 && status.acknowledged > 0;
+            if let Some(shared) = cache.as_deref().filter(|_| listed) {
+                if shared.cache.queued_claims() > 0 {
+                    send_claims(&client, shared).await;
+                }
+            }
+        }
     }
 }
+
+/// How often queued cache claims go out between heartbeats.
+const CLAIMS_FLUSH: Duration = Duration::from_secs(15);
 
 /// Send the pending mismatch reports of the member state directory `dir`
 /// (signed by that directory's member identity) through `dportage
