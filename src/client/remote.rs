@@ -281,6 +281,23 @@ impl Connection {
         if host.version == ProtocolVersion::V3 {
             return Err(RemoteError::Unsupported);
         }
+        Connection::start(
+            host,
+            host.version,
+            timeouts,
+            &encode_request_head(host.version, argv),
+        )
+        .await
+    }
+
+    /// Connect to `host`, then send its ticket (when it has one) and `head`
+    /// in one write, to be answered in protocol `version`.
+    async fn start(
+        host: &RemoteHost,
+        version: ProtocolVersion,
+        timeouts: NetTimeouts,
+        head: &[u8],
+    ) -> Result<Connection, RemoteError> {
         let stream = connect(&host.host, host.port, timeouts.connect).await?;
         // The head and DOTI are each written whole; without NODELAY a small DOTI
         // would wait for the ACK of the head (Nagle). Whole writes are also why
@@ -288,17 +305,17 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         let mut conn = Connection {
             stream,
-            version: host.version,
+            version,
             io_timeout: timeouts.io,
             pace: timeouts.pace,
             monitor: None,
         };
-        let mut head = match &host.ticket {
+        let mut first = match &host.ticket {
             Some(holder) => holder.packet(),
             None => Vec::new(),
         };
-        head.extend(encode_request_head(host.version, argv));
-        conn.write("sending the request", &head).await?;
+        first.extend_from_slice(head);
+        conn.write("sending the request", &first).await?;
         Ok(conn)
     }
 
@@ -314,22 +331,9 @@ impl Connection {
         timeouts: NetTimeouts,
         output: &Path,
     ) -> Result<RemoteReply, RemoteError> {
-        let stream = connect(&host.host, host.port, timeouts.connect).await?;
-        let _ = stream.set_nodelay(true);
-        let mut conn = Connection {
-            stream,
-            // Stored replies are protocol 2 (LZO) whatever the host entry says.
-            version: ProtocolVersion::V2,
-            io_timeout: timeouts.io,
-            pace: timeouts.pace,
-            monitor: None,
-        };
-        let mut head = match &host.ticket {
-            Some(holder) => holder.packet(),
-            None => Vec::new(),
-        };
-        head.extend(crate::protocol::request::encode_fetch(result));
-        conn.write("asking for a cached result", &head).await?;
+        // Stored replies are protocol 2 (LZO) whatever the host entry says.
+        let fetch = crate::protocol::request::encode_fetch(result);
+        let mut conn = Connection::start(host, ProtocolVersion::V2, timeouts, &fetch).await?;
         conn.read_reply(output).await
     }
 
