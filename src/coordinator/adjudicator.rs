@@ -77,6 +77,50 @@ fn reporter_side(
     (accused_hash, accepted, side)
 }
 
+/// A host as the referee draw sees it: its owner, and its network made
+/// distinct by an index under `--referees-any-network`.
+type RefereeListing = Listed<IdentityId, (crate::network::selection::NetKey, usize)>;
+
+/// Who may re-run a job of `toolchain`: the live, unblacklisted hosts
+/// serving it, as calls and as the pairing rules see them (with
+/// `--referees-any-network` every host is its own network).
+fn serving(
+    s: &Shared,
+    pool: &super::pool::Pool,
+    toolchain: &str,
+    now: u64,
+    exp: u64,
+    now_unix: u64,
+) -> (Vec<Candidate>, Vec<RefereeListing>) {
+    let mut candidates = Vec::new();
+    let mut listed = Vec::new();
+    for h in pool.hosts() {
+        let live = now.saturating_sub(h.last_seen_ms) <= exp;
+        if !live || pool.is_blacklisted(&h.id) || !h.fps.iter().any(|f| **f == *toolchain) {
+            continue;
+        }
+        candidates.push(Candidate {
+            id: h.id,
+            host: h.host.to_string(),
+            port: h.port,
+            lzo: h.lzo,
+            tickets: h.tickets,
+        });
+        let distinct = if s.cfg.referees_any_network {
+            listed.len()
+        } else {
+            0
+        };
+        listed.push(Listed {
+            owner: h.owner,
+            network: (h.network, distinct),
+            standing: pool.standing_of(&h.id, now_unix).unwrap_or(h.standing),
+            weight: 1,
+        });
+    }
+    (candidates, listed)
+}
+
 /// Run the adjudicator until the coordinator is dropped.
 pub(super) fn spawn_adjudicator(weak: Weak<Shared>) {
     tokio::spawn(async move {
@@ -214,32 +258,7 @@ async fn adjudicate_cache(s: &Shared, mut p: CachePending) {
     let (now, exp) = (s.now_ms(), s.expiry_ms());
     let (candidates, chosen) = {
         let pool = s.pool_read();
-        let mut candidates = Vec::new();
-        let mut listed = Vec::new();
-        for h in pool.hosts() {
-            let live = now.saturating_sub(h.last_seen_ms) <= exp;
-            if !live || pool.is_blacklisted(&h.id) || !h.fps.iter().any(|f| **f == *d.toolchain) {
-                continue;
-            }
-            candidates.push(Candidate {
-                id: h.id,
-                host: h.host.to_string(),
-                port: h.port,
-                lzo: h.lzo,
-                tickets: h.tickets,
-            });
-            let distinct = if s.cfg.referees_any_network {
-                listed.len()
-            } else {
-                0
-            };
-            listed.push(Listed {
-                owner: h.owner,
-                network: (h.network, distinct),
-                standing: pool.standing_of(&h.id, now_unix).unwrap_or(h.standing),
-                weight: 1,
-            });
-        }
+        let (candidates, mut listed) = serving(s, &pool, &d.toolchain, now, exp, now_unix);
         let member_owner = pool.owner_of(&p.member);
         let witness_owners: Vec<IdentityId> = witnesses.iter().map(|w| pool.owner_of(w)).collect();
         let mut parties: Vec<usize> = candidates
@@ -442,33 +461,7 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
     // The pool of candidate referees, and the parties' indices in it.
     let (candidates, listed, parties, dispute, named) = {
         let pool = s.pool_read();
-        let mut candidates = Vec::new();
-        let mut listed = Vec::new();
-        for h in pool.hosts() {
-            let live = now.saturating_sub(h.last_seen_ms) <= exp;
-            if !live || pool.is_blacklisted(&h.id) || !h.fps.iter().any(|f| **f == *toolchain) {
-                continue;
-            }
-            candidates.push(Candidate {
-                id: h.id,
-                host: h.host.to_string(),
-                port: h.port,
-                lzo: h.lzo,
-                tickets: h.tickets,
-            });
-            // With --referees-any-network every host is its own network.
-            let distinct = if s.cfg.referees_any_network {
-                listed.len()
-            } else {
-                0
-            };
-            listed.push(Listed {
-                owner: h.owner,
-                network: (h.network, distinct),
-                standing: pool.standing_of(&h.id, now_unix).unwrap_or(h.standing),
-                weight: 1,
-            });
-        }
+        let (candidates, listed) = serving(s, &pool, &toolchain, now, exp, now_unix);
         let (accused_hash, accepted, side) =
             reporter_side(&p.report, &p.accused, |a| pool.resolve_addr(a));
         let reporter_owner = pool.owner_of(&p.reporter);
