@@ -167,6 +167,41 @@ async fn flush_hits(s: &Shared) {
 
 /// Send `source` with `argv` to each of `calls` (id, address, lzo, takes
 /// tickets) with the coordinator's own ticket pass; each one's result hash.
+/// Send one job to `target` (`HOST:PORT`) and return the result hash of
+/// its answer, or why there is none.
+async fn rerun(
+    target: &str,
+    lzo: bool,
+    ticket_pass: Option<Vec<u8>>,
+    argv: &[String],
+    source: &[u8],
+    timeout: Duration,
+) -> Result<String, String> {
+    let addr: Option<SocketAddr> = tokio::net::lookup_host(target)
+        .await
+        .ok()
+        .and_then(|mut a| a.next());
+    let Some(addr) = addr else {
+        return Err(format!("cannot resolve {target}"));
+    };
+    let job = JobCall {
+        addr,
+        version: if lzo {
+            ProtocolVersion::V2
+        } else {
+            ProtocolVersion::V1
+        },
+        argv,
+        source,
+        timeout,
+        ticket_pass,
+    };
+    job_call::call(&job)
+        .await
+        .map(|d| result_hash_of(&d))
+        .map_err(|e| e.to_string())
+}
+
 async fn run_job(
     s: &Shared,
     calls: Vec<(IdentityId, String, bool, bool)>,
@@ -180,29 +215,7 @@ async fn run_job(
         let source = source.to_vec();
         let timeout = s.cfg.referee_timeout;
         set.spawn(async move {
-            let addr: Option<SocketAddr> = tokio::net::lookup_host(&target)
-                .await
-                .ok()
-                .and_then(|mut a| a.next());
-            let Some(addr) = addr else {
-                return (id, Err(format!("cannot resolve {target}")));
-            };
-            let job = JobCall {
-                addr,
-                version: if lzo {
-                    ProtocolVersion::V2
-                } else {
-                    ProtocolVersion::V1
-                },
-                argv: &argv,
-                source: &source,
-                timeout,
-                ticket_pass,
-            };
-            let r = job_call::call(&job)
-                .await
-                .map(|d| result_hash_of(&d))
-                .map_err(|e| e.to_string());
+            let r = rerun(&target, lzo, ticket_pass, &argv, &source, timeout).await;
             (id, r)
         });
     }
@@ -549,33 +562,8 @@ async fn adjudicate(s: &Shared, mut p: Pending) {
         let source = source.clone();
         let timeout = s.cfg.referee_timeout;
         set.spawn(async move {
-            let addr: Option<SocketAddr> = tokio::net::lookup_host(&target)
-                .await
-                .ok()
-                .and_then(|mut a| a.next());
-            let Some(addr) = addr else {
-                return (referee, id, Err(format!("cannot resolve {target}")));
-            };
-            let job = JobCall {
-                addr,
-                version: if lzo {
-                    ProtocolVersion::V2
-                } else {
-                    ProtocolVersion::V1
-                },
-                argv: &argv,
-                source: &source,
-                timeout,
-                ticket_pass,
-            };
-            (
-                referee,
-                id,
-                job_call::call(&job)
-                    .await
-                    .map(|d| result_hash_of(&d))
-                    .map_err(|e| e.to_string()),
-            )
+            let r = rerun(&target, lzo, ticket_pass, &argv, &source, timeout).await;
+            (referee, id, r)
         });
     }
     let mut answers: Vec<(IdentityId, Result<String, String>)> = Vec::new();
